@@ -1,0 +1,3 @@
+"""medvault: an encrypted, audited clinical document vault."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,43 @@
+"""Who is calling. Every access decision and audit event starts from a Principal."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    CLINICIAN = "clinician"
+    PATIENT = "patient"
+    AUDITOR = "auditor"
+    SERVICE = "service"
+
+
+class PrincipalKind(StrEnum):
+    API_TOKEN = "api_token"
+    USER = "user"
+    SIGNED_URL = "signed_url"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller.
+
+    ``patient_id`` is set for patient users (their own record); ``scopes`` narrow
+    what a service account may do. Both are carried now so the access policy can
+    grow per-patient scoping without changing every call site.
+    """
+
+    kind: PrincipalKind
+    subject_id: uuid.UUID
+    name: str
+    role: Role
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    patient_id: uuid.UUID | None = None
+
+    @property
+    def actor_id(self) -> str:
+        """Stable identifier for audit trails; never a secret, never a person's name."""
+        return f"{self.kind.value}:{self.subject_id}"

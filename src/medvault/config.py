@@ -1,0 +1,136 @@
+"""All runtime configuration, read from ``MEDVAULT_*`` environment variables.
+
+Defaults give a zero-setup vault (SQLite files and a blob folder under ``DATA_DIR``).
+With ``MEDVAULT_ENV=production`` the settings refuse to start on generated or
+placeholder secrets, because several stateless instances must share the same keys.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated, Self
+
+MiB = 1024 * 1024
+
+DEFAULT_ALLOWED_TYPES = (
+    "application/pdf",
+    "image/jpeg",
+    "image/png",
+    "image/tiff",
+    "application/dicom",
+)
+
+# Values people paste from examples; production must never run on them.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "default", "password", "medvault", "example"}
+)
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot be used; the message says what to change."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDVAULT_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("medvault-data")
+
+    database_url: str | None = Field(
+        default=None, description="Clinical database; default sqlite file in DATA_DIR"
+    )
+    auth_database_url: str | None = Field(
+        default=None, description="Auth database; default sqlite file in DATA_DIR"
+    )
+
+    storage_url: str | None = Field(
+        default=None, description="file:///path or s3://bucket/prefix; default DATA_DIR/blobs"
+    )
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_part_size: int = Field(default=8 * MiB, ge=5 * MiB, le=512 * MiB)
+
+    max_upload_bytes: int = Field(default=50 * MiB, gt=0)
+    allowed_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_TYPES
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="External base URL used in signed links, e.g. https://vault.example"
+    )
+
+    keyring: str | None = Field(default=None, description="KEK keyring JSON (else keyring file)")
+    keyring_file: Path | None = None
+    secret_key: str | None = Field(default=None, description="URL-signing secret (else file)")
+
+    segment_size: int = Field(default=64 * 1024, ge=4096, le=16 * MiB)
+    download_url_ttl_seconds: int = Field(default=3600, ge=1, le=86400)
+    download_url_max_ttl_seconds: int = Field(default=86400, ge=1, le=86400)
+
+    log_level: str = "INFO"
+
+    @field_validator("allowed_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_ttl(self) -> Self:
+        if self.download_url_ttl_seconds > self.download_url_max_ttl_seconds:
+            raise ValueError("DOWNLOAD_URL_TTL_SECONDS exceeds DOWNLOAD_URL_MAX_TTL_SECONDS")
+        return self
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def clinical_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'clinical.db'}"
+
+    @property
+    def auth_db_url(self) -> str:
+        return self.auth_database_url or f"sqlite:///{self.resolved_data_dir / 'auth.db'}"
+
+    @property
+    def blob_storage_url(self) -> str:
+        return self.storage_url or (self.resolved_data_dir / "blobs").as_uri()
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.keyring_file or self.resolved_data_dir / "keyring.json"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.resolved_data_dir / "secret.key"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def check_production(self) -> None:
+        """Refuse to run production on secrets that were generated locally or copied."""
+        if not self.is_production:
+            return
+        problems = []
+        if not self.keyring and not (self.keyring_file and self.keyring_file.exists()):
+            problems.append("set MEDVAULT_KEYRING or MEDVAULT_KEYRING_FILE to a managed keyring")
+        if self.secret_key is None or self.secret_key.strip().lower() in PLACEHOLDER_SECRETS:
+            problems.append("set MEDVAULT_SECRET_KEY to a random value of at least 32 bytes")
+        elif len(self.secret_key.encode()) < 32:
+            problems.append("MEDVAULT_SECRET_KEY must be at least 32 bytes long")
+        if self.database_url is None or self.auth_database_url is None:
+            problems.append("set MEDVAULT_DATABASE_URL and MEDVAULT_AUTH_DATABASE_URL")
+        if problems:
+            raise ConfigurationError("production settings refused: " + "; ".join(problems))
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]  # overrides are validated by pydantic

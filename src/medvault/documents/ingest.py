@@ -1,0 +1,156 @@
+"""The single pass that turns an incoming plaintext stream into a stored, encrypted blob.
+
+Each chunk is counted against the size limit, hashed (SHA-256 of the plaintext),
+encrypted into envelope segments and handed to the blob writer. Nothing is buffered
+beyond one batch, so memory stays flat whatever the file size, and no plaintext
+byte reaches the blob store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from medvault.crypto.envelope import EnvelopeWriter
+from medvault.crypto.keyring import new_dek
+from medvault.documents.sniffing import SNIFF_BYTES, sniff_content_type
+from medvault.kit.problems import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from medvault.runtime import Runtime
+from medvault.storage.base import BlobWriter
+
+# Work is handed to a thread in batches this large: big enough that the thread hop
+# is negligible, small enough to keep memory flat.
+BATCH_BYTES = 1024 * 1024
+
+
+class EmptyFile(BadRequest):
+    slug, title = "empty-file", "The uploaded file is empty"
+
+
+def storage_key_for(version_id: uuid.UUID) -> str:
+    """Immutable key per version; the fan-out keeps directories small on filesystems."""
+    return f"versions/{version_id.hex[:2]}/{version_id}"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    version_id: uuid.UUID
+    storage_key: str
+    content_type: str
+    size: int
+    sha256: str
+    kek_id: str
+    wrapped_dek: bytes
+
+
+class IngestPipeline:
+    def __init__(self, *, runtime: Runtime, version_id: uuid.UUID | None = None) -> None:
+        self._runtime = runtime
+        settings = runtime.settings
+        self.version_id = version_id or uuid.uuid4()
+        self.storage_key = storage_key_for(self.version_id)
+        self.max_bytes = settings.max_upload_bytes
+        self.allowed_types = settings.allowed_types
+        dek = new_dek()
+        self._wrapped = runtime.keyring.wrap_dek(dek, version_id=self.version_id)
+        self._envelope = EnvelopeWriter(
+            dek=dek,
+            kek_id=self._wrapped.kek_id,
+            wrapped_dek=self._wrapped.wrapped,
+            version_id=self.version_id,
+            segment_size=settings.segment_size,
+        )
+        self._sha = hashlib.sha256()
+        self._head: bytearray | None = bytearray()
+        self._writer: BlobWriter | None = None
+        self.content_type: str | None = None
+        self.size = 0
+        self.committed = False
+
+    def check_size(self, incoming: int) -> None:
+        if self.size + incoming > self.max_bytes:
+            raise PayloadTooLarge(
+                f"The file is larger than the limit of {self.max_bytes} bytes.",
+                max_bytes=self.max_bytes,
+            )
+
+    def _decide_type(self, head: bytes) -> None:
+        sniffed = sniff_content_type(head)
+        if sniffed is None or sniffed not in self.allowed_types:
+            shown = sniffed or "an unrecognised format"
+            raise UnsupportedMediaType(
+                f"The file content is {shown}; accepted types are "
+                f"{', '.join(self.allowed_types)}.",
+                allowed_types=list(self.allowed_types),
+            )
+        self.content_type = sniffed
+        # The blob is only started once the type is accepted: rejected files touch no storage.
+        self._writer = self._runtime.blobs.writer(self.storage_key)
+        self._writer.write(self._envelope.header_bytes())
+
+    def feed(self, data: bytes) -> None:
+        self.check_size(len(data))
+        self.size += len(data)
+        self._sha.update(data)
+        if self._head is not None:
+            self._head += data
+            if len(self._head) < SNIFF_BYTES:
+                return
+            data, self._head = bytes(self._head), None
+            self._decide_type(data)
+        assert self._writer is not None
+        self._writer.write(self._envelope.update(data))
+
+    def finish(self) -> IngestResult:
+        """Seal the last segment and make the blob durable under its final key."""
+        if self._head is not None:
+            if not self._head:
+                raise EmptyFile("Send a non-empty file.")
+            head, self._head = bytes(self._head), None
+            self._decide_type(head)
+            assert self._writer is not None
+            self._writer.write(self._envelope.update(head))
+        assert self._writer is not None and self.content_type is not None
+        self._writer.write(self._envelope.finalize())
+        self._writer.commit()
+        self.committed = True
+        return IngestResult(
+            version_id=self.version_id,
+            storage_key=self.storage_key,
+            content_type=self.content_type,
+            size=self.size,
+            sha256=self._sha.hexdigest(),
+            kek_id=self._wrapped.kek_id,
+            wrapped_dek=self._wrapped.wrapped,
+        )
+
+    def discard(self) -> None:
+        """Remove every trace of this upload: abort an open writer or delete a committed blob."""
+        if self._writer is None:
+            return
+        if self.committed:
+            self._runtime.blobs.delete(self.storage_key)
+        else:
+            self._writer.abort()
+
+
+async def pump(chunks: AsyncIterator[bytes], pipeline: IngestPipeline) -> None:
+    """Feed an async byte stream through the pipeline in thread-pool batches."""
+    batch: list[bytes] = []
+    pending = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        pending += len(chunk)
+        # Checked per chunk, not per batch, so an oversized upload stops at once.
+        pipeline.check_size(pending)
+        batch.append(chunk)
+        if pending >= BATCH_BYTES:
+            await run_in_threadpool(pipeline.feed, b"".join(batch))
+            batch, pending = [], 0
+    if batch:
+        await run_in_threadpool(pipeline.feed, b"".join(batch))

@@ -1,0 +1,96 @@
+"""Documents and their immutable versions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from medvault.db.base import ClinicalBase
+from medvault.db.types import UTCDateTime
+
+
+class DocumentStatus(StrEnum):
+    CURRENT = "current"
+    DELETED = "deleted"
+
+
+class Classification(StrEnum):
+    NORMAL = "normal"
+    RESTRICTED = "restricted"
+    VERY_RESTRICTED = "very-restricted"
+
+
+class VersionState(StrEnum):
+    AVAILABLE = "available"
+    CORRUPT = "corrupt"
+
+
+class Document(ClinicalBase):
+    __tablename__ = "documents"
+    __table_args__ = (
+        # Keyset pagination walks these newest-first; each filter has its own index.
+        Index("ix_documents_created", "created_at", "id"),
+        Index("ix_documents_patient_created", "patient_id", "created_at", "id"),
+        Index("ix_documents_type_created", "document_type", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))
+    document_type: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    classification: Mapped[str] = mapped_column(String(20), default=Classification.NORMAL)
+    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.CURRENT)
+    current_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_by: Mapped[str | None] = mapped_column(String(200))
+    delete_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class DocumentVersion(ClinicalBase):
+    """One immutable upload. The blob under ``storage_key`` is never rewritten.
+
+    ``kek_id``/``wrapped_dek`` are the authoritative wrap of the data key: key
+    rotation rewrites these two columns and leaves the blob alone.
+    """
+
+    __tablename__ = "document_versions"
+    __table_args__ = (
+        UniqueConstraint("document_id", "version", name="uq_document_versions_number"),
+        Index("ix_document_versions_sha256", "sha256"),
+        Index("ix_document_versions_kek", "kek_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("documents.id", ondelete="RESTRICT")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(255))
+    original_filename: Mapped[str] = mapped_column(String(1024))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255), unique=True)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary(255))
+    state: Mapped[str] = mapped_column(String(16), default=VersionState.AVAILABLE)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))

@@ -1,0 +1,184 @@
+"""Document use cases: metadata, listing, versions, soft delete and restore.
+
+Functions flush and never commit; the route commits once, after the audit event
+has been added to the same session.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from medvault.audit import service as audit
+from medvault.audit.context import AuditContext
+from medvault.auth.principal import Principal
+from medvault.documents import repository
+from medvault.documents.models import Document, DocumentStatus, DocumentVersion
+from medvault.documents.repository import ListFilters
+from medvault.documents.schemas import DocumentOut, DocumentPage, VersionList, VersionOut
+from medvault.kit.clock import utcnow
+from medvault.kit.keyset import Cursor
+from medvault.kit.problems import Conflict, Gone, NotFound
+
+
+def to_out(document: Document, version: DocumentVersion) -> DocumentOut:
+    return DocumentOut(
+        id=document.id,
+        patient_id=document.patient_id,
+        version=version.version,
+        filename=version.filename,
+        original_filename=version.original_filename,
+        content_type=version.content_type,
+        size=version.size,
+        sha256=version.sha256,
+        document_type=document.document_type,
+        title=document.title,
+        description=document.description,
+        classification=document.classification,  # type: ignore[arg-type]  # validated by pydantic
+        status=document.status,  # type: ignore[arg-type]  # validated by pydantic
+        created_at=document.created_at,
+        updated_at=document.updated_at,
+        uploaded_by=version.created_by,
+        deleted_at=document.deleted_at,
+        deleted_by=document.deleted_by,
+        delete_reason=document.delete_reason,
+    )
+
+
+def version_to_out(version: DocumentVersion) -> VersionOut:
+    return VersionOut(
+        version=version.version,
+        filename=version.filename,
+        original_filename=version.original_filename,
+        content_type=version.content_type,
+        size=version.size,
+        sha256=version.sha256,
+        state=version.state,  # type: ignore[arg-type]  # validated by pydantic
+        created_at=version.created_at,
+        uploaded_by=version.created_by,
+    )
+
+
+def _readable_or_404(
+    session: Session, principal: Principal, document_id: uuid.UUID
+) -> tuple[Document, DocumentVersion]:
+    found = repository.readable(session, principal, document_id)
+    if found is None:
+        # Same answer for "absent" and "not yours", so existence never leaks.
+        raise NotFound("No document with this id.")
+    return found
+
+
+def get(
+    *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
+) -> DocumentOut:
+    document, version = _readable_or_404(session, principal, document_id)
+    audit.record(session=session, context=context, action="document.read",
+                 resource_type="Document", resource_id=document.id, patient_id=document.patient_id)
+    return to_out(document, version)
+
+
+def list_page(
+    *,
+    session: Session,
+    principal: Principal,
+    filters: ListFilters,
+    cursor: str | None,
+    limit: int,
+    context: AuditContext,
+) -> DocumentPage:
+    rows = repository.page(
+        session,
+        principal,
+        filters=filters,
+        cursor=Cursor.decode(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    audit.record(
+        session=session,
+        context=context,
+        action="document.list",
+        resource_type="Document",
+        patient_id=filters.patient_id,
+        details={"results": len(rows), "document_type": filters.document_type},
+    )
+    last = rows[-1][0] if more else None
+    return DocumentPage(
+        items=[to_out(doc, ver) for doc, ver in rows],
+        next_cursor=Cursor(last.created_at, last.id).encode() if last else None,
+    )
+
+
+def list_versions(
+    *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
+) -> VersionList:
+    document, _ = _readable_or_404(session, principal, document_id)
+    audit.record(session=session, context=context, action="document.versions.read",
+                 resource_type="Document", resource_id=document.id,
+                 patient_id=document.patient_id)
+    return VersionList(items=[version_to_out(v) for v in repository.versions(session, document.id)])
+
+
+def resolve_version(
+    *,
+    session: Session,
+    principal: Principal,
+    document_id: uuid.UUID,
+    number: int | None,
+) -> tuple[Document, DocumentVersion]:
+    """The document and the requested (or current) version, if readable and not deleted."""
+    document, current = _readable_or_404(session, principal, document_id)
+    if document.status == DocumentStatus.DELETED:
+        raise Gone("This document was deleted; an administrator can restore it.")
+    if number is None or number == current.version:
+        return document, current
+    version = repository.version(session, document.id, number)
+    if version is None:
+        raise NotFound("This document has no such version.")
+    return document, version
+
+
+def soft_delete(
+    *,
+    session: Session,
+    principal: Principal,
+    document_id: uuid.UUID,
+    reason: str,
+    context: AuditContext,
+) -> DocumentOut:
+    document, version = _readable_or_404(session, principal, document_id)
+    if document.status == DocumentStatus.DELETED:
+        raise Conflict("The document is already deleted.")
+    now: datetime = utcnow()
+    document.status = DocumentStatus.DELETED
+    document.deleted_at = now
+    document.deleted_by = context.actor_id
+    document.delete_reason = reason
+    document.updated_at = now
+    session.flush()
+    audit.record(session=session, context=context, action="document.delete",
+                 resource_type="Document", resource_id=document.id,
+                 patient_id=document.patient_id, details={"reason": reason})
+    return to_out(document, version)
+
+
+def restore(
+    *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
+) -> DocumentOut:
+    document, version = _readable_or_404(session, principal, document_id)
+    if document.status != DocumentStatus.DELETED:
+        raise Conflict("The document is not deleted.")
+    document.status = DocumentStatus.CURRENT
+    document.deleted_at = None
+    document.deleted_by = None
+    document.delete_reason = None
+    document.updated_at = utcnow()
+    session.flush()
+    audit.record(session=session, context=context, action="document.restore",
+                 resource_type="Document", resource_id=document.id,
+                 patient_id=document.patient_id)
+    return to_out(document, version)

@@ -1,0 +1,24 @@
+"""Deciding a file's type from its first bytes, never from what the client claims."""
+
+from __future__ import annotations
+
+import filetype
+
+# DICOM puts "DICM" after a 128-byte preamble; filetype's matchers read at most this far.
+SNIFF_BYTES = 262
+
+EXTENSIONS = {
+    "application/pdf": ".pdf",
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/tiff": ".tif",
+    "application/dicom": ".dcm",
+}
+
+
+def sniff_content_type(head: bytes) -> str | None:
+    """The MIME type the magic bytes prove, or None if they match nothing known."""
+    if not head:
+        return None
+    kind = filetype.guess(head)
+    return str(kind.mime) if kind is not None else None

@@ -1,0 +1,387 @@
+"""Upload use cases: a new document, or a new version of one.
+
+The order is what makes crashes safe (see ARCHITECTURE.md, "Upload"):
+
+1. metadata is validated and the patient/document checked as early as the body allows;
+2. the body streams through :class:`IngestPipeline` into a blob under a fresh key;
+3. the blob is made durable;
+4. one transaction adds the rows and the audit event, after the duplicate check;
+5. any failure before the commit is attempted removes the blob. A failure *during*
+   commit has an unknown outcome, so the blob is kept: an orphan blob is harmless
+   and reconciled later, a row without its blob would be data loss.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from medvault.audit import service as audit
+from medvault.audit.context import AuditContext
+from medvault.auth.principal import Principal
+from medvault.documents import repository
+from medvault.documents import service as documents
+from medvault.documents.filenames import display_filename, sanitize_filename
+from medvault.documents.ingest import IngestPipeline, IngestResult, pump
+from medvault.documents.models import Document, DocumentStatus, DocumentVersion
+from medvault.documents.schemas import DocumentFields, DocumentOut, OnDuplicate, VersionFields
+from medvault.documents.sniffing import EXTENSIONS
+from medvault.kit.clock import utcnow
+from medvault.kit.multipart import (
+    FileChunk,
+    FilePartEnd,
+    FilePartStart,
+    FormField,
+    MalformedMultipart,
+    boundary_from_content_type,
+    iter_multipart,
+)
+from medvault.kit.problems import (
+    DuplicateDocument,
+    MissingFile,
+    PayloadTooLarge,
+    UnknownPatient,
+    ValidationFailed,
+    VersionConflict,
+)
+from medvault.patients import repository as patients
+from medvault.runtime import Runtime
+
+# Room for form fields and part headers on top of the file itself.
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+FILE_FIELD = "file"
+
+FieldsT = TypeVar("FieldsT", bound=BaseModel)
+
+
+def _validate(model: type[FieldsT], raw: Mapping[str, str]) -> FieldsT:
+    cleaned = {key: value for key, value in raw.items() if value != ""}
+    try:
+        return model.model_validate(cleaned)
+    except ValidationError as exc:
+        errors = [
+            {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors()
+        ]
+        raise ValidationFailed("Some upload fields are missing or invalid.", errors=errors) from None
+
+
+@dataclass
+class _Target:
+    """What the upload will become: a new document (fields) or a version of one."""
+
+    runtime: Runtime
+    principal: Principal
+    document_id: uuid.UUID | None
+
+    def validate(self, raw: Mapping[str, str]) -> DocumentFields | VersionFields:
+        if self.document_id is None:
+            return _validate(DocumentFields, raw)
+        return _validate(VersionFields, raw)
+
+    def precheck(self, fields: DocumentFields | VersionFields) -> None:
+        """Fail before streaming when the patient or document is already known to be wrong."""
+        with self.runtime.clinical.session() as session:
+            if isinstance(fields, DocumentFields):
+                if patients.get(session, fields.patient_id) is None:
+                    raise UnknownPatient("No patient with this patient_id.")
+            else:
+                assert self.document_id is not None
+                documents.resolve_version(
+                    session=session,
+                    principal=self.principal,
+                    document_id=self.document_id,
+                    number=None,
+                )
+
+
+async def upload(
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    body: AsyncIterator[bytes],
+    content_type: str,
+    content_length: int | None,
+    query: Mapping[str, str],
+    document_id: uuid.UUID | None = None,
+) -> DocumentOut:
+    """Store an upload sent either as multipart/form-data or as the raw request body."""
+    multipart = content_type.lower().startswith("multipart/form-data")
+    limit = runtime.settings.max_upload_bytes
+    if content_length is not None and content_length > limit + (
+        MULTIPART_OVERHEAD_BYTES if multipart else 0
+    ):
+        raise PayloadTooLarge(
+            f"The file is larger than the limit of {limit} bytes.", max_bytes=limit
+        )
+    target = _Target(runtime, principal, document_id)
+    pipeline = IngestPipeline(runtime=runtime)
+    try:
+        if multipart:
+            raw_fields, client_filename = await _receive_multipart(
+                body, content_type, pipeline, dict(query), target
+            )
+        else:
+            raw_fields, client_filename = dict(query), query.get("filename")
+            await run_in_threadpool(target.precheck, target.validate(raw_fields))
+            await pump(body, pipeline)
+        fields = target.validate(raw_fields)
+        result = await run_in_threadpool(pipeline.finish)
+    except BaseException:
+        await run_in_threadpool(pipeline.discard)
+        raise
+    commit = _commit_new_document if isinstance(fields, DocumentFields) else _commit_new_version
+    return await run_in_threadpool(
+        _commit_or_discard, commit, runtime, principal, context, fields, result,
+        client_filename, document_id, pipeline,
+    )
+
+
+async def _receive_multipart(
+    body: AsyncIterator[bytes],
+    content_type: str,
+    pipeline: IngestPipeline,
+    fields: dict[str, str],
+    target: _Target,
+) -> tuple[dict[str, str], str | None]:
+    boundary = boundary_from_content_type(content_type)
+    events = aiter(iter_multipart(body, boundary))
+    filename: str | None = None
+    seen_file = file_complete = False
+
+    async def file_data() -> AsyncIterator[bytes]:
+        nonlocal file_complete
+        async for event in events:
+            if isinstance(event, FileChunk):
+                yield event.data
+            elif isinstance(event, FilePartEnd):
+                file_complete = True
+                return
+
+    async for event in events:
+        if isinstance(event, FormField):
+            fields.setdefault(event.name, event.value)
+        elif isinstance(event, FilePartStart):
+            if event.name != FILE_FIELD:
+                raise MalformedMultipart(f"Unexpected file field {event.name!r}; use 'file'.")
+            if seen_file:
+                raise MalformedMultipart("Send one file per upload.")
+            seen_file = True
+            filename = event.filename
+            # Fields sent before the file let us refuse a bad upload before reading it.
+            try:
+                early = target.validate(fields)
+            except ValidationFailed:
+                early = None
+            if early is not None:
+                await run_in_threadpool(target.precheck, early)
+            await pump(file_data(), pipeline)
+    if not seen_file:
+        raise MissingFile("Send the document in a form field named 'file'.")
+    if not file_complete:
+        raise MalformedMultipart("The file part ended early.")
+    return fields, fields.get("filename") or filename
+
+
+def _commit_or_discard(
+    commit: Callable[..., DocumentOut],
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    fields: DocumentFields | VersionFields,
+    result: IngestResult,
+    client_filename: str | None,
+    document_id: uuid.UUID | None,
+    pipeline: IngestPipeline,
+) -> DocumentOut:
+    attempted = False
+
+    def mark_attempted() -> None:
+        nonlocal attempted
+        attempted = True
+
+    try:
+        return commit(
+            runtime=runtime,
+            principal=principal,
+            context=context,
+            fields=fields,
+            result=result,
+            client_filename=client_filename,
+            document_id=document_id,
+            before_commit=mark_attempted,
+        )
+    except BaseException:
+        if not attempted:
+            pipeline.discard()
+        raise
+
+
+def _new_version_row(
+    *,
+    document_id: uuid.UUID,
+    number: int,
+    result: IngestResult,
+    client_filename: str | None,
+    actor: str,
+) -> DocumentVersion:
+    return DocumentVersion(
+        id=result.version_id,
+        document_id=document_id,
+        version=number,
+        filename=sanitize_filename(client_filename, extension=EXTENSIONS[result.content_type]),
+        original_filename=display_filename(client_filename),
+        content_type=result.content_type,
+        size=result.size,
+        sha256=result.sha256,
+        storage_key=result.storage_key,
+        kek_id=result.kek_id,
+        wrapped_dek=result.wrapped_dek,
+        created_at=utcnow(),
+        created_by=actor,
+    )
+
+
+def _append_version(
+    session: Session,
+    document: Document,
+    *,
+    result: IngestResult,
+    client_filename: str | None,
+    actor: str,
+) -> DocumentVersion:
+    expected = document.current_version
+    if not repository.advance_version(session, document.id, expected, utcnow()):
+        raise VersionConflict("Retry the upload; another version was added meanwhile.")
+    version = _new_version_row(
+        document_id=document.id,
+        number=expected + 1,
+        result=result,
+        client_filename=client_filename,
+        actor=actor,
+    )
+    session.add(version)
+    session.flush()
+    session.refresh(document)
+    return version
+
+
+def _reject_duplicate(
+    session: Session, patient_id: uuid.UUID, result: IngestResult, policy: OnDuplicate
+) -> Document | None:
+    duplicate = repository.find_duplicate(session, patient_id, result.sha256)
+    if duplicate is not None and policy is OnDuplicate.REJECT:
+        raise DuplicateDocument(
+            "This patient already has a document with identical content. Send "
+            "on_duplicate=allow to store it anyway, or on_duplicate=new_version to add it "
+            "as a new version of the existing document.",
+            existing_document_id=str(duplicate.id),
+        )
+    return duplicate
+
+
+def _commit_new_document(
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    fields: DocumentFields | VersionFields,
+    result: IngestResult,
+    client_filename: str | None,
+    document_id: uuid.UUID | None,
+    before_commit: Callable[[], None],
+) -> DocumentOut:
+    assert isinstance(fields, DocumentFields)
+    with runtime.clinical.session() as session:
+        if patients.get(session, fields.patient_id) is None:
+            raise UnknownPatient("No patient with this patient_id.")
+        duplicate = _reject_duplicate(session, fields.patient_id, result, fields.on_duplicate)
+        if duplicate is not None and fields.on_duplicate is OnDuplicate.NEW_VERSION:
+            document = duplicate
+            version = _append_version(
+                session, document, result=result, client_filename=client_filename,
+                actor=context.actor_id,
+            )
+            action = "document.version.create"
+        else:
+            now = utcnow()
+            document = Document(
+                id=uuid.uuid4(),
+                patient_id=fields.patient_id,
+                document_type=fields.document_type,
+                title=fields.title or display_filename(client_filename) or "Untitled document",
+                description=fields.description,
+                classification=fields.classification.value,
+                status=DocumentStatus.CURRENT.value,
+                current_version=1,
+                created_at=now,
+                updated_at=now,
+                created_by=context.actor_id,
+            )
+            session.add(document)
+            session.flush()
+            version = _new_version_row(
+                document_id=document.id, number=1, result=result,
+                client_filename=client_filename, actor=context.actor_id,
+            )
+            session.add(version)
+            action = "document.create"
+        _record_upload(session, context, action, document, version)
+        before_commit()
+        session.commit()
+        return documents.to_out(document, version)
+
+
+def _commit_new_version(
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    fields: DocumentFields | VersionFields,
+    result: IngestResult,
+    client_filename: str | None,
+    document_id: uuid.UUID | None,
+    before_commit: Callable[[], None],
+) -> DocumentOut:
+    assert document_id is not None
+    with runtime.clinical.session() as session:
+        document, _ = documents.resolve_version(
+            session=session, principal=principal, document_id=document_id, number=None
+        )
+        _reject_duplicate(session, document.patient_id, result, fields.on_duplicate)
+        version = _append_version(
+            session, document, result=result, client_filename=client_filename,
+            actor=context.actor_id,
+        )
+        _record_upload(session, context, "document.version.create", document, version)
+        before_commit()
+        session.commit()
+        return documents.to_out(document, version)
+
+
+def _record_upload(
+    session: Session,
+    context: AuditContext,
+    action: str,
+    document: Document,
+    version: DocumentVersion,
+) -> None:
+    # No filename or title here: they often contain a patient's name.
+    audit.record(
+        session=session,
+        context=context,
+        action=action,
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+        details={"version": version.version, "size": version.size,
+                 "content_type": version.content_type},
+    )
+    session.flush()

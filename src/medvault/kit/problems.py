@@ -1,0 +1,210 @@
+"""RFC 9457 problem details: every error a client can see is one of these.
+
+Each error kind has a stable ``type`` URI so that clients can branch on it without
+parsing prose. The full list is documented in ``docs/problems.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:medvault:problem:"
+
+
+class Problem(Exception):
+    """An error that is safe to show to the client as-is."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extensions = extensions
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_TYPE_BASE + self.slug
+
+    def to_dict(self, *, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type_uri, "title": self.title, "status": self.status}
+        if self.detail:
+            body["detail"] = self.detail
+        if instance:
+            body["instance"] = instance
+        body.update(self.extensions)
+        return body
+
+
+class BadRequest(Problem):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class MissingFile(Problem):
+    status, slug, title = 400, "missing-file", "No file in the request"
+
+
+class ValidationFailed(Problem):
+    status, slug, title = 422, "validation-error", "The request is not valid"
+
+
+class Unauthorized(Problem):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+        super().__init__(
+            detail, headers={"WWW-Authenticate": 'Bearer realm="medvault"'}, **extensions
+        )
+
+
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "Not allowed"
+
+
+class NotFound(Problem):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class MethodNotAllowed(Problem):
+    status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class Conflict(Problem):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class DuplicatePatient(Problem):
+    status, slug, title = 409, "duplicate-patient", "A patient with this identifier exists"
+
+
+class DuplicateDocument(Problem):
+    status, slug, title = 409, "duplicate-document", "This patient already has this document"
+
+
+class VersionConflict(Problem):
+    status, slug, title = 409, "version-conflict", "Another version was added at the same time"
+
+
+class Gone(Problem):
+    status, slug, title = 410, "document-deleted", "The document has been deleted"
+
+
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "The upload is larger than allowed"
+
+
+class UnsupportedMediaType(Problem):
+    status, slug, title = 415, "unsupported-media-type", "This type of file is not accepted"
+
+
+class RangeNotSatisfiable(Problem):
+    status, slug, title = 416, "range-not-satisfiable", "The requested range is not satisfiable"
+
+
+class UnknownPatient(Problem):
+    status, slug, title = 422, "unknown-patient", "The patient does not exist"
+
+
+class SignedUrlInvalid(Problem):
+    status, slug, title = 403, "signed-url-invalid", "The download link is not valid"
+
+
+class SignedUrlExpired(Problem):
+    status, slug, title = 403, "signed-url-expired", "The download link has expired"
+
+
+class IntegrityFailure(Problem):
+    status, slug, title = 500, "integrity-failure", "Stored content failed its integrity check"
+
+
+class ServiceUnavailable(Problem):
+    status, slug, title = 503, "service-unavailable", "A backing service is unavailable"
+
+
+_STATUS_TO_PROBLEM: dict[int, type[Problem]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: Conflict,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    instance = request.url.path if request is not None else None
+    return JSONResponse(
+        problem.to_dict(instance=instance),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=problem.headers,
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only location, message and type: pydantic's "input" would echo request data
+    # (possibly patient data) back into responses and logs.
+    return [
+        {"loc": [str(part) for part in err.get("loc", ())], "msg": err.get("msg", ""),
+         "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error through problem details; nothing else reaches the client."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(exc, request)
+
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        problem_cls = _STATUS_TO_PROBLEM.get(exc.status_code)
+        if problem_cls is None:
+            problem: Problem = Problem(str(exc.detail))
+            problem.status = exc.status_code
+        else:
+            detail = exc.detail if isinstance(exc.detail, str) else None
+            if detail and detail.lower() == problem_cls.title.lower():
+                detail = None
+            problem = problem_cls(detail)
+        if exc.headers:
+            problem.headers.update(exc.headers)
+        return problem_response(problem, request)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problem = ValidationFailed(
+            "One or more fields are missing or invalid.", errors=_validation_errors(exc)
+        )
+        return problem_response(problem, request)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback goes to the server log only; the client gets an opaque problem.
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem("An unexpected error occurred."), request)
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)

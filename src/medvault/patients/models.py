@@ -1,0 +1,28 @@
+"""The patient registry: who a document belongs to."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import Date, Index, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from medvault.db.base import ClinicalBase
+from medvault.db.types import UTCDateTime
+
+
+class Patient(ClinicalBase):
+    __tablename__ = "patients"
+    __table_args__ = (
+        UniqueConstraint("identifier_system", "identifier_value", name="uq_patients_identifier"),
+        Index("ix_patients_created", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    identifier_system: Mapped[str] = mapped_column(String(255))
+    identifier_value: Mapped[str] = mapped_column(String(128))
+    family_name: Mapped[str] = mapped_column(String(200))
+    given_name: Mapped[str] = mapped_column(String(200))
+    birth_date: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,62 @@
+"""Patient registry endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from medvault.access.policy import Permission, require
+from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal
+from medvault.kit.ids import parse_id
+from medvault.patients import service
+from medvault.patients.schemas import PatientCreate, PatientOut, PatientPage
+
+router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
+
+
+@router.post("", status_code=201, response_model=PatientOut)
+def create_patient(
+    data: PatientCreate,
+    session: ClinicalSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
+    response: Response,
+) -> PatientOut:
+    """Register a patient. A second patient with the same identifier is a 409."""
+    require(principal, Permission.PATIENT_WRITE)
+    patient = service.create(session=session, data=data, context=context)
+    session.commit()
+    response.headers["Location"] = f"/api/v1/patients/{patient.id}"
+    return service.to_out(patient)
+
+
+@router.get("/{patient_id}", response_model=PatientOut)
+def get_patient(
+    patient_id: str, session: ClinicalSession, principal: CurrentPrincipal, context: AuditCtx
+) -> PatientOut:
+    require(principal, Permission.PATIENT_READ)
+    patient = service.get(session=session, patient_id=parse_id(patient_id), context=context)
+    session.commit()
+    return service.to_out(patient)
+
+
+@router.get("", response_model=PatientPage)
+def search_patients(
+    session: ClinicalSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
+    identifier: Annotated[
+        str | None, Query(description="system|value", examples=["https://fhir.nhs.uk/Id/nhs-number|9434765919"])
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> PatientPage:
+    require(principal, Permission.PATIENT_READ)
+    page = service.search(
+        session=session, identifier=identifier, limit=limit, cursor=cursor, context=context
+    )
+    session.commit()
+    return page
+
+

@@ -1,0 +1,64 @@
+"""Patient API shapes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class Identifier(BaseModel):
+    system: Annotated[NonEmpty, StringConstraints(max_length=255)] = Field(
+        examples=["https://fhir.nhs.uk/Id/nhs-number"]
+    )
+    value: Annotated[NonEmpty, StringConstraints(max_length=128)] = Field(examples=["9434765919"])
+
+    @field_validator("system")
+    @classmethod
+    def _system_is_uri(cls, value: str) -> str:
+        if ":" not in value or any(ch.isspace() for ch in value):
+            raise ValueError("identifier system must be an absolute URI")
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value_has_no_separator(cls, value: str) -> str:
+        if "|" in value:
+            raise ValueError("identifier value may not contain '|'")
+        return value
+
+
+class PatientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    identifier: Identifier
+    family_name: Annotated[NonEmpty, StringConstraints(max_length=200)]
+    given_name: Annotated[NonEmpty, StringConstraints(max_length=200)]
+    birth_date: date
+
+    @field_validator("birth_date")
+    @classmethod
+    def _plausible_birth_date(cls, value: date) -> date:
+        if value > date.today():
+            raise ValueError("birth date is in the future")
+        if value.year < 1850:
+            raise ValueError("birth date is implausibly early")
+        return value
+
+
+class PatientOut(BaseModel):
+    id: uuid.UUID
+    identifier: Identifier
+    family_name: str
+    given_name: str
+    birth_date: date
+    created_at: datetime
+
+
+class PatientPage(BaseModel):
+    items: list[PatientOut]
+    next_cursor: str | None

@@ -1,0 +1,91 @@
+"""Patient registry use cases."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from medvault.audit import service as audit
+from medvault.audit.context import AuditContext
+from medvault.kit.clock import utcnow
+from medvault.kit.keyset import Cursor
+from medvault.kit.problems import BadRequest, DuplicatePatient, NotFound
+from medvault.patients import repository
+from medvault.patients.models import Patient
+from medvault.patients.schemas import Identifier, PatientCreate, PatientOut, PatientPage
+
+
+def to_out(patient: Patient) -> PatientOut:
+    return PatientOut(
+        id=patient.id,
+        identifier=Identifier(system=patient.identifier_system, value=patient.identifier_value),
+        family_name=patient.family_name,
+        given_name=patient.given_name,
+        birth_date=patient.birth_date,
+        created_at=patient.created_at,
+    )
+
+
+def create(*, session: Session, data: PatientCreate, context: AuditContext) -> Patient:
+    """Register a patient; a second patient with the same identifier is a conflict."""
+    existing = repository.by_identifier(session, data.identifier.system, data.identifier.value)
+    if existing is not None:
+        raise DuplicatePatient(existing_patient_id=str(existing.id))
+    patient = Patient(
+        identifier_system=data.identifier.system,
+        identifier_value=data.identifier.value,
+        family_name=data.family_name,
+        given_name=data.given_name,
+        birth_date=data.birth_date,
+        created_at=utcnow(),
+    )
+    session.add(patient)
+    try:
+        session.flush()
+    except IntegrityError:
+        # Lost a race with a concurrent create of the same identifier.
+        raise DuplicatePatient() from None
+    audit.record(session=session, context=context, action="patient.create",
+                 resource_type="Patient", resource_id=patient.id, patient_id=patient.id)
+    return patient
+
+
+def get(*, session: Session, patient_id: uuid.UUID, context: AuditContext) -> Patient:
+    patient = repository.get(session, patient_id)
+    if patient is None:
+        raise NotFound("No patient with this id.")
+    audit.record(session=session, context=context, action="patient.read",
+                 resource_type="Patient", resource_id=patient.id, patient_id=patient.id)
+    return patient
+
+
+def parse_identifier_query(raw: str) -> tuple[str, str]:
+    system, sep, value = raw.rpartition("|")
+    if not sep or not system or not value:
+        raise BadRequest("identifier must look like system|value.")
+    return system, value
+
+
+def search(
+    *,
+    session: Session,
+    identifier: str | None,
+    limit: int,
+    cursor: str | None,
+    context: AuditContext,
+) -> PatientPage:
+    parsed = parse_identifier_query(identifier) if identifier is not None else None
+    rows = repository.page(
+        session,
+        limit=limit + 1,
+        cursor=Cursor.decode(cursor) if cursor else None,
+        identifier=parsed,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    audit.record(session=session, context=context, action="patient.search",
+                 resource_type="Patient", details={"results": len(rows)})
+    next_cursor = Cursor(rows[-1].created_at, rows[-1].id).encode() if more else None
+    return PatientPage(items=[to_out(p) for p in rows], next_cursor=next_cursor)

@@ -1,0 +1,80 @@
+"""Everything a running vault holds: settings, databases, blob store and keys.
+
+Built once per process (by ``create_app`` or a CLI command) and passed explicitly,
+so services never reach for globals.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+from medvault.config import Settings
+from medvault.crypto.errors import UnknownKekError
+from medvault.crypto.keyring import Keyring, WrappedDek, load_keyring
+from medvault.crypto.secret_key import load_secret_key
+from medvault.db import migrate
+from medvault.db.engine import Database
+from medvault.storage.base import BlobStore
+from medvault.storage.factory import open_blob_store
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clinical: Database
+    auth: Database
+    blobs: BlobStore
+    keyring: Keyring
+    secret_key: bytes
+    _keyring_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reload_keyring(self) -> Keyring:
+        with self._keyring_lock:
+            self.keyring = load_keyring(
+                env_value=self.settings.keyring, path=self.settings.keyring_path, create=False
+            )
+            return self.keyring
+
+    def unwrap_dek(self, wrapped: WrappedDek, *, version_id: uuid.UUID) -> bytes:
+        try:
+            return self.keyring.unwrap_dek(wrapped, version_id=version_id)
+        except UnknownKekError:
+            # Another instance may have rotated keys since this process loaded them.
+            return self.reload_keyring().unwrap_dek(wrapped, version_id=version_id)
+
+    def migrate(self) -> None:
+        migrate.upgrade("auth", self.auth)
+        migrate.upgrade("clinical", self.clinical)
+
+    def close(self) -> None:
+        self.clinical.dispose()
+        self.auth.dispose()
+
+
+def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtime:
+    settings.check_production()
+    generate = not settings.is_production
+    if generate:
+        settings.resolved_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    runtime = Runtime(
+        settings=settings,
+        clinical=Database(settings.clinical_database_url),
+        auth=Database(settings.auth_db_url),
+        blobs=open_blob_store(
+            settings.blob_storage_url,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            s3_region=settings.s3_region,
+            s3_part_size=settings.s3_part_size,
+        ),
+        keyring=load_keyring(
+            env_value=settings.keyring, path=settings.keyring_path, create=generate
+        ),
+        secret_key=load_secret_key(
+            env_value=settings.secret_key, path=settings.secret_key_path, create=generate
+        ),
+    )
+    if run_migrations:
+        runtime.migrate()
+    return runtime

@@ -1,0 +1,79 @@
+"""Issuing and redeeming signed download links, both audited."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import Session
+
+from medvault.audit import service as audit
+from medvault.audit.context import AuditContext
+from medvault.auth.principal import Principal
+from medvault.documents import repository
+from medvault.documents import service as documents
+from medvault.documents.models import Document, DocumentStatus, DocumentVersion
+from medvault.documents.schemas import DownloadUrlOut, DownloadUrlRequest
+from medvault.kit.problems import Gone, SignedUrlInvalid, ValidationFailed
+from medvault.runtime import Runtime
+from medvault.shares import signed_urls
+from medvault.shares.signed_urls import DownloadGrant
+
+DOWNLOAD_PATH = "/api/v1/download/"
+
+
+def issue(
+    *,
+    session: Session,
+    runtime: Runtime,
+    principal: Principal,
+    document_id: uuid.UUID,
+    request: DownloadUrlRequest,
+    base_url: str,
+    context: AuditContext,
+) -> DownloadUrlOut:
+    settings = runtime.settings
+    ttl = request.expires_in or settings.download_url_ttl_seconds
+    if ttl > settings.download_url_max_ttl_seconds:
+        raise ValidationFailed(
+            f"expires_in may be at most {settings.download_url_max_ttl_seconds} seconds."
+        )
+    document, version = documents.resolve_version(
+        session=session, principal=principal, document_id=document_id, number=request.version
+    )
+    token, grant = signed_urls.sign(
+        secret=runtime.secret_key,
+        version_id=version.id,
+        document_id=document.id,
+        issued_by=context.actor_id,
+        ttl_seconds=ttl,
+    )
+    audit.record(
+        session=session, context=context, action="document.download_url.issue",
+        resource_type="Document", resource_id=document.id, patient_id=document.patient_id,
+        details={"version": version.version, "link_id": grant.link_id, "ttl_seconds": ttl},
+    )
+    return DownloadUrlOut(
+        url=base_url.rstrip("/") + DOWNLOAD_PATH + token,
+        expires_at=grant.expires_at,
+        version=version.version,
+    )
+
+
+def redeem(
+    *, session: Session, runtime: Runtime, token: str, context: AuditContext
+) -> tuple[Document, DocumentVersion, DownloadGrant]:
+    """Check a link and record its use; the audit event must commit before any byte is sent."""
+    grant = signed_urls.verify(secret=runtime.secret_key, token=token)
+    version = repository.version_by_id(session, grant.version_id)
+    document = session.get(Document, grant.document_id)
+    if version is None or document is None or version.document_id != document.id:
+        raise SignedUrlInvalid("The link points at nothing.")
+    if document.status == DocumentStatus.DELETED:
+        raise Gone("This document was deleted after the link was made.")
+    audit.record(
+        session=session, context=context, action="document.download_url.use",
+        resource_type="Document", resource_id=document.id, patient_id=document.patient_id,
+        details={"version": version.version, "link_id": grant.link_id,
+                 "issued_by": grant.issued_by},
+    )
+    return document, version, grant

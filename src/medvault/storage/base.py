@@ -1,0 +1,65 @@
+"""The BlobStore protocol: where encrypted version blobs live.
+
+Stores only ever see ciphertext. A key is written once: a writer makes the blob
+durable under its final key on :meth:`BlobWriter.commit`, and nothing rewrites it
+afterwards (key rotation re-wraps DEKs in the database, not blobs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class BlobStoreError(Exception):
+    """The store could not complete an operation."""
+
+
+class BlobNotFound(BlobStoreError):
+    """No blob under that key."""
+
+
+class BlobExists(BlobStoreError):
+    """A blob already exists under that key; keys are immutable."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+class BlobWriter(Protocol):
+    def write(self, data: bytes) -> None:
+        """Append ciphertext; may upload or flush part of it already."""
+
+    def commit(self) -> None:
+        """Make the blob durable under its final key. Afterwards it is readable."""
+
+    def abort(self) -> None:
+        """Discard everything written; safe to call after a failed commit, and twice."""
+
+
+class BlobStore(Protocol):
+    def writer(self, key: str) -> BlobWriter:
+        """Start writing a new blob under ``key``."""
+
+    def read(self, key: str, *, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Stream ``length`` bytes (all to the end if None) starting at ``offset``."""
+
+    def delete(self, key: str) -> None:
+        """Remove a blob; missing keys are not an error."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def list_blobs(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Every committed blob under ``prefix`` (for reconciling against the database)."""
+
+    def check(self) -> None:
+        """Raise :class:`BlobStoreError` unless the store is reachable and writable."""
+
+    def describe(self) -> str:
+        """A human description for logs, without credentials."""
