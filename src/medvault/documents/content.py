@@ -73,11 +73,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
         return max(0, size - suffix), size - 1
     start = int(start_text)
-    end = int(end_text) if end_text else size - 1
-    if end < start:
+    if end_text and int(end_text) < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    end = int(end_text) if end_text else size - 1
     return start, min(end, size - 1)
 
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs, starts what it needs, and runs it:
+# ruff (lint + format), mypy, then pytest on SQLite+filesystem and PostgreSQL+S3.
+# Safe to run repeatedly; exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+echo "==> Debian packages"
+export DEBIAN_FRONTEND=noninteractive
+as_root apt-get update -qq
+as_root apt-get install -y -qq --no-install-recommends \
+    python3-venv postgresql postgresql-client ca-certificates >/dev/null
+
+echo "==> PostgreSQL"
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    cluster_version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    as_root pg_ctlcluster --skip-systemctl-redirect "$cluster_version" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+# The tests connect as postgres over TCP; a stock Debian cluster wants a password there.
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select 1" >/dev/null 2>&1; then
+    as_root su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
+    export MEDVAULT_TEST_PG_URL="postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
+    export PGPASSWORD=postgres
+fi
+
+echo "==> Python environment"
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test]"
+
+echo "==> ruff"
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+
+echo "==> mypy"
+.venv/bin/mypy
+
+echo "==> pytest"
+# pytest exits 5 when it collects nothing; with `set -e` that fails the run too.
+.venv/bin/python -m pytest "$@"

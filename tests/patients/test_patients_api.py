@@ -1,0 +1,89 @@
+"""Patient registry API."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from medvault.runtime import Runtime
+from tests.support.factories import NHS_SYSTEM, patient_payload
+from tests.support.inspect import audit_events
+
+
+def test_create_read_and_find_by_identifier(client: TestClient, runtime: Runtime) -> None:
+    payload = patient_payload(identifier={"system": NHS_SYSTEM, "value": "9434765919"})
+    created = client.post("/api/v1/patients", json=payload)
+    assert created.status_code == 201
+    patient_id = created.json()["id"]
+    assert created.headers["location"] == f"/api/v1/patients/{patient_id}"
+
+    read = client.get(f"/api/v1/patients/{patient_id}").json()
+    assert read["identifier"] == payload["identifier"]
+    assert read["birth_date"] == payload["birth_date"]
+    assert read["family_name"] == payload["family_name"]
+
+    found = client.get("/api/v1/patients", params={"identifier": f"{NHS_SYSTEM}|9434765919"})
+    assert [p["id"] for p in found.json()["items"]] == [patient_id]
+    none = client.get("/api/v1/patients", params={"identifier": f"{NHS_SYSTEM}|0000000000"})
+    assert none.json()["items"] == []
+    assert [e.action for e in audit_events(runtime, "patient.create")] == ["patient.create"]
+
+
+def test_same_identifier_twice_is_409(client: TestClient) -> None:
+    payload = patient_payload()
+    first = client.post("/api/v1/patients", json=payload)
+    again = client.post("/api/v1/patients", json=patient_payload(identifier=payload["identifier"]))
+    assert again.status_code == 409
+    assert again.json()["type"] == "urn:medvault:problem:duplicate-patient"
+    assert again.json()["existing_patient_id"] == first.json()["id"]
+
+
+def test_same_value_in_another_system_is_a_different_patient(client: TestClient) -> None:
+    a = client.post("/api/v1/patients", json=patient_payload(
+        identifier={"system": NHS_SYSTEM, "value": "123"}))
+    b = client.post("/api/v1/patients", json=patient_payload(
+        identifier={"system": "https://hospital.example/mrn", "value": "123"}))
+    assert a.status_code == b.status_code == 201
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"birth_date": "2999-01-01"},
+        {"birth_date": "1700-01-01"},
+        {"birth_date": "01/02/1980"},
+        {"family_name": "   "},
+        {"given_name": "x" * 201},
+        {"identifier": {"system": "not a uri", "value": "1"}},
+        {"identifier": {"system": NHS_SYSTEM, "value": ""}},
+        {"identifier": {"system": NHS_SYSTEM, "value": "a|b"}},
+        {"unexpected": "field"},
+    ],
+)
+def test_invalid_patients_are_422_and_not_stored(client: TestClient, change: dict[str, object]) -> None:
+    response = client.post("/api/v1/patients", json=patient_payload(**change))
+    assert response.status_code == 422
+    assert response.json()["type"] == "urn:medvault:problem:validation-error"
+    assert response.json()["errors"]
+    assert client.get("/api/v1/patients").json()["items"] == []
+
+
+def test_validation_errors_do_not_echo_patient_data(client: TestClient) -> None:
+    response = client.post("/api/v1/patients",
+                           json=patient_payload(family_name="", given_name="Zyxwvut"))
+    assert response.status_code == 422
+    assert "Zyxwvut" not in response.text
+
+
+def test_bad_identifier_query_is_400(client: TestClient) -> None:
+    response = client.get("/api/v1/patients", params={"identifier": "no-separator"})
+    assert response.status_code == 400
+    assert response.json()["type"] == "urn:medvault:problem:bad-request"
+
+
+def test_patient_list_pages(client: TestClient) -> None:
+    ids = [client.post("/api/v1/patients", json=patient_payload()).json()["id"] for _ in range(5)]
+    page = client.get("/api/v1/patients", params={"limit": 3}).json()
+    rest = client.get("/api/v1/patients", params={"limit": 3, "cursor": page["next_cursor"]}).json()
+    assert [p["id"] for p in page["items"] + rest["items"]] == list(reversed(ids))
+    assert rest["next_cursor"] is None

@@ -1,0 +1,79 @@
+"""Synthetic test data. Nothing here resembles a real person."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import zlib
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+
+
+def pdf_bytes(size: int = 4096) -> bytes:
+    """A PDF-looking payload: correct magic bytes, random body, unique per call."""
+    head = b"%PDF-1.7\n%synthetic\n"
+    return head + os.urandom(max(0, size - len(head)))
+
+
+def png_bytes() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" + os.urandom(3))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def patient_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "identifier": {"system": NHS_SYSTEM, "value": f"9{secrets.randbelow(10**9):09d}"},
+        "family_name": "Testperson",
+        "given_name": f"Synthetic{secrets.token_hex(2)}",
+        "birth_date": "1980-02-29",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def create_patient(client: TestClient, **overrides: Any) -> str:
+    response = client.post("/api/v1/patients", json=patient_payload(**overrides))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def upload_multipart(
+    client: TestClient,
+    patient_id: str,
+    content: bytes,
+    *,
+    filename: str = "report.pdf",
+    document_type: str = "11502-2",
+    **fields: str,
+) -> Any:
+    return client.post(
+        "/api/v1/documents",
+        files={"file": (filename, content, "application/pdf")},
+        data={"patient_id": patient_id, "document_type": document_type, **fields},
+    )
+
+
+def upload_raw(
+    client: TestClient,
+    patient_id: str,
+    content: bytes,
+    *,
+    filename: str = "report.pdf",
+    content_type: str = "application/pdf",
+    **params: str,
+) -> Any:
+    return client.post(
+        "/api/v1/documents",
+        params={"patient_id": patient_id, "document_type": "11502-2", "filename": filename,
+                **params},
+        content=content,
+        headers={"content-type": content_type},
+    )

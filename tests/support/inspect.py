@@ -1,0 +1,48 @@
+"""Looking behind the API: what is really stored in the databases and the blob store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from medvault.audit.models import AuditEvent
+from medvault.documents.models import Document, DocumentVersion
+from medvault.runtime import Runtime
+from medvault.storage.filesystem import TEMP_DIR, FilesystemBlobStore
+from medvault.storage.s3 import S3BlobStore
+
+
+@dataclass(frozen=True)
+class StoredState:
+    documents: int
+    versions: int
+    blobs: int
+    partial_uploads: int
+
+
+def stored_state(runtime: Runtime) -> StoredState:
+    with runtime.clinical.session() as session:
+        documents = session.scalar(select(func.count()).select_from(Document)) or 0
+        versions = session.scalar(select(func.count()).select_from(DocumentVersion)) or 0
+    blobs = sum(1 for _ in runtime.blobs.list_blobs())
+    partial = 0
+    store = runtime.blobs
+    if isinstance(store, FilesystemBlobStore):
+        partial = sum(1 for _ in (store.root / TEMP_DIR).iterdir())
+    elif isinstance(store, S3BlobStore):
+        uploads = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+        partial = len(uploads.get("Uploads", []))
+    return StoredState(documents, versions, blobs, partial)
+
+
+def audit_actions(runtime: Runtime) -> list[str]:
+    with runtime.clinical.session() as session:
+        return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+def audit_events(runtime: Runtime, action: str) -> list[AuditEvent]:
+    with runtime.clinical.session() as session:
+        return list(
+            session.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id))
+        )

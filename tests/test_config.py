@@ -1,0 +1,84 @@
+"""Settings: defaults, env parsing, and production's refusal of default secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medvault.config import ConfigurationError, Settings
+from medvault.crypto.keyring import Keyring
+from medvault.runtime import build_runtime
+
+
+def test_defaults_are_the_embedded_vault(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert settings.clinical_database_url == f"sqlite:///{tmp_path.resolve()}/clinical.db"
+    assert settings.auth_db_url == f"sqlite:///{tmp_path.resolve()}/auth.db"
+    assert settings.blob_storage_url == (tmp_path.resolve() / "blobs").as_uri()
+    assert settings.max_upload_bytes == 50 * 1024 * 1024
+    assert set(settings.allowed_types) == {
+        "application/pdf", "image/jpeg", "image/png", "image/tiff", "application/dicom"}
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEDVAULT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MEDVAULT_ALLOWED_TYPES", "application/pdf, IMAGE/PNG")
+    monkeypatch.setenv("MEDVAULT_MAX_UPLOAD_BYTES", "1024")
+    monkeypatch.setenv("MEDVAULT_STORAGE_URL", "s3://bucket/prefix")
+    settings = Settings()
+    assert settings.allowed_types == ("application/pdf", "image/png")
+    assert settings.max_upload_bytes == 1024
+    assert settings.blob_storage_url == "s3://bucket/prefix"
+
+
+def test_first_start_generates_keys_privately(tmp_path: Path) -> None:
+    runtime = build_runtime(Settings(data_dir=tmp_path / "d"), run_migrations=True)
+    runtime.close()
+    for name in ("keyring.json", "secret.key"):
+        assert (tmp_path / "d" / name).stat().st_mode & 0o077 == 0
+    again = build_runtime(Settings(data_dir=tmp_path / "d"))
+    assert again.keyring.active_id == runtime.keyring.active_id
+    assert again.secret_key == runtime.secret_key
+    again.close()
+
+
+@pytest.mark.parametrize("secret", [None, "", "changeme", "short-but-random"])
+def test_production_refuses_missing_or_default_secrets(tmp_path: Path, secret: str | None) -> None:
+    settings = Settings(env="production", data_dir=tmp_path, secret_key=secret,
+                        keyring=Keyring.generate().to_json(),
+                        database_url="sqlite:///x.db", auth_database_url="sqlite:///y.db")
+    with pytest.raises(ConfigurationError, match="MEDVAULT_SECRET_KEY"):
+        build_runtime(settings)
+    assert not (tmp_path / "secret.key").exists()
+
+
+def test_production_refuses_a_generated_keyring(tmp_path: Path) -> None:
+    settings = Settings(env="production", data_dir=tmp_path, secret_key="s" * 48,
+                        database_url="sqlite:///x.db", auth_database_url="sqlite:///y.db")
+    with pytest.raises(ConfigurationError, match="MEDVAULT_KEYRING"):
+        build_runtime(settings)
+    assert not (tmp_path / "keyring.json").exists()
+
+
+def test_production_needs_explicit_databases(tmp_path: Path) -> None:
+    settings = Settings(env="production", data_dir=tmp_path, secret_key="s" * 48,
+                        keyring=Keyring.generate().to_json())
+    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+        build_runtime(settings)
+
+
+def test_production_starts_with_managed_secrets(tmp_path: Path) -> None:
+    settings = Settings(env="production", data_dir=tmp_path, secret_key="s" * 48,
+                        keyring=Keyring.generate().to_json(),
+                        database_url=f"sqlite:///{tmp_path}/c.db",
+                        auth_database_url=f"sqlite:///{tmp_path}/a.db",
+                        storage_url=(tmp_path / "blobs").as_uri())
+    runtime = build_runtime(settings, run_migrations=True)
+    assert runtime.secret_key == b"s" * 48
+    runtime.close()
+
+
+def test_download_ttl_cannot_exceed_the_maximum() -> None:
+    with pytest.raises(ValueError):
+        Settings(download_url_ttl_seconds=7200, download_url_max_ttl_seconds=3600)
