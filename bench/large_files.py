@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -46,6 +47,7 @@ from common import (
     machine_info,
     median,
     new_figure,
+    prewarm_guest_memory,
     save_figure,
     wait_for_http,
     write_json,
@@ -206,7 +208,8 @@ def plot(
 ) -> Path:
     fig, (ax_tp, ax_rss) = new_figure(2, width=6.4, height=4.4)
     order = [
-        ("baseline_upload", "baseline\nupload", "#999999"),
+        ("baseline_upload", "baseline\nupload", "#aaaaaa"),
+        ("baseline_batched_upload", "baseline\nbatched", "#777777"),
         ("vault_raw_upload", "vault raw\nupload", "#1f77b4"),
         ("vault_multipart_upload", "vault multi-\npart upload", "#2ca02c"),
         ("vault_download", "vault\ndownload", "#d62728"),
@@ -234,14 +237,11 @@ def plot(
     ax_tp.axhline(
         TARGETS["download_min_mb_s"], color="#d62728", ls=":", lw=1, label="download target 500"
     )
-    if "baseline_upload" in summary:
-        ax_tp.axhline(
-            0.8 * summary["baseline_upload"]["median_mb_s"],
-            color="#1f77b4",
-            ls="--",
-            lw=1,
-            label="raw target 0.8x baseline",
-        )
+    baseline_kinds = ("baseline_upload", "baseline_batched_upload")
+    bases = [summary[k]["median_mb_s"] for k in baseline_kinds if k in summary]
+    if bases:
+        best = 0.8 * max(bases)
+        ax_tp.axhline(best, color="#1f77b4", ls="--", lw=1, label="raw target 0.8x best baseline")
     ax_tp.set_ylabel("MB/s (10^6 bytes/s), bar = median, dots = runs")
     ax_tp.set_title(f"{size / GiB:.2f} GiB transfers over 127.0.0.1")
     ax_tp.legend(fontsize=7, loc="upper left")
@@ -283,6 +283,11 @@ def main() -> int:
         help="Skip the untimed, client-hashed verification download",
     )
     parser.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="Do not touch guest memory first (see prewarm_guest_memory in common.py)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -307,6 +312,12 @@ def main() -> int:
         log_path=workdir / "baseline.log",
     )
     transfers: list[Transfer] = []
+    # Enough for every page this run writes: the source file, the vault's blobs
+    # (two uploads per run plus warm-up) and the baseline's file, plus headroom.
+    warm_gib = 0 if args.no_prewarm else math.ceil((2 * args.runs + 3) * size / GiB) + 1
+    prewarm = prewarm_guest_memory(warm_gib)
+    if warm_gib:
+        print(f"pre-warmed {warm_gib} GiB of guest memory at {prewarm['gb_s']} GB/s")
     try:
         src = workdir / "synthetic.pdf"
         started = time.perf_counter()
@@ -354,26 +365,20 @@ def main() -> int:
             write_synthetic_pdf(small, 2 * MiB)
             curl(raw_args(small), body_path=body)
             curl(multipart_args(small), body_path=body)
-            curl(["-X", "POST", "-T", str(small), f"{baseline_url}/upload"], body_path=body)
+            for endpoint in ("/upload", "/upload-batched"):
+                curl(["-X", "POST", "-T", str(small), f"{baseline_url}{endpoint}"], body_path=body)
 
-            for run in range(1, args.runs + 1):
+            def baseline_round(kind: str, endpoint: str, run: int) -> None:
                 tr, info = measure(
-                    "baseline_upload",
+                    kind,
                     run,
                     base_rss,
-                    [
-                        "-X",
-                        "POST",
-                        "-H",
-                        "Content-Type: application/pdf",
-                        "-T",
-                        str(src),
-                        f"{baseline_url}/upload",
-                    ],
+                    ["-X", "POST", "-H", "Content-Type: application/pdf", "-T", str(src),
+                     f"{baseline_url}{endpoint}"],
                     body_path=body,
                     expect_status=201,
                     size_key="size_upload",
-                )
+                )  # fmt: skip
                 answer = json.loads(info["body"])
                 tr.extra = {
                     "server_receive_s": answer["receive_s"],
@@ -381,17 +386,23 @@ def main() -> int:
                     "sha256_ok": answer["sha256"] == expected_sha,
                 }
                 transfers.append(tr)
-                tr, _ = measure(
-                    "baseline_download",
-                    run,
-                    base_rss,
-                    [f"{baseline_url}/files/{answer['name']}"],
-                    body_path=None,
-                    expect_status=200,
-                    size_key="size_download",
-                )
-                transfers.append(tr)
+                if kind == "baseline_upload":
+                    tr, _ = measure(
+                        "baseline_download",
+                        run,
+                        base_rss,
+                        [f"{baseline_url}/files/{answer['name']}"],
+                        body_path=None,
+                        expect_status=200,
+                        size_key="size_download",
+                    )
+                    transfers.append(tr)
+                # Deleted at once, so the baseline never reads from a fuller page cache.
                 curl(["-X", "DELETE", f"{baseline_url}/files/{answer['name']}"], body_path=None)
+
+            for run in range(1, args.runs + 1):
+                baseline_round("baseline_upload", "/upload", run)
+                baseline_round("baseline_batched_upload", "/upload-batched", run)
 
                 tr, info = measure(
                     "vault_raw_upload",
@@ -440,14 +451,19 @@ def main() -> int:
 
     summary = summarize(transfers)
     raw = summary["vault_raw_upload"]["median_mb_s"]
-    base = summary["baseline_upload"]["median_mb_s"]
+    # The reference is the faster of the two baseline variants, so the ratio is never
+    # flattered by a naive baseline.
+    base_kind = max(
+        ("baseline_upload", "baseline_batched_upload"), key=lambda k: summary[k]["median_mb_s"]
+    )
+    base = summary[base_kind]["median_mb_s"]
     ratio = raw / base
     vault_kinds = ("vault_raw_upload", "vault_multipart_upload", "vault_download")
     max_growth = max(summary[k]["max_rss_growth_mib"] for k in vault_kinds)
     targets = {
         "raw_vs_baseline": {
             "value": round(ratio, 3),
-            "target": ">= 0.8",
+            "target": f">= 0.8 x {base_kind} ({base} MB/s)",
             "met": ratio >= TARGETS["raw_vs_baseline_min_ratio"],
         },
         "multipart_mb_s": {
@@ -477,9 +493,11 @@ def main() -> int:
             "mb": "10^6 bytes",
             "rss_sample_interval_s": 0.05,
             "baseline": "bench/baseline_app.py (Starlette, stream+SHA-256+fsync)",
+            "prewarm": prewarm,
         },
         "summary": summary,
         "raw_upload_vs_baseline_ratio": round(ratio, 3),
+        "baseline_reference": base_kind,
         "verified_download_sha256": verified,
         "targets": targets,
     }
@@ -493,7 +511,7 @@ def main() -> int:
             f"{data['median_rss_growth_mib']:5.1f} MiB (max {data['max_rss_growth_mib']:5.1f})"
             f"   server CPU {data['median_server_cpu_s']:.2f} s"
         )
-    print(f"  raw upload / baseline = {ratio:.2f}")
+    print(f"  raw upload / baseline = {ratio:.2f} (reference: {base_kind})")
     for name, t in targets.items():
         print(
             f"  target {name:<18} {t['value']!s:>8}  {t['target']:<28} "

@@ -18,7 +18,12 @@ def test_defaults_are_the_embedded_vault(tmp_path: Path) -> None:
     assert settings.blob_storage_url == (tmp_path.resolve() / "blobs").as_uri()
     assert settings.max_upload_bytes == 50 * 1024 * 1024
     assert set(settings.allowed_types) == {
-        "application/pdf", "image/jpeg", "image/png", "image/tiff", "application/dicom"}
+        "application/pdf",
+        "image/jpeg",
+        "image/png",
+        "image/tiff",
+        "application/dicom",
+    }
 
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -45,35 +50,53 @@ def test_first_start_generates_keys_privately(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("secret", [None, "", "changeme", "short-but-random"])
 def test_production_refuses_missing_or_default_secrets(tmp_path: Path, secret: str | None) -> None:
-    settings = Settings(env="production", data_dir=tmp_path, secret_key=secret,
-                        keyring=Keyring.generate().to_json(),
-                        database_url="sqlite:///x.db", auth_database_url="sqlite:///y.db")
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        secret_key=secret,
+        keyring=Keyring.generate().to_json(),
+        database_url="sqlite:///x.db",
+        auth_database_url="sqlite:///y.db",
+    )
     with pytest.raises(ConfigurationError, match="MEDVAULT_SECRET_KEY"):
         build_runtime(settings)
     assert not (tmp_path / "secret.key").exists()
 
 
 def test_production_refuses_a_generated_keyring(tmp_path: Path) -> None:
-    settings = Settings(env="production", data_dir=tmp_path, secret_key="s" * 48,
-                        database_url="sqlite:///x.db", auth_database_url="sqlite:///y.db")
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        secret_key="s" * 48,
+        database_url="sqlite:///x.db",
+        auth_database_url="sqlite:///y.db",
+    )
     with pytest.raises(ConfigurationError, match="MEDVAULT_KEYRING"):
         build_runtime(settings)
     assert not (tmp_path / "keyring.json").exists()
 
 
 def test_production_needs_explicit_databases(tmp_path: Path) -> None:
-    settings = Settings(env="production", data_dir=tmp_path, secret_key="s" * 48,
-                        keyring=Keyring.generate().to_json())
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        secret_key="s" * 48,
+        keyring=Keyring.generate().to_json(),
+    )
     with pytest.raises(ConfigurationError, match="DATABASE_URL"):
         build_runtime(settings)
 
 
 def test_production_starts_with_managed_secrets(tmp_path: Path) -> None:
-    settings = Settings(env="production", data_dir=tmp_path, secret_key="s" * 48,
-                        keyring=Keyring.generate().to_json(),
-                        database_url=f"sqlite:///{tmp_path}/c.db",
-                        auth_database_url=f"sqlite:///{tmp_path}/a.db",
-                        storage_url=(tmp_path / "blobs").as_uri())
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        secret_key="s" * 48,
+        keyring=Keyring.generate().to_json(),
+        database_url=f"sqlite:///{tmp_path}/c.db",
+        auth_database_url=f"sqlite:///{tmp_path}/a.db",
+        storage_url=(tmp_path / "blobs").as_uri(),
+    )
     runtime = build_runtime(settings, run_migrations=True)
     assert runtime.secret_key == b"s" * 48
     runtime.close()

@@ -30,7 +30,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info(
             "medvault %s ready: clinical=%s auth=%s blobs=%s",
-            __version__, runtime.clinical.redacted_url(), runtime.auth.redacted_url(),
+            __version__,
+            runtime.clinical.redacted_url(),
+            runtime.auth.redacted_url(),
             runtime.blobs.describe(),
         )
         yield

@@ -219,7 +219,9 @@ def _safe_filename(header: str | None) -> str | None:
 def _expected_sha256(response: httpx.Response) -> str:
     match = _SHA256_ETAG.match(response.headers.get("etag", "").strip())
     if match is None:
-        raise VaultTransferError("The server sent no SHA-256 ETag, so the download cannot be verified.")
+        raise VaultTransferError(
+            "The server sent no SHA-256 ETag, so the download cannot be verified."
+        )
     return match.group(1)
 
 
@@ -310,7 +312,12 @@ class VaultClient:
     # -- patients ----------------------------------------------------------------------
 
     def create_patient(
-        self, *, system: str, value: str, family_name: str, given_name: str,
+        self,
+        *,
+        system: str,
+        value: str,
+        family_name: str,
+        given_name: str,
         birth_date: date | str,
     ) -> Patient:
         payload = {
@@ -332,7 +339,10 @@ class VaultClient:
     # -- uploads -----------------------------------------------------------------------
 
     def _upload(
-        self, path: str, source: UploadSource, params: dict[str, str | None],
+        self,
+        path: str,
+        source: UploadSource,
+        params: dict[str, str | None],
         progress: UploadProgress | None,
     ) -> Document:
         with contextlib.ExitStack() as stack:
@@ -350,8 +360,11 @@ class VaultClient:
                 # A known length lets the server refuse an oversized file before any byte.
                 headers["Content-Length"] = str(size)
             request = self._http.build_request(
-                "POST", path, params={k: v for k, v in params.items() if v is not None},
-                content=_chunks(handle, progress), headers=headers,
+                "POST",
+                path,
+                params={k: v for k, v in params.items() if v is not None},
+                content=_chunks(handle, progress),
+                headers=headers,
             )
             return Document.from_json(self._send(request).json())
 
@@ -406,13 +419,18 @@ class VaultClient:
         limit: int = 50,
         cursor: str | None = None,
     ) -> DocumentPage:
-        params = {"patient_id": patient_id, "document_type": document_type, "limit": limit,
-                  "cursor": cursor}
+        params = {
+            "patient_id": patient_id,
+            "document_type": document_type,
+            "limit": limit,
+            "cursor": cursor,
+        }
         page = self._json(
             "GET", "/api/v1/documents", params={k: v for k, v in params.items() if v is not None}
         )
-        return DocumentPage([Document.from_json(item) for item in page["items"]],
-                            page["next_cursor"])
+        return DocumentPage(
+            [Document.from_json(item) for item in page["items"]], page["next_cursor"]
+        )
 
     def iter_documents(
         self,
@@ -425,7 +443,9 @@ class VaultClient:
         cursor: str | None = None
         while True:
             page = self.list_documents(
-                patient_id=patient_id, document_type=document_type, limit=page_size,
+                patient_id=patient_id,
+                document_type=document_type,
+                limit=page_size,
                 cursor=cursor,
             )
             yield from page.items
@@ -455,11 +475,13 @@ class VaultClient:
         """A link that downloads the version without a token until it expires."""
         body = {"expires_in": expires_in, "version": version}
         data = self._json(
-            "POST", f"/api/v1/documents/{document_id}/download-url",
+            "POST",
+            f"/api/v1/documents/{document_id}/download-url",
             json={k: v for k, v in body.items() if v is not None},
         )
-        return DownloadUrl(data["url"], datetime.fromisoformat(data["expires_at"]),
-                           int(data["version"]))
+        return DownloadUrl(
+            data["url"], datetime.fromisoformat(data["expires_at"]), int(data["version"])
+        )
 
     # -- downloads ---------------------------------------------------------------------
 

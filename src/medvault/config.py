@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated, Self
 
 MiB = 1024 * 1024
 
@@ -61,7 +60,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str | None = Field(
-        default=None, description="External base URL used in signed links, e.g. https://vault.example"
+        default=None,
+        description="External base URL used in signed links, e.g. https://vault.example",
     )
 
     keyring: str | None = Field(default=None, description="KEK keyring JSON (else keyring file)")

@@ -24,8 +24,13 @@ SEGMENT = 64
 
 
 def seal(plaintext: bytes, *, version_id: uuid.UUID, dek: bytes, pieces: int = 3) -> bytes:
-    writer = EnvelopeWriter(dek=dek, kek_id="kek-test", wrapped_dek=b"w" * 60,
-                            version_id=version_id, segment_size=SEGMENT)
+    writer = EnvelopeWriter(
+        dek=dek,
+        kek_id="kek-test",
+        wrapped_dek=b"w" * 60,
+        version_id=version_id,
+        segment_size=SEGMENT,
+    )
     out = [writer.header_bytes()]
     step = max(1, len(plaintext) // pieces)
     for start in range(0, len(plaintext), step):
@@ -39,21 +44,29 @@ def open_all(blob: bytes, *, dek: bytes, size: int, chunk: int = 50) -> bytes:
     reader = EnvelopeReader(dek=dek, header=header, plaintext_size=size)
     span = reader.span(0, max(0, size - 1))
     body = blob[span.ciphertext_offset :]
-    return b"".join(reader.decrypt_span(span, [body[i : i + chunk] for i in range(0, len(body), chunk)]))
+    return b"".join(
+        reader.decrypt_span(span, [body[i : i + chunk] for i in range(0, len(body), chunk)])
+    )
 
 
-@given(data=st.binary(min_size=1, max_size=700), pieces=st.integers(1, 9), chunk=st.integers(1, 300))
+@given(
+    data=st.binary(min_size=1, max_size=700), pieces=st.integers(1, 9), chunk=st.integers(1, 300)
+)
 @settings(max_examples=150, deadline=None)
 def test_round_trip_any_size_and_chunking(data: bytes, pieces: int, chunk: int) -> None:
     vid, dek = uuid.uuid4(), new_dek()
     blob = seal(data, version_id=vid, dek=dek, pieces=pieces)
     header = EnvelopeHeader.parse(blob[:MAX_HEADER_BYTES])
-    assert len(blob) == ciphertext_size(header_size=header.size, segment_size=SEGMENT,
-                                        plaintext_size=len(data))
+    assert len(blob) == ciphertext_size(
+        header_size=header.size, segment_size=SEGMENT, plaintext_size=len(data)
+    )
     assert open_all(blob, dek=dek, size=len(data), chunk=chunk) == data
 
 
-@given(data=st.binary(min_size=1, max_size=600), bounds=st.tuples(st.integers(0, 599), st.integers(0, 599)))
+@given(
+    data=st.binary(min_size=1, max_size=600),
+    bounds=st.tuples(st.integers(0, 599), st.integers(0, 599)),
+)
 @settings(max_examples=150, deadline=None)
 def test_any_range_decrypts_only_covering_segments(data: bytes, bounds: tuple[int, int]) -> None:
     first, last = sorted(b % len(data) for b in bounds)
@@ -94,7 +107,9 @@ def test_flipped_byte_in_any_segment_fails(sealed: tuple[bytes, bytes, uuid.UUID
             open_all(bytes(damaged), dek=dek, size=len(data))
 
 
-def test_truncation_at_a_segment_boundary_fails(sealed: tuple[bytes, bytes, uuid.UUID, bytes]) -> None:
+def test_truncation_at_a_segment_boundary_fails(
+    sealed: tuple[bytes, bytes, uuid.UUID, bytes],
+) -> None:
     data, dek, _, blob = sealed
     header_size = EnvelopeHeader.parse(blob).size
     cut = blob[: header_size + 2 * (SEGMENT + TAG_BYTES)]
@@ -119,8 +134,9 @@ def test_blob_of_another_version_fails_even_with_the_same_key() -> None:
     data, dek = os.urandom(100), new_dek()
     blob = seal(data, version_id=uuid.uuid4(), dek=dek)
     header = EnvelopeHeader.parse(blob)
-    forged = EnvelopeHeader(header.kek_id, header.wrapped_dek, header.nonce_prefix,
-                            header.segment_size, uuid.uuid4())
+    forged = EnvelopeHeader(
+        header.kek_id, header.wrapped_dek, header.nonce_prefix, header.segment_size, uuid.uuid4()
+    )
     reader = EnvelopeReader(dek=dek, header=forged, plaintext_size=len(data))
     span = reader.span(0, len(data) - 1)
     with pytest.raises(IntegrityError):

@@ -46,8 +46,9 @@ def empty_state(runtime: Runtime, patient: str) -> StoredState:
     return state
 
 
-def test_executable_named_pdf_is_415(client: TestClient, runtime: Runtime, patient: str,
-                                     empty_state: StoredState) -> None:
+def test_executable_named_pdf_is_415(
+    client: TestClient, runtime: Runtime, patient: str, empty_state: StoredState
+) -> None:
     for response in (
         upload_multipart(client, patient, ELF, filename="x.pdf"),
         upload_raw(client, patient, ELF, filename="x.pdf", content_type="application/pdf"),
@@ -57,10 +58,12 @@ def test_executable_named_pdf_is_415(client: TestClient, runtime: Runtime, patie
     assert stored_state(runtime) == empty_state
 
 
-def test_text_file_is_415(client: TestClient, runtime: Runtime, patient: str,
-                          empty_state: StoredState) -> None:
-    assert_problem(upload_raw(client, patient, b"just some notes\n" * 10), 415,
-                   "unsupported-media-type")
+def test_text_file_is_415(
+    client: TestClient, runtime: Runtime, patient: str, empty_state: StoredState
+) -> None:
+    assert_problem(
+        upload_raw(client, patient, b"just some notes\n" * 10), 415, "unsupported-media-type"
+    )
     assert stored_state(runtime) == empty_state
 
 
@@ -75,13 +78,16 @@ def small_limit_client(backend: Backend, api_token: str, runtime: Runtime) -> It
     small.close()
 
 
-def test_too_large_with_content_length_is_413(small_limit_client: TestClient, runtime: Runtime,
-                                              patient: str, empty_state: StoredState) -> None:
-    body = assert_problem(upload_raw(small_limit_client, patient, pdf_bytes(100_001)), 413,
-                          "payload-too-large")
+def test_too_large_with_content_length_is_413(
+    small_limit_client: TestClient, runtime: Runtime, patient: str, empty_state: StoredState
+) -> None:
+    body = assert_problem(
+        upload_raw(small_limit_client, patient, pdf_bytes(100_001)), 413, "payload-too-large"
+    )
     assert body["max_bytes"] == 100_000
-    assert_problem(upload_multipart(small_limit_client, patient, pdf_bytes(150_000)), 413,
-                   "payload-too-large")
+    assert_problem(
+        upload_multipart(small_limit_client, patient, pdf_bytes(150_000)), 413, "payload-too-large"
+    )
     assert stored_state(runtime) == empty_state
 
 
@@ -145,16 +151,22 @@ def test_chunked_upload_over_real_http_is_cut_off_early(
     assert stored_state(runtime) == empty_state
 
 
-def test_missing_file_is_400(client: TestClient, runtime: Runtime, patient: str,
-                             empty_state: StoredState) -> None:
-    response = client.post("/api/v1/documents",
-                           data={"patient_id": patient, "document_type": "11502-2"},
-                           files={"other": ("x.txt", b"", "text/plain")})
+def test_missing_file_is_400(
+    client: TestClient, runtime: Runtime, patient: str, empty_state: StoredState
+) -> None:
+    response = client.post(
+        "/api/v1/documents",
+        data={"patient_id": patient, "document_type": "11502-2"},
+        files={"other": ("x.txt", b"", "text/plain")},
+    )
     assert_problem(response, 400, "malformed-multipart")
     only_fields = client.post(
         "/api/v1/documents",
-        content=(b"--b\r\nContent-Disposition: form-data; name=\"patient_id\"\r\n\r\n"
-                 + patient.encode() + b"\r\n--b--\r\n"),
+        content=(
+            b'--b\r\nContent-Disposition: form-data; name="patient_id"\r\n\r\n'
+            + patient.encode()
+            + b"\r\n--b--\r\n"
+        ),
         headers={"content-type": "multipart/form-data; boundary=b"},
     )
     assert_problem(only_fields, 400, "missing-file")
@@ -162,71 +174,92 @@ def test_missing_file_is_400(client: TestClient, runtime: Runtime, patient: str,
     assert stored_state(runtime) == empty_state
 
 
-def test_unknown_patient_is_422(client: TestClient, runtime: Runtime,
-                                empty_state: StoredState) -> None:
+def test_unknown_patient_is_422(
+    client: TestClient, runtime: Runtime, empty_state: StoredState
+) -> None:
     ghost = str(uuid.uuid4())
     assert_problem(upload_multipart(client, ghost, pdf_bytes()), 422, "unknown-patient")
     assert_problem(upload_raw(client, ghost, pdf_bytes()), 422, "unknown-patient")
     assert stored_state(runtime) == empty_state
 
 
-def test_invalid_fields_are_422_with_field_errors(client: TestClient, runtime: Runtime,
-                                                  patient: str, empty_state: StoredState) -> None:
+def test_invalid_fields_are_422_with_field_errors(
+    client: TestClient, runtime: Runtime, patient: str, empty_state: StoredState
+) -> None:
     body = assert_problem(
-        upload_multipart(client, patient, pdf_bytes(), document_type="blood"), 422,
+        upload_multipart(client, patient, pdf_bytes(), document_type="blood"),
+        422,
         "validation-error",
     )
     assert any(err["loc"] == ["document_type"] for err in body["errors"])
-    body = assert_problem(upload_multipart(client, "not-a-uuid", pdf_bytes()), 422,
-                          "validation-error")
+    body = assert_problem(
+        upload_multipart(client, "not-a-uuid", pdf_bytes()), 422, "validation-error"
+    )
     assert any(err["loc"] == ["patient_id"] for err in body["errors"])
-    assert_problem(upload_multipart(client, patient, pdf_bytes(), classification="secret"), 422,
-                   "validation-error")
+    assert_problem(
+        upload_multipart(client, patient, pdf_bytes(), classification="secret"),
+        422,
+        "validation-error",
+    )
     assert stored_state(runtime) == empty_state
 
 
-def test_broken_multipart_is_400(client: TestClient, runtime: Runtime, patient: str,
-                                 empty_state: StoredState) -> None:
-    truncated = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n\r\n"
-                 + pdf_bytes(3000))
-    response = client.post("/api/v1/documents", params={"patient_id": patient,
-                                                        "document_type": "11502-2"},
-                           content=truncated,
-                           headers={"content-type": "multipart/form-data; boundary=b"})
+def test_broken_multipart_is_400(
+    client: TestClient, runtime: Runtime, patient: str, empty_state: StoredState
+) -> None:
+    truncated = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\n\r\n'
+        + pdf_bytes(3000)
+    )
+    response = client.post(
+        "/api/v1/documents",
+        params={"patient_id": patient, "document_type": "11502-2"},
+        content=truncated,
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
     assert_problem(response, 400, "malformed-multipart")
-    no_boundary = client.post("/api/v1/documents", content=b"x",
-                              headers={"content-type": "multipart/form-data"})
+    no_boundary = client.post(
+        "/api/v1/documents", content=b"x", headers={"content-type": "multipart/form-data"}
+    )
     assert_problem(no_boundary, 400, "malformed-multipart")
     assert stored_state(runtime) == empty_state
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/documents/not-a-uuid",
-    "/api/v1/documents/00000000-0000-0000-0000-000000000000",
-    "/api/v1/documents/not-a-uuid/content",
-    "/api/v1/documents/00000000-0000-0000-0000-000000000000/content",
-    "/api/v1/documents/00000000-0000-0000-0000-000000000000/versions",
-    "/api/v1/documents/00000000-0000-0000-0000-000000000000/versions/1/content",
-    "/api/v1/patients/12345",
-    "/api/v1/patients/00000000-0000-0000-0000-000000000000",
-    "/api/v1/no-such-route",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/documents/not-a-uuid",
+        "/api/v1/documents/00000000-0000-0000-0000-000000000000",
+        "/api/v1/documents/not-a-uuid/content",
+        "/api/v1/documents/00000000-0000-0000-0000-000000000000/content",
+        "/api/v1/documents/00000000-0000-0000-0000-000000000000/versions",
+        "/api/v1/documents/00000000-0000-0000-0000-000000000000/versions/1/content",
+        "/api/v1/patients/12345",
+        "/api/v1/patients/00000000-0000-0000-0000-000000000000",
+        "/api/v1/no-such-route",
+    ],
+)
 def test_malformed_or_unknown_ids_are_404(client: TestClient, path: str) -> None:
     assert_problem(client.get(path), 404, "not-found")
 
 
 def test_version_number_that_is_not_a_number_is_404(client: TestClient, patient: str) -> None:
     doc = upload_multipart(client, patient, pdf_bytes()).json()
-    assert_problem(client.get(f"/api/v1/documents/{doc['id']}/versions/x/content"), 404,
-                   "not-found")
-    assert_problem(client.get(f"/api/v1/documents/{doc['id']}/versions/9/content"), 404,
-                   "not-found")
+    assert_problem(
+        client.get(f"/api/v1/documents/{doc['id']}/versions/x/content"), 404, "not-found"
+    )
+    assert_problem(
+        client.get(f"/api/v1/documents/{doc['id']}/versions/9/content"), 404, "not-found"
+    )
 
 
-def test_new_version_of_unknown_document_is_404(client: TestClient, runtime: Runtime,
-                                                empty_state: StoredState) -> None:
-    response = client.post(f"/api/v1/documents/{uuid.uuid4()}/versions",
-                           files={"file": ("a.pdf", pdf_bytes(), "application/pdf")})
+def test_new_version_of_unknown_document_is_404(
+    client: TestClient, runtime: Runtime, empty_state: StoredState
+) -> None:
+    response = client.post(
+        f"/api/v1/documents/{uuid.uuid4()}/versions",
+        files={"file": ("a.pdf", pdf_bytes(), "application/pdf")},
+    )
     assert_problem(response, 404, "not-found")
     assert stored_state(runtime) == empty_state
 
@@ -234,21 +267,26 @@ def test_new_version_of_unknown_document_is_404(client: TestClient, runtime: Run
 def test_no_token_and_bad_token_are_401(anon_client: TestClient) -> None:
     body = assert_problem(anon_client.get("/api/v1/documents"), 401, "unauthorized")
     assert "Bearer" in body["detail"]
-    bad = anon_client.get("/api/v1/documents", headers={"Authorization": "Bearer mvt_nope" + "x" * 40})
+    bad = anon_client.get(
+        "/api/v1/documents", headers={"Authorization": "Bearer mvt_nope" + "x" * 40}
+    )
     assert_problem(bad, 401, "unauthorized")
     assert bad.headers["www-authenticate"].startswith("Bearer")
-    response = anon_client.post("/api/v1/documents", content=pdf_bytes(),
-                                headers={"content-type": "application/pdf"})
+    response = anon_client.post(
+        "/api/v1/documents", content=pdf_bytes(), headers={"content-type": "application/pdf"}
+    )
     assert_problem(response, 401, "unauthorized")
 
 
 def test_bad_list_parameters_are_clear(client: TestClient) -> None:
     assert_problem(client.get("/api/v1/documents", params={"limit": 0}), 422, "validation-error")
     assert_problem(client.get("/api/v1/documents", params={"limit": 201}), 422, "validation-error")
-    assert_problem(client.get("/api/v1/documents", params={"cursor": "garbage!"}), 400,
-                   "invalid-cursor")
-    assert_problem(client.get("/api/v1/documents", params={"status": "weird"}), 422,
-                   "validation-error")
+    assert_problem(
+        client.get("/api/v1/documents", params={"cursor": "garbage!"}), 400, "invalid-cursor"
+    )
+    assert_problem(
+        client.get("/api/v1/documents", params={"status": "weird"}), 422, "validation-error"
+    )
 
 
 def test_delete_needs_a_reason(client: TestClient, patient: str) -> None:

@@ -12,8 +12,9 @@ from tests.support.inspect import audit_events, stored_state
 def test_soft_delete_then_restore(client: TestClient, runtime: Runtime) -> None:
     content = pdf_bytes()
     doc = upload_multipart(client, create_patient(client), content).json()
-    deleted = client.delete(f"/api/v1/documents/{doc['id']}",
-                            params={"reason": "filed to the wrong patient"})
+    deleted = client.delete(
+        f"/api/v1/documents/{doc['id']}", params={"reason": "filed to the wrong patient"}
+    )
     assert deleted.status_code == 200
     body = deleted.json()
     assert body["status"] == "deleted"

@@ -74,8 +74,9 @@ def test_ranges_across_segments(
 
 def test_unsatisfiable_range_is_416(client: TestClient, stored: tuple[str, bytes]) -> None:
     doc_id, content = stored
-    response = client.get(f"/api/v1/documents/{doc_id}/content",
-                          headers={"Range": f"bytes={len(content)}-"})
+    response = client.get(
+        f"/api/v1/documents/{doc_id}/content", headers={"Range": f"bytes={len(content)}-"}
+    )
     assert response.status_code == 416
     assert response.headers["content-range"] == f"bytes */{len(content)}"
     assert response.json()["type"] == "urn:medvault:problem:range-not-satisfiable"
@@ -94,8 +95,9 @@ def test_unusable_range_headers_serve_the_whole_file(
 def test_if_none_match_gives_304(client: TestClient, stored: tuple[str, bytes]) -> None:
     doc_id, content = stored
     etag = client.get(f"/api/v1/documents/{doc_id}").json()["sha256"]
-    response = client.get(f"/api/v1/documents/{doc_id}/content",
-                          headers={"If-None-Match": f'"{etag}"'})
+    response = client.get(
+        f"/api/v1/documents/{doc_id}/content", headers={"If-None-Match": f'"{etag}"'}
+    )
     assert response.status_code == 304
     assert response.content == b""
     assert response.headers["etag"] == f'"{etag}"'
@@ -108,11 +110,14 @@ def test_if_range_with_a_stale_etag_serves_everything(
 ) -> None:
     doc_id, content = stored
     sha = hashlib.sha256(content).hexdigest()
-    fresh = client.get(f"/api/v1/documents/{doc_id}/content",
-                       headers={"Range": "bytes=0-9", "If-Range": f'"{sha}"'})
+    fresh = client.get(
+        f"/api/v1/documents/{doc_id}/content",
+        headers={"Range": "bytes=0-9", "If-Range": f'"{sha}"'},
+    )
     assert fresh.status_code == 206 and fresh.content == content[:10]
-    stale = client.get(f"/api/v1/documents/{doc_id}/content",
-                       headers={"Range": "bytes=0-9", "If-Range": '"old"'})
+    stale = client.get(
+        f"/api/v1/documents/{doc_id}/content", headers={"Range": "bytes=0-9", "If-Range": '"old"'}
+    )
     assert stale.status_code == 200 and stale.content == content
 
 

@@ -9,7 +9,9 @@ from fastapi.testclient import TestClient
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 
 
-def upload_many(client: TestClient, patient: str, count: int, document_type: str = "11502-2") -> list[str]:
+def upload_many(
+    client: TestClient, patient: str, count: int, document_type: str = "11502-2"
+) -> list[str]:
     ids = []
     for _ in range(count):
         response = upload_raw(client, patient, pdf_bytes(600), document_type=document_type)
@@ -46,8 +48,9 @@ def test_inserts_between_pages_do_not_shift_or_repeat(client: TestClient) -> Non
     older = list(reversed(upload_many(client, patient, 6)))
     page1 = client.get("/api/v1/documents", params={"limit": 3}).json()
     upload_many(client, patient, 4)  # arrive while the client is paging
-    page2 = client.get("/api/v1/documents",
-                       params={"limit": 3, "cursor": page1["next_cursor"]}).json()
+    page2 = client.get(
+        "/api/v1/documents", params={"limit": 3, "cursor": page1["next_cursor"]}
+    ).json()
     assert [i["id"] for i in page1["items"]] == older[:3]
     assert [i["id"] for i in page2["items"]] == older[3:]
 
@@ -81,7 +84,11 @@ def test_deleted_documents_are_listed_only_on_request(client: TestClient) -> Non
 def test_listing_shows_the_current_version(client: TestClient) -> None:
     patient = create_patient(client)
     (doc,) = upload_many(client, patient, 1)
-    client.post(f"/api/v1/documents/{doc}/versions", params={"filename": "v2.pdf"},
-                content=pdf_bytes(700), headers={"content-type": "application/pdf"})
+    client.post(
+        f"/api/v1/documents/{doc}/versions",
+        params={"filename": "v2.pdf"},
+        content=pdf_bytes(700),
+        headers={"content-type": "application/pdf"},
+    )
     item = client.get("/api/v1/documents").json()["items"][0]
     assert item["version"] == 2 and item["filename"] == "v2.pdf"

@@ -45,9 +45,12 @@ def test_large_upload_and_download_keep_memory_flat(tmp_path: Path) -> None:
         session.commit()
     block = os.urandom(MiB)
     sent = hashlib.sha256()
-    with LiveServer(create_app(runtime=runtime)) as server, httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=120
-    ) as http:
+    with (
+        LiveServer(create_app(runtime=runtime)) as server,
+        httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        ) as http,
+    ):
         patient = http.post("/api/v1/patients", json=patient_payload()).json()["id"]
         tracemalloc.start()
         try:

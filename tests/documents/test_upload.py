@@ -7,15 +7,27 @@ import hashlib
 from fastapi.testclient import TestClient
 
 from medvault.runtime import Runtime
-from tests.support.factories import create_patient, pdf_bytes, png_bytes, upload_multipart, upload_raw
+from tests.support.factories import (
+    create_patient,
+    pdf_bytes,
+    png_bytes,
+    upload_multipart,
+    upload_raw,
+)
 from tests.support.inspect import audit_actions, stored_state
 
 
 def test_multipart_upload_returns_metadata(client: TestClient, runtime: Runtime) -> None:
     patient = create_patient(client)
     content = pdf_bytes(200_000)
-    response = upload_multipart(client, patient, content, title="Full blood count",
-                                description="Synthetic", classification="restricted")
+    response = upload_multipart(
+        client,
+        patient,
+        content,
+        title="Full blood count",
+        description="Synthetic",
+        classification="restricted",
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["version"] == 1
@@ -35,8 +47,9 @@ def test_multipart_upload_returns_metadata(client: TestClient, runtime: Runtime)
 def test_raw_body_upload_is_the_same_document_shape(client: TestClient) -> None:
     patient = create_patient(client)
     content = pdf_bytes(300_000)
-    response = upload_raw(client, patient, content, filename="discharge.pdf",
-                          title="Discharge summary")
+    response = upload_raw(
+        client, patient, content, filename="discharge.pdf", title="Discharge summary"
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["filename"] == "discharge.pdf"
@@ -46,8 +59,9 @@ def test_raw_body_upload_is_the_same_document_shape(client: TestClient) -> None:
 
 def test_type_comes_from_magic_bytes_not_the_client(client: TestClient) -> None:
     patient = create_patient(client)
-    response = upload_raw(client, patient, png_bytes(), filename="scan.pdf",
-                          content_type="application/pdf")
+    response = upload_raw(
+        client, patient, png_bytes(), filename="scan.pdf", content_type="application/pdf"
+    )
     assert response.status_code == 201
     assert response.json()["content_type"] == "image/png"
 
@@ -55,8 +69,11 @@ def test_type_comes_from_magic_bytes_not_the_client(client: TestClient) -> None:
 def test_metadata_never_exposes_storage_details(client: TestClient) -> None:
     patient = create_patient(client)
     created = upload_multipart(client, patient, pdf_bytes()).json()
-    for body in (created, client.get(f"/api/v1/documents/{created['id']}").json(),
-                 client.get("/api/v1/documents").json()["items"][0]):
+    for body in (
+        created,
+        client.get(f"/api/v1/documents/{created['id']}").json(),
+        client.get("/api/v1/documents").json()["items"][0],
+    ):
         text = str(body)
         assert "storage_key" not in body and "versions/" not in text
         assert "wrapped" not in text and "kek" not in text and "/tmp" not in text
@@ -87,15 +104,24 @@ def test_fields_after_the_file_part_are_accepted(client: TestClient) -> None:
     boundary = "medvaultboundary"
     content = pdf_bytes(5000)
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"late.pdf\"\r\n"
-        f"Content-Type: application/pdf\r\n\r\n"
-    ).encode() + content + (
-        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"patient_id\"\r\n\r\n{patient}"
-        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"document_type\"\r\n\r\n18842-5"
-        f"\r\n--{boundary}--\r\n"
-    ).encode()
-    response = client.post("/api/v1/documents", content=body,
-                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="late.pdf"\r\n'
+            f"Content-Type: application/pdf\r\n\r\n"
+        ).encode()
+        + content
+        + (
+            f"\r\n--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="patient_id"\r\n\r\n{patient}'
+            f"\r\n--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="document_type"\r\n\r\n18842-5'
+            f"\r\n--{boundary}--\r\n"
+        ).encode()
+    )
+    response = client.post(
+        "/api/v1/documents",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert response.status_code == 201, response.text
     assert response.json()["document_type"] == "18842-5"
 
@@ -104,19 +130,27 @@ def test_new_version_keeps_the_old_one(client: TestClient, runtime: Runtime) -> 
     patient = create_patient(client)
     first, second = pdf_bytes(70_000), pdf_bytes(90_000)
     doc = upload_multipart(client, patient, first).json()
-    response = client.post(f"/api/v1/documents/{doc['id']}/versions",
-                           files={"file": ("v2.pdf", second, "application/pdf")})
+    response = client.post(
+        f"/api/v1/documents/{doc['id']}/versions",
+        files={"file": ("v2.pdf", second, "application/pdf")},
+    )
     assert response.status_code == 201, response.text
     assert response.json()["version"] == 2
     assert response.json()["filename"] == "v2.pdf"
     versions = client.get(f"/api/v1/documents/{doc['id']}/versions").json()["items"]
     assert [v["version"] for v in versions] == [2, 1]
-    assert [v["sha256"] for v in versions] == [hashlib.sha256(second).hexdigest(),
-                                              hashlib.sha256(first).hexdigest()]
+    assert [v["sha256"] for v in versions] == [
+        hashlib.sha256(second).hexdigest(),
+        hashlib.sha256(first).hexdigest(),
+    ]
     assert client.get(f"/api/v1/documents/{doc['id']}/content").content == second
     assert client.get(f"/api/v1/documents/{doc['id']}/versions/1/content").content == first
-    raw = client.post(f"/api/v1/documents/{doc['id']}/versions", params={"filename": "v3.pdf"},
-                      content=pdf_bytes(1000), headers={"content-type": "application/pdf"})
+    raw = client.post(
+        f"/api/v1/documents/{doc['id']}/versions",
+        params={"filename": "v3.pdf"},
+        content=pdf_bytes(1000),
+        headers={"content-type": "application/pdf"},
+    )
     assert raw.status_code == 201 and raw.json()["version"] == 3
     assert stored_state(runtime).blobs == 3
     assert audit_actions(runtime).count("document.version.create") == 2

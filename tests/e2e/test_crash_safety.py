@@ -53,8 +53,11 @@ class CrashBackend:
     def env(self) -> dict[str, str]:
         env = {f"MEDVAULT_{key.upper()}": str(value) for key, value in self.settings.items()}
         if self.name == "pg-s3":
-            env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                       AWS_DEFAULT_REGION="us-east-1")
+            env.update(
+                AWS_ACCESS_KEY_ID="testing",
+                AWS_SECRET_ACCESS_KEY="testing",
+                AWS_DEFAULT_REGION="us-east-1",
+            )
         return env
 
     def runtime_settings(self, data_dir: Path) -> Settings:
@@ -125,8 +128,9 @@ def audit_storage(settings: Settings, sent: dict[str, int]) -> StorageAudit:
                     )
         with runtime.clinical.session() as session:
             versions = session.execute(
-                select(DocumentVersion.document_id, DocumentVersion.storage_key,
-                       DocumentVersion.sha256)
+                select(
+                    DocumentVersion.document_id, DocumentVersion.storage_key, DocumentVersion.sha256
+                )
             ).all()
             audited = set(
                 session.scalars(
@@ -198,8 +202,15 @@ def test_sigkill_during_uploads_loses_no_acknowledged_document(
         patient_id = created.json()["id"]
 
     kills = random.Random(SEED).randint(4, 6)
-    storm = UploadStorm(vault, token=token, patient_id=patient_id, seed=SEED,
-                        uploads=UPLOADS, clients=CLIENTS, kills=kills)
+    storm = UploadStorm(
+        vault,
+        token=token,
+        patient_id=patient_id,
+        seed=SEED,
+        uploads=UPLOADS,
+        clients=CLIENTS,
+        kills=kills,
+    )
     result = storm.run()
 
     # A clean stop, then the checks behind the API while nothing writes.
@@ -222,7 +233,9 @@ def test_sigkill_during_uploads_loses_no_acknowledged_document(
     _report(summary, record_property, tmp_path)
 
     assert result.killer_error is None, f"the server did not survive a kill: {result.killer_error}"
-    assert not storage.rows_without_blob, f"rows point at missing blobs: {storage.rows_without_blob}"
+    assert not storage.rows_without_blob, (
+        f"rows point at missing blobs: {storage.rows_without_blob}"
+    )
     assert not ack_failures, f"acknowledged documents do not read back: {ack_failures}"
     assert not row_failures, f"committed rows do not read back: {row_failures}"
     assert not result.unexpected, f"unexpected responses: {result.unexpected}"
@@ -239,7 +252,10 @@ def test_sigkill_during_uploads_loses_no_acknowledged_document(
 
 
 def _summarise(
-    backend: str, result: StormResult, storage: StorageAudit, restart_seconds: float,
+    backend: str,
+    result: StormResult,
+    storage: StorageAudit,
+    restart_seconds: float,
     vault: VaultProcess,
 ) -> dict[str, Any]:
     via = Counter(ack.via for ack in result.acknowledged)
@@ -272,8 +288,15 @@ def _summarise(
 
 def _report(summary: dict[str, Any], record_property: Any, tmp_path: Path) -> None:
     """Orphans are allowed but never silent: print them and attach them to the report."""
-    for key in ("acknowledged", "orphan_blobs", "orphan_blob_keys", "temp_files",
-                "temp_file_names", "kills_with_uploads_in_flight", "storm_seconds"):
+    for key in (
+        "acknowledged",
+        "orphan_blobs",
+        "orphan_blob_keys",
+        "temp_files",
+        "temp_file_names",
+        "kills_with_uploads_in_flight",
+        "storm_seconds",
+    ):
         record_property(key, summary[key])
     record_property("crash_safety_summary", json.dumps(summary))
     (tmp_path / "crash-report.json").write_text(json.dumps(summary, indent=2))

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -31,6 +31,12 @@ MODES = ("raw", "raw-paced", "multipart", "multipart-paced")
 PACE_CHUNK = 64 * 1024
 PACE_SECONDS = 0.003
 MAX_ATTEMPTS = 3
+# XL bodies are larger than the smallest S3 part (5 MiB), so they go out as multipart.
+XL_MIN, XL_MAX = 5 * MiB + MiB // 2, 6 * MiB + MiB // 2
+XL_EVERY = 16
+DEEP_KILL_AFTER = 5 * MiB + MiB // 4  # past the first S3 part, before the end of the body
+# Kills closer together than this would hit the same few uploads over and over.
+MIN_UPLOADS_BETWEEN_KILLS = 12
 DOCUMENT_TYPE = "11502-2"
 
 
@@ -53,6 +59,7 @@ class Acknowledged:
 @dataclass(frozen=True)
 class KillRecord:
     number: int
+    aim: str
     progress: int
     in_flight: int
     in_flight_bytes: int
@@ -60,11 +67,11 @@ class KillRecord:
     restart_seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass
 class _InFlight:
     size: int
     paced: bool
-    started: float
+    sent: int = 0  # paced bodies only: bytes handed to the socket so far
 
 
 @dataclass
@@ -80,10 +87,17 @@ class StormResult:
 
 
 def plan_uploads(rng: random.Random, count: int) -> list[PlannedUpload]:
-    """Mostly tiny and medium files, a third of 1-3 MiB, a few past one S3 part (5 MiB)."""
+    """Mostly tiny and medium files, a third of 1-3 MiB, a few past one S3 part (5 MiB).
+
+    Every ``XL_EVERY``-th upload is a paced XL body, so the deep kill always finds one.
+    """
     plan = []
     for index in range(count):
         roll = rng.random()
+        if index % XL_EVERY == XL_EVERY // 2:
+            size = rng.randint(XL_MIN, XL_MAX)
+            plan.append(PlannedUpload(index, size, rng.choice(("raw-paced", "multipart-paced"))))
+            continue
         if roll < 0.40:
             size = rng.randint(300, 16 * 1024)
         elif roll < 0.60:
@@ -91,7 +105,7 @@ def plan_uploads(rng: random.Random, count: int) -> list[PlannedUpload]:
         elif roll < 0.94:
             size = rng.randint(1 * MiB, 3 * MiB)
         else:
-            size = rng.randint(5 * MiB + MiB // 2, 6 * MiB + MiB // 2)
+            size = rng.randint(XL_MIN, XL_MAX)
         plan.append(PlannedUpload(index, size, rng.choice(MODES)))
     return plan
 
@@ -103,9 +117,10 @@ def kill_points(rng: random.Random, count: int, kills: int) -> list[int]:
     return [first + int(width * k + rng.random() * width) for k in range(kills)]
 
 
-def _paced(body: bytes) -> Iterator[bytes]:
+def _paced(body: bytes, tracker: _InFlight) -> Iterator[bytes]:
     for start in range(0, len(body), PACE_CHUNK):
         yield body[start : start + PACE_CHUNK]
+        tracker.sent = min(len(body), start + PACE_CHUNK)
         time.sleep(PACE_SECONDS)
 
 
@@ -193,11 +208,11 @@ class UploadStorm:
             with self._lock:
                 self._requests += 1
                 request_number = self._requests
-                self._in_flight[request_number] = _InFlight(
-                    len(body), item.mode.endswith("paced"), time.monotonic()
+                tracker = self._in_flight[request_number] = _InFlight(
+                    len(body), item.mode.endswith("paced")
                 )
             try:
-                response = self._send(http, item, body)
+                response = self._send(http, item, body, tracker)
             except httpx.TransportError:
                 with self._lock:
                     self.result.interrupted_requests += 1
@@ -210,25 +225,32 @@ class UploadStorm:
         with self._lock:
             self.result.gave_up.append(item.index)
 
-    def _send(self, http: httpx.Client, item: PlannedUpload, body: bytes) -> httpx.Response:
+    def _send(
+        self, http: httpx.Client, item: PlannedUpload, body: bytes, tracker: _InFlight
+    ) -> httpx.Response:
         filename = f"crash-{item.index}.pdf"
         fields = {"patient_id": self.patient_id, "document_type": DOCUMENT_TYPE}
         if item.mode == "raw":
             return http.post(
-                "/api/v1/documents", params={**fields, "filename": filename}, content=body,
+                "/api/v1/documents",
+                params={**fields, "filename": filename},
+                content=body,
                 headers={"Content-Type": "application/pdf"},
             )
         if item.mode == "raw-paced":
             return http.post(
-                "/api/v1/documents", params={**fields, "filename": filename},
-                content=_paced(body), headers={"Content-Type": "application/pdf"},
+                "/api/v1/documents",
+                params={**fields, "filename": filename},
+                content=_paced(body, tracker),
+                headers={"Content-Type": "application/pdf"},
             )
         files = {"file": (filename, body, "application/pdf")}
         if item.mode == "multipart":
             return http.post("/api/v1/documents", data=fields, files=files)
         encoded = httpx.Request("POST", self.vault.url, data=fields, files=files)
         return http.post(
-            "/api/v1/documents", content=_paced(encoded.read()),
+            "/api/v1/documents",
+            content=_paced(encoded.read(), tracker),
             headers={"Content-Type": encoded.headers["Content-Type"]},
         )
 
@@ -270,15 +292,20 @@ class UploadStorm:
 
     def _killer(self) -> None:
         try:
+            last = -MIN_UPLOADS_BETWEEN_KILLS
             for number, point in enumerate(self.kill_at):
-                if not self._wait_for_progress(point):
+                if not self._wait_for_progress(max(point, last + MIN_UPLOADS_BETWEEN_KILLS)):
                     return
                 if number == self.deep_kill:
-                    self._wait_for_body(min_size=5 * MiB, paced=True, min_age=0.3, timeout=10)
+                    aim = "a paced XL body past its first 5 MiB"
+                    hit = self._wait_for_body(
+                        lambda b: b.paced and b.size > b.sent >= DEEP_KILL_AFTER, timeout=15
+                    )
                 else:
-                    self._wait_for_body(min_size=MiB, paced=False, min_age=0.0, timeout=3)
+                    aim = "any 1 MiB+ body in flight"
+                    hit = self._wait_for_body(lambda b: b.size >= MiB, timeout=3)
                     time.sleep(self.rng.uniform(0.0, 0.05))
-                self._kill_and_restart()
+                last = self._kill_and_restart(aim if hit else f"{aim} (not found: any moment)")
         except Exception as exc:  # reported by the test; clients must not hang on it
             self.result.killer_error = f"{type(exc).__name__}: {exc}"
             self._abort.set()
@@ -292,24 +319,20 @@ class UploadStorm:
             time.sleep(0.005)
         return False
 
-    def _wait_for_body(self, *, min_size: int, paced: bool, min_age: float, timeout: float) -> None:
+    def _wait_for_body(self, wanted: Callable[[_InFlight], bool], *, timeout: float) -> bool:
         """Prefer a moment when a large body is on the wire, so the kill lands mid-stream.
 
         Best effort: after ``timeout`` the kill happens anyway, whatever is in flight.
         """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._done.is_set():
-            now = time.monotonic()
             with self._lock:
-                if any(
-                    body.size >= min_size and (body.paced or not paced)
-                    and now - body.started >= min_age
-                    for body in self._in_flight.values()
-                ):
-                    return
-            time.sleep(0.002)
+                if any(wanted(body) for body in self._in_flight.values()):
+                    return True
+            time.sleep(0.001)
+        return False
 
-    def _kill_and_restart(self) -> None:
+    def _kill_and_restart(self, aim: str) -> int:
         self._up.clear()
         with self._lock:
             sizes = [body.size for body in self._in_flight.values()]
@@ -319,6 +342,7 @@ class UploadStorm:
         self.vault.start()
         record = KillRecord(
             number=len(self.result.kills) + 1,
+            aim=aim,
             progress=progress,
             in_flight=len(sizes),
             in_flight_bytes=sum(sizes),
@@ -327,3 +351,4 @@ class UploadStorm:
         )
         self.result.kills.append(record)
         self._up.set()
+        return progress

@@ -39,10 +39,13 @@ def test_same_identifier_twice_is_409(client: TestClient) -> None:
 
 
 def test_same_value_in_another_system_is_a_different_patient(client: TestClient) -> None:
-    a = client.post("/api/v1/patients", json=patient_payload(
-        identifier={"system": NHS_SYSTEM, "value": "123"}))
-    b = client.post("/api/v1/patients", json=patient_payload(
-        identifier={"system": "https://hospital.example/mrn", "value": "123"}))
+    a = client.post(
+        "/api/v1/patients", json=patient_payload(identifier={"system": NHS_SYSTEM, "value": "123"})
+    )
+    b = client.post(
+        "/api/v1/patients",
+        json=patient_payload(identifier={"system": "https://hospital.example/mrn", "value": "123"}),
+    )
     assert a.status_code == b.status_code == 201
 
 
@@ -60,7 +63,9 @@ def test_same_value_in_another_system_is_a_different_patient(client: TestClient)
         {"unexpected": "field"},
     ],
 )
-def test_invalid_patients_are_422_and_not_stored(client: TestClient, change: dict[str, object]) -> None:
+def test_invalid_patients_are_422_and_not_stored(
+    client: TestClient, change: dict[str, object]
+) -> None:
     response = client.post("/api/v1/patients", json=patient_payload(**change))
     assert response.status_code == 422
     assert response.json()["type"] == "urn:medvault:problem:validation-error"
@@ -69,8 +74,9 @@ def test_invalid_patients_are_422_and_not_stored(client: TestClient, change: dic
 
 
 def test_validation_errors_do_not_echo_patient_data(client: TestClient) -> None:
-    response = client.post("/api/v1/patients",
-                           json=patient_payload(family_name="", given_name="Zyxwvut"))
+    response = client.post(
+        "/api/v1/patients", json=patient_payload(family_name="", given_name="Zyxwvut")
+    )
     assert response.status_code == 422
     assert "Zyxwvut" not in response.text
 

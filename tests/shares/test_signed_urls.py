@@ -5,7 +5,6 @@ from __future__ import annotations
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-
 from sqlalchemy import select
 
 from medvault.documents.models import DocumentVersion
@@ -55,33 +54,38 @@ def test_default_expiry_is_one_hour_and_the_maximum_is_enforced(
     token = body["url"].rsplit("/", 1)[1]
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 3600
-    too_long = client.post(f"/api/v1/documents/{doc_id}/download-url",
-                           json={"expires_in": 86401})
+    too_long = client.post(f"/api/v1/documents/{doc_id}/download-url", json={"expires_in": 86401})
     assert too_long.status_code == 422
     day = client.post(f"/api/v1/documents/{doc_id}/download-url", json={"expires_in": 86400})
     assert day.status_code == 201
 
 
-def test_link_is_bound_to_one_version(client: TestClient, anon_client: TestClient,
-                                      doc: tuple[str, bytes]) -> None:
+def test_link_is_bound_to_one_version(
+    client: TestClient, anon_client: TestClient, doc: tuple[str, bytes]
+) -> None:
     doc_id, first = doc
     url = client.post(f"/api/v1/documents/{doc_id}/download-url").json()["url"]
-    client.post(f"/api/v1/documents/{doc_id}/versions",
-                files={"file": ("v2.pdf", pdf_bytes(), "application/pdf")})
+    client.post(
+        f"/api/v1/documents/{doc_id}/versions",
+        files={"file": ("v2.pdf", pdf_bytes(), "application/pdf")},
+    )
     assert anon_client.get(path_of(url)).content == first
     v1 = client.post(f"/api/v1/documents/{doc_id}/download-url", json={"version": 1}).json()
     assert v1["version"] == 1 and anon_client.get(path_of(v1["url"])).content == first
 
 
-def test_altered_link_fails(client: TestClient, anon_client: TestClient, runtime: Runtime,
-                            doc: tuple[str, bytes]) -> None:
+def test_altered_link_fails(
+    client: TestClient, anon_client: TestClient, runtime: Runtime, doc: tuple[str, bytes]
+) -> None:
     doc_id, _ = doc
     url = client.post(f"/api/v1/documents/{doc_id}/download-url").json()["url"]
     token = url.rsplit("/", 1)[1]
     header, payload, signature = token.split(".")
     claims = jwt.decode(token, options={"verify_signature": False})
     claims["exp"] += 10_000
-    forged_payload = jwt.encode(claims, "a-guessed-secret-of-32-bytes-len!", algorithm="HS256").split(".")[1]
+    forged_payload = jwt.encode(
+        claims, "a-guessed-secret-of-32-bytes-len!", algorithm="HS256"
+    ).split(".")[1]
     for bad in (
         f"{header}.{forged_payload}.{signature}",
         f"{header}.{payload}.{signature[:-2]}xx",
@@ -95,13 +99,18 @@ def test_altered_link_fails(client: TestClient, anon_client: TestClient, runtime
     assert audit_events(runtime, "document.download_url.use") == []
 
 
-def test_expired_link_fails(anon_client: TestClient, runtime: Runtime,
-                            doc: tuple[str, bytes]) -> None:
+def test_expired_link_fails(
+    anon_client: TestClient, runtime: Runtime, doc: tuple[str, bytes]
+) -> None:
     with runtime.clinical.session() as session:
         version = session.scalars(select(DocumentVersion)).one()
-    token, _ = signed_urls.sign(secret=runtime.secret_key, version_id=version.id,
-                                document_id=version.document_id, issued_by="test",
-                                ttl_seconds=-60)
+    token, _ = signed_urls.sign(
+        secret=runtime.secret_key,
+        version_id=version.id,
+        document_id=version.document_id,
+        issued_by="test",
+        ttl_seconds=-60,
+    )
     response = anon_client.get(f"/api/v1/download/{token}")
     assert response.status_code == 403
     assert response.json()["type"] == "urn:medvault:problem:signed-url-expired"

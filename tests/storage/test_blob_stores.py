@@ -20,7 +20,9 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(params=["filesystem", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, s3: S3Server | None) -> Iterator[BlobStore]:
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, s3: S3Server | None
+) -> Iterator[BlobStore]:
     if request.param == "filesystem":
         yield open_blob_store((tmp_path / "blobs").as_uri())
         return
@@ -28,8 +30,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, s3: S3Server | None) -
         unavailable("the moto S3 server could not be started")
     assert s3 is not None
     yield open_blob_store(
-        f"s3://{BUCKET}/{uuid.uuid4().hex}", s3_endpoint_url=s3.endpoint_url,
-        s3_region="us-east-1", s3_part_size=5 * MiB,
+        f"s3://{BUCKET}/{uuid.uuid4().hex}",
+        s3_endpoint_url=s3.endpoint_url,
+        s3_region="us-east-1",
+        s3_part_size=5 * MiB,
     )
 
 

@@ -21,7 +21,9 @@ def pdf_bytes(size: int = 4096) -> bytes:
 
 def png_bytes() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" + os.urandom(3))
@@ -72,8 +74,12 @@ def upload_raw(
 ) -> Any:
     return client.post(
         "/api/v1/documents",
-        params={"patient_id": patient_id, "document_type": "11502-2", "filename": filename,
-                **params},
+        params={
+            "patient_id": patient_id,
+            "document_type": "11502-2",
+            "filename": filename,
+            **params,
+        },
         content=content,
         headers={"content-type": content_type},
     )

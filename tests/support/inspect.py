@@ -44,5 +44,7 @@ def audit_actions(runtime: Runtime) -> list[str]:
 def audit_events(runtime: Runtime, action: str) -> list[AuditEvent]:
     with runtime.clinical.session() as session:
         return list(
-            session.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id))
+            session.scalars(
+                select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
+            )
         )

@@ -41,7 +41,7 @@ def require(principal: Principal, permission: Permission) -> None:
         raise Forbidden(f"This credential may not {permission.value.replace(':', ' ')}.")
 
 
-def readable_documents(principal: Principal) -> Select[tuple[Document]]:
+def readable_documents(principal: Principal) -> Select[Document]:
     """The base query for every document lookup and listing done for ``principal``."""
     query = select(Document)
     if allows(principal, Permission.DOCUMENT_READ):

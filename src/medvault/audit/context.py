@@ -35,5 +35,10 @@ class AuditContext:
     @classmethod
     def system(cls, actor: str) -> AuditContext:
         """For work done by the vault itself or an operator's CLI command."""
-        return cls(actor_id=f"system:{actor}", actor_role="system", client_ip=None,
-                   user_agent=None, request_id=None)
+        return cls(
+            actor_id=f"system:{actor}",
+            actor_role="system",
+            client_ip=None,
+            user_agent=None,
+            request_id=None,
+        )

@@ -16,7 +16,7 @@ class Role(StrEnum):
 
 
 class PrincipalKind(StrEnum):
-    API_TOKEN = "api_token"
+    API_TOKEN = "api_token"  # noqa: S105  (a kind of principal, not a secret)
     USER = "user"
     SIGNED_URL = "signed_url"
 

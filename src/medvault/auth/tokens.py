@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-TOKEN_PREFIX = "mvt_"
+TOKEN_PREFIX = "mvt_"  # noqa: S105  (a public prefix that makes leaked tokens greppable)
 
 
 def new_token() -> str:

@@ -47,9 +47,7 @@ class ContentPlan:
 
 def content_disposition(filename: str, disposition: str = "attachment") -> str:
     """RFC 6266: an ASCII fallback plus the exact UTF-8 name in ``filename*``."""
-    ascii_name = (
-        unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
-    )
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
     ascii_name = re.sub(r'[\\"\x00-\x1f\x7f;]', "_", ascii_name).strip() or "document"
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
@@ -93,7 +91,9 @@ def report_corruption(runtime: Runtime, version: DocumentVersion, reason: str) -
     INTEGRITY_FAILURES.inc()
     logger.error(
         "INTEGRITY ALARM: version %s of document %s failed verification: %s",
-        version.id, version.document_id, reason,
+        version.id,
+        version.document_id,
+        reason,
     )
     try:
         with runtime.clinical.session() as session:
@@ -112,9 +112,7 @@ def open_reader(runtime: Runtime, version: DocumentVersion) -> EnvelopeReader:
     header = EnvelopeHeader.parse(head)
     if header.version_id != version.id:
         raise IntegrityError("blob belongs to another version")
-    dek = runtime.unwrap_dek(
-        WrappedDek(version.kek_id, version.wrapped_dek), version_id=version.id
-    )
+    dek = runtime.unwrap_dek(WrappedDek(version.kek_id, version.wrapped_dek), version_id=version.id)
     return EnvelopeReader(dek=dek, header=header, plaintext_size=version.size)
 
 
@@ -145,8 +143,9 @@ def iter_plaintext(
         yield b"".join(pending)
 
 
-def _guarded(runtime: Runtime, version: DocumentVersion, chunks: Iterator[bytes]
-             ) -> Iterator[bytes]:
+def _guarded(
+    runtime: Runtime, version: DocumentVersion, chunks: Iterator[bytes]
+) -> Iterator[bytes]:
     try:
         yield from chunks
     except (CryptoError, BlobNotFound) as exc:

@@ -83,8 +83,7 @@ class IngestPipeline:
         if sniffed is None or sniffed not in self.allowed_types:
             shown = sniffed or "an unrecognised format"
             raise UnsupportedMediaType(
-                f"The file content is {shown}; accepted types are "
-                f"{', '.join(self.allowed_types)}.",
+                f"The file content is {shown}; accepted types are {', '.join(self.allowed_types)}.",
                 allowed_types=list(self.allowed_types),
             )
         self.content_type = sniffed

@@ -100,9 +100,15 @@ class IntegrityReport:
             self.failures.append(check)
 
     def summary(self) -> dict[str, int]:
-        return {"checked": self.checked, "ok": self.ok, "corrupt": self.corrupt,
-                "missing": self.missing, "unverifiable": self.unverifiable,
-                "cleared": self.cleared, "orphans": self.orphans}
+        return {
+            "checked": self.checked,
+            "ok": self.ok,
+            "corrupt": self.corrupt,
+            "missing": self.missing,
+            "unverifiable": self.unverifiable,
+            "cleared": self.cleared,
+            "orphans": self.orphans,
+        }
 
 
 class UnknownDocumentError(LookupError):
@@ -113,8 +119,14 @@ def check_version(*, runtime: Runtime, version: DocumentVersion) -> VersionCheck
     """Decrypt every segment of a version and compare the plaintext SHA-256; no writes."""
 
     def verdict(outcome: Outcome, reason: str | None = None) -> VersionCheck:
-        return VersionCheck(version.document_id, version.id, version.version, outcome, reason,
-                            was_corrupt=version.state == VersionState.CORRUPT)
+        return VersionCheck(
+            version.document_id,
+            version.id,
+            version.version,
+            outcome,
+            reason,
+            was_corrupt=version.state == VersionState.CORRUPT,
+        )
 
     try:
         for _ in iter_plaintext(runtime, version, 0, max(0, version.size - 1), verify_hash=True):
@@ -141,8 +153,11 @@ def _record_state_changes(
     context: AuditContext,
 ) -> None:
     """Mark new failures corrupt, clear marks that no longer apply, audit both."""
-    failed = [(v, c) for v, c in batch
-              if c.outcome in (Outcome.CORRUPT, Outcome.MISSING) and not c.was_corrupt]
+    failed = [
+        (v, c)
+        for v, c in batch
+        if c.outcome in (Outcome.CORRUPT, Outcome.MISSING) and not c.was_corrupt
+    ]
     healed = [v for v, c in batch if c.outcome is Outcome.OK and c.was_corrupt]
     if not failed and not healed:
         return
@@ -150,21 +165,31 @@ def _record_state_changes(
         report_corruption(runtime, version, check.reason or check.outcome.value)
     with runtime.clinical.session() as session:
         for version, check in failed:
-            audit.record(session=session, context=context,
-                         action="document.version.integrity_failed",
-                         resource_type="DocumentVersion", resource_id=version.id,
-                         details={"document_id": str(version.document_id),
-                                  "version": version.version, "reason": check.reason})
+            audit.record(
+                session=session,
+                context=context,
+                action="document.version.integrity_failed",
+                resource_type="DocumentVersion",
+                resource_id=version.id,
+                details={
+                    "document_id": str(version.document_id),
+                    "version": version.version,
+                    "reason": check.reason,
+                },
+            )
         for version in healed:
             row = repository.version_by_id(session, version.id)
             if row is None:
                 continue
             row.state = VersionState.AVAILABLE
-            audit.record(session=session, context=context,
-                         action="document.version.integrity_restored",
-                         resource_type="DocumentVersion", resource_id=version.id,
-                         details={"document_id": str(version.document_id),
-                                  "version": version.version})
+            audit.record(
+                session=session,
+                context=context,
+                action="document.version.integrity_restored",
+                resource_type="DocumentVersion",
+                resource_id=version.id,
+                details={"document_id": str(version.document_id), "version": version.version},
+            )
         session.commit()
 
 
@@ -259,9 +284,7 @@ def _orphans_among(runtime: Runtime, blobs: list[BlobInfo]) -> list[OrphanBlob]:
     return orphans
 
 
-def find_orphans(
-    *, runtime: Runtime, batch_size: int = DEFAULT_BATCH_SIZE
-) -> Iterator[OrphanBlob]:
+def find_orphans(*, runtime: Runtime, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[OrphanBlob]:
     """Blobs under the version prefix that no version row points to.
 
     An upload in flight has its blob before its row (that order makes crashes safe),
@@ -279,11 +302,19 @@ def find_orphans(
 
 
 def _record_summary(
-    runtime: Runtime, report: IntegrityReport, context: AuditContext,
-    *, resource_id: uuid.UUID | None,
+    runtime: Runtime,
+    report: IntegrityReport,
+    context: AuditContext,
+    *,
+    resource_id: uuid.UUID | None,
 ) -> None:
     with runtime.clinical.session() as session:
-        audit.record(session=session, context=context, action="integrity.verify",
-                     resource_type="Document" if resource_id else None,
-                     resource_id=resource_id, details=report.summary())
+        audit.record(
+            session=session,
+            context=context,
+            action="integrity.verify",
+            resource_type="Document" if resource_id else None,
+            resource_id=resource_id,
+            details=report.summary(),
+        )
         session.commit()

@@ -24,13 +24,17 @@ class ListFilters:
     status: DocumentStatus | None = DocumentStatus.CURRENT
 
 
-def _with_current_version(principal: Principal) -> Select[tuple[Document, DocumentVersion]]:
-    return readable_documents(principal).add_columns(DocumentVersion).join(
-        DocumentVersion,
-        and_(
-            DocumentVersion.document_id == Document.id,
-            DocumentVersion.version == Document.current_version,
-        ),
+def _with_current_version(principal: Principal) -> Select[Document, DocumentVersion]:
+    return (
+        readable_documents(principal)
+        .add_columns(DocumentVersion)
+        .join(
+            DocumentVersion,
+            and_(
+                DocumentVersion.document_id == Document.id,
+                DocumentVersion.version == Document.current_version,
+            ),
+        )
     )
 
 
@@ -105,9 +109,7 @@ def find_duplicate(session: Session, patient_id: uuid.UUID, sha256: str) -> Docu
     )
 
 
-def advance_version(
-    session: Session, document_id: uuid.UUID, expected: int, now: datetime
-) -> bool:
+def advance_version(session: Session, document_id: uuid.UUID, expected: int, now: datetime) -> bool:
     """Compare-and-set the current version number; False if someone else got there first."""
     result = session.execute(
         update(Document)

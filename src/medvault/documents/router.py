@@ -13,10 +13,9 @@ from medvault.audit import service as audit
 from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep
 from medvault.documents import service, upload
 from medvault.documents.content import ContentPlan, plan_content
-from medvault.documents.models import DocumentStatus
+from medvault.documents.models import Classification, DocumentStatus
 from medvault.documents.repository import ListFilters
 from medvault.documents.schemas import (
-    Classification,
     DocumentOut,
     DocumentPage,
     DownloadUrlOut,
@@ -68,9 +67,15 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 
 @router.post(
-    "", status_code=201, response_model=DocumentOut, openapi_extra=_UPLOAD_BODY,
-    responses={409: {"description": "Duplicate content for this patient"},
-               413: {"description": "Too large"}, 415: {"description": "Type not accepted"}},
+    "",
+    status_code=201,
+    response_model=DocumentOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        409: {"description": "Duplicate content for this patient"},
+        413: {"description": "Too large"},
+        415: {"description": "Type not accepted"},
+    },
 )
 async def upload_document(
     request: Request,
@@ -124,7 +129,11 @@ def list_documents(
         status=None if status == "all" else DocumentStatus(status),
     )
     page = service.list_page(
-        session=session, principal=principal, filters=filters, cursor=cursor, limit=limit,
+        session=session,
+        principal=principal,
+        filters=filters,
+        cursor=cursor,
+        limit=limit,
         context=context,
     )
     session.commit()
@@ -156,7 +165,9 @@ def list_versions(
 
 
 @router.post(
-    "/{document_id}/versions", status_code=201, response_model=DocumentOut,
+    "/{document_id}/versions",
+    status_code=201,
+    response_model=DocumentOut,
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_version(
@@ -185,8 +196,12 @@ async def upload_version(
 def plan_response(plan: ContentPlan) -> Response:
     if plan.body is None:
         return Response(status_code=plan.status, headers=plan.headers)
-    return StreamingResponse(plan.body, status_code=plan.status, headers=plan.headers,
-                             media_type=plan.headers["Content-Type"])
+    return StreamingResponse(
+        plan.body,
+        status_code=plan.status,
+        headers=plan.headers,
+        media_type=plan.headers["Content-Type"],
+    )
 
 
 def _serve_version(
@@ -207,14 +222,25 @@ def _serve_version(
         session=session, principal=principal, document_id=parse_id(document_id), number=number
     )
     plan = plan_content(
-        runtime=runtime, version=version, range_header=range_header,
-        if_none_match=if_none_match, if_range=if_range, disposition=disposition,
+        runtime=runtime,
+        version=version,
+        range_header=range_header,
+        if_none_match=if_none_match,
+        if_range=if_range,
+        disposition=disposition,
     )
     audit.record(
-        session=session, context=context, action="document.content.read",
-        resource_type="Document", resource_id=document.id, patient_id=document.patient_id,
-        details={"version": version.version, "status": plan.status,
-                 "range": plan.headers.get("Content-Range")},
+        session=session,
+        context=context,
+        action="document.content.read",
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+        details={
+            "version": version.version,
+            "status": plan.status,
+            "range": plan.headers.get("Content-Range"),
+        },
     )
     audit.commit_or_refuse(session)
     return plan_response(plan)
@@ -237,9 +263,16 @@ def get_content(
 ) -> Response:
     """The current version's bytes. Supports Range (206), If-None-Match (304) and If-Range."""
     return _serve_version(
-        document_id=document_id, number=None, session=session, principal=principal,
-        context=context, runtime=runtime, range_header=range_header,
-        if_none_match=if_none_match, if_range=if_range, disposition=disposition,
+        document_id=document_id,
+        number=None,
+        session=session,
+        principal=principal,
+        context=context,
+        runtime=runtime,
+        range_header=range_header,
+        if_none_match=if_none_match,
+        if_range=if_range,
+        disposition=disposition,
     )
 
 
@@ -259,9 +292,16 @@ def get_version_content(
     if not number.isdigit() or int(number) < 1:
         raise NotFound("This document has no such version.")
     return _serve_version(
-        document_id=document_id, number=int(number), session=session, principal=principal,
-        context=context, runtime=runtime, range_header=range_header,
-        if_none_match=if_none_match, if_range=if_range, disposition=disposition,
+        document_id=document_id,
+        number=int(number),
+        session=session,
+        principal=principal,
+        context=context,
+        runtime=runtime,
+        range_header=range_header,
+        if_none_match=if_none_match,
+        if_range=if_range,
+        disposition=disposition,
     )
 
 
@@ -278,9 +318,13 @@ def create_download_url(
     """A link that downloads one version without a token, until it expires (default 1 h)."""
     require(principal, Permission.CONTENT_READ)
     issued = shares.issue(
-        session=session, runtime=runtime, principal=principal,
-        document_id=parse_id(document_id), request=body or DownloadUrlRequest(),
-        base_url=runtime.settings.public_url or str(request.base_url), context=context,
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        document_id=parse_id(document_id),
+        request=body or DownloadUrlRequest(),
+        base_url=runtime.settings.public_url or str(request.base_url),
+        context=context,
     )
     session.commit()
     return issued
@@ -297,8 +341,11 @@ def delete_document(
     """Soft delete: content answers 410 Gone until the document is restored."""
     require(principal, Permission.DOCUMENT_DELETE)
     deleted = service.soft_delete(
-        session=session, principal=principal, document_id=parse_id(document_id),
-        reason=reason.strip(), context=context,
+        session=session,
+        principal=principal,
+        document_id=parse_id(document_id),
+        reason=reason.strip(),
+        context=context,
     )
     session.commit()
     return deleted
@@ -314,5 +361,3 @@ def restore_document(
     )
     session.commit()
     return restored
-
-

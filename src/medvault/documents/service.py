@@ -36,8 +36,8 @@ def to_out(document: Document, version: DocumentVersion) -> DocumentOut:
         document_type=document.document_type,
         title=document.title,
         description=document.description,
-        classification=document.classification,  # type: ignore[arg-type]  # validated by pydantic
-        status=document.status,  # type: ignore[arg-type]  # validated by pydantic
+        classification=document.classification,
+        status=document.status,
         created_at=document.created_at,
         updated_at=document.updated_at,
         uploaded_by=version.created_by,
@@ -55,7 +55,7 @@ def version_to_out(version: DocumentVersion) -> VersionOut:
         content_type=version.content_type,
         size=version.size,
         sha256=version.sha256,
-        state=version.state,  # type: ignore[arg-type]  # validated by pydantic
+        state=version.state,
         created_at=version.created_at,
         uploaded_by=version.created_by,
     )
@@ -75,8 +75,14 @@ def get(
     *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
 ) -> DocumentOut:
     document, version = _readable_or_404(session, principal, document_id)
-    audit.record(session=session, context=context, action="document.read",
-                 resource_type="Document", resource_id=document.id, patient_id=document.patient_id)
+    audit.record(
+        session=session,
+        context=context,
+        action="document.read",
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+    )
     return to_out(document, version)
 
 
@@ -117,9 +123,14 @@ def list_versions(
     *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
 ) -> VersionList:
     document, _ = _readable_or_404(session, principal, document_id)
-    audit.record(session=session, context=context, action="document.versions.read",
-                 resource_type="Document", resource_id=document.id,
-                 patient_id=document.patient_id)
+    audit.record(
+        session=session,
+        context=context,
+        action="document.versions.read",
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+    )
     return VersionList(items=[version_to_out(v) for v in repository.versions(session, document.id)])
 
 
@@ -160,9 +171,15 @@ def soft_delete(
     document.delete_reason = reason
     document.updated_at = now
     session.flush()
-    audit.record(session=session, context=context, action="document.delete",
-                 resource_type="Document", resource_id=document.id,
-                 patient_id=document.patient_id, details={"reason": reason})
+    audit.record(
+        session=session,
+        context=context,
+        action="document.delete",
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+        details={"reason": reason},
+    )
     return to_out(document, version)
 
 
@@ -178,7 +195,12 @@ def restore(
     document.delete_reason = None
     document.updated_at = utcnow()
     session.flush()
-    audit.record(session=session, context=context, action="document.restore",
-                 resource_type="Document", resource_id=document.id,
-                 patient_id=document.patient_id)
+    audit.record(
+        session=session,
+        context=context,
+        action="document.restore",
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+    )
     return to_out(document, version)

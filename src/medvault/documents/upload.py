@@ -69,7 +69,9 @@ def _validate(model: type[FieldsT], raw: Mapping[str, str]) -> FieldsT:
             {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
             for err in exc.errors()
         ]
-        raise ValidationFailed("Some upload fields are missing or invalid.", errors=errors) from None
+        raise ValidationFailed(
+            "Some upload fields are missing or invalid.", errors=errors
+        ) from None
 
 
 @dataclass
@@ -139,8 +141,16 @@ async def upload(
         raise
     commit = _commit_new_document if isinstance(fields, DocumentFields) else _commit_new_version
     return await run_in_threadpool(
-        _commit_or_discard, commit, runtime, principal, context, fields, result,
-        client_filename, document_id, pipeline,
+        _commit_or_discard,
+        commit,
+        runtime,
+        principal,
+        context,
+        fields,
+        result,
+        client_filename,
+        document_id,
+        pipeline,
     )
 
 
@@ -306,7 +316,10 @@ def _commit_new_document(
         if duplicate is not None and fields.on_duplicate is OnDuplicate.NEW_VERSION:
             document = duplicate
             version = _append_version(
-                session, document, result=result, client_filename=client_filename,
+                session,
+                document,
+                result=result,
+                client_filename=client_filename,
                 actor=context.actor_id,
             )
             action = "document.version.create"
@@ -328,8 +341,11 @@ def _commit_new_document(
             session.add(document)
             session.flush()
             version = _new_version_row(
-                document_id=document.id, number=1, result=result,
-                client_filename=client_filename, actor=context.actor_id,
+                document_id=document.id,
+                number=1,
+                result=result,
+                client_filename=client_filename,
+                actor=context.actor_id,
             )
             session.add(version)
             action = "document.create"
@@ -357,7 +373,10 @@ def _commit_new_version(
         )
         _reject_duplicate(session, document.patient_id, result, fields.on_duplicate)
         version = _append_version(
-            session, document, result=result, client_filename=client_filename,
+            session,
+            document,
+            result=result,
+            client_filename=client_filename,
             actor=context.actor_id,
         )
         _record_upload(session, context, "document.version.create", document, version)
@@ -381,7 +400,10 @@ def _record_upload(
         resource_type="Document",
         resource_id=document.id,
         patient_id=document.patient_id,
-        details={"version": version.version, "size": version.size,
-                 "content_type": version.content_type},
+        details={
+            "version": version.version,
+            "size": version.size,
+            "content_type": version.content_type,
+        },
     )
     session.flush()

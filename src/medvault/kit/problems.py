@@ -164,8 +164,11 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only location, message and type: pydantic's "input" would echo request data
     # (possibly patient data) back into responses and logs.
     return [
-        {"loc": [str(part) for part in err.get("loc", ())], "msg": err.get("msg", ""),
-         "type": err.get("type", "")}
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
 
@@ -184,7 +187,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             problem: Problem = Problem(str(exc.detail))
             problem.status = exc.status_code
         else:
-            detail = exc.detail if isinstance(exc.detail, str) else None
+            detail: str | None = exc.detail if isinstance(exc.detail, str) else None
             if detail and detail.lower() == problem_cls.title.lower():
                 detail = None
             problem = problem_cls(detail)

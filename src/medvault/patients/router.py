@@ -47,7 +47,10 @@ def search_patients(
     principal: CurrentPrincipal,
     context: AuditCtx,
     identifier: Annotated[
-        str | None, Query(description="system|value", examples=["https://fhir.nhs.uk/Id/nhs-number|9434765919"])
+        str | None,
+        Query(
+            description="system|value", examples=["https://fhir.nhs.uk/Id/nhs-number|9434765919"]
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
@@ -58,5 +61,3 @@ def search_patients(
     )
     session.commit()
     return page
-
-

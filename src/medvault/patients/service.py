@@ -47,8 +47,14 @@ def create(*, session: Session, data: PatientCreate, context: AuditContext) -> P
     except IntegrityError:
         # Lost a race with a concurrent create of the same identifier.
         raise DuplicatePatient() from None
-    audit.record(session=session, context=context, action="patient.create",
-                 resource_type="Patient", resource_id=patient.id, patient_id=patient.id)
+    audit.record(
+        session=session,
+        context=context,
+        action="patient.create",
+        resource_type="Patient",
+        resource_id=patient.id,
+        patient_id=patient.id,
+    )
     return patient
 
 
@@ -56,8 +62,14 @@ def get(*, session: Session, patient_id: uuid.UUID, context: AuditContext) -> Pa
     patient = repository.get(session, patient_id)
     if patient is None:
         raise NotFound("No patient with this id.")
-    audit.record(session=session, context=context, action="patient.read",
-                 resource_type="Patient", resource_id=patient.id, patient_id=patient.id)
+    audit.record(
+        session=session,
+        context=context,
+        action="patient.read",
+        resource_type="Patient",
+        resource_id=patient.id,
+        patient_id=patient.id,
+    )
     return patient
 
 
@@ -85,7 +97,12 @@ def search(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    audit.record(session=session, context=context, action="patient.search",
-                 resource_type="Patient", details={"results": len(rows)})
+    audit.record(
+        session=session,
+        context=context,
+        action="patient.search",
+        resource_type="Patient",
+        details={"results": len(rows)},
+    )
     next_cursor = Cursor(rows[-1].created_at, rows[-1].id).encode() if more else None
     return PatientPage(items=[to_out(p) for p in rows], next_cursor=next_cursor)

@@ -39,8 +39,11 @@ def download_with_link(
     )
     _, version, _ = shares.redeem(session=session, runtime=runtime, token=token, context=context)
     plan = plan_content(
-        runtime=runtime, version=version, range_header=range_header,
-        if_none_match=if_none_match, if_range=if_range,
+        runtime=runtime,
+        version=version,
+        range_header=range_header,
+        if_none_match=if_none_match,
+        if_range=if_range,
     )
     audit.commit_or_refuse(session)
     return plan_response(plan)

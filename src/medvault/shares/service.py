@@ -48,8 +48,12 @@ def issue(
         ttl_seconds=ttl,
     )
     audit.record(
-        session=session, context=context, action="document.download_url.issue",
-        resource_type="Document", resource_id=document.id, patient_id=document.patient_id,
+        session=session,
+        context=context,
+        action="document.download_url.issue",
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
         details={"version": version.version, "link_id": grant.link_id, "ttl_seconds": ttl},
     )
     return DownloadUrlOut(
@@ -71,9 +75,16 @@ def redeem(
     if document.status == DocumentStatus.DELETED:
         raise Gone("This document was deleted after the link was made.")
     audit.record(
-        session=session, context=context, action="document.download_url.use",
-        resource_type="Document", resource_id=document.id, patient_id=document.patient_id,
-        details={"version": version.version, "link_id": grant.link_id,
-                 "issued_by": grant.issued_by},
+        session=session,
+        context=context,
+        action="document.download_url.use",
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+        details={
+            "version": version.version,
+            "link_id": grant.link_id,
+            "issued_by": grant.issued_by,
+        },
     )
     return document, version, grant

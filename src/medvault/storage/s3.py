@@ -9,6 +9,7 @@ AbortIncompleteMultipartUpload lifecycle rule (see README).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +85,12 @@ class S3BlobWriter:
         self._done = True
         self._buffer = bytearray()
         if self._upload_id is not None:
-            try:
+            # If the abort fails too, the bucket's lifecycle rule reaps the upload; the
+            # caller's original error is the one worth reporting.
+            with contextlib.suppress(BotoCoreError, ClientError):
                 self._store.client.abort_multipart_upload(
                     Bucket=self._store.bucket, Key=self._key, UploadId=self._upload_id
                 )
-            except (BotoCoreError, ClientError):
-                # The bucket's lifecycle rule reaps it; the caller's error matters more.
-                pass
 
 
 class S3BlobStore:
@@ -167,7 +167,9 @@ class S3BlobStore:
         return True
 
     def list_blobs(self, prefix: str = "") -> Iterator[BlobInfo]:
-        full_prefix = self.object_key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        full_prefix = (
+            self.object_key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        )
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):

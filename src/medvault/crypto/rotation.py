@@ -1,0 +1,186 @@
+"""Key rotation: a new active KEK, then every version's DEK re-wrapped under it.
+
+Only the ``kek_id``/``wrapped_dek`` columns change; blobs are never touched. The order
+is what makes a crash safe: the new KEK is durable in the keyring file *before* any
+row is wrapped with it, so no row can ever name a key that was lost. Rows are
+re-wrapped in keyset batches, one commit per batch, and rows already on the active
+KEK are skipped, so an interrupted rotation finishes with ``rewrap_only=True``.
+
+What rotation does not do: blob headers keep the DEK wrapped under the KEK that was
+active at upload, so an old KEK still opens old blobs. Rotation limits the use of
+old keys for new wraps; it is not a remedy for a leaked KEK, which needs the blobs
+re-encrypted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medvault.audit import service as audit
+from medvault.audit.context import AuditContext
+from medvault.crypto.errors import CryptoError, KeyringError
+from medvault.crypto.keyring import WrappedDek, load_keyring, write_keyring_file
+from medvault.documents import repository
+from medvault.runtime import Runtime
+
+DEFAULT_BATCH_SIZE = 500
+MAX_LISTED_FAILURES = 100
+
+
+class RotationRefusedError(Exception):
+    """Rotation cannot run in this configuration; the message says what to do instead."""
+
+
+@dataclass
+class RotationResult:
+    active_kek_id: str
+    previous_kek_id: str
+    created_kek: bool
+    rewrapped: int = 0
+    already_current: int = 0
+    failed: int = 0
+    failures: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    """Up to MAX_LISTED_FAILURES (version id, reason) pairs that could not be re-wrapped."""
+
+
+@contextmanager
+def _exclusive(keyring_path: Path) -> Iterator[None]:
+    """One rotation at a time: two concurrent ones would each write a keyring file
+    without the other's new KEK, losing the key that some rows were wrapped with."""
+    lock_path = keyring_path.with_name(f".{keyring_path.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RotationRefusedError(
+                f"Another key rotation holds {lock_path}; wait for it to finish."
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _add_active_kek(runtime: Runtime, context: AuditContext) -> str:
+    settings = runtime.settings
+    if settings.keyring:
+        raise RotationRefusedError(
+            "The keyring comes from MEDVAULT_KEYRING, which this command cannot change. "
+            "Add a new key to that keyring, make it the active one, restart the vault, then "
+            "run `medvault keys rotate --rewrap-only` to re-wrap the data keys under it."
+        )
+    path = settings.keyring_path
+    # Re-read under the lock: the in-memory keyring may predate another rotation.
+    current = load_keyring(env_value=None, path=path, create=False)
+    rotated = current.with_new_active_kek()
+    write_keyring_file(path, rotated)
+    runtime.reload_keyring()
+    if runtime.keyring.active_id != rotated.active_id:
+        raise KeyringError(f"{path} did not keep the new KEK {rotated.active_id}")
+    with runtime.clinical.session() as session:
+        audit.record(
+            session=session,
+            context=context,
+            action="keys.kek.create",
+            resource_type="Kek",
+            resource_id=rotated.active_id,
+            details={"previous_kek_id": current.active_id},
+        )
+        session.commit()
+    return current.active_id
+
+
+def _rewrap_all(
+    runtime: Runtime,
+    result: RotationResult,
+    batch_size: int,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    keyring = runtime.keyring
+    after: uuid.UUID | None = None
+    seen = 0
+    while True:
+        with runtime.clinical.session() as session:
+            versions = repository.versions_after(session, after, limit=batch_size)
+            for version in versions:
+                if version.kek_id == keyring.active_id:
+                    result.already_current += 1
+                    continue
+                try:
+                    rewrapped = keyring.rewrap(
+                        WrappedDek(version.kek_id, version.wrapped_dek), version_id=version.id
+                    )
+                except CryptoError as exc:
+                    # An unknown KEK or a damaged wrap: leave the row as it is, report it.
+                    result.failed += 1
+                    if len(result.failures) < MAX_LISTED_FAILURES:
+                        result.failures.append((version.id, str(exc)))
+                    continue
+                # Both columns in one row update: a row never pairs one KEK's id with
+                # another KEK's wrap.
+                version.kek_id = rewrapped.kek_id
+                version.wrapped_dek = rewrapped.wrapped
+                result.rewrapped += 1
+            session.commit()
+        if not versions:
+            return
+        after = versions[-1].id
+        seen += len(versions)
+        if on_progress is not None:
+            on_progress(seen)
+
+
+def rotate_keys(
+    *,
+    runtime: Runtime,
+    rewrap_only: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_progress: Callable[[int], None] | None = None,
+) -> RotationResult:
+    """Add a new active KEK to the keyring file, then re-wrap every DEK under it.
+
+    With ``rewrap_only`` no key is added: rows not yet on the active KEK are re-wrapped
+    (to finish an interrupted rotation, or after an operator changed MEDVAULT_KEYRING).
+    Owns its transactions: one commit per batch, so progress survives a crash.
+    """
+    context = AuditContext.system("keys.rotate")
+    # A keyring from the environment is never written here, so there is nothing to lock.
+    uses_file = not runtime.settings.keyring
+    lock: AbstractContextManager[None] = (
+        _exclusive(runtime.settings.keyring_path) if uses_file else nullcontext()
+    )
+    with lock:
+        if rewrap_only:
+            previous = runtime.reload_keyring().active_id
+        else:
+            previous = _add_active_kek(runtime, context)
+        result = RotationResult(
+            active_kek_id=runtime.keyring.active_id,
+            previous_kek_id=previous,
+            created_kek=not rewrap_only,
+        )
+        _rewrap_all(runtime, result, batch_size, on_progress)
+    with runtime.clinical.session() as session:
+        audit.record(
+            session=session,
+            context=context,
+            action="keys.rotate",
+            resource_type="Kek",
+            resource_id=result.active_kek_id,
+            details={
+                "previous_kek_id": result.previous_kek_id,
+                "created_kek": result.created_kek,
+                "rewrapped": result.rewrapped,
+                "already_current": result.already_current,
+                "failed": result.failed,
+            },
+        )
+        session.commit()
+    return result
