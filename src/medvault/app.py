@@ -13,12 +13,16 @@ from medvault.config import Settings
 from medvault.documents.router import router as documents_router
 from medvault.kit.problems import install_problem_handlers
 from medvault.kit.request_id import RequestIdMiddleware
+from medvault.ops.access_log import AccessLogMiddleware
 from medvault.ops.health import router as health_router
 from medvault.patients.router import router as patients_router
 from medvault.runtime import Runtime, build_runtime
 from medvault.shares.router import router as shares_router
+from medvault.storage.filesystem import FilesystemBlobStore
 
 logger = logging.getLogger(__name__)
+
+STALE_TEMP_SECONDS = 3600
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -28,6 +32,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(runtime.blobs, FilesystemBlobStore):
+            # Temp files older than this belong to writers that died with a crash.
+            swept = runtime.blobs.sweep_temp(older_than_seconds=STALE_TEMP_SECONDS)
+            if swept:
+                logger.warning("removed %d stale partial uploads", swept)
         logger.info(
             "medvault %s ready: clinical=%s auth=%s blobs=%s",
             __version__,
@@ -46,6 +55,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
+    # Starlette runs the last-added middleware outermost: the request id is set before
+    # the access log line and every audit event need it.
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     for router in (health_router, patients_router, documents_router, shares_router):
         app.include_router(router)

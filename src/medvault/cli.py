@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,8 +133,15 @@ def token_create(
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]{escape(message)}[/red]")
+    err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _table_console() -> Console:
+    # Piped output goes to scripts, files and pagers: don't squeeze it into 80 columns.
+    if out.is_terminal or "COLUMNS" in os.environ:
+        return out
+    return Console(width=200)
 
 
 def _problem_message(exc: VaultError) -> str:
@@ -177,6 +185,8 @@ def _transfer_progress() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        # On a pipe or log file a live bar is noise (and leaves blank lines behind).
+        disable=not err.is_terminal,
     )
 
 
@@ -277,7 +287,7 @@ def list_documents(
             )
     if not as_json:
         if shown:
-            out.print(table)
+            _table_console().print(table)
         else:
             err.print("no documents")
 
@@ -365,7 +375,13 @@ def _operational_errors() -> Iterator[None]:
 
 
 def _spinner() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
 
 
 def _finding_json(finding: Finding) -> dict[str, object]:
@@ -389,6 +405,7 @@ def _finding_json(finding: Finding) -> dict[str, object]:
 
 
 def _print_report(report: IntegrityReport) -> None:
+    console = _table_console()
     if report.failures:
         table = Table("Document", "Version", "Problem", "Reason", title="Failed versions")
         table.columns[0].no_wrap = True
@@ -399,22 +416,22 @@ def _print_report(report: IntegrityReport) -> None:
                 check.outcome.value,
                 escape(check.reason or ""),
             )
-        out.print(table)
+        console.print(table)
         listed = len(report.failures)
         failed = report.corrupt + report.missing + report.unverifiable
         if failed > listed:
-            out.print(f"… and {failed - listed} more (use --json for all)")
+            console.print(f"… and {failed - listed} more (use --json for all)")
     if report.orphan_blobs:
         table = Table("Blob key", "Size", "Modified (UTC)", title="Orphan blobs (no version)")
         for blob in report.orphan_blobs:
             table.add_row(
                 escape(blob.key), _human_size(blob.size), f"{blob.modified:%Y-%m-%d %H:%M}"
             )
-        out.print(table)
+        console.print(table)
     counts = report.summary()
     if not report.orphans_scanned:
         counts.pop("orphans")
-    out.print("  ".join(f"{name}: {count}" for name, count in counts.items()))
+    console.print("  ".join(f"{name}: {count}" for name, count in counts.items()), soft_wrap=True)
 
 
 @app.command()

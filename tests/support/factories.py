@@ -83,3 +83,16 @@ def upload_raw(
         content=content,
         headers={"content-type": content_type},
     )
+
+
+def jpeg_bytes() -> bytes:
+    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + os.urandom(512)
+
+
+def tiff_bytes() -> bytes:
+    return b"II*\x00\x08\x00\x00\x00" + os.urandom(512)
+
+
+def dicom_bytes() -> bytes:
+    """Part 10 file: 128-byte preamble, then the DICM magic."""
+    return b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + os.urandom(512)

@@ -51,7 +51,14 @@ def record(
         details=details or {},
     )
     session.add(event)
-    session.flush()
+    try:
+        session.flush()
+    except SQLAlchemyError as exc:
+        # Fail closed: whatever this event was guarding must not happen unrecorded.
+        session.rollback()
+        raise ServiceUnavailable(
+            "The action could not be recorded in the audit log, so it was refused."
+        ) from exc
     return event
 
 

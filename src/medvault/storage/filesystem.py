@@ -140,10 +140,17 @@ class FilesystemBlobStore:
         """Delete temp files left by crashed writers; returns how many were removed."""
         cutoff = time.time() - older_than_seconds
         removed = 0
-        for path in (self.root / TEMP_DIR).iterdir():
-            if path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
+        try:
+            leftovers = list((self.root / TEMP_DIR).iterdir())
+        except FileNotFoundError:
+            return 0  # readiness reports a missing blob folder; start-up must not crash on it
+        for path in leftovers:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # another instance swept it first
         return removed
 
     def check(self) -> None:
