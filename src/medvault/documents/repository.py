@@ -109,6 +109,20 @@ def find_duplicate(session: Session, patient_id: uuid.UUID, sha256: str) -> Docu
     )
 
 
+def lock_current_version(session: Session, document_id: uuid.UUID) -> int:
+    """Lock the document row for this transaction and return its fresh version number.
+
+    PostgreSQL serialises concurrent version uploads here instead of failing them;
+    SQLite needs no lock because its write transactions already run one at a time.
+    """
+    number = session.scalar(
+        select(Document.current_version).where(Document.id == document_id).with_for_update()
+    )
+    if number is None:
+        raise LookupError(document_id)
+    return number
+
+
 def advance_version(session: Session, document_id: uuid.UUID, expected: int, now: datetime) -> bool:
     """Compare-and-set the current version number; False if someone else got there first."""
     result = session.execute(

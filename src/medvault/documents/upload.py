@@ -56,6 +56,7 @@ from medvault.runtime import Runtime
 # Room for form fields and part headers on top of the file itself.
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 FILE_FIELD = "file"
+VERSION_RETRIES = 5
 
 FieldsT = TypeVar("FieldsT", bound=BaseModel)
 
@@ -218,16 +219,24 @@ def _commit_or_discard(
         attempted = True
 
     try:
-        return commit(
-            runtime=runtime,
-            principal=principal,
-            context=context,
-            fields=fields,
-            result=result,
-            client_filename=client_filename,
-            document_id=document_id,
-            before_commit=mark_attempted,
-        )
+        for attempt in range(1, VERSION_RETRIES + 1):
+            try:
+                return commit(
+                    runtime=runtime,
+                    principal=principal,
+                    context=context,
+                    fields=fields,
+                    result=result,
+                    client_filename=client_filename,
+                    document_id=document_id,
+                    before_commit=mark_attempted,
+                )
+            except VersionConflict:
+                # Another upload took the next version number first. The blob is keyed
+                # by version id, not number, so simply take the following number.
+                if attempt == VERSION_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
     except BaseException:
         if not attempted:
             pipeline.discard()
@@ -267,7 +276,7 @@ def _append_version(
     client_filename: str | None,
     actor: str,
 ) -> DocumentVersion:
-    expected = document.current_version
+    expected = repository.lock_current_version(session, document.id)
     if not repository.advance_version(session, document.id, expected, utcnow()):
         raise VersionConflict("Retry the upload; another version was added meanwhile.")
     version = _new_version_row(
@@ -310,7 +319,7 @@ def _commit_new_document(
 ) -> DocumentOut:
     assert isinstance(fields, DocumentFields)
     with runtime.clinical.session() as session:
-        if patients.get(session, fields.patient_id) is None:
+        if patients.lock(session, fields.patient_id) is None:
             raise UnknownPatient("No patient with this patient_id.")
         duplicate = _reject_duplicate(session, fields.patient_id, result, fields.on_duplicate)
         if duplicate is not None and fields.on_duplicate is OnDuplicate.NEW_VERSION:

@@ -15,6 +15,11 @@ def get(session: Session, patient_id: uuid.UUID) -> Patient | None:
     return session.get(Patient, patient_id)
 
 
+def lock(session: Session, patient_id: uuid.UUID) -> Patient | None:
+    """The patient, row-locked until commit: serialises the duplicate check per patient."""
+    return session.scalar(select(Patient).where(Patient.id == patient_id).with_for_update())
+
+
 def by_identifier(session: Session, system: str, value: str) -> Patient | None:
     return session.scalar(
         select(Patient).where(
