@@ -191,3 +191,16 @@ def test_a_deleted_document_does_not_count_as_a_duplicate(client: TestClient) ->
     doc = upload_multipart(client, patient, content).json()
     client.delete(f"/api/v1/documents/{doc['id']}", params={"reason": "entered in error"})
     assert upload_multipart(client, patient, content).status_code == 201
+
+
+def test_no_plaintext_byte_reaches_the_blob_store(client: TestClient, runtime: Runtime) -> None:
+    marker = b"SYNTHETIC-CLINICAL-MARKER-" * 4000
+    content = b"%PDF-1.7\n" + marker
+    upload_raw(client, create_patient(client), content)
+    upload_multipart(client, create_patient(client), content)
+    blobs = list(runtime.blobs.list_blobs())
+    assert len(blobs) == 2
+    for info in blobs:
+        stored = b"".join(runtime.blobs.read(info.key))
+        assert len(stored) > len(content)
+        assert b"SYNTHETIC-CLINICAL" not in stored and b"%PDF" not in stored

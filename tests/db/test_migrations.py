@@ -1,0 +1,47 @@
+"""Each database's Alembic history builds exactly the schema the models describe."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from medvault.db.base import AuthBase, ClinicalBase
+from medvault.db.engine import Database
+from medvault.db.migrate import current_revision
+from medvault.runtime import Runtime
+
+
+def _drift(database: Database, metadata: object) -> list[object]:
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))  # type: ignore[arg-type]
+
+
+def test_migrations_match_the_models(runtime: Runtime) -> None:
+    assert current_revision("clinical", runtime.clinical) == "c0001"
+    assert current_revision("auth", runtime.auth) == "a0001"
+    assert _drift(runtime.clinical, ClinicalBase.metadata) == []
+    assert _drift(runtime.auth, AuthBase.metadata) == []
+
+
+def test_databases_hold_only_their_own_tables(runtime: Runtime) -> None:
+    clinical = set(ClinicalBase.metadata.tables)
+    auth = set(AuthBase.metadata.tables)
+    assert clinical.isdisjoint(auth)
+    assert "api_tokens" in auth and "documents" in clinical
+
+
+def test_migrating_twice_is_harmless(runtime: Runtime) -> None:
+    runtime.migrate()
+    assert current_revision("clinical", runtime.clinical) == "c0001"
+
+
+def test_sqlite_runs_in_wal_mode(runtime: Runtime) -> None:
+    if not runtime.clinical.is_sqlite:
+        assert runtime.clinical.engine.dialect.name == "postgresql"
+        return
+    for database in (runtime.clinical, runtime.auth):
+        with database.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
