@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -297,3 +298,25 @@ def test_delete_needs_a_reason(client: TestClient, patient: str) -> None:
 
 def test_wrong_method_is_405(client: TestClient) -> None:
     assert_problem(client.put("/api/v1/documents"), 405, "method-not-allowed")
+
+
+def test_client_vanishing_mid_upload_leaves_nothing(
+    app: FastAPI, api_token: str, runtime: Runtime, patient: str, empty_state: StoredState
+) -> None:
+    with LiveServer(app) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(
+            f"POST /api/v1/documents?patient_id={patient}&document_type=11502-2 HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nAuthorization: Bearer {api_token}\r\n"
+            f"Content-Type: application/pdf\r\nContent-Length: {10 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        # 9 of the promised 10 MiB: enough for an S3 multipart upload to be under way.
+        sock.sendall(b"%PDF-1.7\n" + os.urandom(9 * 1024 * 1024))
+        deadline = time.monotonic() + 10
+        while stored_state(runtime).partial_uploads == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)  # wait until the server has really started the blob
+        sock.close()
+        deadline = time.monotonic() + 10
+        while stored_state(runtime) != empty_state and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert stored_state(runtime) == empty_state

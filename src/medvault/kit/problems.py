@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class BadRequest(Problem):
 
 class MissingFile(Problem):
     status, slug, title = 400, "missing-file", "No file in the request"
+
+
+class ClientGone(Problem):
+    status, slug, title = 400, "client-disconnected", "The client went away mid-request"
 
 
 class ValidationFailed(Problem):
@@ -202,6 +207,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
         return problem_response(problem, request)
 
+    async def on_disconnect(request: Request, exc: Exception) -> JSONResponse:
+        # Nobody is listening for this response; the upload was already cleaned up.
+        logger.info("client disconnected during %s %s", request.method, request.url.path)
+        return problem_response(ClientGone(), request)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The traceback goes to the server log only; the client gets an opaque problem.
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -210,4 +220,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

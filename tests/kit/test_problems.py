@@ -1,0 +1,29 @@
+"""Unexpected failures become an opaque problem; details stay in the server log."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from medvault.documents import service
+from tests.support.factories import create_patient, pdf_bytes, upload_multipart
+
+
+def test_internal_errors_are_opaque_problems(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = upload_multipart(client, create_patient(client), pdf_bytes()).json()
+
+    def explode(**_: object) -> None:
+        raise RuntimeError("internal detail: /srv/secret/path")
+
+    monkeypatch.setattr(service, "get", explode)
+    with caplog.at_level(logging.ERROR):
+        response = client.get(f"/api/v1/documents/{doc['id']}")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:medvault:problem:internal-error"
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert any("internal detail" in str(r.exc_info) for r in caplog.records if r.exc_info)
