@@ -269,39 +269,6 @@ def write_synthetic_pdf(path: Path, size: int, *, chunk: int = 8 * MiB) -> None:
 
 # --------------------------------------------------------------------------- memory
 
-_TOUCH_SCRIPT = """
-import sys, time
-gib = 1024 ** 3
-held = []
-start = time.perf_counter()
-for _ in range(int(sys.argv[1])):
-    held.append(bytearray(gib))  # zero-filled, so every page is written once
-print(time.perf_counter() - start)
-"""
-
-
-def prewarm_guest_memory(gib: int) -> dict[str, float]:
-    """Touch ``gib`` GiB of RAM once in a throw-away process, then free it.
-
-    On this benchmark VM, the first write to a never-used guest page costs a
-    hypervisor fault: fresh memory fills at ~0.4 GB/s, pages that were used before
-    at 2-5 GB/s. Every upload writes new page-cache pages, so a cold VM caps any
-    server (baseline included) at the hypervisor's rate and hides the software
-    difference. Touching the memory first makes the run measure the software; on an
-    already warm VM it takes a second or two. Returns the observed fill rate.
-    """
-    if gib <= 0:
-        return {"gib": 0, "seconds": 0.0, "gb_s": math.nan}
-    out = subprocess.run(
-        [sys.executable, "-c", _TOUCH_SCRIPT, str(gib)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=1800,
-    )
-    seconds = float(out.stdout.strip())
-    return {"gib": gib, "seconds": round(seconds, 2), "gb_s": round(gib * GiB / seconds / 1e9, 2)}
-
 
 @dataclass
 class RssSampler:

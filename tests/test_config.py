@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,39 @@ def test_production_starts_with_managed_secrets(tmp_path: Path) -> None:
 def test_download_ttl_cannot_exceed_the_maximum() -> None:
     with pytest.raises(ValueError):
         Settings(download_url_ttl_seconds=7200, download_url_max_ttl_seconds=3600)
+
+
+def test_production_treats_empty_database_urls_as_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDVAULT_DATABASE_URL", "")
+    monkeypatch.setenv("MEDVAULT_AUTH_DATABASE_URL", " ")
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        secret_key="s" * 48,
+        keyring=Keyring.generate().to_json(),
+    )
+    assert settings.database_url is None
+    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+        build_runtime(settings)
+
+
+def test_processes_starting_together_agree_on_generated_keys(tmp_path: Path) -> None:
+    code = (
+        "import sys, base64; from medvault.config import Settings; "
+        "from medvault.runtime import build_runtime; "
+        f"r = build_runtime(Settings(data_dir={str(tmp_path / 'shared')!r})); "
+        "print(r.keyring.active_id, base64.b64encode(r.secret_key).decode())"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    outputs = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert all(proc.returncode == 0 for proc in procs)
+    assert len(outputs) == 1, outputs
+    on_disk = build_runtime(Settings(data_dir=tmp_path / "shared"))
+    kek_id, secret = outputs.pop().split()
+    assert on_disk.keyring.active_id == kek_id
+    assert base64.b64encode(on_disk.secret_key).decode() == secret

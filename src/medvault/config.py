@@ -74,6 +74,25 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @field_validator(
+        "database_url",
+        "auth_database_url",
+        "storage_url",
+        "s3_endpoint_url",
+        "s3_region",
+        "public_url",
+        "keyring",
+        "keyring_file",
+        "secret_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # `MEDVAULT_DATABASE_URL=` in an env file must not silently mean "use SQLite".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("allowed_types", mode="before")
     @classmethod
     def _split_types(cls, value: object) -> object:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -10,6 +13,7 @@ from medvault.db.base import AuthBase, ClinicalBase
 from medvault.db.engine import Database
 from medvault.db.migrate import current_revision
 from medvault.runtime import Runtime
+from tests.support.services import PostgresDatabases, unavailable
 
 
 def _drift(database: Database, metadata: object) -> list[object]:
@@ -45,3 +49,27 @@ def test_sqlite_runs_in_wal_mode(runtime: Runtime) -> None:
         with database.engine.connect() as connection:
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_instances_migrating_at_once_do_not_collide(
+    pg_databases: PostgresDatabases | None,
+) -> None:
+    """Several processes start on one fresh PostgreSQL database at the same moment."""
+    if pg_databases is None:
+        unavailable("PostgreSQL on 127.0.0.1:5432 is not reachable")
+    assert pg_databases is not None
+    url = pg_databases.create("migrace")
+    code = (
+        "from medvault.db.engine import Database; from medvault.db.migrate import upgrade; "
+        f"upgrade('clinical', Database({url!r}))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)
+    ]
+    results = [
+        (proc.wait(timeout=120), proc.stderr.read() if proc.stderr else b"") for proc in procs
+    ]
+    assert [code for code, _ in results] == [0, 0, 0, 0], results
+    database = Database(url)
+    assert current_revision("clinical", database) == "c0001"
+    database.dispose()

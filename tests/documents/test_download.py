@@ -8,6 +8,7 @@ import hashlib
 import pytest
 from fastapi.testclient import TestClient
 
+from medvault.crypto.keyring import Keyring
 from medvault.runtime import Runtime
 from tests.support.factories import create_patient, pdf_bytes, upload_multipart, upload_raw
 from tests.support.inspect import audit_events
@@ -139,3 +140,33 @@ def test_a_single_segment_file_round_trips(client: TestClient) -> None:
     assert client.get(f"/api/v1/documents/{doc['id']}/content").content == content
     tail = client.get(f"/api/v1/documents/{doc['id']}/content", headers={"Range": "bytes=-1"})
     assert tail.content == content[-1:]
+
+
+def test_a_missing_kek_is_503_and_does_not_mark_the_version_corrupt(
+    client: TestClient, runtime: Runtime, stored: tuple[str, bytes]
+) -> None:
+    doc_id, content = stored
+    complete = runtime.keyring
+    runtime.keyring = Keyring.generate()  # as if this instance never got the old key
+    runtime.reload_keyring = lambda: runtime.keyring  # type: ignore[method-assign]
+    response = client.get(f"/api/v1/documents/{doc_id}/content")
+    assert response.status_code == 503
+    assert response.json()["type"] == "urn:medvault:problem:key-unavailable"
+    runtime.keyring = complete
+    versions = client.get(f"/api/v1/documents/{doc_id}/versions").json()["items"]
+    assert versions[0]["state"] == "available"
+    assert client.get(f"/api/v1/documents/{doc_id}/content").content == content
+
+
+def test_missing_blob_is_reported_at_once_and_marked_corrupt(
+    client: TestClient, runtime: Runtime, stored: tuple[str, bytes]
+) -> None:
+    """Regression: on SQLite, marking corrupt used to deadlock on the request's own lock."""
+    doc_id, _ = stored
+    for info in list(runtime.blobs.list_blobs()):
+        runtime.blobs.delete(info.key)
+    response = client.get(f"/api/v1/documents/{doc_id}/content")
+    assert response.status_code == 500
+    assert response.json()["type"] == "urn:medvault:problem:integrity-failure"
+    versions = client.get(f"/api/v1/documents/{doc_id}/versions").json()["items"]
+    assert versions[0]["state"] == "corrupt"

@@ -63,3 +63,18 @@ def test_allowed_types_can_be_narrowed(backend: Backend, api_token: str) -> None
         assert refused.json()["allowed_types"] == ["application/pdf"]
         assert upload_raw(narrow, patient, pdf_bytes()).status_code == 201
     runtime.close()
+
+
+def test_operators_may_allow_extra_types(backend: Backend, api_token: str) -> None:
+    gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + bytes(300)
+    settings = backend.settings.model_copy(
+        update={"allowed_types": ("application/pdf", "image/gif")}
+    )
+    runtime = build_runtime(settings, run_migrations=True)
+    with TestClient(create_app(runtime=runtime)) as wide:
+        wide.headers["Authorization"] = f"Bearer {api_token}"
+        response = upload_raw(wide, create_patient(wide), gif, filename="")
+        assert response.status_code == 201, response.text
+        assert response.json()["content_type"] == "image/gif"
+        assert response.json()["filename"] == "document.gif"
+    runtime.close()

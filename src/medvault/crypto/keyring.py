@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medvault.crypto.errors import IntegrityError, KeyringError, UnknownKekError
+from medvault.kit.private_files import write_private_file
 
 KEY_BYTES = 32
 WRAP_NONCE_BYTES = 12
@@ -139,24 +139,8 @@ class Keyring:
 
 
 def write_keyring_file(path: Path, keyring: Keyring) -> None:
-    """Write atomically with mode 0600 so a crash never leaves a half-written keyring."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(keyring.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace the keyring file atomically (mode 0600): a crash never leaves half a keyring."""
+    write_private_file(path, keyring.to_json().encode(), exclusive=False)
 
 
 def load_keyring(*, env_value: str | None, path: Path, create: bool) -> Keyring:
@@ -170,5 +154,6 @@ def load_keyring(*, env_value: str | None, path: Path, create: bool) -> Keyring:
     if not create:
         raise KeyringError(f"no keyring at {path} and none in MEDVAULT_KEYRING")
     keyring = Keyring.generate()
-    write_keyring_file(path, keyring)
+    if not write_private_file(path, keyring.to_json().encode(), exclusive=True):
+        return Keyring.from_json(path.read_text())  # another process created it first
     return keyring

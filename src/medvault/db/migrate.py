@@ -7,11 +7,13 @@ from typing import Literal
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 
 from medvault.db.engine import Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# An arbitrary constant: "medvault" in ASCII, as a 64-bit advisory lock key.
+MIGRATION_LOCK_KEY = 0x6D65647661756C74
 
 DatabaseName = Literal["clinical", "auth"]
 
@@ -42,12 +44,24 @@ def run_env(metadata: MetaData) -> None:
     if database is None:
         database = Database(config.get_main_option("sqlalchemy.url") or "")
     with database.engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=metadata,
-            render_as_batch=database.is_sqlite,
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+        if not database.is_sqlite:
+            # Instances starting together must not run the same migration twice; the
+            # lock is per database, and waits rather than fails.
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=metadata,
+                render_as_batch=database.is_sqlite,
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+        finally:
+            if not database.is_sqlite:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+                connection.commit()

@@ -20,11 +20,11 @@ from urllib.parse import quote
 from prometheus_client import Counter
 
 from medvault.crypto.envelope import MAX_HEADER_BYTES, EnvelopeHeader, EnvelopeReader
-from medvault.crypto.errors import CryptoError, IntegrityError
+from medvault.crypto.errors import CryptoError, IntegrityError, UnknownKekError
 from medvault.crypto.keyring import WrappedDek
 from medvault.documents import repository
 from medvault.documents.models import DocumentVersion, VersionState
-from medvault.kit.problems import IntegrityFailure, RangeNotSatisfiable
+from medvault.kit.problems import IntegrityFailure, KeyUnavailable, RangeNotSatisfiable
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobNotFound, BlobStoreError
 
@@ -148,6 +148,11 @@ def _guarded(
 ) -> Iterator[bytes]:
     try:
         yield from chunks
+    except UnknownKekError as exc:
+        # A key this instance lacks (e.g. a rotation not yet rolled out everywhere) says
+        # nothing about the blob: refuse this read, but never mark the version corrupt.
+        logger.error("version %s needs a KEK this instance does not hold", version.id)
+        raise KeyUnavailable() from exc
     except (CryptoError, BlobNotFound) as exc:
         report_corruption(runtime, version, str(exc))
         raise IntegrityFailure() from exc

@@ -136,7 +136,7 @@ def list_documents(
         limit=limit,
         context=context,
     )
-    session.commit()
+    audit.commit_or_refuse(session)
     return page
 
 
@@ -221,6 +221,9 @@ def _serve_version(
     document, version = service.resolve_version(
         session=session, principal=principal, document_id=parse_id(document_id), number=number
     )
+    # End the read transaction before touching storage: on SQLite it holds the write
+    # lock, which marking a corrupt version (in its own session) would wait on.
+    session.commit()
     plan = plan_content(
         runtime=runtime,
         version=version,

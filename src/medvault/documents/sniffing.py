@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mimetypes
+
 import filetype
 
 # DICOM puts "DICM" after a 128-byte preamble; filetype's matchers read at most this far.
@@ -14,6 +16,11 @@ EXTENSIONS = {
     "image/tiff": ".tif",
     "application/dicom": ".dcm",
 }
+
+
+def extension_for(content_type: str) -> str:
+    """A filename extension for a type; operators may allow types beyond the defaults."""
+    return EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ""
 
 
 def sniff_content_type(head: bytes) -> str | None:

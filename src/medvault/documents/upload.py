@@ -31,7 +31,7 @@ from medvault.documents.filenames import display_filename, sanitize_filename
 from medvault.documents.ingest import IngestPipeline, IngestResult, pump
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
 from medvault.documents.schemas import DocumentFields, DocumentOut, OnDuplicate, VersionFields
-from medvault.documents.sniffing import EXTENSIONS
+from medvault.documents.sniffing import extension_for
 from medvault.kit.clock import utcnow
 from medvault.kit.multipart import (
     FileChunk,
@@ -255,7 +255,7 @@ def _new_version_row(
         id=result.version_id,
         document_id=document_id,
         version=number,
-        filename=sanitize_filename(client_filename, extension=EXTENSIONS[result.content_type]),
+        filename=sanitize_filename(client_filename, extension=extension_for(result.content_type)),
         original_filename=display_filename(client_filename),
         content_type=result.content_type,
         size=result.size,

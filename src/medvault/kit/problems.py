@@ -7,6 +7,7 @@ parsing prose. The full list is documented in ``docs/problems.md``.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -139,6 +140,10 @@ class IntegrityFailure(Problem):
     status, slug, title = 500, "integrity-failure", "Stored content failed its integrity check"
 
 
+class KeyUnavailable(Problem):
+    status, slug, title = 503, "key-unavailable", "The key for this document is not available here"
+
+
 class ServiceUnavailable(Problem):
     status, slug, title = 503, "service-unavailable", "A backing service is unavailable"
 
@@ -191,6 +196,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         if problem_cls is None:
             problem: Problem = Problem(str(exc.detail))
             problem.status = exc.status_code
+            problem.slug = f"http-{exc.status_code}"
+            problem.title = HTTPStatus(exc.status_code).phrase
         else:
             detail: str | None = exc.detail if isinstance(exc.detail, str) else None
             if detail and detail.lower() == problem_cls.title.lower():

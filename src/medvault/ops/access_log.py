@@ -39,6 +39,9 @@ class AccessLogMiddleware:
                 path = "/api/v1/download/<signed>"  # the path itself is a credential
             logger.info(
                 "%s %s %s %.1fms request_id=%s",
-                scope["method"], path, status, (time.perf_counter() - started) * 1000,
+                scope["method"],
+                path,
+                status,
+                (time.perf_counter() - started) * 1000,
                 scope.get("state", {}).get("request_id", "-"),
             )

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from medvault.access.policy import Permission, require
+from medvault.audit import service as audit
 from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal
 from medvault.kit.ids import parse_id
 from medvault.patients import service
@@ -37,7 +38,7 @@ def get_patient(
 ) -> PatientOut:
     require(principal, Permission.PATIENT_READ)
     patient = service.get(session=session, patient_id=parse_id(patient_id), context=context)
-    session.commit()
+    audit.commit_or_refuse(session)
     return service.to_out(patient)
 
 
@@ -59,5 +60,5 @@ def search_patients(
     page = service.search(
         session=session, identifier=identifier, limit=limit, cursor=cursor, context=context
     )
-    session.commit()
+    audit.commit_or_refuse(session)
     return page

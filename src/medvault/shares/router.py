@@ -37,13 +37,17 @@ def download_with_link(
         user_agent=request.headers.get("user-agent"),
         request_id=getattr(request.state, "request_id", None),
     )
-    _, version, _ = shares.redeem(session=session, runtime=runtime, token=token, context=context)
+    document, version, grant = shares.redeem(session=session, runtime=runtime, token=token)
+    session.commit()  # release SQLite's write lock before touching storage (see documents)
     plan = plan_content(
         runtime=runtime,
         version=version,
         range_header=range_header,
         if_none_match=if_none_match,
         if_range=if_range,
+    )
+    shares.record_use(
+        session=session, document=document, version=version, grant=grant, context=context
     )
     audit.commit_or_refuse(session)
     return plan_response(plan)

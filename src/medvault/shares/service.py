@@ -64,9 +64,9 @@ def issue(
 
 
 def redeem(
-    *, session: Session, runtime: Runtime, token: str, context: AuditContext
+    *, session: Session, runtime: Runtime, token: str
 ) -> tuple[Document, DocumentVersion, DownloadGrant]:
-    """Check a link and record its use; the audit event must commit before any byte is sent."""
+    """Check a link and find what it grants; the caller records the use before sending."""
     grant = signed_urls.verify(secret=runtime.secret_key, token=token)
     version = repository.version_by_id(session, grant.version_id)
     document = session.get(Document, grant.document_id)
@@ -74,6 +74,17 @@ def redeem(
         raise SignedUrlInvalid("The link points at nothing.")
     if document.status == DocumentStatus.DELETED:
         raise Gone("This document was deleted after the link was made.")
+    return document, version, grant
+
+
+def record_use(
+    *,
+    session: Session,
+    document: Document,
+    version: DocumentVersion,
+    grant: DownloadGrant,
+    context: AuditContext,
+) -> None:
     audit.record(
         session=session,
         context=context,
@@ -87,4 +98,3 @@ def redeem(
             "issued_by": grant.issued_by,
         },
     )
-    return document, version, grant
