@@ -77,6 +77,18 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _open_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
+    """The vault's runtime; refused settings are a clear message and exit 2, not a traceback."""
+    from medvault.crypto.errors import KeyringError
+    from medvault.runtime import build_runtime
+
+    try:
+        return build_runtime(settings, run_migrations=run_migrations)
+    except (ConfigurationError, KeyringError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default MEDVAULT_HOST)"),
@@ -91,11 +103,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    try:
-        application = create_app(settings)
-    except ConfigurationError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    application = create_app(runtime=_open_runtime(settings, run_migrations=True))
     bind_host, bind_port = host or settings.host, port if port is not None else settings.port
     err.print(f"medvault listening on http://{bind_host}:{bind_port}  (API docs: /docs)")
     uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning", access_log=False)
@@ -104,10 +112,7 @@ def serve(
 @app.command()
 def migrate() -> None:
     """Apply database migrations to both databases, then exit."""
-    from medvault.runtime import build_runtime
-
-    runtime = build_runtime(_settings(), run_migrations=True)
-    runtime.close()
+    _open_runtime(_settings(), run_migrations=True).close()
     err.print("migrations applied")
 
 
@@ -117,9 +122,8 @@ def token_create(
 ) -> None:
     """Print a new admin API token on stdout (it is shown once and stored only as a hash)."""
     from medvault.auth.service import create_api_token
-    from medvault.runtime import build_runtime
 
-    runtime = build_runtime(_settings(), run_migrations=True)
+    runtime = _open_runtime(_settings(), run_migrations=True)
     try:
         with runtime.auth.session() as session:
             issued = create_api_token(session=session, name=name)
@@ -320,6 +324,8 @@ def get(
             )
         except FileExistsError as exc:
             _fail(f"{exc}; pass --force to replace it.")
+        except OSError as exc:
+            _fail(f"Cannot write {exc.filename or dest}: {exc.strerror or exc}")
     err.print(f"wrote {escape(str(result.path))} ({_human_size(result.size)}, SHA-256 verified)")
     typer.echo(str(result.path))
 
@@ -342,9 +348,6 @@ def remove(
 
 def _server_runtime() -> Runtime:
     """The vault's own runtime, refusing to invent a keyring where none exists."""
-    from medvault.crypto.errors import KeyringError
-    from medvault.runtime import build_runtime
-
     settings = _settings()
     if not settings.keyring and not settings.keyring_path.exists():
         # build_runtime would generate a fresh keyring here, which can open nothing.
@@ -354,10 +357,7 @@ def _server_runtime() -> Runtime:
             "MEDVAULT_KEYRING_FILE, …).",
             code=2,
         )
-    try:
-        return build_runtime(settings)
-    except (ConfigurationError, KeyringError, ValueError) as exc:
-        _fail(str(exc), code=2)
+    return _open_runtime(settings, run_migrations=False)
 
 
 @contextmanager
@@ -501,8 +501,9 @@ def keys_rotate(
 ) -> None:
     """Add a new active KEK to the keyring file and re-wrap every data key under it.
 
-    Blobs are not rewritten. Other instances pick up the new keyring file when they
-    first meet a data key wrapped with it. Prints the active KEK id on stdout.
+    Blobs are not rewritten. Running instances can still read everything (they reload
+    the keyring file on meeting an unknown KEK) but keep wrapping new uploads under the
+    KEK they loaded until restarted. Prints the active KEK id on stdout.
     """
     from medvault.crypto.errors import KeyringError
     from medvault.crypto.rotation import RotationRefusedError, rotate_keys
@@ -522,6 +523,12 @@ def keys_rotate(
         runtime.close()
     if result.created_kek:
         err.print(f"new active KEK {result.active_kek_id} (previous {result.previous_kek_id})")
+        # Running instances keep wrapping new uploads under the KEK they loaded.
+        err.print(
+            "Restart running vault instances so new uploads use it, then run "
+            "`medvault keys rotate --rewrap-only` to re-wrap what they stored meanwhile.",
+            soft_wrap=True,
+        )
     err.print(
         f"re-wrapped {result.rewrapped} data keys; "
         f"{result.already_current} were already on {result.active_kek_id}"

@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -211,9 +212,11 @@ def _safe_filename(header: str | None) -> str | None:
         if plain is None:
             return None
         name = re.sub(r"\\(.)", r"\1", plain.group(1))
-    # Never trust a server-chosen name as a path: keep only its last component.
-    name = name.replace("\\", "/").rsplit("/", 1)[-1].replace("\x00", "").strip()
-    return None if name in ("", ".", "..") else name
+    # Never trust a server-chosen name as a path: keep only its last component, and no
+    # control characters or leading dots (which would make a hidden file).
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    return name.strip().lstrip(".").strip() or None
 
 
 def _expected_sha256(response: httpx.Response) -> str:

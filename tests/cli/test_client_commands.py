@@ -197,3 +197,14 @@ def test_token_create_prints_only_the_token(
     # And it works against the running vault.
     listed = run("ls", "--json", env={"MEDVAULT_URL": live.url, "MEDVAULT_TOKEN": token})
     assert listed.exit_code == 0, listed.output
+
+
+def test_get_into_a_missing_folder_is_a_message(env: dict[str, str], tmp_path: Path) -> None:
+    patient_id = add_patient(env)
+    source = tmp_path / "a.pdf"
+    source.write_bytes(pdf_bytes(2000))
+    document_id = run(
+        "upload", str(source), "--patient", patient_id, "--type", "11502-2", env=env
+    ).stdout.strip()
+    result = run("get", document_id, "-o", str(tmp_path / "no" / "such" / "a.pdf"), env=env)
+    assert_clean_failure(result, "Cannot write")

@@ -169,7 +169,7 @@ def test_server_filenames_cannot_escape_the_folder(tmp_path: Path) -> None:
             content=body,
             headers={
                 "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
-                "Content-Disposition": "attachment; filename*=UTF-8''..%2F..%2Fevil.pdf",
+                "Content-Disposition": "attachment; filename*=UTF-8''..%2F..%2F.evil%0A.pdf",
             },
         )
 

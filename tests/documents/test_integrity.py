@@ -147,19 +147,6 @@ def assert_reported(
     assert client.get(f"/api/v1/documents/{intact.document_id}/content").content == intact.content
 
 
-ROUTER_HOLDS_SQLITE_LOCK = (
-    "documents/router.py keeps the request's transaction open (on SQLite BEGIN IMMEDIATE, "
-    "i.e. the write lock) while plan_content reads the first piece, so report_corruption's "
-    "own session waits out the 30 s busy timeout and the version is never marked corrupt"
-)
-
-
-def clean_500_marking_is_broken_on_sqlite(request: pytest.FixtureRequest, backend: Backend) -> None:
-    """Remove once the router ends its read transaction before plan_content (see reason)."""
-    if backend.name == "sqlite-fs":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=ROUTER_HOLDS_SQLITE_LOCK))
-
-
 @pytest.fixture
 def patient_id(client: TestClient) -> str:
     return create_patient(client)
@@ -181,13 +168,11 @@ def test_flipped_byte_in_a_middle_segment(
 
 
 def test_flipped_byte_in_the_first_segment_is_a_clean_500(
-    request: pytest.FixtureRequest,
     client: TestClient,
     runtime: Runtime,
     backend: Backend,
     patient_id: str,
 ) -> None:
-    clean_500_marking_is_broken_on_sqlite(request, backend)
     damaged = upload(client, patient_id)
     key = version_row(runtime, damaged.document_id).storage_key
     flip_byte(runtime, key, segment_offset(runtime, key, 0) + 5)
@@ -210,13 +195,11 @@ def test_truncated_blob(
 
 
 def test_blobs_swapped_between_documents_and_between_versions(
-    request: pytest.FixtureRequest,
     client: TestClient,
     runtime: Runtime,
     backend: Backend,
     patient_id: str,
 ) -> None:
-    clean_500_marking_is_broken_on_sqlite(request, backend)
     first, second, intact = (upload(client, patient_id) for _ in range(3))
     a = version_row(runtime, first.document_id).storage_key
     b = version_row(runtime, second.document_id).storage_key
@@ -251,13 +234,11 @@ def test_blobs_swapped_between_documents_and_between_versions(
 
 
 def test_deleted_blob_is_reported_missing(
-    request: pytest.FixtureRequest,
     client: TestClient,
     runtime: Runtime,
     backend: Backend,
     patient_id: str,
 ) -> None:
-    clean_500_marking_is_broken_on_sqlite(request, backend)
     damaged, intact = upload(client, patient_id), upload(client, patient_id)
     runtime.blobs.delete(version_row(runtime, damaged.document_id).storage_key)
 

@@ -19,6 +19,9 @@ from urllib.parse import quote
 
 from prometheus_client import Counter
 
+from medvault.audit import service as audit
+from medvault.audit.context import AuditContext
+from medvault.audit.service import Outcome
 from medvault.crypto.envelope import MAX_HEADER_BYTES, EnvelopeHeader, EnvelopeReader
 from medvault.crypto.errors import CryptoError, IntegrityError, UnknownKekError
 from medvault.crypto.keyring import WrappedDek
@@ -86,8 +89,14 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-def report_corruption(runtime: Runtime, version: DocumentVersion, reason: str) -> None:
-    """Mark the version corrupt and raise the alarm; never raises itself."""
+def report_corruption(
+    runtime: Runtime,
+    version: DocumentVersion,
+    reason: str,
+    *,
+    context: AuditContext | None = None,
+) -> None:
+    """Mark the version corrupt, audit it and raise the alarm; never raises itself."""
     INTEGRITY_FAILURES.inc()
     logger.error(
         "INTEGRITY ALARM: version %s of document %s failed verification: %s",
@@ -98,6 +107,20 @@ def report_corruption(runtime: Runtime, version: DocumentVersion, reason: str) -
     try:
         with runtime.clinical.session() as session:
             repository.mark_corrupt(session, version.id)
+            audit.record(
+                session=session,
+                context=context or AuditContext.system("integrity"),
+                action="document.version.integrity_failed",
+                outcome=Outcome.FAILURE,
+                resource_type="DocumentVersion",
+                resource_id=version.id,
+                patient_id=repository.patient_of(session, version.document_id),
+                details={
+                    "document_id": str(version.document_id),
+                    "version": version.version,
+                    "reason": reason,
+                },
+            )
             session.commit()
     except Exception:
         logger.exception("could not mark version %s corrupt", version.id)

@@ -39,9 +39,13 @@ class EmptyFile(BadRequest):
     slug, title = "empty-file", "The uploaded file is empty"
 
 
+# Every version blob lives under this prefix; other blobs in the store are not versions.
+VERSION_BLOB_PREFIX = "versions/"
+
+
 def storage_key_for(version_id: uuid.UUID) -> str:
     """Immutable key per version; the fan-out keeps directories small on filesystems."""
-    return f"versions/{version_id.hex[:2]}/{version_id}"
+    return f"{VERSION_BLOB_PREFIX}{version_id.hex[:2]}/{version_id}"
 
 
 @dataclass(frozen=True)

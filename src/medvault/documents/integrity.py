@@ -25,14 +25,11 @@ from medvault.audit.context import AuditContext
 from medvault.crypto.errors import CryptoError, KeyringError, UnknownKekError
 from medvault.documents import repository
 from medvault.documents.content import iter_plaintext, report_corruption
-from medvault.documents.ingest import storage_key_for
+from medvault.documents.ingest import VERSION_BLOB_PREFIX, storage_key_for
 from medvault.documents.models import Document, DocumentVersion, VersionState
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobInfo, BlobNotFound, BlobStoreError
 
-# Every version blob lives under this prefix (see ``ingest.storage_key_for``). Other
-# features may keep their own blobs in the same store; those are not orphans.
-VERSION_BLOB_PREFIX = "versions/"
 DEFAULT_BATCH_SIZE = 200
 # Reports keep this many findings in memory; observers see every one of them.
 MAX_LISTED = 1000
@@ -162,21 +159,10 @@ def _record_state_changes(
     if not failed and not healed:
         return
     for version, check in failed:
-        report_corruption(runtime, version, check.reason or check.outcome.value)
+        report_corruption(runtime, version, check.reason or check.outcome.value, context=context)
+    if not healed:
+        return
     with runtime.clinical.session() as session:
-        for version, check in failed:
-            audit.record(
-                session=session,
-                context=context,
-                action="document.version.integrity_failed",
-                resource_type="DocumentVersion",
-                resource_id=version.id,
-                details={
-                    "document_id": str(version.document_id),
-                    "version": version.version,
-                    "reason": check.reason,
-                },
-            )
         for version in healed:
             row = repository.version_by_id(session, version.id)
             if row is None:

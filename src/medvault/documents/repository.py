@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from medvault.access.policy import readable_documents
 from medvault.auth.principal import Principal
-from medvault.documents.models import Document, DocumentStatus, DocumentVersion
+from medvault.documents.models import Document, DocumentStatus, DocumentVersion, VersionState
 from medvault.kit.keyset import Cursor, older_than
 
 
@@ -133,9 +133,15 @@ def advance_version(session: Session, document_id: uuid.UUID, expected: int, now
     return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has rowcount
 
 
+def patient_of(session: Session, document_id: uuid.UUID) -> uuid.UUID | None:
+    return session.scalar(select(Document.patient_id).where(Document.id == document_id))
+
+
 def mark_corrupt(session: Session, version_id: uuid.UUID) -> None:
     session.execute(
-        update(DocumentVersion).where(DocumentVersion.id == version_id).values(state="corrupt")
+        update(DocumentVersion)
+        .where(DocumentVersion.id == version_id)
+        .values(state=VersionState.CORRUPT.value)
     )
 
 
@@ -147,7 +153,3 @@ def versions_after(
     if after is not None:
         query = query.where(DocumentVersion.id > after)
     return list(session.scalars(query))
-
-
-def storage_keys(session: Session) -> set[str]:
-    return set(session.scalars(select(DocumentVersion.storage_key)))
