@@ -29,13 +29,34 @@ class Runtime:
     keyring: Keyring
     secret_key: bytes
     _keyring_lock: threading.Lock = field(default_factory=threading.Lock)
+    _keyring_mtime: int | None = None
+
+    def _keyring_file_mtime(self) -> int | None:
+        if self.settings.keyring:
+            return None  # from the environment: it only changes with a restart
+        try:
+            return self.settings.keyring_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
 
     def reload_keyring(self) -> Keyring:
         with self._keyring_lock:
+            self._keyring_mtime = self._keyring_file_mtime()
             self.keyring = load_keyring(
                 env_value=self.settings.keyring, path=self.settings.keyring_path, create=False
             )
             return self.keyring
+
+    def current_keyring(self) -> Keyring:
+        """The keyring for new wraps, re-read if `keys rotate` changed its file meanwhile.
+
+        Without this, instances that were running during a rotation would go on
+        wrapping new uploads under the old KEK until restarted.
+        """
+        mtime = self._keyring_file_mtime()
+        if mtime is not None and mtime != self._keyring_mtime:
+            return self.reload_keyring()
+        return self.keyring
 
     def unwrap_dek(self, wrapped: WrappedDek, *, version_id: uuid.UUID) -> bytes:
         try:
@@ -75,6 +96,7 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
             env_value=settings.secret_key, path=settings.secret_key_path, create=generate
         ),
     )
+    runtime._keyring_mtime = runtime._keyring_file_mtime()
     if run_migrations:
         runtime.migrate()
     return runtime

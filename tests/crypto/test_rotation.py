@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from medvault.app import create_app
 from medvault.cli import app as cli
 from medvault.config import Settings
 from medvault.crypto.keyring import Keyring
@@ -218,3 +219,22 @@ def test_rows_with_an_unknown_kek_are_reported_and_kept(
     assert str(stray_id) in result.stderr and "--rewrap-only" in result.stderr
     kept = next(row for row in rows(runtime) if row.id == stray_id)
     assert (kept.kek_id, kept.wrapped_dek) == ("kek-from-another-vault", stray_wrap)
+
+
+def test_other_running_instances_wrap_new_uploads_under_the_new_kek(
+    backend: Backend, runtime: Runtime, api_token: str
+) -> None:
+    other = build_runtime(backend.settings)  # an instance that was already running
+    before = other.keyring.active_id
+    result = rotate_keys(runtime=runtime)
+    assert result.active_kek_id != before
+    with TestClient(create_app(runtime=other)) as client:
+        client.headers["Authorization"] = f"Bearer {api_token}"
+        fresh = upload_raw(client, create_patient(client), pdf_bytes(3000)).json()
+        assert client.get(f"/api/v1/documents/{fresh['id']}/content").status_code == 200
+    with runtime.clinical.session() as session:
+        row = session.scalar(
+            select(DocumentVersion).where(DocumentVersion.document_id == uuid.UUID(fresh["id"]))
+        )
+    assert row is not None and row.kek_id == result.active_kek_id
+    other.close()

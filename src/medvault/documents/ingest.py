@@ -68,7 +68,7 @@ class IngestPipeline:
         self.max_bytes = settings.max_upload_bytes
         self.allowed_types = settings.allowed_types
         dek = new_dek()
-        self._wrapped = runtime.keyring.wrap_dek(dek, version_id=self.version_id)
+        self._wrapped = runtime.current_keyring().wrap_dek(dek, version_id=self.version_id)
         self._envelope = EnvelopeWriter(
             dek=dek,
             kek_id=self._wrapped.kek_id,
