@@ -6,12 +6,14 @@ durability). No auth, no database, no encryption, no multipart parsing. It is se
 by uvicorn with the same options ``medvault serve`` uses, so the ratio vault /
 baseline isolates what the vault itself costs.
 
-Two ways to do that work, both measured, the faster one is the reference:
+Three ways to do that work, all measured; the fastest one is the reference:
 
 * ``POST /upload``: the obvious code, hash and write each received chunk on the
   event loop;
-* ``POST /upload-batched``: gather ~1 MiB, then hash and write it in a worker thread
-  (what the vault's ingest pipeline does), so the event loop keeps receiving.
+* ``POST /upload-batched``: gather ~1 MiB, then hash and write it in a worker thread;
+* ``POST /upload-pipelined``: as batched, but the next batch is received while the
+  previous one is written, and each batch is hashed on a second thread while it is
+  written (the structure of the vault's ingest pipeline).
 
 ``GET /files/{name}`` streams a stored file back, as a download reference point.
 
@@ -21,11 +23,13 @@ Run: ``python bench/baseline_app.py --port 8123 --dir /tmp/somewhere``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import os
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,6 +46,7 @@ BATCH_BYTES = 1024 * 1024
 
 def build_app(storage: Path) -> Starlette:
     storage.mkdir(parents=True, exist_ok=True)
+    hashers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="baseline-sha256")
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -109,6 +114,58 @@ def build_app(storage: Path) -> Starlette:
             status_code=201,
         )
 
+    async def upload_pipelined(request: Request) -> Response:
+        name = secrets.token_hex(16)
+        path = storage / name
+        digest = hashlib.sha256()
+        size = 0
+        started = time.perf_counter()
+
+        def consume(out: BinaryIO, data: bytes) -> None:
+            hashing = hashers.submit(digest.update, data)
+            try:
+                out.write(data)
+            finally:
+                hashing.result()
+
+        with path.open("wb", buffering=0) as out:
+            batch: list[bytes] = []
+            pending = 0
+            inflight: asyncio.Future[None] | None = None
+            try:
+                async for chunk in request.stream():
+                    batch.append(chunk)
+                    pending += len(chunk)
+                    if pending >= BATCH_BYTES:
+                        data = b"".join(batch)
+                        size += pending
+                        batch, pending = [], 0
+                        if inflight is not None:
+                            await inflight
+                        inflight = asyncio.ensure_future(run_in_threadpool(consume, out, data))
+                if inflight is not None:
+                    await inflight
+                    inflight = None
+                if batch:
+                    await run_in_threadpool(consume, out, b"".join(batch))
+                    size += pending
+            finally:
+                if inflight is not None:
+                    await asyncio.wait({inflight})
+            received = time.perf_counter()
+            await run_in_threadpool(os.fsync, out.fileno())
+        synced = time.perf_counter()
+        return JSONResponse(
+            {
+                "name": name,
+                "size": size,
+                "sha256": digest.hexdigest(),
+                "receive_s": round(received - started, 4),
+                "fsync_s": round(synced - received, 4),
+            },
+            status_code=201,
+        )
+
     def read_file(path: Path) -> Iterator[bytes]:
         with path.open("rb") as handle:
             while chunk := handle.read(READ_CHUNK):
@@ -134,6 +191,7 @@ def build_app(storage: Path) -> Starlette:
             Route("/healthz", healthz),
             Route("/upload", upload, methods=["POST"]),
             Route("/upload-batched", upload_batched, methods=["POST"]),
+            Route("/upload-pipelined", upload_pipelined, methods=["POST"]),
             Route("/files/{name}", download, methods=["GET"]),
             Route("/files/{name}", delete, methods=["DELETE"]),
         ]

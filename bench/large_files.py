@@ -6,7 +6,8 @@ this order, so drift and noise from other processes hit every variant alike:
 1. baseline upload (``POST /upload`` of bench/baseline_app.py: hash + write each
    chunk on the event loop, fsync) and a baseline download of that file;
 2. baseline batched upload (``POST /upload-batched``: 1 MiB batches hashed and
-   written in a worker thread, as the vault does);
+   written in a worker thread) and pipelined upload (``POST /upload-pipelined``: as
+   batched, overlapping receive, hashing and writing as the vault does);
 3. vault raw-body upload, then a vault download of that document;
 4. vault multipart upload.
 
@@ -74,7 +75,8 @@ TARGETS = {
     "rss_growth_max_mib": 64.0,
 }
 DOC_TYPE = "11502-2"
-BASELINE_KINDS = ("baseline_upload", "baseline_batched_upload")
+BASELINE_KINDS = ("baseline_upload", "baseline_batched_upload", "baseline_pipelined_upload")
+BASELINE_ENDPOINTS = ("/upload", "/upload-batched", "/upload-pipelined")
 VAULT_KINDS = ("vault_raw_upload", "vault_multipart_upload", "vault_download")
 
 
@@ -251,7 +253,8 @@ def plot(
     fig, (ax_tp, ax_rss) = new_figure(2, width=6.4, height=4.6)
     order = [
         ("baseline_upload", "baseline\nupload", "#aaaaaa"),
-        ("baseline_batched_upload", "baseline\nbatched", "#777777"),
+        ("baseline_batched_upload", "baseline\nbatched", "#888888"),
+        ("baseline_pipelined_upload", "baseline\npipelined", "#555555"),
         ("vault_raw_upload", "vault raw\nupload", "#1f77b4"),
         ("vault_multipart_upload", "vault multi-\npart upload", "#2ca02c"),
         ("vault_download", "vault\ndownload", "#d62728"),
@@ -443,20 +446,14 @@ def main() -> int:
             write_synthetic_pdf(small, 2 * MiB)
             curl(raw_args(small), body_path=body)
             curl(multipart_args(small), body_path=body)
-            for path, endpoint in (
-                (small, "/upload"),
-                (small, "/upload-batched"),
-                (src, "/upload-batched"),
-            ):
+            for path, endpoint in [(small, e) for e in BASELINE_ENDPOINTS] + [(src, "/upload")]:
                 baseline_delete(
                     json.loads(curl(baseline_args(path, endpoint), body_path=body)["body"])["name"]
                 )
 
             last_raw_id = ""
             for run in range(1, args.runs + 1):
-                for kind, endpoint in zip(
-                    BASELINE_KINDS, ("/upload", "/upload-batched"), strict=True
-                ):
+                for kind, endpoint in zip(BASELINE_KINDS, BASELINE_ENDPOINTS, strict=True):
                     tr, info = base_run.measure(
                         kind, run, baseline_args(src, endpoint), body=body, status=201
                     )
