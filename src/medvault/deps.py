@@ -41,7 +41,7 @@ def get_principal(
 ) -> Principal:
     if credentials is None:
         raise Unauthorized("Send an API token as 'Authorization: Bearer <token>'.")
-    with runtime.auth.session() as session:
+    with runtime.auth.read_session() as session:
         principal = auth_service.authenticate_token(session=session, token=credentials.credentials)
     if principal is None:
         raise Unauthorized("The token is unknown, revoked or expired.")

@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _tune_sqlite(engine: Engine) -> None:
+READ_ONLY_OPTION = "medvault_read_only"
+_GATE_HELD = "medvault_writer_gate_held"
+
+
+class SqliteWriterGate:
+    """Hands SQLite's single write lock from thread to thread within this process.
+
+    SQLite lets one writer in at a time. Without this gate, every waiting thread polls
+    SQLite's busy handler, which sleeps up to 100 ms between tries: under 16 concurrent
+    clients that made p99 latency 0.8 s although the server was mostly idle. Waiting
+    on a lock instead wakes the next writer the moment the previous one finishes.
+    Other processes (a CLI command next to the server) still meet busy_timeout.
+    """
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._timeout = timeout_seconds
+
+    def enter(self, info: dict[str, Any]) -> None:
+        if not self._lock.acquire(timeout=self._timeout):
+            raise SQLAlchemyOperationalError(
+                "BEGIN IMMEDIATE", None, TimeoutError("SQLite writer gate timed out")
+            )
+        info[_GATE_HELD] = True
+
+    def leave(self, info: dict[str, Any]) -> None:
+        if info.pop(_GATE_HELD, False):
+            self._lock.release()
+
+
+def _tune_sqlite(engine: Engine, gate: SqliteWriterGate) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
@@ -28,11 +60,33 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            # WAL readers never block or wait: a deferred transaction sees a snapshot.
+            connection.exec_driver_sql("BEGIN")
+            return
         # IMMEDIATE takes the write lock up front. A deferred transaction that reads
         # and then writes can fail with SQLITE_BUSY at once, ignoring busy_timeout,
         # when another writer committed in between.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        gate.enter(connection.info)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            gate.leave(connection.info)
+            raise
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection: Connection) -> None:
+        gate.leave(connection.info)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection: Connection) -> None:
+        gate.leave(connection.info)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # Belt and braces: a connection never goes back to the pool holding the gate.
+        gate.leave(record.info)
 
 
 class Database:
@@ -49,8 +103,11 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2)
         self.engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
-            _tune_sqlite(self.engine)
+            _tune_sqlite(self.engine, SqliteWriterGate(SQLITE_BUSY_TIMEOUT_MS / 1000))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -65,6 +122,12 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for lookups only: on SQLite it neither takes nor waits for the write lock."""
+        with self._read_sessions() as session:
+            yield session
 
     def ping(self) -> None:
         with self.engine.connect() as connection:

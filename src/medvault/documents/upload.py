@@ -90,7 +90,7 @@ class _Target:
 
     def precheck(self, fields: DocumentFields | VersionFields) -> None:
         """Fail before streaming when the patient or document is already known to be wrong."""
-        with self.runtime.clinical.session() as session:
+        with self.runtime.clinical.read_session() as session:
             if isinstance(fields, DocumentFields):
                 if patients.get(session, fields.patient_id) is None:
                     raise UnknownPatient("No patient with this patient_id.")
