@@ -120,7 +120,7 @@ def _is_size(value: object) -> bool:
 def verify_inclusion(
     leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:
-    """Whether ``proof`` shows that ``leaf_hash`` is leaf ``index`` of the tree ``root`` of ``size``.
+    """Whether ``proof`` shows ``leaf_hash`` is leaf ``index`` of the tree ``root`` of ``size``.
 
     RFC 9162 §2.1.3.2. Never raises: anything malformed (wrong types, hash lengths,
     proof length, out-of-range index) is simply not a valid proof.
