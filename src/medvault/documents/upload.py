@@ -140,19 +140,8 @@ async def upload(
     except BaseException:
         await run_in_threadpool(pipeline.discard)
         raise
-    commit = _commit_new_document if isinstance(fields, DocumentFields) else _commit_new_version
-    return await run_in_threadpool(
-        _commit_or_discard,
-        commit,
-        runtime,
-        principal,
-        context,
-        fields,
-        result,
-        client_filename,
-        document_id,
-        pipeline,
-    )
+    stored = _StoredUpload(runtime, principal, context, result, client_filename)
+    return await run_in_threadpool(_commit_or_discard, stored, fields, document_id, pipeline)
 
 
 async def _receive_multipart(
@@ -201,14 +190,40 @@ async def _receive_multipart(
     return fields, fields.get("filename") or filename
 
 
+@dataclass(frozen=True)
+class _StoredUpload:
+    """An upload whose blob is durable: all that is left is one transaction."""
+
+    runtime: Runtime
+    principal: Principal
+    context: AuditContext
+    result: IngestResult
+    client_filename: str | None
+
+    def version_row(self, document_id: uuid.UUID, number: int) -> DocumentVersion:
+        result = self.result
+        return DocumentVersion(
+            id=result.version_id,
+            document_id=document_id,
+            version=number,
+            filename=sanitize_filename(
+                self.client_filename, extension=extension_for(result.content_type)
+            ),
+            original_filename=display_filename(self.client_filename),
+            content_type=result.content_type,
+            size=result.size,
+            sha256=result.sha256,
+            storage_key=result.storage_key,
+            kek_id=result.kek_id,
+            wrapped_dek=result.wrapped_dek,
+            created_at=utcnow(),
+            created_by=self.context.actor_id,
+        )
+
+
 def _commit_or_discard(
-    commit: Callable[..., DocumentOut],
-    runtime: Runtime,
-    principal: Principal,
-    context: AuditContext,
+    stored: _StoredUpload,
     fields: DocumentFields | VersionFields,
-    result: IngestResult,
-    client_filename: str | None,
     document_id: uuid.UUID | None,
     pipeline: IngestPipeline,
 ) -> DocumentOut:
@@ -221,15 +236,11 @@ def _commit_or_discard(
     try:
         for attempt in range(1, VERSION_RETRIES + 1):
             try:
-                return commit(
-                    runtime=runtime,
-                    principal=principal,
-                    context=context,
-                    fields=fields,
-                    result=result,
-                    client_filename=client_filename,
-                    document_id=document_id,
-                    before_commit=mark_attempted,
+                if isinstance(fields, DocumentFields):
+                    return _commit_new_document(stored, fields, before_commit=mark_attempted)
+                assert document_id is not None
+                return _commit_new_version(
+                    stored, fields, document_id, before_commit=mark_attempted
                 )
             except VersionConflict:
                 # Another upload took the next version number first. The blob is keyed
@@ -243,49 +254,11 @@ def _commit_or_discard(
         raise
 
 
-def _new_version_row(
-    *,
-    document_id: uuid.UUID,
-    number: int,
-    result: IngestResult,
-    client_filename: str | None,
-    actor: str,
-) -> DocumentVersion:
-    return DocumentVersion(
-        id=result.version_id,
-        document_id=document_id,
-        version=number,
-        filename=sanitize_filename(client_filename, extension=extension_for(result.content_type)),
-        original_filename=display_filename(client_filename),
-        content_type=result.content_type,
-        size=result.size,
-        sha256=result.sha256,
-        storage_key=result.storage_key,
-        kek_id=result.kek_id,
-        wrapped_dek=result.wrapped_dek,
-        created_at=utcnow(),
-        created_by=actor,
-    )
-
-
-def _append_version(
-    session: Session,
-    document: Document,
-    *,
-    result: IngestResult,
-    client_filename: str | None,
-    actor: str,
-) -> DocumentVersion:
+def _append_version(session: Session, document: Document, stored: _StoredUpload) -> DocumentVersion:
     expected = repository.lock_current_version(session, document.id)
     if not repository.advance_version(session, document.id, expected, utcnow()):
         raise VersionConflict("Retry the upload; another version was added meanwhile.")
-    version = _new_version_row(
-        document_id=document.id,
-        number=expected + 1,
-        result=result,
-        client_filename=client_filename,
-        actor=actor,
-    )
+    version = stored.version_row(document.id, expected + 1)
     session.add(version)
     session.flush()
     session.refresh(document)
@@ -307,30 +280,18 @@ def _reject_duplicate(
 
 
 def _commit_new_document(
-    *,
-    runtime: Runtime,
-    principal: Principal,
-    context: AuditContext,
-    fields: DocumentFields | VersionFields,
-    result: IngestResult,
-    client_filename: str | None,
-    document_id: uuid.UUID | None,
-    before_commit: Callable[[], None],
+    stored: _StoredUpload, fields: DocumentFields, *, before_commit: Callable[[], None]
 ) -> DocumentOut:
-    assert isinstance(fields, DocumentFields)
-    with runtime.clinical.session() as session:
+    context = stored.context
+    with stored.runtime.clinical.session() as session:
         if patients.lock(session, fields.patient_id) is None:
             raise UnknownPatient("No patient with this patient_id.")
-        duplicate = _reject_duplicate(session, fields.patient_id, result, fields.on_duplicate)
+        duplicate = _reject_duplicate(
+            session, fields.patient_id, stored.result, fields.on_duplicate
+        )
         if duplicate is not None and fields.on_duplicate is OnDuplicate.NEW_VERSION:
             document = duplicate
-            version = _append_version(
-                session,
-                document,
-                result=result,
-                client_filename=client_filename,
-                actor=context.actor_id,
-            )
+            version = _append_version(session, document, stored)
             action = "document.version.create"
         else:
             now = utcnow()
@@ -338,7 +299,9 @@ def _commit_new_document(
                 id=uuid.uuid4(),
                 patient_id=fields.patient_id,
                 document_type=fields.document_type,
-                title=fields.title or display_filename(client_filename) or "Untitled document",
+                title=fields.title
+                or display_filename(stored.client_filename)
+                or "Untitled document",
                 description=fields.description,
                 classification=fields.classification.value,
                 status=DocumentStatus.CURRENT.value,
@@ -349,13 +312,7 @@ def _commit_new_document(
             )
             session.add(document)
             session.flush()
-            version = _new_version_row(
-                document_id=document.id,
-                number=1,
-                result=result,
-                client_filename=client_filename,
-                actor=context.actor_id,
-            )
+            version = stored.version_row(document.id, 1)
             session.add(version)
             action = "document.create"
         _record_upload(session, context, action, document, version)
@@ -365,30 +322,19 @@ def _commit_new_document(
 
 
 def _commit_new_version(
+    stored: _StoredUpload,
+    fields: VersionFields,
+    document_id: uuid.UUID,
     *,
-    runtime: Runtime,
-    principal: Principal,
-    context: AuditContext,
-    fields: DocumentFields | VersionFields,
-    result: IngestResult,
-    client_filename: str | None,
-    document_id: uuid.UUID | None,
     before_commit: Callable[[], None],
 ) -> DocumentOut:
-    assert document_id is not None
-    with runtime.clinical.session() as session:
+    with stored.runtime.clinical.session() as session:
         document, _ = documents.resolve_version(
-            session=session, principal=principal, document_id=document_id, number=None
+            session=session, principal=stored.principal, document_id=document_id, number=None
         )
-        _reject_duplicate(session, document.patient_id, result, fields.on_duplicate)
-        version = _append_version(
-            session,
-            document,
-            result=result,
-            client_filename=client_filename,
-            actor=context.actor_id,
-        )
-        _record_upload(session, context, "document.version.create", document, version)
+        _reject_duplicate(session, document.patient_id, stored.result, fields.on_duplicate)
+        version = _append_version(session, document, stored)
+        _record_upload(session, stored.context, "document.version.create", document, version)
         before_commit()
         session.commit()
         return documents.to_out(document, version)
