@@ -523,10 +523,12 @@ def keys_rotate(
         runtime.close()
     if result.created_kek:
         err.print(f"new active KEK {result.active_kek_id} (previous {result.previous_kek_id})")
-        # Running instances keep wrapping new uploads under the KEK they loaded.
+        # Instances notice the changed file at their next upload; uploads already in
+        # flight were wrapped under the old KEK and commit after this pass.
         err.print(
-            "Restart running vault instances so new uploads use it, then run "
-            "`medvault keys rotate --rewrap-only` to re-wrap what they stored meanwhile.",
+            "Running instances that share this keyring file use the new KEK from their next "
+            "upload on. Uploads in flight right now keep the old one: run "
+            "`medvault keys rotate --rewrap-only` later to re-wrap them.",
             soft_wrap=True,
         )
     err.print(

@@ -348,6 +348,40 @@ def test_reference_verifiers_accept_reference_proofs(
             assert reference_verify_consistency(m, n, ref.root(m), ref.root(n), ref.proof(m, n))
 
 
+def test_verifiers_agree_with_reference_on_reparameterised_proofs(
+    small_tree: tuple[ReferenceTree, MemoryNodeStore],
+) -> None:
+    # Honest proofs replayed under every other (index, size) or (first, second):
+    # the RFC 9162 verifiers must accept exactly what RFC 6962's recursion, run
+    # backwards, accepts. This is what catches a proof that is longer than the
+    # claimed tree is tall but still hashes up to a real root (leaf 2's path in a
+    # tree of 3 replayed as "leaf 0 of a tree of 1" reaches the size-3 root).
+    ref, _ = small_tree
+    limit = 16
+    pairs = [(m, n) for n in range(1, limit + 1) for m in range(n)]
+    for index, size in pairs:
+        leaf, proof, root = leaf_hash(ref.leaves[index]), ref.path(index, size), ref.root(size)
+        for other_index, other_size in pairs:
+            assert verify_inclusion(leaf, other_index, other_size, proof, root) == (
+                reference_verify_inclusion(leaf, other_index, other_size, proof, root)
+            ), (index, size, other_index, other_size)
+    for first, second in pairs:
+        first += 1
+        proof, old, new = ref.proof(first, second), ref.root(first), ref.root(second)
+        for other_first, other_second in pairs:
+            other_first += 1
+            assert verify_consistency(other_first, other_second, old, new, proof) == (
+                reference_verify_consistency(other_first, other_second, old, new, proof)
+            ), (first, second, other_first, other_second)
+
+
+def test_proof_longer_than_the_tree_is_tall_fails() -> None:
+    ref = ReferenceTree([b"a", b"b", b"c"])
+    proof = ref.path(2, 3)  # [MTH(D[0:2])]
+    assert verify_inclusion(leaf_hash(b"c"), 2, 3, proof, ref.root(3))
+    assert not verify_inclusion(leaf_hash(b"c"), 0, 1, proof, ref.root(3))
+
+
 # --- Storage layout ----------------------------------------------------------------
 
 
