@@ -566,21 +566,23 @@ def test_stored_tree_matches_reference(
         assert verify_consistency(first, size, ref.root(first), ref.root(size), proof)
 
 
-def mutations(proof: list[bytes], draw: st.DrawFn) -> list[tuple[str, list[bytes]]]:
+def mutations(proof: list[bytes], data: st.DataObject) -> list[tuple[str, list[bytes]]]:
     """Altered copies of ``proof``, named by how they were altered."""
     altered: list[tuple[str, list[bytes]]] = []
     if proof:
-        position = draw(st.integers(0, len(proof) - 1))
-        bit = draw(st.integers(0, 255))
+        position = data.draw(st.integers(0, len(proof) - 1))
+        bit = data.draw(st.integers(0, 255))
         flipped = list(proof)
         flipped[position] = flip_bit(flipped[position], bit)
         altered.append(("flip", flipped))
         altered.append(("drop", proof[:position] + proof[position + 1 :]))
-    extra = draw(st.sampled_from([*proof, leaf_hash(b"extra")]))
-    at = draw(st.integers(0, len(proof)))
+    extra = data.draw(st.sampled_from([*proof, leaf_hash(b"extra")]))
+    at = data.draw(st.integers(0, len(proof)))
     altered.append(("add", [*proof[:at], extra, *proof[at:]]))
     if len(proof) >= 2:
-        i, j = sorted(draw(st.lists(st.integers(0, len(proof) - 1), min_size=2, max_size=2)))
+        i, j = sorted(
+            data.draw(st.lists(st.integers(0, len(proof) - 1), min_size=2, max_size=2, unique=True))
+        )
         swapped = list(proof)
         swapped[i], swapped[j] = swapped[j], swapped[i]
         altered.append(("swap", swapped))
@@ -602,7 +604,7 @@ def test_altered_inclusion_proofs_fail(
     proof = inclusion_proof(index, size, store)
     assert verify_inclusion(leaf, index, size, proof, root)
 
-    for kind, altered in mutations(proof, data.draw):
+    for kind, altered in mutations(proof, data):
         if altered == proof:
             continue  # swapping two equal hashes changes nothing
         assert not verify_inclusion(leaf, index, size, altered, root), kind
@@ -645,7 +647,7 @@ def test_altered_consistency_proofs_fail(
     proof = consistency_proof(first, second, store)
     assert verify_consistency(first, second, first_root, second_root, proof)
 
-    for kind, altered in mutations(proof, data.draw):
+    for kind, altered in mutations(proof, data):
         if altered == proof:
             continue
         assert not verify_consistency(first, second, first_root, second_root, altered), kind
