@@ -7,11 +7,12 @@ import sys
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from medvault.db.base import AuthBase, ClinicalBase
 from medvault.db.engine import Database
-from medvault.db.migrate import current_revision
+from medvault.db.migrate import DatabaseName, alembic_config, current_revision
 from medvault.runtime import Runtime
 from tests.support.services import PostgresDatabases, unavailable
 
@@ -22,9 +23,13 @@ def _drift(database: Database, metadata: object) -> list[object]:
         return list(compare_metadata(context, metadata))  # type: ignore[arg-type]
 
 
+def head(name: DatabaseName, database: Database) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(name, database)).get_current_head()
+
+
 def test_migrations_match_the_models(runtime: Runtime) -> None:
-    assert current_revision("clinical", runtime.clinical) == "c0001"
-    assert current_revision("auth", runtime.auth) == "a0001"
+    assert current_revision("clinical", runtime.clinical) == head("clinical", runtime.clinical)
+    assert current_revision("auth", runtime.auth) == head("auth", runtime.auth)
     assert _drift(runtime.clinical, ClinicalBase.metadata) == []
     assert _drift(runtime.auth, AuthBase.metadata) == []
 
@@ -38,7 +43,7 @@ def test_databases_hold_only_their_own_tables(runtime: Runtime) -> None:
 
 def test_migrating_twice_is_harmless(runtime: Runtime) -> None:
     runtime.migrate()
-    assert current_revision("clinical", runtime.clinical) == "c0001"
+    assert current_revision("clinical", runtime.clinical) == head("clinical", runtime.clinical)
 
 
 def test_sqlite_runs_in_wal_mode(runtime: Runtime) -> None:
@@ -71,5 +76,5 @@ def test_instances_migrating_at_once_do_not_collide(
     ]
     assert [code for code, _ in results] == [0, 0, 0, 0], results
     database = Database(url)
-    assert current_revision("clinical", database) == "c0001"
+    assert current_revision("clinical", database) == head("clinical", database)
     database.dispose()
