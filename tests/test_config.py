@@ -11,6 +11,7 @@ import pytest
 
 from medvault.config import ConfigurationError, Settings
 from medvault.crypto.keyring import Keyring
+from medvault.crypto.signing_keys import generate_pem
 from medvault.runtime import build_runtime
 
 
@@ -90,8 +91,26 @@ def test_production_needs_explicit_databases(tmp_path: Path) -> None:
         build_runtime(settings)
 
 
+def test_production_requires_managed_signing_keys(tmp_path: Path) -> None:
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        secret_key="s" * 48,
+        keyring=Keyring.generate().to_json(),
+        database_url="sqlite:///x.db",
+        auth_database_url="sqlite:///y.db",
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        build_runtime(settings)
+    assert "MEDVAULT_JWT_PRIVATE_KEY" in str(refused.value)
+    assert "MEDVAULT_AUDIT_SIGNING_KEY" in str(refused.value)
+    assert not list(tmp_path.glob("*.pem"))
+
+
 def test_production_starts_with_managed_secrets(tmp_path: Path) -> None:
     settings = Settings(
+        jwt_private_key=generate_pem().decode(),
+        audit_signing_key=generate_pem().decode(),
         env="production",
         data_dir=tmp_path,
         secret_key="s" * 48,

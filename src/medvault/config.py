@@ -74,6 +74,29 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Identity and sessions
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
+    refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300, le=90 * 86400)
+    jwt_private_key: str | None = Field(default=None, description="Ed25519 PEM (else file)")
+    bootstrap_admin_password: str | None = Field(
+        default=None, description="First-start admin password (else one is generated)"
+    )
+    patient_self_upload: bool = True
+
+    # Rate limits (the `limits` library's notation); Redis makes them cluster-wide.
+    redis_url: str | None = None
+    login_rate_limit_account: str = "5/minute"
+    login_rate_limit_ip: str = "30/minute"
+    upload_rate_limit: str = "600/minute"
+
+    # Web hardening
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # Tamper-evident audit log
+    audit_signing_key: str | None = Field(default=None, description="Ed25519 PEM (else file)")
+    audit_witness_dir: Path | None = None
+    audit_seal_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
     @field_validator(
         "database_url",
         "auth_database_url",
@@ -91,6 +114,13 @@ class Settings(BaseSettings):
         # `MEDVAULT_DATABASE_URL=` in an env file must not silently mean "use SQLite".
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
         return value
 
     @field_validator("allowed_types", mode="before")
@@ -131,6 +161,18 @@ class Settings(BaseSettings):
         return self.resolved_data_dir / "secret.key"
 
     @property
+    def jwt_key_path(self) -> Path:
+        return self.resolved_data_dir / "jwt-signing.pem"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.resolved_data_dir / "audit-signing.pem"
+
+    @property
+    def witness_dir(self) -> Path:
+        return self.audit_witness_dir or self.resolved_data_dir / "witness"
+
+    @property
     def is_production(self) -> bool:
         return self.env == "production"
 
@@ -145,6 +187,10 @@ class Settings(BaseSettings):
             problems.append("set MEDVAULT_SECRET_KEY to a random value of at least 32 bytes")
         elif len(self.secret_key.encode()) < 32:
             problems.append("MEDVAULT_SECRET_KEY must be at least 32 bytes long")
+        if self.jwt_private_key is None:
+            problems.append("set MEDVAULT_JWT_PRIVATE_KEY to an Ed25519 private key (PEM)")
+        if self.audit_signing_key is None:
+            problems.append("set MEDVAULT_AUDIT_SIGNING_KEY to an Ed25519 private key (PEM)")
         if self.database_url is None or self.auth_database_url is None:
             problems.append("set MEDVAULT_DATABASE_URL and MEDVAULT_AUTH_DATABASE_URL")
         if problems:

@@ -14,6 +14,7 @@ from medvault.config import Settings
 from medvault.crypto.errors import UnknownKekError
 from medvault.crypto.keyring import Keyring, WrappedDek, load_keyring
 from medvault.crypto.secret_key import load_secret_key
+from medvault.crypto.signing_keys import SigningKey, load_signing_key
 from medvault.db import migrate
 from medvault.db.engine import Database
 from medvault.storage.base import BlobStore
@@ -28,6 +29,8 @@ class Runtime:
     blobs: BlobStore
     keyring: Keyring
     secret_key: bytes
+    jwt_key: SigningKey
+    audit_key: SigningKey
     _keyring_lock: threading.Lock = field(default_factory=threading.Lock)
     _keyring_mtime: int | None = None
 
@@ -94,6 +97,18 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
         ),
         secret_key=load_secret_key(
             env_value=settings.secret_key, path=settings.secret_key_path, create=generate
+        ),
+        jwt_key=load_signing_key(
+            env_value=settings.jwt_private_key,
+            path=settings.jwt_key_path,
+            create=generate,
+            purpose="JWT signing",
+        ),
+        audit_key=load_signing_key(
+            env_value=settings.audit_signing_key,
+            path=settings.audit_key_path,
+            create=generate,
+            purpose="audit checkpoint signing",
         ),
     )
     runtime._keyring_mtime = runtime._keyring_file_mtime()

@@ -24,6 +24,8 @@ class Permission(StrEnum):
     DOCUMENT_WRITE = "documents:write"
     DOCUMENT_DELETE = "documents:delete"
     CONTENT_READ = "documents:content"
+    AUDIT_READ = "audit:read"
+    USERS_ADMIN = "users:admin"
 
 
 def _has_scope(principal: Principal, permission: Permission) -> bool:
