@@ -1,20 +1,37 @@
-"""The one access policy: who may do what, and which documents a caller can see.
+"""The one access policy: who may do what, to which patients' records.
 
-Every route that touches patients or documents asks here, and every document list
-query is built from :func:`readable_documents`, so an unscoped query has to be
-written on purpose. Today only service accounts exist (API tokens); users with
-roles and care teams plug in here without changing the call sites.
+Two questions, answered only here:
+
+* **may** this caller do this kind of thing at all (``require``)? — by role, or by
+  scope for service accounts;
+* **which** patients' records does it reach (``patient_scope``)? — every document and
+  patient query is built from ``readable_documents``/``readable_patients``, so an
+  unscoped query has to be written on purpose.
+
+Roles:
+
+* ``service`` (API tokens): what its scopes say, for every patient.
+* ``admin``: manages users, patients and care teams; sees document metadata for every
+  patient, but content only through break-glass.
+* ``clinician``: reads and writes the records of patients on their care teams; any
+  other patient only through break-glass (a stated reason, flagged in the audit log).
+* ``patient``: their own record only; may upload to it unless self-upload is off.
+* ``auditor``: the audit log, and nothing clinical.
 """
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 
-from sqlalchemy import Select, false, select
+from sqlalchemy import ColumnElement, Select, exists, false, select, true
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from medvault.access.models import CareTeamMember
 from medvault.auth.principal import Principal, Role
 from medvault.documents.models import Document
 from medvault.kit.problems import Forbidden
+from medvault.patients.models import Patient
 
 
 class Permission(StrEnum):
@@ -28,24 +45,94 @@ class Permission(StrEnum):
     USERS_ADMIN = "users:admin"
 
 
-def _has_scope(principal: Principal, permission: Permission) -> bool:
-    return "*" in principal.scopes or permission.value in principal.scopes
+P = Permission
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(
+        {P.PATIENT_READ, P.PATIENT_WRITE, P.DOCUMENT_READ, P.DOCUMENT_DELETE, P.USERS_ADMIN}
+    ),
+    Role.CLINICIAN: frozenset(
+        {P.PATIENT_READ, P.DOCUMENT_READ, P.DOCUMENT_WRITE, P.DOCUMENT_DELETE, P.CONTENT_READ}
+    ),
+    Role.PATIENT: frozenset({P.PATIENT_READ, P.DOCUMENT_READ, P.CONTENT_READ, P.DOCUMENT_WRITE}),
+    Role.AUDITOR: frozenset({P.AUDIT_READ}),
+    Role.SERVICE: frozenset(),  # decided by the token's scopes
+}
+# What a role gains only while it declares break-glass.
+BREAK_GLASS_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset({P.CONTENT_READ}),
+}
+BREAK_GLASS_ROLES = frozenset({Role.CLINICIAN, Role.ADMIN})
 
 
 def allows(principal: Principal, permission: Permission) -> bool:
     if principal.role is Role.SERVICE:
-        return _has_scope(principal, permission)
-    return False
+        return "*" in principal.scopes or permission.value in principal.scopes
+    if permission in ROLE_PERMISSIONS.get(principal.role, frozenset()):
+        return True
+    return bool(principal.break_glass_reason) and permission in BREAK_GLASS_PERMISSIONS.get(
+        principal.role, frozenset()
+    )
 
 
 def require(principal: Principal, permission: Permission) -> None:
     if not allows(principal, permission):
-        raise Forbidden(f"This credential may not {permission.value.replace(':', ' ')}.")
+        if (
+            principal.role in BREAK_GLASS_PERMISSIONS
+            and permission in BREAK_GLASS_PERMISSIONS[principal.role]
+        ):
+            raise Forbidden(
+                "Document content needs break-glass: repeat the request with an "
+                "X-Break-Glass-Reason header.",
+                needs_break_glass=True,
+            )
+        raise Forbidden(f"Your role may not {permission.value.replace(':', ' ')}.")
+
+
+def require_upload(principal: Principal, *, patient_self_upload: bool) -> None:
+    require(principal, Permission.DOCUMENT_WRITE)
+    if principal.role is Role.PATIENT and not patient_self_upload:
+        raise Forbidden("Patients may not upload documents on this vault.")
+
+
+def can_break_glass(principal: Principal) -> bool:
+    return principal.role in BREAK_GLASS_ROLES
+
+
+def patient_scope(
+    principal: Principal, patient_column: InstrumentedAttribute[uuid.UUID]
+) -> ColumnElement[bool]:
+    """A filter on ``patient_column`` to the patients whose records ``principal`` reaches."""
+    role = principal.role
+    if role is Role.SERVICE or role is Role.ADMIN:
+        return true()
+    if role is Role.CLINICIAN:
+        if principal.break_glass_reason:
+            return true()
+        return patient_column.in_(
+            select(CareTeamMember.patient_id).where(
+                CareTeamMember.clinician_id == principal.subject_id
+            )
+        )
+    if role is Role.PATIENT and principal.patient_id is not None:
+        return patient_column == principal.patient_id
+    return false()
 
 
 def readable_documents(principal: Principal) -> Select[Document]:
     """The base query for every document lookup and listing done for ``principal``."""
-    query = select(Document)
-    if allows(principal, Permission.DOCUMENT_READ):
-        return query
-    return query.where(false())
+    if not allows(principal, Permission.DOCUMENT_READ):
+        return select(Document).where(false())
+    return select(Document).where(patient_scope(principal, Document.patient_id))
+
+
+def readable_patients(principal: Principal) -> Select[Patient]:
+    """The base query for every patient lookup and search done for ``principal``."""
+    if not allows(principal, Permission.PATIENT_READ):
+        return select(Patient).where(false())
+    return select(Patient).where(patient_scope(principal, Patient.id))
+
+
+def reaches_patient(session: Session, principal: Principal, patient_id: uuid.UUID) -> bool:
+    """Whether ``principal`` may act on this patient's record (False also if it doesn't exist)."""
+    query = readable_patients(principal).where(Patient.id == patient_id)
+    return bool(session.scalar(select(exists(query.subquery()))))

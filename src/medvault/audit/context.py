@@ -14,6 +14,7 @@ class AuditContext:
     client_ip: str | None
     user_agent: str | None
     request_id: str | None
+    break_glass_reason: str | None = None
 
     @classmethod
     def for_principal(
@@ -30,6 +31,7 @@ class AuditContext:
             client_ip=client_ip,
             user_agent=(user_agent or "")[:512] or None,
             request_id=request_id,
+            break_glass_reason=principal.break_glass_reason,
         )
 
     @classmethod

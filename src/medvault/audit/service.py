@@ -49,6 +49,7 @@ def record(
         user_agent=context.user_agent,
         request_id=context.request_id,
         details=details or {},
+        break_glass_reason=context.break_glass_reason,
     )
     session.add(event)
     try:

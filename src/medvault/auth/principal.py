@@ -36,6 +36,9 @@ class Principal:
     role: Role
     scopes: frozenset[str] = field(default_factory=frozenset)
     patient_id: uuid.UUID | None = None
+    # Set for one request when a clinician (or an admin, for content) declares an
+    # emergency; the access policy widens and every audit event carries the reason.
+    break_glass_reason: str | None = None
 
     @property
     def actor_id(self) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from medvault.access.policy import Permission, require
+from medvault.access.policy import Permission, require, require_upload
 from medvault.audit import service as audit
 from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep
 from medvault.documents import service, upload
@@ -92,7 +92,7 @@ async def upload_document(
     on_duplicate: Annotated[OnDuplicate | None, Query()] = None,
 ) -> DocumentOut:
     """Upload a document, as multipart/form-data or as the raw request body (fast path)."""
-    require(principal, Permission.DOCUMENT_WRITE)
+    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
     created = await upload.upload(
         runtime=runtime,
         principal=principal,
@@ -180,7 +180,7 @@ async def upload_version(
     on_duplicate: Annotated[OnDuplicate | None, Query()] = None,
 ) -> DocumentOut:
     """Add a new version; the previous versions stay readable and unchanged."""
-    require(principal, Permission.DOCUMENT_WRITE)
+    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
     return await upload.upload(
         runtime=runtime,
         principal=principal,

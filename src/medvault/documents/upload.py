@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from medvault.access.policy import reaches_patient
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -92,7 +93,8 @@ class _Target:
         """Fail before streaming when the patient or document is already known to be wrong."""
         with self.runtime.clinical.read_session() as session:
             if isinstance(fields, DocumentFields):
-                if patients.get(session, fields.patient_id) is None:
+                if not reaches_patient(session, self.principal, fields.patient_id):
+                    # Not yours and absent look the same: existence never leaks.
                     raise UnknownPatient("No patient with this patient_id.")
             else:
                 assert self.document_id is not None
@@ -284,7 +286,9 @@ def _commit_new_document(
 ) -> DocumentOut:
     context = stored.context
     with stored.runtime.clinical.session() as session:
-        if patients.lock(session, fields.patient_id) is None:
+        if patients.lock(session, fields.patient_id) is None or not reaches_patient(
+            session, stored.principal, fields.patient_id
+        ):
             raise UnknownPatient("No patient with this patient_id.")
         duplicate = _reject_duplicate(
             session, fields.patient_id, stored.result, fields.on_duplicate

@@ -7,6 +7,8 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from medvault.access.policy import readable_patients
+from medvault.auth.principal import Principal
 from medvault.kit.keyset import Cursor, older_than
 from medvault.patients.models import Patient
 
@@ -28,10 +30,19 @@ def by_identifier(session: Session, system: str, value: str) -> Patient | None:
     )
 
 
+def readable(session: Session, principal: Principal, patient_id: uuid.UUID) -> Patient | None:
+    return session.scalar(readable_patients(principal).where(Patient.id == patient_id))
+
+
 def page(
-    session: Session, *, limit: int, cursor: Cursor | None, identifier: tuple[str, str] | None
+    session: Session,
+    principal: Principal,
+    *,
+    limit: int,
+    cursor: Cursor | None,
+    identifier: tuple[str, str] | None,
 ) -> list[Patient]:
-    query = select(Patient)
+    query = readable_patients(principal)
     if identifier is not None:
         query = query.where(
             Patient.identifier_system == identifier[0], Patient.identifier_value == identifier[1]

@@ -37,7 +37,9 @@ def get_patient(
     patient_id: str, session: ClinicalSession, principal: CurrentPrincipal, context: AuditCtx
 ) -> PatientOut:
     require(principal, Permission.PATIENT_READ)
-    patient = service.get(session=session, patient_id=parse_id(patient_id), context=context)
+    patient = service.get(
+        session=session, principal=principal, patient_id=parse_id(patient_id), context=context
+    )
     audit.commit_or_refuse(session)
     return service.to_out(patient)
 
@@ -58,7 +60,12 @@ def search_patients(
 ) -> PatientPage:
     require(principal, Permission.PATIENT_READ)
     page = service.search(
-        session=session, identifier=identifier, limit=limit, cursor=cursor, context=context
+        session=session,
+        principal=principal,
+        identifier=identifier,
+        limit=limit,
+        cursor=cursor,
+        context=context,
     )
     audit.commit_or_refuse(session)
     return page

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
+from medvault.auth.principal import Principal
 from medvault.kit.clock import utcnow
 from medvault.kit.keyset import Cursor
 from medvault.kit.problems import BadRequest, DuplicatePatient, NotFound
@@ -58,8 +59,11 @@ def create(*, session: Session, data: PatientCreate, context: AuditContext) -> P
     return patient
 
 
-def get(*, session: Session, patient_id: uuid.UUID, context: AuditContext) -> Patient:
-    patient = repository.get(session, patient_id)
+def get(
+    *, session: Session, principal: Principal, patient_id: uuid.UUID, context: AuditContext
+) -> Patient:
+    """One patient, if the caller's scope reaches it; otherwise the same 404 as absent."""
+    patient = repository.readable(session, principal, patient_id)
     if patient is None:
         raise NotFound("No patient with this id.")
     audit.record(
@@ -83,6 +87,7 @@ def parse_identifier_query(raw: str) -> tuple[str, str]:
 def search(
     *,
     session: Session,
+    principal: Principal,
     identifier: str | None,
     limit: int,
     cursor: str | None,
@@ -91,6 +96,7 @@ def search(
     parsed = parse_identifier_query(identifier) if identifier is not None else None
     rows = repository.page(
         session,
+        principal,
         limit=limit + 1,
         cursor=Cursor.decode(cursor) if cursor else None,
         identifier=parsed,
