@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from medvault import __version__
+from medvault.audit.denials import audit_denial
 from medvault.config import Settings
 from medvault.documents.router import router as documents_router
 from medvault.kit.problems import install_problem_handlers
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    install_problem_handlers(app)
+    install_problem_handlers(app, observer=audit_denial)
     # Starlette runs the last-added middleware outermost: the request id is set before
     # the access log line and every audit event need it.
     app.add_middleware(AccessLogMiddleware)

@@ -27,6 +27,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, Select, exists, false, select, true
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from medvault.access.denials import Denial, denied
 from medvault.access.models import CareTeamMember
 from medvault.auth.principal import Principal, Role
 from medvault.documents.models import Document
@@ -75,23 +76,24 @@ def allows(principal: Principal, permission: Permission) -> bool:
 
 
 def require(principal: Principal, permission: Permission) -> None:
-    if not allows(principal, permission):
-        if (
-            principal.role in BREAK_GLASS_PERMISSIONS
-            and permission in BREAK_GLASS_PERMISSIONS[principal.role]
-        ):
-            raise Forbidden(
-                "Document content needs break-glass: repeat the request with an "
-                "X-Break-Glass-Reason header.",
-                needs_break_glass=True,
-            )
-        raise Forbidden(f"Your role may not {permission.value.replace(':', ' ')}.")
+    if allows(principal, permission):
+        return
+    if permission in BREAK_GLASS_PERMISSIONS.get(principal.role, frozenset()):
+        problem = Forbidden(
+            "Document content needs break-glass: repeat the request with an "
+            "X-Break-Glass-Reason header.",
+            needs_break_glass=True,
+        )
+    else:
+        problem = Forbidden(f"Your role may not {permission.value.replace(':', ' ')}.")
+    raise denied(problem, Denial(principal, permission=permission.value))
 
 
 def require_upload(principal: Principal, *, patient_self_upload: bool) -> None:
     require(principal, Permission.DOCUMENT_WRITE)
     if principal.role is Role.PATIENT and not patient_self_upload:
-        raise Forbidden("Patients may not upload documents on this vault.")
+        problem = Forbidden("Patients may not upload documents on this vault.")
+        raise denied(problem, Denial(principal, permission=Permission.DOCUMENT_WRITE.value))
 
 
 def can_break_glass(principal: Principal) -> bool:

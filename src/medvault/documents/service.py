@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from medvault.access.denials import Denial, denied
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -66,8 +67,13 @@ def _readable_or_404(
 ) -> tuple[Document, DocumentVersion]:
     found = repository.readable(session, principal, document_id)
     if found is None:
-        # Same answer for "absent" and "not yours", so existence never leaks.
-        raise NotFound("No document with this id.")
+        # Same answer for "absent" and "not yours", so existence never leaks; only the
+        # audit log learns that a real record was refused.
+        problem = NotFound("No document with this id.")
+        patient_id = repository.patient_of(session, document_id)
+        if patient_id is not None:
+            denied(problem, Denial(principal, "Document", document_id, patient_id))
+        raise problem
     return found
 
 

@@ -7,6 +7,7 @@ parsing prose. The full list is documented in ``docs/problems.md``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -40,6 +41,8 @@ class Problem(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extensions = extensions
+        # Server-side only, never serialised: what an access denial should audit.
+        self.denial: object | None = None
 
     @property
     def type_uri(self) -> str:
@@ -183,11 +186,20 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Route every error through problem details; nothing else reaches the client."""
+ProblemObserver = Callable[[Request, Problem], Awaitable[None]]
+
+
+def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None = None) -> None:
+    """Route every error through problem details; nothing else reaches the client.
+
+    ``observer`` sees every Problem before it is answered (the audit log records
+    access denials through it).
+    """
 
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Problem)
+        if observer is not None:
+            await observer(request, exc)
         return problem_response(exc, request)
 
     async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:

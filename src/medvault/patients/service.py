@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from medvault.access.denials import Denial, denied
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -65,7 +66,10 @@ def get(
     """One patient, if the caller's scope reaches it; otherwise the same 404 as absent."""
     patient = repository.readable(session, principal, patient_id)
     if patient is None:
-        raise NotFound("No patient with this id.")
+        problem = NotFound("No patient with this id.")
+        if repository.get(session, patient_id) is not None:
+            denied(problem, Denial(principal, "Patient", patient_id, patient_id))
+        raise problem
     audit.record(
         session=session,
         context=context,
