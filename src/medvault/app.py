@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from medvault import __version__
 from medvault.audit.denials import audit_denial
@@ -16,6 +17,7 @@ from medvault.kit.problems import install_problem_handlers
 from medvault.kit.request_id import RequestIdMiddleware
 from medvault.ops.access_log import AccessLogMiddleware
 from medvault.ops.health import router as health_router
+from medvault.ops.security_headers import SecurityHeadersMiddleware
 from medvault.patients.router import router as patients_router
 from medvault.runtime import Runtime, build_runtime
 from medvault.shares.router import router as shares_router
@@ -56,6 +58,34 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     install_problem_handlers(app, observer=audit_denial)
+    if runtime.settings.cors_origins:
+        # Off unless an allowlist is configured; bearer tokens, so no cookies cross origins.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(runtime.settings.cors_origins),
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Range",
+                "If-None-Match",
+                "If-Range",
+                "X-Break-Glass-Reason",
+                "X-Request-Id",
+            ],
+            expose_headers=[
+                "ETag",
+                "Content-Range",
+                "Content-Disposition",
+                "X-Request-Id",
+                "Retry-After",
+                "Location",
+                "Repr-Digest",
+            ],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
     # Starlette runs the last-added middleware outermost: the request id is set before
     # the access log line and every audit event need it.
     app.add_middleware(AccessLogMiddleware)

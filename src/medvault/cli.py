@@ -93,8 +93,14 @@ def _open_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default MEDVAULT_HOST)"),
     port: int | None = typer.Option(None, help="Port (default MEDVAULT_PORT)"),
+    ssl_certfile: Path | None = typer.Option(
+        None, "--ssl-certfile", exists=True, dir_okay=False, help="TLS certificate (PEM)"
+    ),
+    ssl_keyfile: Path | None = typer.Option(
+        None, "--ssl-keyfile", exists=True, dir_okay=False, help="TLS private key (PEM)"
+    ),
 ) -> None:
-    """Apply migrations and run the vault."""
+    """Apply migrations and run the vault (over TLS when given a certificate and key)."""
     import uvicorn
 
     from medvault.app import create_app
@@ -104,9 +110,20 @@ def serve(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     application = create_app(runtime=_open_runtime(settings, run_migrations=True))
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        _fail("Give both --ssl-certfile and --ssl-keyfile, or neither.", code=2)
     bind_host, bind_port = host or settings.host, port if port is not None else settings.port
-    err.print(f"medvault listening on http://{bind_host}:{bind_port}  (API docs: /docs)")
-    uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    scheme = "https" if ssl_certfile else "http"
+    err.print(f"medvault listening on {scheme}://{bind_host}:{bind_port}  (API docs: /docs)")
+    uvicorn.run(
+        application,
+        host=bind_host,
+        port=bind_port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+    )
 
 
 @app.command()
