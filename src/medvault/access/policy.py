@@ -44,12 +44,20 @@ class Permission(StrEnum):
     CONTENT_READ = "documents:content"
     AUDIT_READ = "audit:read"
     USERS_ADMIN = "users:admin"
+    METRICS_READ = "ops:metrics"
 
 
 P = Permission
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(
-        {P.PATIENT_READ, P.PATIENT_WRITE, P.DOCUMENT_READ, P.DOCUMENT_DELETE, P.USERS_ADMIN}
+        {
+            P.PATIENT_READ,
+            P.PATIENT_WRITE,
+            P.DOCUMENT_READ,
+            P.DOCUMENT_DELETE,
+            P.USERS_ADMIN,
+            P.METRICS_READ,
+        }
     ),
     Role.CLINICIAN: frozenset(
         {P.PATIENT_READ, P.DOCUMENT_READ, P.DOCUMENT_WRITE, P.DOCUMENT_DELETE, P.CONTENT_READ}

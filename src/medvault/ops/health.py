@@ -48,6 +48,6 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 def metrics(principal: CurrentPrincipal) -> Response:
-    """Prometheus metrics (needs a token: some counters reveal activity patterns)."""
-    require(principal, Permission.DOCUMENT_READ)
+    """Prometheus metrics, for operators (counters reveal activity patterns)."""
+    require(principal, Permission.METRICS_READ)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,481 @@
+"""The authorization matrix, generated from the app's own route table.
+
+Every registered route must have a spec below, or this test fails: a new endpoint
+cannot ship without someone deciding, in writing, who may call it. Each spec says
+what every role gets for each target:
+
+* ``own``     — patient A's record: the patient user's own, and on the clinician's care team;
+* ``foreign`` — patient B's record: nobody's care team, not the patient user's;
+* ``deleted`` — a soft-deleted document of patient A.
+
+Every non-public route is also called with no token, an expired token and a tampered
+token (all 401). It runs on SQLite + filesystem and on PostgreSQL + S3.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from medvault.access.models import CareTeamMember
+from medvault.auth.jwt_tokens import issue_access_token
+from medvault.auth.principal import Role
+from medvault.kit.clock import utcnow
+from medvault.runtime import Runtime
+from tests.auth.conftest import UserFactory, login
+from tests.support.factories import create_patient, patient_payload, pdf_bytes, upload_raw
+
+ROLES = ("service", "admin", "clinician", "patient", "auditor")
+TARGETS = ("own", "foreign", "deleted")
+Request = tuple[str, str, dict[str, Any]]
+
+
+@dataclass
+class World:
+    service: TestClient
+    patients: dict[str, str]
+    documents: dict[str, str]
+    tokens: dict[str, str]
+    users: dict[str, uuid.UUID]
+    expired: str = ""
+    tampered: str = ""
+    credentials: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def patient_for(self, target: str) -> str:
+        return self.patients["foreign" if target == "foreign" else "own"]
+
+    def fresh_document(self, target: str) -> str:
+        """A new document for mutating calls, so cells never disturb each other."""
+        doc = upload_raw(self.service, self.patient_for(target), pdf_bytes()).json()["id"]
+        if target == "deleted":
+            self.service.delete(f"/api/v1/documents/{doc}", params={"reason": "matrix"})
+        return str(doc)
+
+
+@dataclass(frozen=True)
+class Spec:
+    build: Callable[[World, str], Request]
+    expect: dict[str, int | tuple[int, int, int]]
+    public: bool = False
+
+
+def doc(
+    path: str = "", method: str = "GET", fresh: bool = False, **kwargs: Any
+) -> Callable[[World, str], Request]:
+    def build(world: World, target: str) -> Request:
+        document = world.fresh_document(target) if fresh else world.documents[target]
+        return method, f"/api/v1/documents/{document}{path}", dict(kwargs)
+
+    return build
+
+
+def fixed(method: str, url: str, **kwargs: Any) -> Callable[[World, str], Request]:
+    return lambda world, target: (method, url, dict(kwargs))
+
+
+def upload_for(world: World, target: str) -> Request:
+    return (
+        "POST",
+        "/api/v1/documents",
+        {
+            "params": {"patient_id": world.patient_for(target), "document_type": "11502-2"},
+            "content": pdf_bytes(),
+            "headers": {"content-type": "application/pdf"},
+        },
+    )
+
+
+def version_for(world: World, target: str) -> Request:
+    document = world.fresh_document(target)
+    return (
+        "POST",
+        f"/api/v1/documents/{document}/versions",
+        {"content": pdf_bytes(), "headers": {"content-type": "application/pdf"}},
+    )
+
+
+def patient_read(world: World, target: str) -> Request:
+    return "GET", f"/api/v1/patients/{world.patient_for(target)}", {}
+
+
+def new_user(world: World, target: str) -> Request:
+    name = f"matrix-{uuid.uuid4().hex[:8]}"
+    return (
+        "POST",
+        "/api/v1/users",
+        {
+            "json": {
+                "username": name,
+                "email": f"{name}@hospital.example",
+                "password": "a-long-password-1",
+                "role": "clinician",
+            }
+        },
+    )
+
+
+def user_path(suffix: str = "", method: str = "GET") -> Callable[[World, str], Request]:
+    return lambda world, target: (method, f"/api/v1/users/{world.users['scratch']}{suffix}", {})
+
+
+def care_team_add(world: World, target: str) -> Request:
+    return (
+        "POST",
+        "/api/v1/care-teams",
+        {
+            "json": {
+                "clinician_id": str(world.users["clinician"]),
+                "patient_id": world.patients["foreign"],
+            }
+        },
+    )
+
+
+def care_team_remove(world: World, target: str) -> Request:
+    return (
+        "DELETE",
+        (f"/api/v1/care-teams/{world.users['clinician']}/{world.patients['foreign']}"),
+        {},
+    )
+
+
+def signed_link(world: World, target: str) -> Request:
+    url = world.service.post(f"/api/v1/documents/{world.documents['own']}/download-url").json()
+    return "GET", url["url"].split("testserver", 1)[1], {}
+
+
+ALL_200 = dict.fromkeys(ROLES, 200)
+ONLY_AUDIT = {"service": 200, "admin": 403, "clinician": 403, "patient": 403, "auditor": 200}
+ONLY_ADMIN = {"service": 200, "admin": 200, "clinician": 403, "patient": 403, "auditor": 403}
+
+
+def admin_only(ok: int) -> dict[str, int | tuple[int, int, int]]:
+    return {role: (ok if status == 200 else status) for role, status in ONLY_ADMIN.items()}
+
+
+SPECS: dict[tuple[str, str], Spec] = {
+    # Operations and documentation: public.
+    ("GET", "/healthz"): Spec(fixed("GET", "/healthz"), ALL_200, public=True),
+    ("GET", "/readyz"): Spec(fixed("GET", "/readyz"), ALL_200, public=True),
+    ("GET", "/openapi.json"): Spec(fixed("GET", "/openapi.json"), ALL_200, public=True),
+    ("GET", "/docs"): Spec(fixed("GET", "/docs"), ALL_200, public=True),
+    ("GET", "/docs/oauth2-redirect"): Spec(
+        fixed("GET", "/docs/oauth2-redirect"), ALL_200, public=True
+    ),
+    ("GET", "/redoc"): Spec(fixed("GET", "/redoc"), ALL_200, public=True),
+    ("GET", "/metrics"): Spec(fixed("GET", "/metrics"), ONLY_ADMIN),
+    # Patients.
+    ("POST", "/api/v1/patients"): Spec(
+        lambda world, target: ("POST", "/api/v1/patients", {"json": patient_payload()}),
+        admin_only(201),
+    ),
+    ("GET", "/api/v1/patients"): Spec(
+        fixed("GET", "/api/v1/patients"), {**ALL_200, "auditor": 403}
+    ),
+    ("GET", "/api/v1/patients/{patient_id}"): Spec(
+        patient_read,
+        {
+            "service": (200, 200, 200),
+            "admin": (200, 200, 200),
+            "clinician": (200, 404, 200),
+            "patient": (200, 404, 200),
+            "auditor": 403,
+        },
+    ),
+    # Documents.
+    ("POST", "/api/v1/documents"): Spec(
+        upload_for,
+        {
+            "service": 201,
+            "admin": 403,
+            "clinician": (201, 422, 201),
+            "patient": (201, 422, 201),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/api/v1/documents"): Spec(
+        fixed("GET", "/api/v1/documents"), {**ALL_200, "auditor": 403}
+    ),
+    ("GET", "/api/v1/documents/{document_id}"): Spec(
+        doc(),
+        {
+            "service": 200,
+            "admin": 200,
+            "clinician": (200, 404, 200),
+            "patient": (200, 404, 200),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/api/v1/documents/{document_id}/versions"): Spec(
+        doc("/versions"),
+        {
+            "service": 200,
+            "admin": 200,
+            "clinician": (200, 404, 200),
+            "patient": (200, 404, 200),
+            "auditor": 403,
+        },
+    ),
+    ("POST", "/api/v1/documents/{document_id}/versions"): Spec(
+        version_for,
+        {
+            "service": (201, 201, 410),
+            "admin": 403,
+            "clinician": (201, 404, 410),
+            "patient": (201, 404, 410),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/api/v1/documents/{document_id}/content"): Spec(
+        doc("/content"),
+        {
+            "service": (200, 200, 410),
+            "admin": 403,
+            "clinician": (200, 404, 410),
+            "patient": (200, 404, 410),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/api/v1/documents/{document_id}/versions/{number}/content"): Spec(
+        doc("/versions/1/content"),
+        {
+            "service": (200, 200, 410),
+            "admin": 403,
+            "clinician": (200, 404, 410),
+            "patient": (200, 404, 410),
+            "auditor": 403,
+        },
+    ),
+    ("POST", "/api/v1/documents/{document_id}/download-url"): Spec(
+        doc("/download-url", "POST"),
+        {
+            "service": (201, 201, 410),
+            "admin": 403,
+            "clinician": (201, 404, 410),
+            "patient": (201, 404, 410),
+            "auditor": 403,
+        },
+    ),
+    ("DELETE", "/api/v1/documents/{document_id}"): Spec(
+        doc("", "DELETE", fresh=True, params={"reason": "matrix"}),
+        {
+            "service": (200, 200, 409),
+            "admin": (200, 200, 409),
+            "clinician": (200, 404, 409),
+            "patient": 403,
+            "auditor": 403,
+        },
+    ),
+    ("POST", "/api/v1/documents/{document_id}/restore"): Spec(
+        doc("/restore", "POST", fresh=True),
+        {
+            "service": (409, 409, 200),
+            "admin": (409, 409, 200),
+            "clinician": (409, 404, 200),
+            "patient": 403,
+            "auditor": 403,
+        },
+    ),
+    # Signed links: the link is the credential, whoever presents it.
+    ("GET", "/api/v1/download/{token}"): Spec(signed_link, ALL_200, public=True),
+    # Sessions.
+    ("POST", "/api/v1/auth/token"): Spec(
+        fixed(
+            "POST",
+            "/api/v1/auth/token",
+            data={
+                "username": "nobody-here",
+                "password": "wrong-password-123",
+                "grant_type": "password",
+            },
+        ),
+        dict.fromkeys(ROLES, 401),
+        public=True,
+    ),
+    ("POST", "/api/v1/auth/refresh"): Spec(
+        fixed("POST", "/api/v1/auth/refresh", json={"refresh_token": "not-a-real-refresh-token"}),
+        dict.fromkeys(ROLES, 401),
+        public=True,
+    ),
+    ("GET", "/api/v1/auth/me"): Spec(fixed("GET", "/api/v1/auth/me"), ALL_200),
+    ("POST", "/api/v1/auth/logout"): Spec(
+        fixed("POST", "/api/v1/auth/logout", own_session=True), dict.fromkeys(ROLES, 204)
+    ),
+    # Users and care teams: administrators.
+    ("POST", "/api/v1/users"): Spec(new_user, admin_only(201)),
+    ("GET", "/api/v1/users"): Spec(fixed("GET", "/api/v1/users"), ONLY_ADMIN),
+    ("GET", "/api/v1/users/{user_id}"): Spec(user_path(), ONLY_ADMIN),
+    ("POST", "/api/v1/users/{user_id}/disable"): Spec(user_path("/disable", "POST"), ONLY_ADMIN),
+    ("POST", "/api/v1/users/{user_id}/enable"): Spec(user_path("/enable", "POST"), ONLY_ADMIN),
+    ("POST", "/api/v1/care-teams"): Spec(care_team_add, admin_only(201)),
+    ("DELETE", "/api/v1/care-teams/{clinician_id}/{patient_id}"): Spec(
+        care_team_remove, admin_only(204)
+    ),
+    ("GET", "/api/v1/care-teams"): Spec(fixed("GET", "/api/v1/care-teams"), ONLY_ADMIN),
+    # The audit log: auditors.
+    ("GET", "/api/v1/audit/events"): Spec(fixed("GET", "/api/v1/audit/events"), ONLY_AUDIT),
+    ("GET", "/api/v1/audit/checkpoint"): Spec(fixed("GET", "/api/v1/audit/checkpoint"), ONLY_AUDIT),
+    ("GET", "/api/v1/audit/proof/inclusion"): Spec(
+        fixed("GET", "/api/v1/audit/proof/inclusion", params={"index": 0, "size": 1}), ONLY_AUDIT
+    ),
+    ("GET", "/api/v1/audit/proof/consistency"): Spec(
+        fixed("GET", "/api/v1/audit/proof/consistency", params={"first": 1, "second": 1}),
+        ONLY_AUDIT,
+    ),
+}
+
+
+def registered_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path) the app answers, including those of included routers."""
+    found: set[tuple[str, str]] = set()
+    for route in app.routes:
+        # FastAPI wraps included routers; their routes are reached through contexts.
+        contexts = getattr(route, "effective_route_contexts", None)
+        pairs = (
+            [(ctx.path, ctx.original_route) for ctx in contexts()]
+            if contexts is not None
+            else [(getattr(route, "path", ""), route)]
+        )
+        for path, original in pairs:
+            for method in getattr(original, "methods", None) or ():
+                if method != "HEAD":
+                    found.add((method, path))
+    return found
+
+
+def test_every_route_has_a_policy_entry(app: FastAPI) -> None:
+    routes = registered_routes(app)
+    missing = routes - SPECS.keys()
+    assert not missing, f"routes without an authorization spec: {sorted(missing)}"
+    stale = SPECS.keys() - routes
+    assert not stale, f"specs for routes that no longer exist: {sorted(stale)}"
+
+
+@pytest.fixture
+def world(
+    app: FastAPI, runtime: Runtime, api_token: str, make_user: UserFactory
+) -> Iterator[World]:
+    from medvault.audit.sealer import seal_pending
+
+    with TestClient(app, raise_server_exceptions=False) as service:
+        service.headers["Authorization"] = f"Bearer {api_token}"
+        own, foreign = create_patient(service), create_patient(service)
+        documents = {
+            "own": upload_raw(service, own, pdf_bytes()).json()["id"],
+            "foreign": upload_raw(service, foreign, pdf_bytes()).json()["id"],
+            "deleted": upload_raw(service, own, pdf_bytes()).json()["id"],
+        }
+        service.delete(f"/api/v1/documents/{documents['deleted']}", params={"reason": "matrix"})
+        made = {
+            "admin": make_user(Role.ADMIN),
+            "clinician": make_user(Role.CLINICIAN),
+            "patient": make_user(Role.PATIENT, patient_id=own),
+            "auditor": make_user(Role.AUDITOR),
+            "scratch": make_user(Role.CLINICIAN),
+        }
+        with runtime.clinical.session() as session:
+            session.add(
+                CareTeamMember(
+                    patient_id=uuid.UUID(own),
+                    clinician_id=made["clinician"].id,
+                    added_at=utcnow(),
+                    added_by="matrix",
+                )
+            )
+            session.commit()
+        tokens = {"service": api_token}
+        for role in ("admin", "clinician", "patient", "auditor"):
+            response = login(service, made[role].username, made[role].password)
+            assert response.status_code == 200, response.text
+            tokens[role] = response.json()["access_token"]
+        seal_pending(runtime=runtime)
+        clinician = made["clinician"]
+        expired = issue_access_token(
+            key=runtime.jwt_key,
+            user_id=clinician.id,
+            role=Role.CLINICIAN,
+            patient_id=None,
+            session_id=uuid.uuid4(),
+            now=utcnow() - timedelta(hours=2),
+            ttl_seconds=900,
+        )
+        header, _, signature = tokens["clinician"].split(".")
+        forged = issue_access_token(
+            key=runtime.jwt_key,
+            user_id=clinician.id,
+            role=Role.ADMIN,
+            patient_id=None,
+            session_id=uuid.uuid4(),
+            now=utcnow(),
+            ttl_seconds=900,
+        ).split(".")[1]
+        yield World(
+            service=service,
+            patients={"own": own, "foreign": foreign},
+            documents=documents,
+            tokens=tokens,
+            users={role: user.id for role, user in made.items()},
+            expired=expired,
+            # A clinician's token with its role claim raised to admin: the signature no
+            # longer matches the payload.
+            tampered=f"{header}.{forged}.{signature}",
+            credentials={role: (u.username, u.password) for role, u in made.items()},
+        )
+
+
+def expected_cells(spec: Spec, role: str) -> list[tuple[str, int]]:
+    expectation = spec.expect[role]
+    if isinstance(expectation, tuple):
+        return list(zip(TARGETS, expectation, strict=True))
+    return [("own", expectation)]
+
+
+def call(client: TestClient, request: Request, token: str | None) -> int:
+    method, url, kwargs = request
+    headers = dict(kwargs.pop("headers", {}))
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return client.request(method, url, headers=headers, **kwargs).status_code
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_exactly_what_the_policy_says(app: FastAPI, world: World, role: str) -> None:
+    failures = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for (method, path), spec in SPECS.items():
+            for target, status in expected_cells(spec, role):
+                request = spec.build(world, target)
+                token = world.tokens[role]
+                if request[2].pop("own_session", False) and role != "service":
+                    # Logging out must not end the session the other cells use.
+                    username, password = world.credentials[role]
+                    token = login(client, username, password).json()["access_token"]
+                got = call(client, request, token)
+                if got != status:
+                    failures.append(f"{role:9} {target:8} {method:6} {path}: {got}, want {status}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("credential", ["none", "expired", "tampered"])
+def test_every_protected_route_refuses_a_bad_credential(
+    app: FastAPI, world: World, credential: str
+) -> None:
+    token = {"none": None, "expired": world.expired, "tampered": world.tampered}[credential]
+    failures = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for (method, path), spec in SPECS.items():
+            if spec.public:
+                continue
+            request = spec.build(world, "own")
+            request[2].pop("own_session", None)
+            got = call(client, request, token)
+            if got != 401:
+                failures.append(f"{credential:8} {method:6} {path}: {got}, want 401")
+    assert not failures, "\n".join(failures)
