@@ -27,9 +27,21 @@ from tests.support.services import (
     s3_server,
     unavailable,
 )
+from tests.support.users import make_user
+
+__all__ = ["make_user"]  # shared fixture, defined with the user helpers
 
 BUCKET = "medvault-test"
-CLINICAL_TABLES = ("audit_events", "document_versions", "documents", "patients")
+CLINICAL_TABLES = (
+    "audit_events",
+    "audit_merkle_nodes",
+    "audit_checkpoints",
+    "care_team_members",
+    "document_versions",
+    "documents",
+    "patients",
+)
+AUTH_TABLES = ("api_tokens", "refresh_tokens", "users")
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +100,7 @@ def _clean_postgres(runtime: Runtime) -> None:
     with runtime.clinical.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(CLINICAL_TABLES)} RESTART IDENTITY CASCADE"))
     with runtime.auth.engine.begin() as conn:
-        conn.execute(text("TRUNCATE api_tokens CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join(AUTH_TABLES)} CASCADE"))
 
 
 @pytest.fixture(params=["sqlite-fs", "pg-s3"])

@@ -11,6 +11,10 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from medvault import __version__
 from medvault.audit.denials import audit_denial
+from medvault.audit.router import router as audit_router
+from medvault.audit.sealer import start_sealer
+from medvault.auth.router import admin_router
+from medvault.auth.router import router as auth_router
 from medvault.config import Settings
 from medvault.documents.router import router as documents_router
 from medvault.kit.problems import install_problem_handlers
@@ -28,8 +32,17 @@ logger = logging.getLogger(__name__)
 STALE_TEMP_SECONDS = 3600
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
-    """Build the ASGI app. Migrations run here, so ``serve`` needs no separate step."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    run_sealer: bool = False,
+) -> FastAPI:
+    """Build the ASGI app. Migrations run here, so ``serve`` needs no separate step.
+
+    ``run_sealer`` starts the audit sealer as a background task (``medvault serve``
+    does); tests seal explicitly so their expectations stay deterministic.
+    """
     if runtime is None:
         runtime = build_runtime(settings or Settings(), run_migrations=True)
 
@@ -47,8 +60,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             runtime.auth.redacted_url(),
             runtime.blobs.describe(),
         )
-        yield
-        runtime.close()
+        sealer = start_sealer(runtime) if run_sealer else None
+        try:
+            yield
+        finally:
+            if sealer is not None:
+                await sealer.stop()
+            runtime.close()
 
     app = FastAPI(
         title="medvault",
@@ -90,6 +108,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # the access log line and every audit event need it.
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    for router in (health_router, patients_router, documents_router, shares_router):
+    for router in (
+        health_router,
+        auth_router,
+        admin_router,
+        audit_router,
+        patients_router,
+        documents_router,
+        shares_router,
+    ):
         app.include_router(router)
     return app

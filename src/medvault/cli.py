@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from medvault.audit.cli import audit_app
+from medvault.auth.cli import careteam_app, user_app
 from medvault.client import (
     VaultClient,
     VaultConnectionError,
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, help="medvault: an encrypted clinical document vault.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens.")
 app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
+app.add_typer(careteam_app, name="careteam")
+app.add_typer(audit_app, name="audit")
 patient_app = typer.Typer(no_args_is_help=True, help="Patients (through the REST API).")
 app.add_typer(patient_app, name="patient")
 keys_app = typer.Typer(no_args_is_help=True, help="Key-encryption keys (server side).")
@@ -109,7 +115,9 @@ def serve(
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    application = create_app(runtime=_open_runtime(settings, run_migrations=True))
+    runtime = _open_runtime(settings, run_migrations=True)
+    _announce_first_admin(runtime)
+    application = create_app(runtime=runtime, run_sealer=True)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         _fail("Give both --ssl-certfile and --ssl-keyfile, or neither.", code=2)
     bind_host, bind_port = host or settings.host, port if port is not None else settings.port
@@ -124,6 +132,29 @@ def serve(
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
+
+
+def _announce_first_admin(runtime: Runtime) -> None:
+    """Create the first admin on an empty vault and show its password once, on a terminal."""
+    from medvault.auth.bootstrap import ensure_first_admin
+
+    try:
+        generated = ensure_first_admin(runtime)
+    except ConfigurationError as exc:  # e.g. a configured password that is too short
+        _fail(str(exc), code=2)
+    if generated is None:
+        return
+    if sys.stderr.isatty():
+        err.print(
+            f"Created user [bold]admin[/bold] with password [bold]{escape(generated)}[/bold]"
+            " (shown once: log in and change it)."
+        )
+    else:
+        # Container and service logs are kept and shipped: never write a password there.
+        err.print(
+            "Created user admin with a random password that is not shown because this is not "
+            "a terminal. Set one with: medvault user password admin"
+        )
 
 
 @app.command()

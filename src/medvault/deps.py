@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from medvault.access.break_glass import HEADER as BREAK_GLASS_HEADER
+from medvault.access.break_glass import apply_break_glass
 from medvault.audit.context import AuditContext
 from medvault.auth import service as auth_service
 from medvault.auth.principal import Principal
+from medvault.auth.ratelimit import RateLimits
 from medvault.kit.problems import Unauthorized
 from medvault.runtime import Runtime
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from `medvault token create`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An access token from POST /api/v1/auth/token, "
+    "or an API token from `medvault token create`",
+)
+_rate_limits_lock = threading.Lock()
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -35,20 +44,81 @@ def get_clinical_session(runtime: RuntimeDep) -> Iterator[Session]:
 ClinicalSession = Annotated[Session, Depends(get_clinical_session)]
 
 
-def get_principal(
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None:
-        raise Unauthorized("Send an API token as 'Authorization: Bearer <token>'.")
+def get_auth_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """An auth-database session for changes; routes commit it after the clinical one."""
+    with runtime.auth.session() as session:
+        yield session
+
+
+AuthSession = Annotated[Session, Depends(get_auth_session)]
+
+
+def get_auth_read_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """An auth-database session for lookups only (takes no write lock on SQLite)."""
     with runtime.auth.read_session() as session:
-        principal = auth_service.authenticate_token(session=session, token=credentials.credentials)
+        yield session
+
+
+AuthReadSession = Annotated[Session, Depends(get_auth_read_session)]
+
+
+def _authenticate(runtime: Runtime, token: str) -> Principal:
+    with runtime.auth.read_session() as session:
+        principal = auth_service.authenticate_bearer(
+            session=session, jwt_key=runtime.jwt_key, token=token
+        )
     if principal is None:
-        raise Unauthorized("The token is unknown, revoked or expired.")
+        raise Unauthorized("The token is unknown, revoked, expired or not for this vault.")
     return principal
 
 
+def get_principal(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    break_glass_reason: Annotated[
+        str | None,
+        Header(
+            alias=BREAK_GLASS_HEADER,
+            description="Emergency access beyond your care team: why (audited)",
+        ),
+    ] = None,
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized("Send an access or API token as 'Authorization: Bearer <token>'.")
+    return apply_break_glass(_authenticate(runtime, credentials.credentials), break_glass_reason)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_optional_principal(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """None without credentials; a bad token is still a 401, never silently anonymous."""
+    if credentials is None:
+        return None
+    return _authenticate(runtime, credentials.credentials)
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
+def get_principal_if_valid(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """None for a missing *or invalid* token. Only for logout: a stale access token
+    must not stop the refresh token in the same request from ending its session."""
+    if credentials is None:
+        return None
+    with runtime.auth.read_session() as session:
+        return auth_service.authenticate_bearer(
+            session=session, jwt_key=runtime.jwt_key, token=credentials.credentials
+        )
+
+
+PrincipalIfValid = Annotated[Principal | None, Depends(get_principal_if_valid)]
 
 
 def client_ip(request: Request) -> str | None:
@@ -65,3 +135,42 @@ def get_audit_context(request: Request, principal: CurrentPrincipal) -> AuditCon
 
 
 AuditCtx = Annotated[AuditContext, Depends(get_audit_context)]
+
+
+def get_anonymous_audit_context(request: Request) -> AuditContext:
+    """For requests made before anyone is authenticated (login, refresh, logout)."""
+    return AuditContext(
+        actor_id="anonymous",
+        actor_role="anonymous",
+        client_ip=client_ip(request),
+        user_agent=(request.headers.get("user-agent") or "")[:512] or None,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+AnonymousAuditCtx = Annotated[AuditContext, Depends(get_anonymous_audit_context)]
+
+
+def get_rate_limits(request: Request, runtime: RuntimeDep) -> RateLimits:
+    """The app's rate limiter, made on first use (set ``app.state.rate_limits`` to replace)."""
+    state = request.app.state
+    limits: RateLimits | None = getattr(state, "rate_limits", None)
+    if limits is None:
+        with _rate_limits_lock:
+            limits = getattr(state, "rate_limits", None)
+            if limits is None:
+                limits = RateLimits.from_settings(runtime.settings)
+                state.rate_limits = limits
+    return limits
+
+
+RateLimitsDep = Annotated[RateLimits, Depends(get_rate_limits)]
+
+
+def limit_uploads(principal: CurrentPrincipal, limits: RateLimitsDep) -> None:
+    """Count an upload against the caller's limit; 429 with Retry-After once over it."""
+    limits.hit_upload(actor_id=principal.actor_id)
+
+
+# Add as a parameter of each upload route: ``_: UploadRateLimit``.
+UploadRateLimit = Annotated[None, Depends(limit_uploads)]

@@ -29,8 +29,8 @@ from medvault.auth.jwt_tokens import issue_access_token
 from medvault.auth.principal import Role
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
-from tests.auth.conftest import UserFactory, login
 from tests.support.factories import create_patient, patient_payload, pdf_bytes, upload_raw
+from tests.support.users import UserFactory, login
 
 ROLES = ("service", "admin", "clinician", "patient", "auditor")
 TARGETS = ("own", "foreign", "deleted")

@@ -53,7 +53,11 @@ class RefreshToken(AuthBase):
     """
 
     __tablename__ = "refresh_tokens"
-    __table_args__ = (Index("ix_refresh_tokens_family", "family_id"),)
+    __table_args__ = (
+        Index("ix_refresh_tokens_family", "family_id"),
+        # Disabling a user or changing a password revokes all of that user's sessions.
+        Index("ix_refresh_tokens_user", "user_id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

@@ -39,6 +39,9 @@ class Principal:
     # Set for one request when a clinician (or an admin, for content) declares an
     # emergency; the access policy widens and every audit event carries the reason.
     break_glass_reason: str | None = None
+    # The login session (refresh-token family) an access token belongs to: logout
+    # revokes exactly this session. None for API tokens and signed URLs.
+    session_id: uuid.UUID | None = None
 
     @property
     def actor_id(self) -> str:

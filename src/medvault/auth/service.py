@@ -1,4 +1,4 @@
-"""Issuing and checking API tokens."""
+"""Issuing and checking bearer credentials: API tokens and (via sessions) access tokens."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from medvault.access.policy import Permission
+from medvault.audit import service as audit
 from medvault.auth import repository
 from medvault.auth.models import ApiToken
 from medvault.auth.principal import Principal, PrincipalKind, Role
+from medvault.auth.sessions import authenticate_access_token
 from medvault.auth.tokens import hash_token, looks_like_token, new_token
+from medvault.crypto.signing_keys import SigningKey
 from medvault.kit.clock import utcnow
 
 FULL_ACCESS_SCOPES = ("*",)
+KNOWN_SCOPES = frozenset({"*"} | {permission.value for permission in Permission})
 
 
 @dataclass(frozen=True)
@@ -31,11 +36,22 @@ def create_api_token(
     role: Role = Role.SERVICE,
     scopes: tuple[str, ...] = FULL_ACCESS_SCOPES,
     expires_at: datetime | None = None,
+    user_id: uuid.UUID | None = None,
 ) -> IssuedToken:
-    """Create a token; the plaintext is returned once and never stored."""
+    """Create a token; the plaintext is returned once and never stored.
+
+    ``scopes`` are permission names (``documents:read``…) or ``*``; an unknown one is
+    refused rather than silently granting nothing. A token with ``user_id`` dies with
+    that user's account (disabled or deleted).
+    """
     name = name.strip()
     if not 0 < len(name) <= 100:
         raise ValueError("token name must be 1 to 100 characters")
+    unknown = sorted(set(scopes) - KNOWN_SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+    if expires_at is not None and expires_at <= utcnow():
+        raise ValueError("the expiry is in the past")
     token = new_token()
     row = ApiToken(
         name=name,
@@ -44,6 +60,7 @@ def create_api_token(
         scopes=list(scopes),
         created_at=utcnow(),
         expires_at=expires_at,
+        user_id=user_id,
     )
     session.add(row)
     session.flush()
@@ -59,6 +76,10 @@ def authenticate_token(*, session: Session, token: str) -> Principal | None:
         return None
     if row.expires_at is not None and row.expires_at <= utcnow():
         return None
+    if row.user_id is not None:
+        owner = repository.user_by_id(session, row.user_id)
+        if owner is None or owner.disabled_at is not None:
+            return None
     return Principal(
         kind=PrincipalKind.API_TOKEN,
         subject_id=row.id,
@@ -66,3 +87,37 @@ def authenticate_token(*, session: Session, token: str) -> Principal | None:
         role=Role(row.role),
         scopes=frozenset(row.scopes),
     )
+
+
+def list_api_tokens(*, session: Session) -> list[ApiToken]:
+    """Every API token (hashes only), oldest first."""
+    return repository.list_tokens(session)
+
+
+def revoke_api_token(*, session: Session, token_id: uuid.UUID) -> bool:
+    """Revoke a token from its next request on; False if no such token."""
+    row = repository.token_by_id(session, token_id)
+    if row is None:
+        return False
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+    return True
+
+
+def authenticate_bearer(*, session: Session, jwt_key: SigningKey, token: str) -> Principal | None:
+    """The principal for an API token (``mvt_…``) or a JWT access token, else None."""
+    if looks_like_token(token):
+        return authenticate_token(session=session, token=token)
+    return authenticate_access_token(session=session, key=jwt_key, token=token)
+
+
+def commit_with_audit(*, auth_session: Session, clinical_session: Session) -> None:
+    """Commit an auth-database change after the clinical transaction holding its event.
+
+    The two databases share no transaction. Committing the audit event first means a
+    crash in between leaves an event for a change that did not happen, never a change
+    that nobody recorded. If the audit commit fails, nothing is committed (503).
+    """
+    audit.commit_or_refuse(clinical_session)
+    auth_session.commit()

@@ -10,7 +10,13 @@ from fastapi.responses import StreamingResponse
 
 from medvault.access.policy import Permission, require, require_upload
 from medvault.audit import service as audit
-from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep
+from medvault.deps import (
+    AuditCtx,
+    ClinicalSession,
+    CurrentPrincipal,
+    RuntimeDep,
+    UploadRateLimit,
+)
 from medvault.documents import service, upload
 from medvault.documents.content import ContentPlan, plan_content
 from medvault.documents.models import Classification, DocumentStatus
@@ -83,6 +89,7 @@ async def upload_document(
     context: AuditCtx,
     runtime: RuntimeDep,
     response: Response,
+    _rate: UploadRateLimit,
     patient_id: Annotated[str | None, Query(description="Raw uploads: the patient")] = None,
     document_type: Annotated[str | None, Query(description="Raw uploads: LOINC code")] = None,
     title: Annotated[str | None, Query()] = None,
@@ -176,6 +183,7 @@ async def upload_version(
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
+    _rate: UploadRateLimit,
     filename: Annotated[str | None, Query(description="Raw uploads: the file's name")] = None,
     on_duplicate: Annotated[OnDuplicate | None, Query()] = None,
 ) -> DocumentOut:

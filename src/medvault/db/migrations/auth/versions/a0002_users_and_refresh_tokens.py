@@ -54,6 +54,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
         batch_op.create_index("ix_refresh_tokens_family", ["family_id"], unique=False)
+        batch_op.create_index("ix_refresh_tokens_user", ["user_id"], unique=False)
 
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.add_column(sa.Column("user_id", sa.Uuid(), nullable=True))
@@ -64,6 +65,7 @@ def downgrade() -> None:
         batch_op.drop_column("user_id")
 
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
+        batch_op.drop_index("ix_refresh_tokens_user")
         batch_op.drop_index("ix_refresh_tokens_family")
 
     op.drop_table("refresh_tokens")

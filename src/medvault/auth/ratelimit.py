@@ -1,0 +1,145 @@
+"""Rate limits for failed logins and for uploads (moving windows, the `limits` library).
+
+With ``MEDVAULT_REDIS_URL`` the counters live in Redis and hold across every
+instance; without it they are per process, which is right for the embedded default.
+
+Failed logins count twice: per account (slows guessing one user's password from many
+addresses) and per client address (slows spraying one password over many users).
+Once either is over its limit, logins answer 429 — even with the right password —
+until the window moves on, so a guesser learns nothing from a late success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.errors import StorageError
+from limits.storage import Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from medvault.config import Settings
+from medvault.kit.problems import Problem, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEY_PREFIX = "medvault:ratelimit"
+# A stuck Redis must not hang every login; a couple of seconds is plenty on a LAN.
+REDIS_TIMEOUT_SECONDS = 2.0
+
+
+class TooManyRequests(Problem):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+
+
+def _account_key(username: str) -> str:
+    # Hashed: attempted usernames are sometimes passwords typed into the wrong field,
+    # and must not sit in Redis in plain text.
+    return hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+
+
+@dataclass
+class RateLimits:
+    storage: Storage
+    limiter: MovingWindowRateLimiter
+    login_account: RateLimitItem
+    login_ip: RateLimitItem
+    upload: RateLimitItem
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, key_prefix: str = DEFAULT_KEY_PREFIX
+    ) -> RateLimits:
+        if settings.redis_url:
+            storage = storage_from_string(
+                settings.redis_url,
+                key_prefix=key_prefix,
+                wrap_exceptions=True,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+        else:
+            storage = storage_from_string("memory://")
+        if not isinstance(storage, Storage):
+            raise ValueError("MEDVAULT_REDIS_URL must name a synchronous storage (redis://…)")
+        return cls(
+            storage=storage,
+            limiter=MovingWindowRateLimiter(storage),
+            login_account=parse(settings.login_rate_limit_account),
+            login_ip=parse(settings.login_rate_limit_ip),
+            upload=parse(settings.upload_rate_limit),
+        )
+
+    def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
+        reset = self.limiter.get_window_stats(item, *identifiers).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+    def _login_counters(
+        self, username: str, client_ip: str | None
+    ) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+        return [
+            (self.login_account, ("login-account", _account_key(username))),
+            (self.login_ip, ("login-ip", client_ip or "unknown")),
+        ]
+
+    def check_login(self, *, username: str, client_ip: str | None) -> None:
+        """Refuse (429) a login while its account or address is over its failure limit.
+
+        Fails closed: if Redis is down, logins are refused (503) rather than left
+        unthrottled. Sessions already running do not need Redis and carry on.
+        """
+        try:
+            waits = [
+                self._retry_after(item, *ids)
+                for item, ids in self._login_counters(username, client_ip)
+                if not self.limiter.test(item, *ids)
+            ]
+        except StorageError as exc:
+            logger.error("rate-limit storage unavailable: %s", exc.storage_error)
+            raise ServiceUnavailable("Logins are paused: the rate limiter is unavailable.") from exc
+        if waits:
+            raise TooManyRequests(
+                "Too many failed logins. Try again later.", retry_after=max(waits)
+            )
+
+    def login_failed(self, *, username: str, client_ip: str | None) -> None:
+        try:
+            for item, ids in self._login_counters(username, client_ip):
+                self.limiter.hit(item, *ids)
+        except StorageError as exc:
+            logger.error("could not count a failed login: %s", exc.storage_error)
+
+    def login_succeeded(self, *, username: str) -> None:
+        """Forget the account's failures (not the address's: one valid account must
+        not let a sprayer reset the per-address count)."""
+        item, ids = self._login_counters(username, None)[0]
+        try:
+            self.limiter.clear(item, *ids)
+        except StorageError as exc:
+            logger.error("could not reset a login counter: %s", exc.storage_error)
+
+    def hit_upload(self, *, actor_id: str) -> None:
+        """Count one upload by ``actor_id``; 429 once over the limit.
+
+        Fails open: this limit guards fairness, not secrets, and an outage of Redis
+        should not stop clinical documents from being stored.
+        """
+        try:
+            if self.limiter.hit(self.upload, "upload", actor_id):
+                return
+            retry_after = self._retry_after(self.upload, "upload", actor_id)
+        except StorageError as exc:
+            logger.warning("upload rate limit not applied: %s", exc.storage_error)
+            return
+        raise TooManyRequests("Too many uploads. Slow down.", retry_after=retry_after)
+
+    def reset(self) -> None:
+        """Drop every counter under this instance's key prefix."""
+        self.storage.reset()

@@ -1,0 +1,178 @@
+"""Failed-login and upload rate limits, in process memory and in the machine's Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from medvault.auth.principal import Role
+from medvault.auth.ratelimit import RateLimits
+from medvault.deps import UploadRateLimit
+from medvault.runtime import Runtime
+from tests.auth.conftest import UserFactory, bearer, login
+
+WRONG = "certainly-not-the-password"
+RATE_LIMITED = "urn:medvault:problem:rate-limited"
+
+Install = Callable[..., RateLimits]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def install_limits(
+    request: pytest.FixtureRequest, app: FastAPI, runtime: Runtime
+) -> Iterator[Install]:
+    """Give the app a limiter with the given limits, in memory or in the real Redis."""
+    made: list[RateLimits] = []
+    prefix = "unused"
+    redis_url: str | None = None
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+
+    def install(**limits: str) -> RateLimits:
+        settings = runtime.settings.model_copy(update={"redis_url": redis_url, **limits})
+        rate_limits = RateLimits.from_settings(settings, key_prefix=prefix)
+        app.state.rate_limits = rate_limits
+        made.append(rate_limits)
+        return rate_limits
+
+    yield install
+    for rate_limits in made:
+        rate_limits.reset()
+
+
+def assert_rate_limited(response: object, *, at_most: int) -> int:
+    assert response.status_code == 429, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
+    assert response.json()["type"] == RATE_LIMITED  # type: ignore[attr-defined]
+    retry_after = int(response.headers["retry-after"])  # type: ignore[attr-defined]
+    assert 1 <= retry_after <= at_most
+    return retry_after
+
+
+def test_failed_logins_per_account(
+    install_limits: Install, anon_client: TestClient, make_user: UserFactory
+) -> None:
+    install_limits(login_rate_limit_account="3/minute", login_rate_limit_ip="100/minute")
+    victim, bystander = make_user(Role.CLINICIAN), make_user(Role.CLINICIAN)
+    for _ in range(3):
+        assert login(anon_client, victim.username, WRONG).status_code == 401
+    # Over the limit: refused even with the right password, so a late guess learns nothing.
+    assert_rate_limited(login(anon_client, victim.username, victim.password), at_most=60)
+    assert_rate_limited(login(anon_client, victim.username.upper(), WRONG), at_most=60)
+    # Other accounts from the same address are unaffected.
+    assert login(anon_client, bystander.username, bystander.password).status_code == 200
+
+
+def test_failed_logins_per_address(
+    install_limits: Install, anon_client: TestClient, make_user: UserFactory
+) -> None:
+    install_limits(login_rate_limit_account="100/minute", login_rate_limit_ip="4/minute")
+    users = [make_user(Role.CLINICIAN) for _ in range(3)]
+    for user in users[:2]:
+        for _ in range(2):
+            assert login(anon_client, user.username, WRONG).status_code == 401
+    # Spraying over many accounts trips the per-address limit, for every account.
+    assert_rate_limited(login(anon_client, users[2].username, users[2].password), at_most=60)
+    assert_rate_limited(login(anon_client, "nobody-at-all", WRONG), at_most=60)
+
+
+def test_the_window_passes_and_success_forgets_the_account(
+    install_limits: Install, anon_client: TestClient, make_user: UserFactory
+) -> None:
+    install_limits(login_rate_limit_account="2/second", login_rate_limit_ip="100/minute")
+    user = make_user(Role.CLINICIAN)
+    assert login(anon_client, user.username, WRONG).status_code == 401
+    assert login(anon_client, user.username, WRONG).status_code == 401
+    assert_rate_limited(login(anon_client, user.username, user.password), at_most=1)
+    time.sleep(1.2)
+    assert login(anon_client, user.username, WRONG).status_code == 401
+    assert login(anon_client, user.username, user.password).status_code == 200
+    # The success cleared the account's count: two more typos are allowed again.
+    assert login(anon_client, user.username, WRONG).status_code == 401
+    assert login(anon_client, user.username, WRONG).status_code == 401
+    assert login(anon_client, user.username, user.password).status_code == 429
+
+
+def test_redis_holds_only_hashed_usernames(
+    app: FastAPI,
+    runtime: Runtime,
+    anon_client: TestClient,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    import redis
+
+    settings = runtime.settings.model_copy(update={"redis_url": redis_url})
+    app.state.rate_limits = RateLimits.from_settings(settings, key_prefix=redis_prefix)
+    typed = "hunter2-typed-into-the-username-field"
+    assert login(anon_client, typed, WRONG).status_code == 401
+    keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys(f"{redis_prefix}*")]
+    assert len(keys) == 2
+    assert not any("hunter2" in key for key in keys)
+    assert any(hashlib.sha256(typed.encode()).hexdigest()[:32] in key for key in keys)
+
+
+def test_default_limits_from_settings(anon_client: TestClient, make_user: UserFactory) -> None:
+    """Without any wiring the app makes a per-process limiter from the settings (5/minute)."""
+    user = make_user(Role.CLINICIAN)
+    for _ in range(5):
+        assert login(anon_client, user.username, WRONG).status_code == 401
+    assert_rate_limited(login(anon_client, user.username, user.password), at_most=60)
+
+
+def test_logins_fail_closed_when_redis_is_down(
+    app: FastAPI, runtime: Runtime, anon_client: TestClient, make_user: UserFactory
+) -> None:
+    settings = runtime.settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    app.state.rate_limits = RateLimits.from_settings(settings)
+    user = make_user(Role.CLINICIAN)
+    response = login(anon_client, user.username, user.password)
+    assert response.status_code == 503
+    assert response.json()["type"] == "urn:medvault:problem:service-unavailable"
+
+
+@pytest.fixture
+def upload_probe(app: FastAPI) -> FastAPI:
+    """A stand-in upload route guarded exactly as the real ones are to be."""
+
+    @app.post("/test/upload-probe", status_code=201)
+    def probe(_: UploadRateLimit) -> dict[str, bool]:
+        return {"stored": True}
+
+    return app
+
+
+def test_uploads_per_principal(
+    install_limits: Install,
+    upload_probe: FastAPI,
+    client: TestClient,
+    anon_client: TestClient,
+    make_user: UserFactory,
+) -> None:
+    install_limits(upload_rate_limit="2/minute")
+    for _ in range(2):
+        assert client.post("/test/upload-probe").status_code == 201
+    assert_rate_limited(client.post("/test/upload-probe"), at_most=60)
+    # Another principal has its own allowance.
+    user = make_user(Role.CLINICIAN)
+    access = login(anon_client, user.username, user.password).json()["access_token"]
+    assert anon_client.post("/test/upload-probe", headers=bearer(access)).status_code == 201
+    # Unauthenticated requests are refused before they count against anyone.
+    assert anon_client.post("/test/upload-probe").status_code == 401
+
+
+def test_uploads_fail_open_when_redis_is_down(
+    app: FastAPI, upload_probe: FastAPI, runtime: Runtime, client: TestClient
+) -> None:
+    settings = runtime.settings.model_copy(
+        update={"redis_url": "redis://127.0.0.1:1/0", "upload_rate_limit": "1/minute"}
+    )
+    app.state.rate_limits = RateLimits.from_settings(settings)
+    for _ in range(3):
+        assert client.post("/test/upload-probe").status_code == 201
