@@ -8,15 +8,14 @@ from collections.abc import Sequence
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, text
+from sqlalchemy import func, select
 
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.audit.leaf import encode_event
-from medvault.audit.models import AuditEvent
+from medvault.audit.models import AuditCheckpoint, AuditEvent
 from medvault.audit.router import router as audit_router
 from medvault.runtime import Runtime
-from tests.conftest import Backend
 
 PATIENTS = [uuid.UUID(int=n) for n in range(1, 4)]
 ACTORS = [f"user:{uuid.UUID(int=100 + n)}" for n in range(3)]
@@ -24,15 +23,10 @@ GLASS_REASON = "Unconscious patient, no next of kin reachable"
 
 
 @pytest.fixture
-def audit_runtime(runtime: Runtime, backend: Backend) -> Runtime:
-    """A runtime whose audit log is empty: events, Merkle nodes and checkpoints.
-
-    The shared PostgreSQL databases are cleaned per test by tests/conftest.py, but
-    that list does not (yet) include the sealing tables.
-    """
-    if backend.name == "pg-s3":
-        with runtime.clinical.engine.begin() as conn:
-            conn.execute(text("TRUNCATE audit_merkle_nodes, audit_checkpoints"))
+def audit_runtime(runtime: Runtime) -> Runtime:
+    """A runtime whose audit log is empty (tests/conftest.py cleans the sealing tables too)."""
+    with runtime.clinical.read_session() as session:
+        assert session.scalar(select(func.count()).select_from(AuditCheckpoint)) == 0
     return runtime
 
 

@@ -133,6 +133,10 @@ def rewrite_node(rt: Runtime) -> None:
     execute(rt, update(MerkleNode).where(node).values(hash=bytes(32)))
 
 
+def delete_node(rt: Runtime) -> None:
+    execute(rt, delete(MerkleNode).where((MerkleNode.level == 1) & (MerkleNode.index == 4)))
+
+
 def edit_row_and_its_leaf_node(rt: Runtime) -> None:
     execute(rt, update(AuditEvent).where(at(13)).values(actor_role="admin"))
     (event,) = [e for e in sealed_events(rt) if e.leaf_index == 13]
@@ -185,6 +189,7 @@ CASES: dict[str, tuple[Callable[[Runtime], None], Kind, int | None]] = {
     "inserted row far out": (forged_row(1000), Kind.INSERTED, 1000),
     "inserted row with its leaf node": (forged_row(SIZE, with_node=True), Kind.INSERTED, SIZE),
     "rewritten node": (rewrite_node, Kind.NODE, 12),
+    "deleted node": (delete_node, Kind.NODE, 8),
     "edited row and leaf node": (edit_row_and_its_leaf_node, Kind.NODE, 12),
     "edited row, every node rebuilt": (edit_row_and_rebuild_every_node, Kind.CHECKPOINT, 16),
     "bad checkpoint signature": (corrupt_signature, Kind.SIGNATURE, None),

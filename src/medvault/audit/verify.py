@@ -223,7 +223,10 @@ class _Verifier:
             message = f"event {event_id} was sealed as leaf {sealed_at} but now has index {index}"
             self.report.add(Finding(Kind.REORDERED, message + ": reordered", index))
         else:
-            message = f"event {event_id} at leaf {index} differs from what was sealed: edited"
+            message = (
+                f"event {event_id} at leaf {index} does not match its sealed leaf hash: "
+                "the row (or its leaf node) was edited"
+            )
             self.report.add(Finding(Kind.EDITED, message, index))
 
     def append(self, leaves: list[bytes], stored: dict[Any, bytes]) -> None:
