@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -45,6 +45,7 @@ from medvault.client import (
 from medvault.config import ConfigurationError, Settings
 from medvault.documents.models import Classification
 from medvault.documents.schemas import OnDuplicate
+from medvault.kit.clock import utcnow
 
 if TYPE_CHECKING:
     from medvault.documents.integrity import Finding, IntegrityReport
@@ -167,18 +168,75 @@ def migrate() -> None:
 @token_app.command("create")
 def token_create(
     name: str = typer.Option(..., "--name", help="Who or what the token is for"),
+    scope: list[str] = typer.Option(
+        ["*"], "--scope", help="A permission such as documents:read; repeat for more (default *)"
+    ),
+    expires_in_days: int | None = typer.Option(
+        None, "--expires-in-days", min=1, help="Stop working after this many days"
+    ),
 ) -> None:
-    """Print a new admin API token on stdout (it is shown once and stored only as a hash)."""
+    """Print a new service-account API token on stdout (shown once, stored only as a hash)."""
     from medvault.auth.service import create_api_token
 
     runtime = _open_runtime(_settings(), run_migrations=True)
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     try:
         with runtime.auth.session() as session:
-            issued = create_api_token(session=session, name=name)
+            issued = create_api_token(
+                session=session, name=name, scopes=tuple(scope), expires_at=expires_at
+            )
             session.commit()
+    except ValueError as exc:
+        _fail(str(exc), code=2)
     finally:
         runtime.close()
     typer.echo(issued.token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List API tokens: id, name, scopes, expiry and whether revoked (never the token)."""
+    from medvault.auth.service import list_api_tokens
+
+    runtime = _open_runtime(_settings(), run_migrations=False)
+    try:
+        with runtime.auth.read_session() as session:
+            rows = list_api_tokens(session=session)
+            table = Table("Id", "Name", "Scopes", "Expires", "Revoked")
+            for row in rows:
+                table.add_row(
+                    str(row.id),
+                    escape(row.name),
+                    " ".join(row.scopes),
+                    f"{row.expires_at:%Y-%m-%d %H:%M}" if row.expires_at else "never",
+                    f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",
+                )
+    finally:
+        runtime.close()
+    Console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: str = typer.Argument(..., help="The token's id from `token list`"),
+) -> None:
+    """Revoke an API token; it stops working on its next request."""
+    from medvault.auth.service import revoke_api_token
+
+    try:
+        parsed = uuid.UUID(token_id)
+    except ValueError:
+        _fail("That is not a token id; see `medvault token list`.", code=2)
+    runtime = _open_runtime(_settings(), run_migrations=False)
+    try:
+        with runtime.auth.session() as session:
+            found = revoke_api_token(session=session, token_id=parsed)
+            session.commit()
+    finally:
+        runtime.close()
+    if not found:
+        _fail("No token with that id.")
+    err.print(f"revoked token {parsed}")
 
 
 # -- shared by the client commands ------------------------------------------------------

@@ -15,6 +15,8 @@ from medvault.auth.ratelimit import RateLimits
 from medvault.deps import UploadRateLimit
 from medvault.runtime import Runtime
 from tests.auth.conftest import UserFactory, bearer, login
+from tests.support.factories import create_patient, pdf_bytes, upload_raw
+from tests.support.inspect import stored_state
 
 WRONG = "certainly-not-the-password"
 RATE_LIMITED = "urn:medvault:problem:rate-limited"
@@ -176,3 +178,23 @@ def test_uploads_fail_open_when_redis_is_down(
     app.state.rate_limits = RateLimits.from_settings(settings)
     for _ in range(3):
         assert client.post("/test/upload-probe").status_code == 201
+
+
+def test_the_real_upload_routes_are_limited_per_principal(
+    install_limits: Install, client: TestClient, runtime: Runtime
+) -> None:
+    install_limits(upload_rate_limit="2/minute")
+    patient = create_patient(client)
+    for _ in range(2):
+        assert upload_raw(client, patient, pdf_bytes()).status_code == 201
+    before = stored_state(runtime)
+    limited = upload_raw(client, patient, pdf_bytes())
+    assert_rate_limited(limited, at_most=60)
+    document = client.get("/api/v1/documents").json()["items"][0]["id"]
+    version = client.post(
+        f"/api/v1/documents/{document}/versions",
+        content=pdf_bytes(),
+        headers={"content-type": "application/pdf"},
+    )
+    assert_rate_limited(version, at_most=60)
+    assert stored_state(runtime) == before
