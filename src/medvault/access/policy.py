@@ -108,16 +108,22 @@ def can_break_glass(principal: Principal) -> bool:
     return principal.role in BREAK_GLASS_ROLES
 
 
+def reaches_every_patient(principal: Principal) -> bool:
+    """Whether the caller's scope is all patients (so no per-patient check is needed)."""
+    role = principal.role
+    return role in (Role.SERVICE, Role.ADMIN) or (
+        role is Role.CLINICIAN and bool(principal.break_glass_reason)
+    )
+
+
 def patient_scope(
     principal: Principal, patient_column: InstrumentedAttribute[uuid.UUID]
 ) -> ColumnElement[bool]:
     """A filter on ``patient_column`` to the patients whose records ``principal`` reaches."""
-    role = principal.role
-    if role is Role.SERVICE or role is Role.ADMIN:
+    if reaches_every_patient(principal):
         return true()
+    role = principal.role
     if role is Role.CLINICIAN:
-        if principal.break_glass_reason:
-            return true()
         return patient_column.in_(
             select(CareTeamMember.patient_id).where(
                 CareTeamMember.clinician_id == principal.subject_id
@@ -144,5 +150,10 @@ def readable_patients(principal: Principal) -> Select[Patient]:
 
 def reaches_patient(session: Session, principal: Principal, patient_id: uuid.UUID) -> bool:
     """Whether ``principal`` may act on this patient's record (False also if it doesn't exist)."""
+    if not allows(principal, Permission.PATIENT_READ):
+        return False
+    if reaches_every_patient(principal):
+        # The hot path for service accounts: a primary-key lookup, no scoped subquery.
+        return session.get(Patient, patient_id) is not None
     query = readable_patients(principal).where(Patient.id == patient_id)
     return bool(session.scalar(select(exists(query.subquery()))))

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from medvault.access.policy import reaches_patient
+from medvault.access.policy import reaches_every_patient, reaches_patient
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -286,8 +286,11 @@ def _commit_new_document(
 ) -> DocumentOut:
     context = stored.context
     with stored.runtime.clinical.session() as session:
-        if patients.lock(session, fields.patient_id) is None or not reaches_patient(
-            session, stored.principal, fields.patient_id
+        # The row lock serialises this patient's duplicate check; the scope check only
+        # matters for callers who do not reach every patient anyway.
+        if patients.lock(session, fields.patient_id) is None or (
+            not reaches_every_patient(stored.principal)
+            and not reaches_patient(session, stored.principal, fields.patient_id)
         ):
             raise UnknownPatient("No patient with this patient_id.")
         duplicate = _reject_duplicate(
