@@ -92,3 +92,52 @@ def test_listing_shows_the_current_version(client: TestClient) -> None:
     )
     item = client.get("/api/v1/documents").json()["items"][0]
     assert item["version"] == 2 and item["filename"] == "v2.pdf"
+
+
+def test_every_sort_pages_completely_in_order(client: TestClient) -> None:
+    patient = create_patient(client)
+    titles = ["delta", "Alpha", "charlie", "bravo", "echo", "alpha"]
+    made = {}
+    for number, title in enumerate(titles):
+        response = upload_raw(client, patient, pdf_bytes(500 + 100 * number), title=title)
+        made[response.json()["id"]] = (title.lower(), 500 + 100 * number)
+    expectations = {
+        "title": sorted(made, key=lambda i: (made[i][0], i)),
+        "title-desc": sorted(made, key=lambda i: (made[i][0], i), reverse=True),
+        "smallest": sorted(made, key=lambda i: made[i][1]),
+        "largest": sorted(made, key=lambda i: made[i][1], reverse=True),
+        "oldest": list(made),
+        "newest": list(reversed(made)),
+    }
+    for sort, expected in expectations.items():
+        assert walk(client, sort=sort, limit=4) == expected, sort
+
+
+def test_a_cursor_only_works_with_its_own_sort(client: TestClient) -> None:
+    patient = create_patient(client)
+    upload_many(client, patient, 3)
+    page = client.get("/api/v1/documents", params={"limit": 1, "sort": "title"}).json()
+    replay = client.get(
+        "/api/v1/documents", params={"limit": 1, "sort": "largest", "cursor": page["next_cursor"]}
+    )
+    assert replay.status_code == 400
+    assert replay.json()["type"].endswith(":invalid-cursor")
+
+
+def test_text_search_matches_title_or_description_literally(client: TestClient) -> None:
+    patient = create_patient(client)
+    ids = [
+        upload_raw(client, patient, pdf_bytes(), title=title, description=description).json()["id"]
+        for title, description in [
+            ("Full Blood Count", "routine"),
+            ("Discharge letter", "after 100% recovery of the blood pressure"),
+            ("Chest X-ray", "no findings"),
+            ("Lipid_panel", "fasting"),
+        ]
+    ]
+    assert set(walk(client, q="BLOOD")) == {ids[0], ids[1]}
+    assert walk(client, q="100%") == [ids[1]]
+    # % and _ are literal characters, not wildcards.
+    assert walk(client, q="%") == [ids[1]]
+    assert walk(client, q="e_letter") == []  # as a wildcard, _ would match "e letter"
+    assert walk(client, q="lipid_") == [ids[3]]

@@ -6,13 +6,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from medvault.access.policy import readable_documents
 from medvault.auth.principal import Principal
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion, VersionState
-from medvault.kit.keyset import Cursor, older_than
+from medvault.documents.ordering import SORTS, DocumentSort
+from medvault.kit.keyset import SortCursor, beyond
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,14 @@ class ListFilters:
     created_after: datetime | None = None
     created_before: datetime | None = None
     status: DocumentStatus | None = DocumentStatus.CURRENT
+    # Case-insensitive substring of the title or description.
+    text: str | None = None
+
+
+def _like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` literally (its own % and _ are escaped)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def _with_current_version(principal: Principal) -> Select[Document, DocumentVersion]:
@@ -52,8 +61,9 @@ def page(
     principal: Principal,
     *,
     filters: ListFilters,
-    cursor: Cursor | None,
+    cursor: SortCursor | None,
     limit: int,
+    order: DocumentSort = DocumentSort.NEWEST,
 ) -> list[tuple[Document, DocumentVersion]]:
     query = _with_current_version(principal)
     if filters.patient_id is not None:
@@ -66,9 +76,22 @@ def page(
         query = query.where(Document.created_at < filters.created_before)
     if filters.status is not None:
         query = query.where(Document.status == filters.status.value)
+    if filters.text:
+        pattern = _like_pattern(filters.text)
+        query = query.where(
+            or_(
+                func.lower(Document.title).like(pattern, escape="\\"),
+                func.lower(Document.description).like(pattern, escape="\\"),
+            )
+        )
+    spec = SORTS[order]
     if cursor is not None:
-        query = query.where(older_than(cursor, Document.created_at, Document.id))
-    query = query.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit)
+        query = query.where(beyond(cursor, spec.column, Document.id, descending=spec.descending))
+    if spec.descending:
+        query = query.order_by(spec.column.desc(), Document.id.desc())
+    else:
+        query = query.order_by(spec.column.asc(), Document.id.asc())
+    query = query.limit(limit)
     return [(row[0], row[1]) for row in session.execute(query)]
 
 

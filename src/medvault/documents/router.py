@@ -20,6 +20,7 @@ from medvault.deps import (
 from medvault.documents import service, upload
 from medvault.documents.content import ContentPlan, plan_content
 from medvault.documents.models import Classification, DocumentStatus
+from medvault.documents.ordering import DocumentSort
 from medvault.documents.repository import ListFilters
 from medvault.documents.schemas import (
     DocumentOut,
@@ -123,10 +124,15 @@ def list_documents(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     status: Literal["current", "deleted", "all"] = "current",
+    q: Annotated[
+        str | None, Query(max_length=200, description="Words in the title or description")
+    ] = None,
+    sort: DocumentSort = DocumentSort.NEWEST,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> DocumentPage:
-    """Newest first, with keyset pagination: pass `next_cursor` back as `cursor`."""
+    """Newest first unless `sort` says otherwise, with keyset pagination: pass
+    `next_cursor` back as `cursor` (with the same `sort`)."""
     require(principal, Permission.DOCUMENT_READ)
     filters = ListFilters(
         patient_id=parse_id(patient_id) if patient_id else None,
@@ -134,6 +140,7 @@ def list_documents(
         created_after=_as_utc(created_after),
         created_before=_as_utc(created_before),
         status=None if status == "all" else DocumentStatus(status),
+        text=q.strip() or None if q else None,
     )
     page = service.list_page(
         session=session,
@@ -142,6 +149,7 @@ def list_documents(
         cursor=cursor,
         limit=limit,
         context=context,
+        order=sort,
     )
     audit.commit_or_refuse(session)
     return page

@@ -17,10 +17,11 @@ from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
 from medvault.documents import repository
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
+from medvault.documents.ordering import SORTS, DocumentSort
 from medvault.documents.repository import ListFilters
 from medvault.documents.schemas import DocumentOut, DocumentPage, VersionList, VersionOut
 from medvault.kit.clock import utcnow
-from medvault.kit.keyset import Cursor
+from medvault.kit.keyset import SortCursor
 from medvault.kit.problems import Conflict, Gone, NotFound
 
 
@@ -100,13 +101,16 @@ def list_page(
     cursor: str | None,
     limit: int,
     context: AuditContext,
+    order: DocumentSort = DocumentSort.NEWEST,
 ) -> DocumentPage:
+    spec = SORTS[order]
     rows = repository.page(
         session,
         principal,
         filters=filters,
-        cursor=Cursor.decode(cursor) if cursor else None,
+        cursor=SortCursor.decode(cursor, sort=order.value, kind=spec.kind) if cursor else None,
         limit=limit + 1,
+        order=order,
     )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -116,12 +120,21 @@ def list_page(
         action="document.list",
         resource_type="Document",
         patient_id=filters.patient_id,
-        details={"results": len(rows), "document_type": filters.document_type},
+        # The search text is left out on purpose: it may hold clinical words or names.
+        details={
+            "results": len(rows),
+            "document_type": filters.document_type,
+            "searched": bool(filters.text),
+            "sort": order.value,
+        },
     )
-    last = rows[-1][0] if more else None
+    next_cursor = None
+    if more:
+        document, version = rows[-1]
+        next_cursor = SortCursor(order.value, spec.value_of(document, version), document.id)
     return DocumentPage(
         items=[to_out(doc, ver) for doc, ver in rows],
-        next_cursor=Cursor(last.created_at, last.id).encode() if last else None,
+        next_cursor=next_cursor.encode() if next_cursor else None,
     )
 
 
