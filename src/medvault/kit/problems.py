@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 logger = logging.getLogger(__name__)
 
@@ -187,22 +187,45 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 ProblemObserver = Callable[[Request, Problem], Awaitable[None]]
+# Renders a problem in another dialect (an HTML page, a FHIR OperationOutcome).
+ProblemRenderer = Callable[[Problem, Request], Response]
+
+
+def register_problem_renderer(app: FastAPI, path_prefix: str, renderer: ProblemRenderer) -> None:
+    """Answer errors under ``path_prefix`` with ``renderer`` instead of problem+json.
+
+    The longest matching prefix wins, so ``/fhir`` can sit beside a portal mounted at
+    ``/``. The problem itself (status, type, audit observer) is decided the same way.
+    """
+    renderers: dict[str, ProblemRenderer] = getattr(app.state, "problem_renderers", {})
+    renderers[path_prefix] = renderer
+    app.state.problem_renderers = renderers
+
+
+def _render(problem: Problem, request: Request) -> Response:
+    renderers: dict[str, ProblemRenderer] = getattr(request.app.state, "problem_renderers", {})
+    path = request.url.path
+    matching = [prefix for prefix in renderers if path.startswith(prefix)]
+    if matching:
+        return renderers[max(matching, key=len)](problem, request)
+    return problem_response(problem, request)
 
 
 def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None = None) -> None:
     """Route every error through problem details; nothing else reaches the client.
 
     ``observer`` sees every Problem before it is answered (the audit log records
-    access denials through it).
+    access denials through it). Paths with a registered renderer get the same problem
+    in their own dialect (see ``register_problem_renderer``).
     """
 
-    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+    async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
         if observer is not None:
             await observer(request, exc)
-        return problem_response(exc, request)
+        return _render(exc, request)
 
-    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         problem_cls = _STATUS_TO_PROBLEM.get(exc.status_code)
         if problem_cls is None:
@@ -217,24 +240,24 @@ def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None =
             problem = problem_cls(detail)
         if exc.headers:
             problem.headers.update(exc.headers)
-        return problem_response(problem, request)
+        return _render(problem, request)
 
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         problem = ValidationFailed(
             "One or more fields are missing or invalid.", errors=_validation_errors(exc)
         )
-        return problem_response(problem, request)
+        return _render(problem, request)
 
-    async def on_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
         # Nobody is listening for this response; the upload was already cleaned up.
         logger.info("client disconnected during %s %s", request.method, request.url.path)
-        return problem_response(ClientGone(), request)
+        return _render(ClientGone(), request)
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         # The traceback goes to the server log only; the client gets an opaque problem.
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(Problem("An unexpected error occurred."), request)
+        return _render(Problem("An unexpected error occurred."), request)
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
