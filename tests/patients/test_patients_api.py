@@ -93,3 +93,31 @@ def test_patient_list_pages(client: TestClient) -> None:
     rest = client.get("/api/v1/patients", params={"limit": 3, "cursor": page["next_cursor"]}).json()
     assert [p["id"] for p in page["items"] + rest["items"]] == list(reversed(ids))
     assert rest["next_cursor"] is None
+
+
+def test_name_search_matches_word_prefixes_and_birth_date(
+    client: TestClient, runtime: Runtime
+) -> None:
+    def make(family: str, given: str, born: str) -> str:
+        body = patient_payload(family_name=family, given_name=given, birth_date=born)
+        return str(client.post("/api/v1/patients", json=body).json()["id"])
+
+    ann = make("Smithson", "Ann", "1961-05-04")
+    annabel = make("Jones", "Annabel", "1990-01-01")
+    john = make("Smith", "John", "1961-05-04")
+    percent = make("O_Neil", "Pat", "1970-01-01")
+
+    def found(**params: str) -> set[str]:
+        return {p["id"] for p in client.get("/api/v1/patients", params=params).json()["items"]}
+
+    assert found(name="ann") == {ann, annabel}
+    assert found(name="ANN SMI") == {ann}
+    assert found(name="smith") == {ann, john}
+    assert found(name="mith") == set()  # prefixes of a name, not any substring
+    assert found(name="o_") == {percent}
+    assert found(name="_") == set()  # _ is literal, not a wildcard
+    assert found(name="smith", birth_date="1961-05-04") == {ann, john}
+    assert found(birth_date="1990-01-01") == {annabel}
+    # The names searched for never reach the audit log.
+    searches = audit_events(runtime, "patient.search")
+    assert searches and all("ann" not in str(e.details).lower() for e in searches)

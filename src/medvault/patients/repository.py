@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from medvault.access.policy import readable_patients
@@ -41,13 +42,34 @@ def page(
     limit: int,
     cursor: Cursor | None,
     identifier: tuple[str, str] | None,
+    name: str | None = None,
+    identifier_value: str | None = None,
+    birth_date: date | None = None,
 ) -> list[Patient]:
     query = readable_patients(principal)
     if identifier is not None:
         query = query.where(
             Patient.identifier_system == identifier[0], Patient.identifier_value == identifier[1]
         )
+    if name:
+        # Each word must start a given or family name: "ann smi" finds Ann Smith.
+        for word in name.lower().split():
+            pattern = _escape_like(word) + "%"
+            query = query.where(
+                or_(
+                    func.lower(Patient.family_name).like(pattern, escape="\\"),
+                    func.lower(Patient.given_name).like(pattern, escape="\\"),
+                )
+            )
+    if identifier_value:
+        query = query.where(Patient.identifier_value == identifier_value)
+    if birth_date is not None:
+        query = query.where(Patient.birth_date == birth_date)
     if cursor is not None:
         query = query.where(older_than(cursor, Patient.created_at, Patient.id))
     query = query.order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit)
     return list(session.scalars(query))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

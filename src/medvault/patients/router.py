@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -55,6 +56,11 @@ def search_patients(
             description="system|value", examples=["https://fhir.nhs.uk/Id/nhs-number|9434765919"]
         ),
     ] = None,
+    name: Annotated[
+        str | None,
+        Query(max_length=200, description="Words that start the given or family name"),
+    ] = None,
+    birth_date: date | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> PatientPage:
@@ -66,6 +72,8 @@ def search_patients(
         limit=limit,
         cursor=cursor,
         context=context,
+        name=name,
+        birth_date=birth_date,
     )
     audit.commit_or_refuse(session)
     return page

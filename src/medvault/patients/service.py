@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -96,7 +97,14 @@ def search(
     limit: int,
     cursor: str | None,
     context: AuditContext,
+    name: str | None = None,
+    identifier_value: str | None = None,
+    birth_date: date | None = None,
 ) -> PatientPage:
+    """Patients in the caller's scope, newest first, narrowed by any of the filters.
+
+    The search terms are not audited, only that a search happened: they are names.
+    """
     parsed = parse_identifier_query(identifier) if identifier is not None else None
     rows = repository.page(
         session,
@@ -104,6 +112,9 @@ def search(
         limit=limit + 1,
         cursor=Cursor.decode(cursor) if cursor else None,
         identifier=parsed,
+        name=name,
+        identifier_value=identifier_value,
+        birth_date=birth_date,
     )
     more = len(rows) > limit
     rows = rows[:limit]
