@@ -220,7 +220,7 @@ def plan_response(plan: ContentPlan) -> Response:
     )
 
 
-def _serve_version(
+def serve_version(
     *,
     document_id: str,
     number: int | None,
@@ -233,6 +233,11 @@ def _serve_version(
     if_range: str | None,
     disposition: str,
 ) -> Response:
+    """Authorise, audit (before any byte), then stream one version's content.
+
+    Shared by every HTTP face of the vault (REST, portal, FHIR Binary), so they all
+    read content with the same policy check and the same audit event.
+    """
     require(principal, Permission.CONTENT_READ)
     document, version = service.resolve_version(
         session=session, principal=principal, document_id=parse_id(document_id), number=number
@@ -281,7 +286,7 @@ def get_content(
     disposition: Disposition = "attachment",
 ) -> Response:
     """The current version's bytes. Supports Range (206), If-None-Match (304) and If-Range."""
-    return _serve_version(
+    return serve_version(
         document_id=document_id,
         number=None,
         session=session,
@@ -310,7 +315,7 @@ def get_version_content(
 ) -> Response:
     if not number.isdigit() or int(number) < 1:
         raise NotFound("This document has no such version.")
-    return _serve_version(
+    return serve_version(
         document_id=document_id,
         number=int(number),
         session=session,
