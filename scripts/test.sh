@@ -12,6 +12,10 @@ export DEBIAN_FRONTEND=noninteractive
 as_root apt-get update -qq
 as_root apt-get install -y -qq --no-install-recommends \
     python3-venv postgresql postgresql-client ca-certificates >/dev/null
+# Browser tests (tests/web) drive Debian's Chromium through Playwright: no `playwright install`,
+# since only package registries are reachable. Fonts keep screenshots legible and stable.
+as_root apt-get install -y -qq --no-install-recommends \
+    chromium fonts-dejavu-core fonts-liberation >/dev/null
 
 echo "==> PostgreSQL"
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
