@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+import uuid
 import zlib
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
+
+from medvault.documents.compose import ClinicalDocumentDraft
+from medvault.patients.schemas import Identifier, PatientOut
 
 NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 
@@ -96,3 +101,42 @@ def tiff_bytes() -> bytes:
 def dicom_bytes() -> bytes:
     """Part 10 file: 128-byte preamble, then the DICM magic."""
     return b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + os.urandom(512)
+
+
+def patient_record(**overrides: Any) -> PatientOut:
+    """A registry patient as the portal would pass it to the document composer."""
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "identifier": Identifier(system=NHS_SYSTEM, value=f"9{secrets.randbelow(10**9):09d}"),
+        "family_name": "Testperson",
+        "given_name": f"Synthetic{secrets.token_hex(2)}",
+        "birth_date": date(1980, 2, 29),
+        "created_at": datetime(2024, 1, 1, tzinfo=UTC),
+    }
+    fields.update(overrides)
+    return PatientOut(**fields)
+
+
+def draft_data(**overrides: Any) -> dict[str, Any]:
+    """Raw input for a composed document: one row per list, every section filled."""
+    data: dict[str, Any] = {
+        "patient_id": str(uuid.uuid4()),
+        "document_type": "11488-4",
+        "title": f"Consultation {secrets.token_hex(3)}",
+        "diagnosis": "Synthetic condition A\nSynthetic condition B",
+        "allergies": [{"substance": "Substance X", "reaction": "Rash", "severity": "moderate"}],
+        "medications": [
+            {"name": "Drug Y", "dose": "5 mg", "route": "oral", "frequency": "once daily"}
+        ],
+        "observations": [
+            {"name": "Body weight", "value": "72.50", "unit": "kg", "date": "2024-05-01"},
+            {"name": "Urine dipstick", "value": "negative"},
+        ],
+        "notes": "Seen in clinic.\n\n\tFollow-up in six weeks.",
+    }
+    data.update(overrides)
+    return data
+
+
+def clinical_draft(**overrides: Any) -> ClinicalDocumentDraft:
+    return ClinicalDocumentDraft.model_validate(draft_data(**overrides))
