@@ -26,6 +26,7 @@ from medvault.patients.router import router as patients_router
 from medvault.runtime import Runtime, build_runtime
 from medvault.shares.router import router as shares_router
 from medvault.storage.filesystem import FilesystemBlobStore
+from medvault.web import install_portal
 
 logger = logging.getLogger(__name__)
 
@@ -118,4 +119,5 @@ def create_app(
         shares_router,
     ):
         app.include_router(router)
+    install_portal(app)
     return app

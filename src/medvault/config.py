@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     # Web hardening
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Portal (web UI) sessions
+    web_session_idle_seconds: int = Field(default=900, ge=60, le=86400)
+    web_session_max_seconds: int = Field(default=12 * 3600, ge=300, le=7 * 86400)
+    web_break_glass_seconds: int = Field(default=1800, ge=60, le=12 * 3600)
+    portal_name: str = Field(
+        default="medvault", max_length=100, description="Shown in the portal and PDF headers"
+    )
+
     # Tamper-evident audit log
     audit_signing_key: str | None = Field(default=None, description="Ed25519 PEM (else file)")
     audit_witness_dir: Path | None = None

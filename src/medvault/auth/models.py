@@ -67,3 +67,25 @@ class RefreshToken(AuthBase):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebSession(AuthBase):
+    """A portal login: the browser holds a random cookie, the row holds its hash.
+
+    Kept in the database, not in the cookie, so any instance can serve any request
+    and a logout, an idle timeout or a disabled account ends the session everywhere
+    at once. Break-glass is a property of the session, with its own expiry.
+    """
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_user", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    break_glass_reason: Mapped[str | None] = mapped_column(String(500))
+    break_glass_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from medvault.auth.models import ApiToken, RefreshToken, User
+from medvault.auth.models import ApiToken, RefreshToken, User, WebSession
 
 
 def token_by_hash(session: Session, token_hash: str) -> ApiToken | None:
@@ -124,10 +124,46 @@ def revoke_family(session: Session, family_id: uuid.UUID, now: datetime) -> int:
 
 
 def revoke_user_sessions(session: Session, user_id: uuid.UUID, now: datetime) -> int:
-    result = session.execute(
+    """End every API login and portal session of a user; how many tokens and sessions."""
+    tokens = session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(result)
+    portal = session.execute(
+        update(WebSession)
+        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(tokens) + _rowcount(portal)
+
+
+# -- portal sessions ---------------------------------------------------------------------
+
+
+def web_session_by_hash(session: Session, token_hash: str) -> tuple[WebSession, User] | None:
+    row = session.execute(
+        select(WebSession, User)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.token_hash == token_hash)
+    ).one_or_none()
+    return (row[0], row[1]) if row else None
+
+
+def touch_web_session(
+    session: Session, session_id: uuid.UUID, *, now: datetime, idle_cutoff: datetime
+) -> bool:
+    """Record activity, unless the session ended or went idle meanwhile (then False)."""
+    result = session.execute(
+        update(WebSession)
+        .where(
+            WebSession.id == session_id,
+            WebSession.revoked_at.is_(None),
+            WebSession.last_seen_at > idle_cutoff,
+        )
+        .values(last_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1

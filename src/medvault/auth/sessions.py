@@ -101,27 +101,19 @@ def _issue(
     )
 
 
-def login(
+def check_password(
     *,
     reader: Session,
     auth_session: Session,
     clinical_session: Session,
-    key: SigningKey,
-    settings: Settings,
     username: str,
     password: str,
     context: AuditContext,
-) -> IssuedSession | None:
-    """Check a password and start a session; None (audited) when the login fails.
+) -> User | None:
+    """The enabled user with this username and password, loaded in ``auth_session``.
 
-    Unknown users, wrong passwords and disabled users fail identically and take the
-    same time (``verify_password`` runs against a dummy hash for unknown users).
-    The attempted username is recorded only when it names a real user: people type
-    passwords into the username field, and those must not end up in the audit log.
-
-    The password is checked on ``reader`` (a read-only session) because argon2 takes
-    about 0.1 s of CPU: on SQLite, doing it inside the write transaction would hold
-    the auth database's only write lock that long for every login attempt.
+    A failure is audited here, with the same care for every way of logging in (API
+    and portal): unknown users, wrong passwords and disabled users look alike.
     """
     candidate = repository.user_by_username(reader, normalise_username(username))
     password_ok = verify_password(candidate.password_hash if candidate else None, password)
@@ -150,11 +142,45 @@ def login(
             details={"reason": reason, **({"username": known.username} if known else {})},
         )
         return None
-    now = utcnow()
     if needs_rehash(user.password_hash):
         # argon2's recommended parameters grow over time; upgrade while we hold the password.
         user.password_hash = hash_password(password)
-    user.last_login_at = now
+    user.last_login_at = utcnow()
+    return user
+
+
+def login(
+    *,
+    reader: Session,
+    auth_session: Session,
+    clinical_session: Session,
+    key: SigningKey,
+    settings: Settings,
+    username: str,
+    password: str,
+    context: AuditContext,
+) -> IssuedSession | None:
+    """Check a password and start a session; None (audited) when the login fails.
+
+    Unknown users, wrong passwords and disabled users fail identically and take the
+    same time (``verify_password`` runs against a dummy hash for unknown users).
+    The attempted username is recorded only when it names a real user: people type
+    passwords into the username field, and those must not end up in the audit log.
+
+    The password is checked on ``reader`` (a read-only session) because argon2 takes
+    about 0.1 s of CPU: on SQLite, doing it inside the write transaction would hold
+    the auth database's only write lock that long for every login attempt.
+    """
+    user = check_password(
+        reader=reader,
+        auth_session=auth_session,
+        clinical_session=clinical_session,
+        username=username,
+        password=password,
+        context=context,
+    )
+    if user is None:
+        return None
     issued = _issue(
         session=auth_session, key=key, settings=settings, user=user, family_id=uuid.uuid4()
     )

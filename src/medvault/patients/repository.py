@@ -35,6 +35,14 @@ def readable(session: Session, principal: Principal, patient_id: uuid.UUID) -> P
     return session.scalar(readable_patients(principal).where(Patient.id == patient_id))
 
 
+def readable_many(
+    session: Session, principal: Principal, patient_ids: set[uuid.UUID]
+) -> list[Patient]:
+    if not patient_ids:
+        return []
+    return list(session.scalars(readable_patients(principal).where(Patient.id.in_(patient_ids))))
+
+
 def page(
     session: Session,
     principal: Principal,

@@ -1,0 +1,241 @@
+"""Portal sessions: a random cookie for the browser, a hashed row in the auth database.
+
+The portal does not reuse the API's access/refresh pair. A browser fires requests in
+parallel (several uploads at once), and rotating refresh tokens under that load would
+look exactly like token theft and end the session. A server-side session needs no
+rotation, ends everywhere the moment it is revoked, and expires when idle.
+
+CSRF tokens are derived from the session (HMAC with the vault's secret key), so they
+need no storage and die with the session.
+
+Like ``auth.sessions``, these functions flush and never commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from medvault.audit import service as audit
+from medvault.audit.context import AuditContext
+from medvault.auth import repository
+from medvault.auth.models import User, WebSession
+from medvault.auth.principal import Principal, PrincipalKind, Role
+from medvault.auth.sessions import check_password, user_actor
+from medvault.config import Settings
+from medvault.kit.clock import utcnow
+
+SESSION_TOKEN_PREFIX = "mvw_"  # noqa: S105  (a public prefix that makes leaks greppable)
+# Activity is written at most this often: a page view should not be a database write.
+TOUCH_INTERVAL = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class StartedWebSession:
+    """The cookie value exists only here; the database keeps its hash."""
+
+    token: str
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class ActiveWebSession:
+    """A live portal session, resolved for one request."""
+
+    session_id: uuid.UUID
+    token_hash: str
+    principal: Principal
+    break_glass_until: datetime | None
+
+
+def hash_session_token(token: str) -> str:
+    # 256 random bits: a fast hash is a safe lookup key (see auth.tokens).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def csrf_token(*, secret_key: bytes, token_hash: str) -> str:
+    """The CSRF token for a session: unguessable without the session, and stateless."""
+    return hmac.new(secret_key, b"csrf:" + token_hash.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_matches(*, secret_key: bytes, token_hash: str, presented: str | None) -> bool:
+    if not presented:
+        return False
+    expected = csrf_token(secret_key=secret_key, token_hash=token_hash)
+    return hmac.compare_digest(expected, presented)
+
+
+def start(
+    *,
+    reader: Session,
+    auth_session: Session,
+    clinical_session: Session,
+    settings: Settings,
+    username: str,
+    password: str,
+    context: AuditContext,
+) -> StartedWebSession | None:
+    """Check a password and open a portal session; None (audited) when the login fails."""
+    user = check_password(
+        reader=reader,
+        auth_session=auth_session,
+        clinical_session=clinical_session,
+        username=username,
+        password=password,
+        context=context,
+    )
+    if user is None:
+        return None
+    now = utcnow()
+    token = SESSION_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = WebSession(
+        user_id=user.id,
+        token_hash=hash_session_token(token),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(seconds=settings.web_session_max_seconds),
+    )
+    auth_session.add(row)
+    auth_session.flush()
+    audit.record(
+        session=clinical_session,
+        context=user_actor(context, user),
+        action="auth.login",
+        resource_type="User",
+        resource_id=user.id,
+        details={"username": user.username, "session_id": str(row.id), "via": "portal"},
+    )
+    return StartedWebSession(token=token, session_id=row.id, user_id=user.id)
+
+
+def _principal(user: User, row: WebSession, now: datetime) -> Principal:
+    emergency = (
+        row.break_glass_reason
+        if row.break_glass_until is not None and row.break_glass_until > now
+        else None
+    )
+    return Principal(
+        kind=PrincipalKind.USER,
+        subject_id=user.id,
+        name=user.username,
+        role=Role(user.role),
+        patient_id=user.patient_id,
+        break_glass_reason=emergency,
+        session_id=row.id,
+    )
+
+
+def resolve(*, session: Session, settings: Settings, token: str) -> ActiveWebSession | None:
+    """The live session behind a cookie, or None if it is unknown, ended or idle.
+
+    Role, patient link and the disabled flag come from the user row on every request,
+    so an admin's change applies at the user's next click.
+    """
+    found = repository.web_session_by_hash(session, hash_session_token(token))
+    if found is None:
+        return None
+    row, user = found
+    now = utcnow()
+    idle_cutoff = now - timedelta(seconds=settings.web_session_idle_seconds)
+    if (
+        row.revoked_at is not None
+        or row.expires_at <= now
+        or row.last_seen_at <= idle_cutoff
+        or user.disabled_at is not None
+    ):
+        return None
+    if now - row.last_seen_at >= TOUCH_INTERVAL and not repository.touch_web_session(
+        session, row.id, now=now, idle_cutoff=idle_cutoff
+    ):
+        return None
+    principal = _principal(user, row, now)
+    return ActiveWebSession(
+        session_id=row.id,
+        token_hash=row.token_hash,
+        principal=principal,
+        break_glass_until=row.break_glass_until if principal.break_glass_reason else None,
+    )
+
+
+def end(
+    *, auth_session: Session, clinical_session: Session, token: str, context: AuditContext
+) -> bool:
+    """Log out: the session stops working on every instance at once."""
+    found = repository.web_session_by_hash(auth_session, hash_session_token(token))
+    if found is None:
+        return False
+    row, user = found
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        auth_session.flush()
+    audit.record(
+        session=clinical_session,
+        context=user_actor(context, user),
+        action="auth.logout",
+        resource_type="User",
+        resource_id=user.id,
+        details={"session_ids": [str(row.id)], "via": "portal"},
+    )
+    return True
+
+
+def declare_break_glass(
+    *,
+    auth_session: Session,
+    clinical_session: Session,
+    settings: Settings,
+    session_id: uuid.UUID,
+    reason: str,
+    context: AuditContext,
+) -> datetime:
+    """Open emergency access for this session for a limited time; when it ends.
+
+    The declaration is itself an audit event, and every request made under it carries
+    the reason (through the principal) in its own event.
+    """
+    row = auth_session.get(WebSession, session_id)
+    if row is None or row.revoked_at is not None:
+        raise LookupError(session_id)
+    until = utcnow() + timedelta(seconds=settings.web_break_glass_seconds)
+    row.break_glass_reason = reason
+    row.break_glass_until = until
+    auth_session.flush()
+    audit.record(
+        session=clinical_session,
+        context=context,
+        action="access.break_glass.start",
+        resource_type="User",
+        resource_id=row.user_id,
+        details={"session_id": str(session_id), "until": until.isoformat()},
+    )
+    return until
+
+
+def end_break_glass(
+    *,
+    auth_session: Session,
+    clinical_session: Session,
+    session_id: uuid.UUID,
+    context: AuditContext,
+) -> None:
+    row = auth_session.get(WebSession, session_id)
+    if row is None or row.break_glass_until is None:
+        return
+    row.break_glass_reason = None
+    row.break_glass_until = None
+    auth_session.flush()
+    audit.record(
+        session=clinical_session,
+        context=context,
+        action="access.break_glass.end",
+        resource_type="User",
+        resource_id=row.user_id,
+        details={"session_id": str(session_id)},
+    )

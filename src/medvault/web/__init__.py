@@ -1,0 +1,39 @@
+"""The portal: server-rendered pages for patients, clinicians, admins and auditors.
+
+Pages call the same services as the REST API (never SQL), through the same access
+policy and audit trail. Static assets are part of the package: no CDN, no build step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+
+from medvault.kit.problems import register_problem_renderer
+from medvault.web.errors import render_portal_problem
+from medvault.web.pages import admin, audit, auth, compose, documents, patients, upload
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class _CachedStatic(StaticFiles):
+    """Static files may be cached for an hour (pages and data never are)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_cache(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["Cache-Control"] = "public, max-age=3600"
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_cache)
+
+
+def install_portal(app: FastAPI) -> None:
+    for module in (auth, documents, upload, compose, patients, admin, audit):
+        app.include_router(module.router)
+    app.mount("/static", _CachedStatic(directory=STATIC_DIR), name="static")
+    register_problem_renderer(app, "/", render_portal_problem)

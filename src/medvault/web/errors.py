@@ -1,0 +1,55 @@
+"""Errors on portal pages: the same problems as the API, shown as a page a person reads.
+
+A document that does not exist and one the user may not see produce the same page,
+byte for byte apart from the request id: the portal never hints that a record exists.
+Scripts on the portal (uploads) ask for JSON and get the problem+json body instead.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import Request
+from starlette.responses import RedirectResponse, Response
+
+from medvault.kit.problems import Problem, problem_response
+from medvault.web.templating import render
+
+# Paths that are never portal pages, whatever the client accepts.
+_NOT_PORTAL = ("/api/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc")
+
+
+def _wants_html(request: Request) -> bool:
+    if request.url.path.startswith(_NOT_PORTAL):
+        return False
+    # The portal's own scripts ask for JSON; everything else a browser does wants a page.
+    accept = request.headers.get("accept", "")
+    return "application/json" not in accept and "application/problem+json" not in accept
+
+
+def _login_redirect(request: Request) -> Response:
+    # Only the path comes along: portal paths hold ids, never names or search terms.
+    target = request.url.path
+    location = "/login" if target in ("/", "/login") else f"/login?next={quote(target, safe='/')}"
+    return RedirectResponse(location, status_code=303)
+
+
+def render_portal_problem(problem: Problem, request: Request) -> Response:
+    if not _wants_html(request):
+        return problem_response(problem, request)
+    if problem.status == 401 and request.method == "GET":
+        return _login_redirect(request)
+    response = render(
+        request,
+        "error.html",
+        {
+            "status": problem.status,
+            "title": problem.title,
+            "detail": problem.detail,
+            "logged_out": problem.status == 401,
+        },
+        status_code=problem.status,
+    )
+    for name, value in problem.headers.items():
+        response.headers.setdefault(name, value)
+    return response

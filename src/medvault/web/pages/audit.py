@@ -1,0 +1,135 @@
+"""The auditor's pages: the event browser, the latest checkpoint, and "verify now"."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from medvault.access.policy import Permission, require
+from medvault.audit import queries
+from medvault.audit import service as audit
+from medvault.audit.repository import EventFilters
+from medvault.audit.verify import verify_log
+from medvault.deps import ClinicalSession, RuntimeDep
+from medvault.kit.problems import NotFound
+from medvault.web import presenters
+from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
+from medvault.web.templating import render
+
+router = APIRouter(prefix="/audit", include_in_schema=False)
+
+PAGE_SIZE = 50
+
+
+def _day_start(day: date | None, *, plus_days: int = 0) -> datetime | None:
+    if day is None:
+        return None
+    return datetime.combine(day + timedelta(days=plus_days), time.min, tzinfo=UTC)
+
+
+@router.get("")
+def audit_page(
+    request: Request,
+    runtime: RuntimeDep,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    # Ids and action names only (never names or free text), so GET is fine here.
+    patient_id: Annotated[uuid.UUID | None, Query()] = None,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    occurred_from: Annotated[date | None, Query(alias="from")] = None,
+    occurred_to: Annotated[date | None, Query(alias="to")] = None,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
+    require(principal, Permission.AUDIT_READ)
+    filters = EventFilters(
+        patient_id=patient_id,
+        actor_id=actor or None,
+        action=action or None,
+        occurred_after=_day_start(occurred_from),
+        occurred_before=_day_start(occurred_to, plus_days=1),
+    )
+    page = queries.list_events(
+        session=session, context=context, filters=filters, cursor=cursor or None, limit=PAGE_SIZE
+    )
+    try:
+        checkpoint: Any = queries.latest_checkpoint(
+            session=session, context=context, key=runtime.audit_key
+        )
+    except NotFound:
+        checkpoint = None
+    audit.commit_or_refuse(session)
+    names = presenters.actor_names(runtime, (event.actor_id for event in page.items))
+    params = {
+        key: value
+        for key, value in {
+            "patient_id": str(patient_id) if patient_id else "",
+            "actor": actor or "",
+            "action": action or "",
+            "from": occurred_from.isoformat() if occurred_from else "",
+            "to": occurred_to.isoformat() if occurred_to else "",
+        }.items()
+        if value
+    }
+    return render(
+        request,
+        "audit/events.html",
+        {
+            "nav": "audit",
+            "page_title": "Audit log",
+            "events": page.items,
+            "names": names,
+            "name_of": presenters.actor_name,
+            "next_cursor": page.next_cursor,
+            "filters": params,
+            "checkpoint": checkpoint,
+        },
+    )
+
+
+@router.post("/verify")
+async def verify_now(
+    request: Request,
+    runtime: RuntimeDep,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    _csrf: CsrfChecked,
+) -> Response:
+    """Recompute every leaf, node and checkpoint signature, as `medvault audit verify`."""
+    require(principal, Permission.AUDIT_READ)
+    started = datetime.now(UTC)
+    report = await run_in_threadpool(verify_log, runtime=runtime)
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    summary = report.summary()
+    audit.record(
+        session=session,
+        context=context,
+        action="audit.verify",
+        resource_type="AuditLog",
+        details={
+            "healthy": report.healthy,
+            "tree_size": report.tree_size,
+            "first_bad_index": report.first_bad_index,
+            "via": "portal",
+        },
+    )
+    audit.commit_or_refuse(session)
+    return render(
+        request,
+        "audit/verify.html",
+        {
+            "nav": "audit",
+            "page_title": "Audit log verification",
+            "report": report,
+            "summary": summary,
+            "seconds": seconds,
+            "findings": report.findings[:20],
+        },
+    )

@@ -1,0 +1,391 @@
+"""My Documents: the table, one document's page, its content, delete and share links.
+
+Every handler calls the same services as the REST API, with the portal user's
+principal, so the access policy and the audit trail are exactly the REST ones.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import ValidationError
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from medvault.access.policy import Permission, allows, require
+from medvault.audit import service as audit
+from medvault.auth.principal import Role
+from medvault.deps import ClinicalSession, RuntimeDep
+from medvault.documents import service
+from medvault.documents.ordering import DocumentSort
+from medvault.documents.router import serve_version
+from medvault.documents.schemas import DocumentOut, DownloadUrlRequest
+from medvault.kit.ids import parse_id
+from medvault.shares import service as shares
+from medvault.web import presenters
+from medvault.web.listing import PAGE_SIZE, DocumentQuery
+from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal, form_data
+from medvault.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+# Inline views are opened as a page of their own (the browser's PDF viewer) or shown
+# in an <img>; nothing in them may run script, and only the portal may frame them.
+VIEW_CSP = "default-src 'none'; img-src 'self'; object-src 'self'; frame-ancestors 'self'"
+INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg"})
+
+SORT_LABELS = {
+    DocumentSort.NEWEST: "Newest first",
+    DocumentSort.OLDEST: "Oldest first",
+    DocumentSort.TITLE: "Title A to Z",
+    DocumentSort.TITLE_DESC: "Title Z to A",
+    DocumentSort.LARGEST: "Largest first",
+    DocumentSort.SMALLEST: "Smallest first",
+    DocumentSort.TYPE: "Type",
+}
+
+
+def _rows(
+    runtime: Any, session: ClinicalSession, principal: PortalPrincipal, items: list[DocumentOut]
+) -> list[dict[str, Any]]:
+    names = presenters.actor_names(runtime, (item.uploaded_by for item in items))
+    people = presenters.readable_patients_by_id(
+        session, principal, (item.patient_id for item in items)
+    )
+    return [
+        {
+            "doc": item,
+            "type_label": presenters.type_label(item.document_type),
+            "uploaded_by": presenters.actor_name(names, item.uploaded_by),
+            "patient": presenters.patient_label(people.get(item.patient_id)),
+        }
+        for item in items
+    ]
+
+
+def _list_page(
+    request: Request,
+    runtime: RuntimeDep,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    query: DocumentQuery,
+    errors: list[str] | None = None,
+) -> Response:
+    require(principal, Permission.DOCUMENT_READ)
+    page = service.list_page(
+        session=session,
+        principal=principal,
+        filters=query.filters(),
+        cursor=query.cursor or None,
+        limit=PAGE_SIZE,
+        context=context,
+        order=query.sort,
+    )
+    rows = _rows(runtime, session, principal, page.items)
+    audit.commit_or_refuse(session)
+    return render(
+        request,
+        "documents/list.html",
+        {
+            "nav": "documents",
+            "page_title": "My documents" if principal.role is Role.PATIENT else "Documents",
+            "rows": rows,
+            "query": query,
+            "next_cursor": page.next_cursor,
+            "errors": errors or [],
+            "types": sorted(presenters.TYPE_LABELS.items(), key=lambda kv: kv[1]),
+            "sorts": SORT_LABELS,
+            "show_patient": principal.role is not Role.PATIENT,
+            "can_see_deleted": allows(principal, Permission.DOCUMENT_DELETE),
+            "can_upload": allows(principal, Permission.DOCUMENT_WRITE)
+            and (principal.role is not Role.PATIENT or runtime.settings.patient_self_upload),
+        },
+        status_code=422 if errors else 200,
+    )
+
+
+@router.get("/documents")
+def documents_page(
+    request: Request,
+    runtime: RuntimeDep,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+) -> Response:
+    return _list_page(request, runtime, session, principal, context, DocumentQuery())
+
+
+@router.post("/documents")
+async def documents_search(
+    request: Request,
+    runtime: RuntimeDep,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    _csrf: CsrfChecked,
+) -> Response:
+    """Filters, sort and paging: posted, so that search words never appear in a URL."""
+    form = await form_data(request)
+    try:
+        query = DocumentQuery.from_form(form)
+    except ValidationError as exc:
+        errors = [_plain(err) for err in exc.errors()]
+        return _list_page(
+            request, runtime, session, principal, context, DocumentQuery(), errors=errors
+        )
+    return _list_page(request, runtime, session, principal, context, query)
+
+
+def _plain(error: Any) -> str:
+    field = {
+        "uploaded_from": "The 'from' date",
+        "uploaded_to": "The 'to' date",
+        "document_type": "The document type",
+        "q": "The search text",
+    }.get(str(error["loc"][0]) if error["loc"] else "", "")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
+
+
+@router.get("/documents/{document_id}")
+def document_page(
+    document_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+) -> Response:
+    require(principal, Permission.DOCUMENT_READ)
+    parsed = parse_id(document_id)
+    document = service.get(
+        session=session, principal=principal, document_id=parsed, context=context
+    )
+    versions = service.list_versions(
+        session=session, principal=principal, document_id=parsed, context=context
+    )
+    names = presenters.actor_names(
+        runtime,
+        [document.uploaded_by, *(v.uploaded_by for v in versions.items)]
+        + ([document.deleted_by] if document.deleted_by else []),
+    )
+    patient = presenters.readable_patients_by_id(session, principal, [document.patient_id])
+    audit.commit_or_refuse(session)
+    can_read_content = allows(principal, Permission.CONTENT_READ)
+    return render(
+        request,
+        "documents/detail.html",
+        {
+            "nav": "documents",
+            "page_title": document.title,
+            "doc": document,
+            "versions": versions.items,
+            "names": names,
+            "name_of": presenters.actor_name,
+            "type_label": presenters.type_label(document.document_type),
+            "patient": presenters.patient_label(patient.get(document.patient_id)),
+            "deleted": document.status == "deleted",
+            "can_read_content": can_read_content,
+            "inline": can_read_content and document.content_type in INLINE_TYPES,
+            "is_image": document.content_type.startswith("image/"),
+            "can_upload": allows(principal, Permission.DOCUMENT_WRITE)
+            and (principal.role is not Role.PATIENT or runtime.settings.patient_self_upload),
+            "can_delete": allows(principal, Permission.DOCUMENT_DELETE),
+            "max_upload_bytes": runtime.settings.max_upload_bytes,
+            "allowed_types": runtime.settings.allowed_types,
+        },
+    )
+
+
+def _content(
+    document_id: str,
+    version: int | None,
+    disposition: Literal["attachment", "inline"],
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    runtime: RuntimeDep,
+    range_header: str | None,
+    if_none_match: str | None,
+) -> Response:
+    response = serve_version(
+        document_id=document_id,
+        number=version,
+        session=session,
+        principal=principal,
+        context=context,
+        runtime=runtime,
+        range_header=range_header,
+        if_none_match=if_none_match,
+        if_range=None,
+        disposition=disposition,
+    )
+    if disposition == "inline":
+        response.headers["Content-Security-Policy"] = VIEW_CSP
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
+
+
+VersionParam = Annotated[int | None, Query(ge=1)]
+
+
+@router.get("/documents/{document_id}/download")
+def download(
+    document_id: str,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    runtime: RuntimeDep,
+    version: VersionParam = None,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    return _content(
+        document_id,
+        version,
+        "attachment",
+        session,
+        principal,
+        context,
+        runtime,
+        range_header,
+        if_none_match,
+    )
+
+
+@router.get("/documents/{document_id}/view")
+def view(
+    document_id: str,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    runtime: RuntimeDep,
+    version: VersionParam = None,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Inline, for the browser's PDF viewer and <img>; other types download instead."""
+    return _content(
+        document_id,
+        version,
+        "inline",
+        session,
+        principal,
+        context,
+        runtime,
+        range_header,
+        if_none_match,
+    )
+
+
+@router.get("/documents/{document_id}/delete")
+def delete_confirm(
+    document_id: str,
+    request: Request,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+) -> Response:
+    """The confirmation step without JavaScript (with it, a dialog shows the same form)."""
+    require(principal, Permission.DOCUMENT_DELETE)
+    document = service.get(
+        session=session, principal=principal, document_id=parse_id(document_id), context=context
+    )
+    audit.commit_or_refuse(session)
+    return render(
+        request,
+        "documents/delete.html",
+        {"nav": "documents", "page_title": f"Delete {document.title}", "doc": document},
+    )
+
+
+@router.post("/documents/{document_id}/delete")
+async def delete(
+    document_id: str,
+    request: Request,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    _csrf: CsrfChecked,
+) -> Response:
+    require(principal, Permission.DOCUMENT_DELETE)
+    form = await form_data(request)
+    reason = form.get("reason", "").strip()
+    parsed = parse_id(document_id)
+    if not 3 <= len(reason) <= 500:
+        document = service.get(
+            session=session, principal=principal, document_id=parsed, context=context
+        )
+        audit.commit_or_refuse(session)
+        return render(
+            request,
+            "documents/delete.html",
+            {
+                "nav": "documents",
+                "page_title": f"Delete {document.title}",
+                "doc": document,
+                "error": "Say briefly why this document is being deleted (3 to 500 characters).",
+                "reason": reason,
+            },
+            status_code=422,
+        )
+    service.soft_delete(
+        session=session, principal=principal, document_id=parsed, reason=reason, context=context
+    )
+    session.commit()
+    return RedirectResponse(f"/documents/{parsed}?deleted=1", status_code=303)
+
+
+@router.post("/documents/{document_id}/restore")
+def restore(
+    document_id: str,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    _csrf: CsrfChecked,
+) -> Response:
+    require(principal, Permission.DOCUMENT_DELETE)
+    parsed = parse_id(document_id)
+    service.restore(session=session, principal=principal, document_id=parsed, context=context)
+    session.commit()
+    return RedirectResponse(f"/documents/{parsed}", status_code=303)
+
+
+@router.post("/documents/{document_id}/link")
+async def share_link(
+    document_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    _csrf: CsrfChecked,
+) -> Response:
+    """A time-limited download link: JSON for the page's copy button, a page otherwise."""
+    require(principal, Permission.CONTENT_READ)
+    form = await form_data(request) if "form" in request.headers.get("content-type", "") else {}
+    minutes = form.get("minutes", "")
+    expires_in = int(minutes) * 60 if minutes.isdigit() and 0 < int(minutes) <= 1440 else None
+    issued = shares.issue(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        document_id=parse_id(document_id),
+        request=DownloadUrlRequest(expires_in=expires_in),
+        base_url=runtime.settings.public_url or str(request.base_url),
+        context=context,
+    )
+    session.commit()
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse(
+            {"url": issued.url, "expires_at": issued.expires_at.isoformat()},
+            status_code=201,
+            headers={"Cache-Control": "no-store"},
+        )
+    return render(
+        request,
+        "documents/link.html",
+        {"nav": "documents", "page_title": "Download link", "link": issued, "doc_id": document_id},
+        status_code=201,
+    )

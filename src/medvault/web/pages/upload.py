@@ -1,0 +1,116 @@
+"""Uploading files from the browser: one XHR per file, streamed like any API upload.
+
+The page's script sends each file as its own multipart request, so every file has
+its own progress bar, can be cancelled on its own, and gets its own answer. The body
+is never parsed here: it streams into the same pipeline as ``POST /api/v1/documents``
+(the CSRF token comes in a header for that reason).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from medvault.access.policy import Permission, require, require_upload
+from medvault.audit import service as audit
+from medvault.auth.principal import Role
+from medvault.deps import ClinicalSession, RateLimitsDep, RuntimeDep
+from medvault.documents import upload
+from medvault.kit.ids import parse_id
+from medvault.web import presenters
+from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
+from medvault.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+@router.get("/upload")
+def upload_page(
+    request: Request,
+    runtime: RuntimeDep,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+) -> Response:
+    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
+    if principal.role is Role.PATIENT:
+        choices = []
+    else:
+        require(principal, Permission.PATIENT_READ)
+        choices = presenters.patient_choices(session, principal, context)
+        audit.commit_or_refuse(session)
+    settings = runtime.settings
+    return render(
+        request,
+        "upload.html",
+        {
+            "nav": "upload",
+            "page_title": "Upload documents",
+            "patients": choices,
+            "own_patient": principal.patient_id,
+            "preselected": request.query_params.get("patient", ""),
+            "types": sorted(presenters.TYPE_LABELS.items(), key=lambda kv: kv[1]),
+            "max_upload_bytes": settings.max_upload_bytes,
+            "allowed_types": settings.allowed_types,
+            "accept": ",".join(settings.allowed_types),
+        },
+    )
+
+
+@router.post("/upload/files")
+async def upload_file(
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    limits: RateLimitsDep,
+    _csrf: CsrfChecked,
+) -> Response:
+    """One file per request (multipart), answered as JSON for the page's script."""
+    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
+    limits.hit_upload(actor_id=principal.actor_id)
+    query = {"patient_id": str(principal.patient_id)} if principal.role is Role.PATIENT else {}
+    created = await upload.upload(
+        runtime=runtime,
+        principal=principal,
+        context=context,
+        body=request.stream(),
+        content_type=request.headers.get("content-type", ""),
+        content_length=_content_length(request),
+        query=query,
+    )
+    return JSONResponse(
+        {**created.model_dump(mode="json"), "url": f"/documents/{created.id}"}, status_code=201
+    )
+
+
+@router.post("/documents/{document_id}/versions")
+async def upload_version(
+    document_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    limits: RateLimitsDep,
+    _csrf: CsrfChecked,
+) -> Response:
+    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
+    limits.hit_upload(actor_id=principal.actor_id)
+    created = await upload.upload(
+        runtime=runtime,
+        principal=principal,
+        context=context,
+        body=request.stream(),
+        content_type=request.headers.get("content-type", ""),
+        content_length=_content_length(request),
+        query={},
+        document_id=parse_id(document_id),
+    )
+    return JSONResponse(
+        {**created.model_dump(mode="json"), "url": f"/documents/{created.id}"}, status_code=201
+    )

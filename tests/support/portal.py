@@ -1,0 +1,36 @@
+"""Driving the portal over HTTP (no browser): log in through the form, post with CSRF."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from medvault.web.session import LOGIN_CSRF_COOKIE
+
+_CSRF_META = re.compile(r'<meta name="csrf-token" content="([0-9a-f]{64})">')
+
+
+def portal_login(client: TestClient, username: str, password: str) -> Any:
+    """Log in as a browser would: GET the form (login CSRF cookie), then POST it."""
+    client.get("/login")
+    token = client.cookies.get(LOGIN_CSRF_COOKIE)
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token or ""},
+        follow_redirects=False,
+    )
+
+
+def csrf_token(client: TestClient, page: str = "/documents") -> str:
+    """The session's CSRF token, as every portal page carries it."""
+    html = client.get(page).text
+    match = _CSRF_META.search(html)
+    assert match, f"no CSRF token on {page}"
+    return match.group(1)
+
+
+def post_form(client: TestClient, url: str, data: dict[str, str], **kwargs: Any) -> Any:
+    token = csrf_token(client)
+    return client.post(url, data={**data, "csrf_token": token}, **kwargs)

@@ -1,0 +1,69 @@
+"""A small synthetic practice for portal tests: two patients, one care team, every role."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from medvault.access.models import CareTeamMember
+from medvault.auth.principal import Role
+from medvault.kit.clock import utcnow
+from medvault.runtime import Runtime
+from tests.support.factories import create_patient, pdf_bytes, upload_raw
+from tests.support.portal import portal_login
+from tests.support.users import MadeUser, UserFactory
+
+
+@dataclass
+class Practice:
+    app: FastAPI
+    runtime: Runtime
+    service: TestClient
+    own: str  # patient A: on the clinician's care team, and the patient user's record
+    foreign: str  # patient B: nobody's
+    own_doc: str
+    foreign_doc: str
+    users: dict[str, MadeUser]
+
+    @contextmanager
+    def browser(self, role: str) -> Iterator[TestClient]:
+        """A cookie-holding client logged in through the portal's form as ``role``."""
+        with TestClient(self.app, raise_server_exceptions=False) as client:
+            user = self.users[role]
+            response = portal_login(client, user.username, user.password)
+            assert response.status_code == 303, response.text
+            yield client
+
+
+def build_practice(
+    app: FastAPI, runtime: Runtime, service: TestClient, make_user: UserFactory
+) -> Practice:
+    own = create_patient(service, family_name="Ownfamily", given_name="Alicia")
+    foreign = create_patient(service, family_name="Otherfamily", given_name="Boris")
+    own_doc = upload_raw(service, own, pdf_bytes(), title="Own lab report").json()["id"]
+    foreign_doc = upload_raw(service, foreign, pdf_bytes(), title="Foreign scan").json()["id"]
+    users = {
+        "admin": make_user(Role.ADMIN),
+        "clinician": make_user(Role.CLINICIAN),
+        "patient": make_user(Role.PATIENT, patient_id=own),
+        "auditor": make_user(Role.AUDITOR),
+    }
+    with runtime.clinical.session() as session:
+        session.add(
+            CareTeamMember(
+                patient_id=uuid.UUID(own),
+                clinician_id=users["clinician"].id,
+                added_at=utcnow(),
+                added_by="pytest",
+            )
+        )
+        session.commit()
+    return Practice(app, runtime, service, own, foreign, own_doc, foreign_doc, users)
+
+
+PracticeFactory = Callable[[], Practice]
