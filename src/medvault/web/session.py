@@ -177,6 +177,16 @@ def portal_audit_context(request: Request, principal: PortalPrincipal) -> AuditC
 PortalAuditCtx = Annotated[AuditContext, Depends(portal_audit_context)]
 
 
+def require_staff(principal: Principal) -> None:
+    """Patient-picker pages are for practice staff: a patient has only their own record."""
+    if principal.role is Role.PATIENT:
+        raise Forbidden("This page is for practice staff.")
+
+
+def staff_only(principal: PortalPrincipal) -> None:
+    require_staff(principal)
+
+
 def home_for(principal: Principal) -> str:
     """Where a user lands after logging in."""
     return "/audit" if principal.role is Role.AUDITOR else "/documents"

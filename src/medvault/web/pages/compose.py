@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
 from medvault.access.policy import Permission, require, require_upload
@@ -40,10 +40,18 @@ from medvault.kit.problems import DuplicateDocument, NotFound
 from medvault.patients import service as patients
 from medvault.patients.schemas import PatientOut
 from medvault.web import presenters
-from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal, form_data
+from medvault.web.session import (
+    CsrfChecked,
+    PortalAuditCtx,
+    PortalPrincipal,
+    form_data,
+    staff_only,
+)
 from medvault.web.templating import render
 
-router = APIRouter(prefix="/compose", include_in_schema=False)
+router = APIRouter(
+    prefix="/compose", include_in_schema=False, dependencies=[Depends(staff_only)]
+)
 
 SPARE_ROWS = 2
 CHUNK = 64 * 1024

@@ -32,6 +32,7 @@ from medvault.web.session import (
     PortalPrincipal,
     PortalSession,
     form_data,
+    require_staff,
 )
 from medvault.web.templating import render
 
@@ -52,6 +53,7 @@ def _picker(
     flash: str | None = None,
 ) -> Response:
     require(principal, Permission.PATIENT_READ)
+    require_staff(principal)
     by_identifier = bool(text) and bool(_IDENTIFIER_LIKE.match(text))
     found = patients.search(
         session=session,
@@ -189,6 +191,7 @@ def patient_page(
     context: PortalAuditCtx,
 ) -> Response:
     require(principal, Permission.PATIENT_READ)
+    require_staff(principal)
     patient = patients.get(
         session=session, principal=principal, patient_id=parse_id(patient_id), context=context
     )
