@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -24,12 +25,23 @@ from medvault.web.templating import render
 router = APIRouter(prefix="/audit", include_in_schema=False)
 
 PAGE_SIZE = 50
+T = TypeVar("T")
 
 
 def _day_start(day: date | None, *, plus_days: int = 0) -> datetime | None:
     if day is None:
         return None
     return datetime.combine(day + timedelta(days=plus_days), time.min, tzinfo=UTC)
+
+
+def _parse(parser: Callable[[str], T], raw: str, message: str, errors: list[str]) -> T | None:
+    if not raw:
+        return None
+    try:
+        return parser(raw)
+    except ValueError:
+        errors.append(message)
+        return None
 
 
 @router.get("")
@@ -40,14 +52,19 @@ def audit_page(
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     # Ids and action names only (never names or free text), so GET is fine here.
-    patient_id: Annotated[uuid.UUID | None, Query()] = None,
+    patient: Annotated[str, Query(alias="patient_id", max_length=64)] = "",
     actor: Annotated[str | None, Query(max_length=200)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
-    occurred_from: Annotated[date | None, Query(alias="from")] = None,
-    occurred_to: Annotated[date | None, Query(alias="to")] = None,
+    raw_from: Annotated[str, Query(alias="from", max_length=32)] = "",
+    raw_to: Annotated[str, Query(alias="to", max_length=32)] = "",
     cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     require(principal, Permission.AUDIT_READ)
+    # An empty filter box arrives as "": that means "any", not a bad value.
+    errors: list[str] = []
+    patient_id = _parse(uuid.UUID, patient.strip(), "The patient id is not a valid id.", errors)
+    occurred_from = _parse(date.fromisoformat, raw_from, "The 'from' date is not a date.", errors)
+    occurred_to = _parse(date.fromisoformat, raw_to, "The 'to' date is not a date.", errors)
     filters = EventFilters(
         patient_id=patient_id,
         actor_id=actor or None,
@@ -89,7 +106,9 @@ def audit_page(
             "next_cursor": page.next_cursor,
             "filters": params,
             "checkpoint": checkpoint,
+            "errors": errors,
         },
+        status_code=422 if errors else 200,
     )
 
 

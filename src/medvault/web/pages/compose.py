@@ -49,9 +49,7 @@ from medvault.web.session import (
 )
 from medvault.web.templating import render
 
-router = APIRouter(
-    prefix="/compose", include_in_schema=False, dependencies=[Depends(staff_only)]
-)
+router = APIRouter(prefix="/compose", include_in_schema=False, dependencies=[Depends(staff_only)])
 
 SPARE_ROWS = 2
 CHUNK = 64 * 1024
