@@ -117,13 +117,16 @@ def serve(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     runtime = _open_runtime(settings, run_migrations=True)
-    _announce_first_admin(runtime)
+    _announce_first_users(runtime)
     application = create_app(runtime=runtime, run_sealer=True)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         _fail("Give both --ssl-certfile and --ssl-keyfile, or neither.", code=2)
     bind_host, bind_port = host or settings.host, port if port is not None else settings.port
     scheme = "https" if ssl_certfile else "http"
-    err.print(f"medvault listening on {scheme}://{bind_host}:{bind_port}  (API docs: /docs)")
+    err.print(
+        f"medvault listening on {scheme}://{bind_host}:{bind_port}/  "
+        "(portal: open it in a browser; API docs: /docs)"
+    )
     uvicorn.run(
         application,
         host=bind_host,
@@ -135,26 +138,36 @@ def serve(
     )
 
 
-def _announce_first_admin(runtime: Runtime) -> None:
-    """Create the first admin on an empty vault and show its password once, on a terminal."""
-    from medvault.auth.bootstrap import ensure_first_admin
+def _announce_first_users(runtime: Runtime) -> None:
+    """On an empty vault, create the first admin (and, outside production, a clinician)
+    and show their passwords once, on a terminal only."""
+    from medvault.auth.bootstrap import ensure_first_admin, ensure_first_clinician
 
     try:
-        generated = ensure_first_admin(runtime)
+        admin = ensure_first_admin(runtime)
     except ConfigurationError as exc:  # e.g. a configured password that is too short
         _fail(str(exc), code=2)
-    if generated is None:
+    clinician = ensure_first_clinician(runtime)
+    created = [(name, pw) for name, pw in (("admin", admin), ("clinician", clinician)) if pw]
+    if not created:
         return
     if sys.stderr.isatty():
-        err.print(
-            f"Created user [bold]admin[/bold] with password [bold]{escape(generated)}[/bold]"
-            " (shown once: log in and change it)."
-        )
+        for name, password in created:
+            err.print(
+                f"Created user [bold]{name}[/bold] with password [bold]{escape(password)}[/bold]"
+                " (shown once)."
+            )
+        if clinician:
+            err.print(
+                "Log in to the portal as [bold]clinician[/bold] to register a patient and "
+                "file documents; [bold]admin[/bold] manages users and care teams."
+            )
     else:
         # Container and service logs are kept and shipped: never write a password there.
+        names = " and ".join(name for name, _ in created)
         err.print(
-            "Created user admin with a random password that is not shown because this is not "
-            "a terminal. Set one with: medvault user password admin"
+            f"Created {names} with random passwords that are not shown because this is not "
+            "a terminal. Set them with: medvault user password <username>"
         )
 
 

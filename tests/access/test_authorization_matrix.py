@@ -174,7 +174,7 @@ SPECS: dict[tuple[str, str], Spec] = {
     # Patients.
     ("POST", "/api/v1/patients"): Spec(
         lambda world, target: ("POST", "/api/v1/patients", {"json": patient_payload()}),
-        admin_only(201),
+        {**admin_only(201), "clinician": 201},
     ),
     ("GET", "/api/v1/patients"): Spec(
         fixed("GET", "/api/v1/patients"), {**ALL_200, "auditor": 403}

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from medvault.auth import users
 from medvault.auth.bootstrap import ensure_first_admin
+from medvault.auth.passwords import verify_password
 from medvault.auth.principal import Role
 from medvault.config import ConfigurationError
 from medvault.runtime import Runtime
@@ -77,3 +78,24 @@ def test_instances_starting_together_make_one_admin(runtime: Runtime) -> None:
     assert admins(runtime) == ["admin"]
     assert len([r for r in results if r is not None]) == 1
     assert len(audit_rows(runtime, "user.create")) == 1
+
+
+def test_outside_production_an_empty_vault_also_gets_a_clinician(runtime: Runtime) -> None:
+    from medvault.auth import repository
+    from medvault.auth.bootstrap import ensure_first_clinician
+
+    password = ensure_first_clinician(runtime)
+    assert password is not None and len(password) >= 20
+    assert ensure_first_clinician(runtime) is None  # one is enough
+    with runtime.auth.read_session() as session:
+        clinicians = repository.list_users(session, role="clinician")
+        assert [c.username for c in clinicians] == ["clinician"]
+        assert verify_password(clinicians[0].password_hash, password)
+
+
+def test_production_creates_no_clinician(runtime: Runtime) -> None:
+    from medvault.auth.bootstrap import ensure_first_clinician
+
+    settings = runtime.settings.model_copy(update={"env": "production"})
+    production = dataclasses.replace(runtime, settings=settings)
+    assert ensure_first_clinician(production) is None

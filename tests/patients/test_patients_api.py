@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from medvault.auth.principal import Role
 from medvault.runtime import Runtime
-from tests.support.factories import NHS_SYSTEM, patient_payload
+from tests.support.factories import NHS_SYSTEM, patient_payload, pdf_bytes, upload_raw
 from tests.support.inspect import audit_events
+from tests.support.users import UserFactory, bearer, login
 
 
 def test_create_read_and_find_by_identifier(client: TestClient, runtime: Runtime) -> None:
@@ -121,3 +124,32 @@ def test_name_search_matches_word_prefixes_and_birth_date(
     # The names searched for never reach the audit log.
     searches = audit_events(runtime, "patient.search")
     assert searches and all("ann" not in str(e.details).lower() for e in searches)
+
+
+def test_a_clinician_who_registers_a_patient_joins_their_care_team(
+    app: FastAPI, client: TestClient, runtime: Runtime, make_user: UserFactory
+) -> None:
+    clinician = make_user(Role.CLINICIAN)
+    with TestClient(app) as as_clinician:
+        token = login(as_clinician, clinician.username, clinician.password).json()
+        as_clinician.headers.update(bearer(token["access_token"]))
+        body = patient_payload()
+        created = as_clinician.post("/api/v1/patients", json=body)
+        assert created.status_code == 201
+        patient_id = created.json()["id"]
+        # On their care team at once: they can read it and file a document.
+        assert as_clinician.get(f"/api/v1/patients/{patient_id}").status_code == 200
+        listed = {p["id"] for p in as_clinician.get("/api/v1/patients").json()["items"]}
+        assert listed == {patient_id}
+        assert upload_raw(as_clinician, patient_id, pdf_bytes()).status_code == 201
+
+        # A patient registered by someone else stays out of reach, and a clash with
+        # their identifier does not reveal that record's id.
+        other = client.post("/api/v1/patients", json=patient_payload()).json()
+        clash = as_clinician.post(
+            "/api/v1/patients", json={**body, "identifier": other["identifier"]}
+        )
+        assert clash.status_code == 409 and "existing_patient_id" not in clash.json()
+        assert as_clinician.get(f"/api/v1/patients/{other['id']}").status_code == 404
+    joined = audit_events(runtime, "careteam.add")
+    assert [e.details["reason"] for e in joined] == ["registered the patient"]

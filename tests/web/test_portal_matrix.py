@@ -59,7 +59,7 @@ GET_SPECS: dict[str, tuple[Build, dict[str, int | tuple[int, int]]]] = {
     "/upload": (fixed("/upload"), {**STAFF, "patient": 200, "admin": 403}),
     "/compose": (fixed("/compose"), {**STAFF, "admin": 403}),
     "/patients": (fixed("/patients"), STAFF),
-    "/patients/new": (fixed("/patients/new"), ADMIN),
+    "/patients/new": (fixed("/patients/new"), STAFF),
     "/patients/{patient_id}": (
         patient,
         {"patient": 403, "clinician": (200, 404), "admin": 200, "auditor": 403},

@@ -133,9 +133,7 @@ def test_disabling_a_user_ends_their_portal_session_at_once(practice: Practice) 
     with practice.browser("clinician") as browser, practice.browser("admin") as admin:
         assert browser.get("/documents").status_code == 200
         clinician = practice.users["clinician"]
-        done = post_form(
-            admin, f"/admin/users/{clinician.id}/disable", {}, follow_redirects=False
-        )
+        done = post_form(admin, f"/admin/users/{clinician.id}/disable", {}, follow_redirects=False)
         assert done.status_code == 303
         assert browser.get("/documents", follow_redirects=False).status_code == 303
         # And the form login refuses them too.

@@ -13,7 +13,8 @@ Roles:
 * ``service`` (API tokens): what its scopes say, for every patient.
 * ``admin``: manages users, patients and care teams; sees document metadata for every
   patient, but content only through break-glass.
-* ``clinician``: reads and writes the records of patients on their care teams; any
+* ``clinician``: reads and writes the records of patients on their care teams (and
+  registers new patients, joining their care team); any
   other patient only through break-glass (a stated reason, flagged in the audit log).
 * ``patient``: their own record only; may upload to it unless self-upload is off.
 * ``auditor``: the audit log, and nothing clinical.
@@ -59,8 +60,17 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.METRICS_READ,
         }
     ),
+    # A clinician may register a new patient (a walk-in, a referral) and joins that
+    # patient's care team by doing so; everyone else's records stay out of reach.
     Role.CLINICIAN: frozenset(
-        {P.PATIENT_READ, P.DOCUMENT_READ, P.DOCUMENT_WRITE, P.DOCUMENT_DELETE, P.CONTENT_READ}
+        {
+            P.PATIENT_READ,
+            P.PATIENT_WRITE,
+            P.DOCUMENT_READ,
+            P.DOCUMENT_WRITE,
+            P.DOCUMENT_DELETE,
+            P.CONTENT_READ,
+        }
     ),
     Role.PATIENT: frozenset({P.PATIENT_READ, P.DOCUMENT_READ, P.CONTENT_READ, P.DOCUMENT_WRITE}),
     Role.AUDITOR: frozenset({P.AUDIT_READ}),

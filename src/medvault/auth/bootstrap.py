@@ -50,3 +50,38 @@ def ensure_first_admin(runtime: Runtime) -> str | None:
             return None  # another instance got there first
         commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     return None if configured else password
+
+
+FIRST_CLINICIAN_USERNAME = "clinician"
+FIRST_CLINICIAN_EMAIL = "clinician@medvault.invalid"
+
+
+def ensure_first_clinician(runtime: Runtime) -> str | None:
+    """Outside production, give an empty vault a clinician too; return its password.
+
+    An admin may not file or open documents (see ``access.policy``), so a newcomer
+    trying the portal on the embedded default needs a clinician to log in as. In
+    production nobody is created besides the admin: people are added deliberately.
+    Nothing happens once any clinician exists.
+    """
+    if runtime.settings.env == "production":
+        return None
+    password = secrets.token_urlsafe(18)
+    with runtime.auth.session() as auth_session, runtime.clinical.session() as clinical_session:
+        if repository.list_users(auth_session, role=Role.CLINICIAN.value):
+            return None
+        try:
+            users.create(
+                auth_session=auth_session,
+                clinical_session=clinical_session,
+                username=FIRST_CLINICIAN_USERNAME,
+                email=FIRST_CLINICIAN_EMAIL,
+                password=password,
+                role=Role.CLINICIAN,
+                patient_id=None,
+                context=AuditContext.system("bootstrap"),
+            )
+        except users.DuplicateUser:
+            return None
+        commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
+    return password

@@ -27,7 +27,7 @@ def create_patient(
 ) -> PatientOut:
     """Register a patient. A second patient with the same identifier is a 409."""
     require(principal, Permission.PATIENT_WRITE)
-    patient = service.create(session=session, data=data, context=context)
+    patient = service.create(session=session, data=data, context=context, registered_by=principal)
     session.commit()
     response.headers["Location"] = f"/api/v1/patients/{patient.id}"
     return service.to_out(patient)

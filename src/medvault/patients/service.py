@@ -9,9 +9,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from medvault.access.denials import Denial, denied
+from medvault.access.models import CareTeamMember
+from medvault.access.policy import reaches_every_patient
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
-from medvault.auth.principal import Principal
+from medvault.auth.principal import Principal, Role
 from medvault.kit.clock import utcnow
 from medvault.kit.keyset import Cursor
 from medvault.kit.problems import BadRequest, DuplicatePatient, NotFound
@@ -31,10 +33,23 @@ def to_out(patient: Patient) -> PatientOut:
     )
 
 
-def create(*, session: Session, data: PatientCreate, context: AuditContext) -> Patient:
-    """Register a patient; a second patient with the same identifier is a conflict."""
+def create(
+    *,
+    session: Session,
+    data: PatientCreate,
+    context: AuditContext,
+    registered_by: Principal | None = None,
+) -> Patient:
+    """Register a patient; a second patient with the same identifier is a conflict.
+
+    A clinician who registers a patient joins that patient's care team in the same
+    transaction, so they can file the first letter at once and nobody else gains access.
+    """
     existing = repository.by_identifier(session, data.identifier.system, data.identifier.value)
     if existing is not None:
+        if registered_by is not None and not reaches_every_patient(registered_by):
+            # The conflict itself is unavoidable; the other record's id is not theirs to see.
+            raise DuplicatePatient()
         raise DuplicatePatient(existing_patient_id=str(existing.id))
     patient = Patient(
         identifier_system=data.identifier.system,
@@ -58,6 +73,28 @@ def create(*, session: Session, data: PatientCreate, context: AuditContext) -> P
         resource_id=patient.id,
         patient_id=patient.id,
     )
+    if registered_by is not None and registered_by.role is Role.CLINICIAN:
+        session.add(
+            CareTeamMember(
+                patient_id=patient.id,
+                clinician_id=registered_by.subject_id,
+                added_at=patient.created_at,
+                added_by=context.actor_id,
+            )
+        )
+        session.flush()
+        audit.record(
+            session=session,
+            context=context,
+            action="careteam.add",
+            resource_type="CareTeamMember",
+            resource_id=registered_by.subject_id,
+            patient_id=patient.id,
+            details={
+                "clinician_id": str(registered_by.subject_id),
+                "reason": "registered the patient",
+            },
+        )
     return patient
 
 

@@ -159,7 +159,9 @@ async def create_patient(
                 "birth_date": values["birth_date"] or None,
             }
         )
-        patient = patients.create(session=session, data=data, context=context)
+        patient = patients.create(
+            session=session, data=data, context=context, registered_by=principal
+        )
         session.commit()
     except ValidationError as exc:
         errors = _patient_errors(exc)
