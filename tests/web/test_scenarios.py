@@ -275,3 +275,42 @@ def test_login_page_is_accessible(page: PageFactory) -> None:
     desktop.get_by_role("button", name="Log in").click()
     expect(desktop.get_by_role("alert")).to_contain_text("username or password is wrong")
     check_accessibility(desktop)
+
+
+def test_a_newcomer_on_a_fresh_vault_files_finds_and_deletes_a_document(
+    page: PageFactory, runtime: Runtime, tmp_path: Path
+) -> None:
+    """The README's promise: first start, the printed clinician, nothing else to read."""
+    from medvault.auth.bootstrap import ensure_first_admin, ensure_first_clinician
+
+    assert ensure_first_admin(runtime) is not None
+    password = ensure_first_clinician(runtime)
+    assert password is not None
+    desktop = page()
+    ui_login(desktop, "clinician", password)
+    expect(desktop.get_by_text("No documents yet.")).to_be_visible()
+    desktop.get_by_role("link", name="Patients").click()
+    desktop.get_by_role("link", name="Register a patient").click()
+    desktop.get_by_label("Given name").fill("Nova")
+    desktop.get_by_label("Family name").fill("Newcomer")
+    desktop.get_by_label("Date of birth").fill("1985-07-14")
+    desktop.get_by_label("Identifier system").fill("https://fhir.nhs.uk/Id/nhs-number")
+    desktop.get_by_label("Identifier", exact=True).fill("9990002223")
+    desktop.get_by_role("button", name="Register patient").click()
+    expect(desktop.get_by_role("heading", name="NEWCOMER, Nova")).to_be_visible()
+    desktop.get_by_role("link", name="Upload files", exact=True).click()
+    letter = tmp_path / "referral-letter.pdf"
+    letter.write_bytes(pdf_bytes(20_000))
+    desktop.locator("#files").set_input_files(letter)
+    expect(desktop.locator(".upload-item.done")).to_have_count(1, timeout=30_000)
+    desktop.get_by_role("link", name="Documents", exact=True).click()
+    desktop.get_by_label("Search titles and descriptions").fill("referral")
+    desktop.get_by_role("button", name="Apply").click()
+    desktop.get_by_role("link", name="referral-letter.pdf", exact=True).click()
+    with desktop.expect_download() as download:
+        desktop.get_by_role("link", name="Download", exact=True).click()
+    assert Path(download.value.path()).read_bytes() == letter.read_bytes()
+    desktop.get_by_role("link", name="Delete…").click()
+    desktop.get_by_role("dialog").get_by_label("Why is it being deleted?").fill("Just trying it")
+    desktop.get_by_role("dialog").get_by_role("button", name="Delete document").click()
+    expect(desktop.get_by_text("The document was deleted.")).to_be_visible()
