@@ -86,6 +86,9 @@ class DocumentVersion(ClinicalBase):
     content_type: Mapped[str] = mapped_column(String(100))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    # SHA-1 (hex) for FHIR's Attachment.hash, computed during ingest. NULL for versions
+    # stored before it existed, until `medvault fhir backfill-hashes` streams them.
+    sha1: Mapped[str | None] = mapped_column(String(40))
     storage_key: Mapped[str] = mapped_column(String(255), unique=True)
     kek_id: Mapped[str] = mapped_column(String(64))
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary(255))

@@ -14,7 +14,7 @@ The order is what makes crashes safe (see ARCHITECTURE.md, "Upload"):
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -60,6 +60,9 @@ FILE_FIELD = "file"
 VERSION_RETRIES = 5
 
 FieldsT = TypeVar("FieldsT", bound=BaseModel)
+# Runs inside the upload's own transaction, just before it commits: rows that must
+# exist exactly when the document does (e.g. the FHIR Binary draft marker).
+OnCommit = Callable[[Session, Document, DocumentVersion], None]
 
 
 def _validate(model: type[FieldsT], raw: Mapping[str, str]) -> FieldsT:
@@ -116,8 +119,15 @@ async def upload(
     content_length: int | None,
     query: Mapping[str, str],
     document_id: uuid.UUID | None = None,
+    fields_after_body: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
+    on_commit: OnCommit | None = None,
 ) -> DocumentOut:
-    """Store an upload sent either as multipart/form-data or as the raw request body."""
+    """Store an upload sent either as multipart/form-data or as the raw request body.
+
+    ``fields_after_body`` is for raw bodies cut out of a larger message whose metadata
+    may also follow the file (a FHIR resource with base64 data): it is awaited once
+    the file bytes are consumed, and its fields are added to ``query``.
+    """
     multipart = content_type.lower().startswith("multipart/form-data")
     limit = runtime.settings.max_upload_bytes
     if content_length is not None and content_length > limit + (
@@ -135,15 +145,30 @@ async def upload(
             )
         else:
             raw_fields, client_filename = dict(query), query.get("filename")
-            await run_in_threadpool(target.precheck, target.validate(raw_fields))
+            if fields_after_body is None:
+                await run_in_threadpool(target.precheck, target.validate(raw_fields))
+            else:
+                await _precheck_if_complete(target, raw_fields)
             await pump(body, pipeline)
+            if fields_after_body is not None:
+                raw_fields.update(await fields_after_body())
+                client_filename = raw_fields.get("filename")
         fields = target.validate(raw_fields)
         result = await run_in_threadpool(pipeline.finish)
     except BaseException:
         await run_in_threadpool(pipeline.discard)
         raise
-    stored = _StoredUpload(runtime, principal, context, result, client_filename)
+    stored = _StoredUpload(runtime, principal, context, result, client_filename, on_commit)
     return await run_in_threadpool(_commit_or_discard, stored, fields, document_id, pipeline)
+
+
+async def _precheck_if_complete(target: _Target, raw: Mapping[str, str]) -> None:
+    """Fail fast on what is already known; incomplete fields are validated after the body."""
+    try:
+        early = target.validate(raw)
+    except ValidationFailed:
+        return
+    await run_in_threadpool(target.precheck, early)
 
 
 async def _receive_multipart(
@@ -178,12 +203,7 @@ async def _receive_multipart(
             seen_file = True
             filename = event.filename
             # Fields sent before the file let us refuse a bad upload before reading it.
-            try:
-                early = target.validate(fields)
-            except ValidationFailed:
-                early = None
-            if early is not None:
-                await run_in_threadpool(target.precheck, early)
+            await _precheck_if_complete(target, fields)
             await pump(file_data(), pipeline)
     if not seen_file:
         raise MissingFile("Send the document in a form field named 'file'.")
@@ -201,6 +221,7 @@ class _StoredUpload:
     context: AuditContext
     result: IngestResult
     client_filename: str | None
+    on_commit: OnCommit | None = None
 
     def version_row(self, document_id: uuid.UUID, number: int) -> DocumentVersion:
         result = self.result
@@ -215,6 +236,7 @@ class _StoredUpload:
             content_type=result.content_type,
             size=result.size,
             sha256=result.sha256,
+            sha1=result.sha1,
             storage_key=result.storage_key,
             kek_id=result.kek_id,
             wrapped_dek=result.wrapped_dek,
@@ -323,6 +345,8 @@ def _commit_new_document(
             session.add(version)
             action = "document.create"
         _record_upload(session, context, action, document, version)
+        if stored.on_commit is not None:
+            stored.on_commit(session, document, version)
         before_commit()
         session.commit()
         return documents.to_out(document, version)
@@ -342,6 +366,8 @@ def _commit_new_version(
         _reject_duplicate(session, document.patient_id, stored.result, fields.on_duplicate)
         version = _append_version(session, document, stored)
         _record_upload(session, stored.context, "document.version.create", document, version)
+        if stored.on_commit is not None:
+            stored.on_commit(session, document, version)
         before_commit()
         session.commit()
         return documents.to_out(document, version)
