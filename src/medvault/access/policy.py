@@ -10,7 +10,9 @@ Two questions, answered only here:
 
 Roles:
 
-* ``service`` (API tokens): what its scopes say, for every patient.
+* ``service`` (API tokens): what its scopes say, for every patient; SMART scopes
+  (``user/*.read``…) map onto the same permissions, and ``patient/…`` scopes narrow
+  the token to its own patient (see ``access.smart_scopes``).
 * ``admin``: manages users, patients and care teams; sees document metadata for every
   patient, but content only through break-glass.
 * ``clinician``: reads and writes the records of patients on their care teams (and
@@ -28,6 +30,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, Select, exists, false, select, true
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from medvault.access import smart_scopes
 from medvault.access.denials import Denial, denied
 from medvault.access.models import CareTeamMember
 from medvault.auth.principal import Principal, Role
@@ -85,7 +88,11 @@ BREAK_GLASS_ROLES = frozenset({Role.CLINICIAN, Role.ADMIN})
 
 def allows(principal: Principal, permission: Permission) -> bool:
     if principal.role is Role.SERVICE:
-        return "*" in principal.scopes or permission.value in principal.scopes
+        return (
+            "*" in principal.scopes
+            or permission.value in principal.scopes
+            or permission.value in smart_scopes.permissions(principal.scopes)
+        )
     if permission in ROLE_PERMISSIONS.get(principal.role, frozenset()):
         return True
     return bool(principal.break_glass_reason) and permission in BREAK_GLASS_PERMISSIONS.get(
@@ -121,9 +128,10 @@ def can_break_glass(principal: Principal) -> bool:
 def reaches_every_patient(principal: Principal) -> bool:
     """Whether the caller's scope is all patients (so no per-patient check is needed)."""
     role = principal.role
-    return role in (Role.SERVICE, Role.ADMIN) or (
-        role is Role.CLINICIAN and bool(principal.break_glass_reason)
-    )
+    if role is Role.SERVICE:
+        # A patient/ SMART scope binds the whole token to its own patient.
+        return not smart_scopes.patient_bound(principal.scopes)
+    return role is Role.ADMIN or (role is Role.CLINICIAN and bool(principal.break_glass_reason))
 
 
 def patient_scope(
@@ -139,7 +147,8 @@ def patient_scope(
                 CareTeamMember.clinician_id == principal.subject_id
             )
         )
-    if role is Role.PATIENT and principal.patient_id is not None:
+    if role in (Role.PATIENT, Role.SERVICE) and principal.patient_id is not None:
+        # Patient users, and API tokens bound to their owner's patient by patient/ scopes.
         return patient_column == principal.patient_id
     return false()
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from medvault.access import smart_scopes
 from medvault.access.policy import Permission
 from medvault.audit import service as audit
 from medvault.auth import repository
@@ -40,16 +41,25 @@ def create_api_token(
 ) -> IssuedToken:
     """Create a token; the plaintext is returned once and never stored.
 
-    ``scopes`` are permission names (``documents:read``…) or ``*``; an unknown one is
+    ``scopes`` are permission names (``documents:read``…), ``*``, or SMART scopes
+    (``user/DocumentReference.read``…, see ``access.smart_scopes``); an unknown one is
     refused rather than silently granting nothing. A token with ``user_id`` dies with
-    that user's account (disabled or deleted).
+    that user's account (disabled or deleted), and a patient user's token has that
+    patient in context for ``patient/…`` scopes.
     """
     name = name.strip()
     if not 0 < len(name) <= 100:
         raise ValueError("token name must be 1 to 100 characters")
-    unknown = sorted(set(scopes) - KNOWN_SCOPES)
+    unknown = sorted(
+        scope
+        for scope in set(scopes) - KNOWN_SCOPES
+        if not smart_scopes.looks_like_smart_scope(scope)
+    )
     if unknown:
         raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+    for scope in scopes:
+        if smart_scopes.looks_like_smart_scope(scope):
+            smart_scopes.validate(scope)  # InvalidScope is a ValueError that says why
     if expires_at is not None and expires_at <= utcnow():
         raise ValueError("the expiry is in the past")
     token = new_token()
@@ -76,16 +86,21 @@ def authenticate_token(*, session: Session, token: str) -> Principal | None:
         return None
     if row.expires_at is not None and row.expires_at <= utcnow():
         return None
+    patient_id = None
     if row.user_id is not None:
         owner = repository.user_by_id(session, row.user_id)
         if owner is None or owner.disabled_at is not None:
             return None
+        # The patient in context for SMART patient/ scopes; nothing else reads it for
+        # API tokens, so a token's reach only narrows when such a scope asks for it.
+        patient_id = owner.patient_id
     return Principal(
         kind=PrincipalKind.API_TOKEN,
         subject_id=row.id,
         name=row.name,
         role=Role(row.role),
         scopes=frozenset(row.scopes),
+        patient_id=patient_id,
     )
 
 
