@@ -17,6 +17,7 @@ from medvault.auth.router import admin_router
 from medvault.auth.router import router as auth_router
 from medvault.config import Settings
 from medvault.documents.router import router as documents_router
+from medvault.fhir.router import install as install_fhir
 from medvault.kit.problems import install_problem_handlers
 from medvault.kit.request_id import RequestIdMiddleware
 from medvault.ops.access_log import AccessLogMiddleware
@@ -83,7 +84,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(runtime.settings.cors_origins),
             allow_credentials=False,
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",
@@ -92,6 +93,10 @@ def create_app(
                 "If-Range",
                 "X-Break-Glass-Reason",
                 "X-Request-Id",
+                # FHIR: version-aware updates, Prefer, and a Binary's security context.
+                "If-Match",
+                "Prefer",
+                "X-Security-Context",
             ],
             expose_headers=[
                 "ETag",
@@ -101,6 +106,7 @@ def create_app(
                 "Retry-After",
                 "Location",
                 "Repr-Digest",
+                "Last-Modified",
             ],
             max_age=600,
         )
@@ -119,5 +125,7 @@ def create_app(
         shares_router,
     ):
         app.include_router(router)
+    # Before the portal: its pages and error renderer sit at "/", FHIR at "/fhir".
+    install_fhir(app)
     install_portal(app)
     return app

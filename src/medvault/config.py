@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     s3_part_size: int = Field(default=8 * MiB, ge=5 * MiB, le=512 * MiB)
 
     max_upload_bytes: int = Field(default=50 * MiB, gt=0)
+    # FHIR Binary as base64 JSON costs 4/3 of the file and a client-side decode: above
+    # this size only the raw form is served.
+    fhir_binary_json_max_bytes: int = Field(default=5 * MiB, ge=0)
     allowed_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_TYPES
 
     host: str = "127.0.0.1"

@@ -14,6 +14,7 @@ token (all 401). It runs on SQLite + filesystem and on PostgreSQL + S3.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -149,6 +150,113 @@ def care_team_remove(world: World, target: str) -> Request:
 def signed_link(world: World, target: str) -> Request:
     url = world.service.post(f"/api/v1/documents/{world.documents['own']}/download-url").json()
     return "GET", url["url"].split("testserver", 1)[1], {}
+
+
+def fhir_document(
+    path: str = "", method: str = "GET", fresh: bool = False, **kwargs: Any
+) -> Callable[[World, str], Request]:
+    def build(world: World, target: str) -> Request:
+        document = world.fresh_document(target) if fresh else world.documents[target]
+        return method, f"/fhir/DocumentReference/{document}{path}", dict(kwargs)
+
+    return build
+
+
+def fhir_current(world: World, document: str) -> dict[str, Any]:
+    """The DocumentReference as the service account sees it (to address its version)."""
+    found = world.service.get(f"/fhir/DocumentReference/{document}").json()
+    assert isinstance(found, dict)
+    return found
+
+
+def fhir_vread(world: World, target: str) -> Request:
+    document = world.documents[target]
+    version = fhir_current(world, document)["meta"]["versionId"]
+    return "GET", f"/fhir/DocumentReference/{document}/_history/{version}", {}
+
+
+def fhir_binary(suffix: str = "") -> Callable[[World, str], Request]:
+    def build(world: World, target: str) -> Request:
+        url = fhir_current(world, world.documents[target])["content"][0]["attachment"]["url"]
+        return "GET", f"/fhir/Binary/{url.rsplit('/', 1)[1]}{suffix}", {}
+
+    return build
+
+
+def fhir_update(world: World, target: str) -> Request:
+    document = world.fresh_document(target)
+    resource = fhir_current(world, document)
+    resource["description"] = "Edited through FHIR"
+    return (
+        "PUT",
+        f"/fhir/DocumentReference/{document}",
+        {
+            "json": resource,
+            "headers": {"If-Match": f'W/"{resource["meta"]["versionId"]}"'},
+        },
+    )
+
+
+def fhir_new_document(world: World, target: str) -> dict[str, Any]:
+    return {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "type": {"coding": [{"system": "http://loinc.org", "code": "11502-2"}]},
+        "subject": {"reference": f"Patient/{world.patient_for(target)}"},
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "application/pdf",
+                    "data": base64.b64encode(pdf_bytes()).decode(),
+                }
+            }
+        ],
+    }
+
+
+def fhir_create(world: World, target: str) -> Request:
+    return "POST", "/fhir/DocumentReference", {"json": fhir_new_document(world, target)}
+
+
+def fhir_transaction(world: World, target: str) -> Request:
+    resource = fhir_new_document(world, target)
+    resource["content"][0]["attachment"] = {"url": "urn:uuid:9e3d7a52-0c3e-4bde-9d5e-0f7a1c9e2b41"}
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/pdf",
+        "data": base64.b64encode(pdf_bytes()).decode(),
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:9e3d7a52-0c3e-4bde-9d5e-0f7a1c9e2b41",
+                "resource": binary,
+                "request": {"method": "POST", "url": "Binary"},
+            },
+            {"resource": resource, "request": {"method": "POST", "url": "DocumentReference"}},
+        ],
+    }
+    return "POST", "/fhir", {"json": bundle}
+
+
+def fhir_binary_create(world: World, target: str) -> Request:
+    return (
+        "POST",
+        "/fhir/Binary",
+        {
+            "content": pdf_bytes(),
+            "headers": {
+                "content-type": "application/pdf",
+                "X-Security-Context": f"Patient/{world.patient_for(target)}",
+            },
+        },
+    )
+
+
+def fhir_patient(world: World, target: str) -> Request:
+    return "GET", f"/fhir/Patient/{world.patient_for(target)}", {}
 
 
 ALL_200 = dict.fromkeys(ROLES, 200)
@@ -329,6 +437,126 @@ SPECS: dict[tuple[str, str], Spec] = {
         fixed("GET", "/api/v1/audit/proof/consistency", params={"first": 1, "second": 1}),
         ONLY_AUDIT,
     ),
+    # FHIR R4: the same policy as REST, through the same services.
+    ("GET", "/fhir/metadata"): Spec(fixed("GET", "/fhir/metadata"), ALL_200, public=True),
+    ("POST", "/fhir"): Spec(
+        fhir_transaction,
+        {
+            "service": 200,
+            "admin": 403,
+            "clinician": (200, 422, 200),
+            "patient": (200, 422, 200),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/fhir/DocumentReference"): Spec(
+        fixed("GET", "/fhir/DocumentReference"), {**ALL_200, "auditor": 403}
+    ),
+    ("POST", "/fhir/DocumentReference/_search"): Spec(
+        fixed("POST", "/fhir/DocumentReference/_search", data={"_count": "5"}),
+        {**ALL_200, "auditor": 403},
+    ),
+    ("GET", "/fhir/DocumentReference/{resource_id}"): Spec(
+        fhir_document(),
+        {
+            "service": 200,
+            "admin": 200,
+            "clinician": (200, 404, 200),
+            "patient": (200, 404, 200),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/fhir/DocumentReference/{resource_id}/_history/{version_id}"): Spec(
+        fhir_vread,
+        {
+            "service": 200,
+            "admin": 200,
+            "clinician": (200, 404, 200),
+            "patient": (200, 404, 200),
+            "auditor": 403,
+        },
+    ),
+    ("POST", "/fhir/DocumentReference"): Spec(
+        fhir_create,
+        {
+            "service": 201,
+            "admin": 403,
+            "clinician": (201, 422, 201),
+            "patient": (201, 422, 201),
+            "auditor": 403,
+        },
+    ),
+    ("PUT", "/fhir/DocumentReference/{resource_id}"): Spec(
+        fhir_update,
+        {
+            "service": (200, 200, 409),
+            "admin": 403,
+            "clinician": (200, 404, 409),
+            # Patients change only what they uploaded; these came from the service account.
+            "patient": (403, 404, 403),
+            "auditor": 403,
+        },
+    ),
+    ("DELETE", "/fhir/DocumentReference/{resource_id}"): Spec(
+        fhir_document(method="DELETE", fresh=True),
+        {
+            "service": 200,
+            "admin": 200,
+            "clinician": (200, 404, 200),
+            "patient": 403,
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/fhir/Binary/{resource_id}"): Spec(
+        fhir_binary(),
+        {
+            "service": (200, 200, 410),
+            "admin": 403,
+            "clinician": (200, 404, 410),
+            "patient": (200, 404, 410),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/fhir/Binary/{resource_id}/_history/{version_id}"): Spec(
+        fhir_binary("/_history/1"),
+        {
+            "service": (200, 200, 410),
+            "admin": 403,
+            "clinician": (200, 404, 410),
+            "patient": (200, 404, 410),
+            "auditor": 403,
+        },
+    ),
+    ("POST", "/fhir/Binary"): Spec(
+        fhir_binary_create,
+        {
+            "service": 201,
+            "admin": 403,
+            "clinician": (201, 422, 201),
+            "patient": (201, 422, 201),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/fhir/Patient"): Spec(fixed("GET", "/fhir/Patient"), {**ALL_200, "auditor": 403}),
+    ("POST", "/fhir/Patient/_search"): Spec(
+        fixed("POST", "/fhir/Patient/_search", data={"_count": "5"}),
+        {**ALL_200, "auditor": 403},
+    ),
+    ("GET", "/fhir/Patient/{resource_id}"): Spec(
+        fhir_patient,
+        {
+            "service": (200, 200, 200),
+            "admin": (200, 200, 200),
+            "clinician": (200, 404, 200),
+            "patient": (200, 404, 200),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/fhir/AuditEvent"): Spec(fixed("GET", "/fhir/AuditEvent"), ONLY_AUDIT),
+    ("POST", "/fhir/AuditEvent/_search"): Spec(
+        fixed("POST", "/fhir/AuditEvent/_search", data={"_count": "5"}), ONLY_AUDIT
+    ),
+    ("GET", "/fhir/AuditEvent/{resource_id}"): Spec(fixed("GET", "/fhir/AuditEvent/1"), ONLY_AUDIT),
 }
 
 

@@ -1,0 +1,1 @@
+"""Mapping between the vault's rows and FHIR R4 resources (JSON dicts)."""

@@ -1,0 +1,130 @@
+"""FHIR formats: ``_format`` and ``Accept`` negotiation, and JSON responses.
+
+The vault speaks FHIR JSON only. A request that can only take XML or Turtle gets a
+406 OperationOutcome rather than JSON it did not ask for. ``application/json`` is
+answered as ``application/json`` (some clients insist); everything else gets
+``application/fhir+json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from medvault.kit.problems import Problem
+
+FHIR_JSON = "application/fhir+json"
+PLAIN_JSON = "application/json"
+FHIR_VERSION = "4.0.1"
+# Every spelling of "JSON" that FHIR clients send in _format or Accept.
+JSON_FORMATS = frozenset({FHIR_JSON, PLAIN_JSON, "application/json+fhir", "json", "text/json"})
+
+
+class NotAcceptable(Problem):
+    status, slug, title = 406, "not-acceptable", "The requested format is not available"
+
+
+def _media_ranges(header: str) -> list[tuple[str, float]]:
+    """``Accept`` as (media type, q) pairs; unparseable q values count as 1."""
+    ranges = []
+    for part in header.split(","):
+        pieces = [piece.strip() for piece in part.split(";")]
+        media = pieces[0].lower()
+        if not media:
+            continue
+        quality = 1.0
+        for param in pieces[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = max(0.0, min(1.0, float(value)))
+                except ValueError:
+                    quality = 1.0
+        # fhirVersion and charset parameters are fine: the vault serves 4.0 in UTF-8.
+        ranges.append((media, quality))
+    return ranges
+
+
+def _format_param(request: Request) -> str | None:
+    value = request.query_params.get("_format")
+    return value.strip().lower().split(";")[0].strip() if value else None
+
+
+def json_quality(request: Request) -> float:
+    """How much the client wants FHIR JSON (explicit JSON types only, not ``*/*``)."""
+    requested = _format_param(request)
+    if requested is not None:
+        return 1.0 if requested in JSON_FORMATS else 0.0
+    accept = request.headers.get("accept", "")
+    return max((q for media, q in _media_ranges(accept) if media in JSON_FORMATS), default=0.0)
+
+
+def negotiate(request: Request) -> str:
+    """The media type of a FHIR resource response, or 406 if the client takes no JSON."""
+    requested = _format_param(request)
+    if requested is not None:
+        if requested not in JSON_FORMATS:
+            raise NotAcceptable(
+                f"This server speaks FHIR JSON only; _format={requested} is not available. "
+                "Use _format=json."
+            )
+        return PLAIN_JSON if requested == PLAIN_JSON else FHIR_JSON
+    ranges = [(media, q) for media, q in _media_ranges(request.headers.get("accept", "")) if q > 0]
+    if not ranges:
+        return FHIR_JSON
+    medias = {media for media, _ in ranges}
+    if medias & {FHIR_JSON, "application/json+fhir", "*/*", "application/*"}:
+        return FHIR_JSON
+    if medias & {PLAIN_JSON, "text/json"}:
+        return PLAIN_JSON
+    raise NotAcceptable("This server speaks FHIR JSON only: send Accept: application/fhir+json.")
+
+
+def wants_resource_form(request: Request, content_type: str) -> bool:
+    """For Binary: the FHIR resource form (base64) rather than the raw bytes?
+
+    Only an explicit JSON type in ``Accept`` or ``_format`` asks for the resource form;
+    ``*/*``, a browser's Accept, or the document's own type get the raw bytes, as FHIR
+    prescribes. On a tie (both named with the same q), JSON wins: a client that names
+    FHIR JSON at all is a FHIR client.
+    """
+    wanted_json = json_quality(request)
+    if wanted_json <= 0:
+        return False
+    if _format_param(request) is not None:
+        return True
+    family = content_type.split("/", 1)[0] + "/*"
+    raw = max(
+        (
+            q
+            for media, q in _media_ranges(request.headers.get("accept", ""))
+            if media in (content_type, family, "*/*")
+        ),
+        default=0.0,
+    )
+    return wanted_json >= raw
+
+
+def dumps(resource: Mapping[str, Any]) -> bytes:
+    return json.dumps(resource, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def fhir_response(
+    resource: Mapping[str, Any] | None,
+    *,
+    status: int = 200,
+    media_type: str = FHIR_JSON,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A FHIR JSON response (``resource`` None: an empty body, e.g. Prefer: return=minimal)."""
+    body = b"" if resource is None else dumps(resource)
+    return Response(
+        body,
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=f"{media_type}; charset=utf-8",
+    )
