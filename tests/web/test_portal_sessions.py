@@ -5,12 +5,12 @@ These run on both backends (the browser scenarios run on SQLite only).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from medvault.auth.models import WebSession
 from medvault.kit.clock import utcnow
@@ -157,3 +157,21 @@ def test_open_redirects_are_not_followed_after_login(practice: Practice) -> None
         )
         assert response.status_code == 303
         assert response.headers["location"] == "/"
+
+
+def test_activity_keeps_a_session_alive_with_throttled_writes(practice: Practice) -> None:
+    def last_seen() -> object:
+        with practice.runtime.auth.read_session() as session:
+            return session.scalars(select(WebSession.last_seen_at)).one()
+
+    with practice.browser("patient") as browser:
+        browser.get("/documents")
+        first = last_seen()
+        browser.get("/documents")
+        assert last_seen() == first  # within the touch interval: no write
+        with practice.runtime.auth.session() as session:
+            session.execute(update(WebSession).values(last_seen_at=utcnow() - timedelta(minutes=5)))
+            session.commit()
+        assert browser.get("/documents", follow_redirects=False).status_code == 200
+        moved = last_seen()
+        assert isinstance(moved, datetime) and utcnow() - moved < timedelta(seconds=30)

@@ -53,6 +53,7 @@ class ActiveWebSession:
     token_hash: str
     principal: Principal
     break_glass_until: datetime | None
+    needs_touch: bool = False
 
 
 def hash_session_token(token: str) -> str:
@@ -135,8 +136,9 @@ def _principal(user: User, row: WebSession, now: datetime) -> Principal:
 def resolve(*, session: Session, settings: Settings, token: str) -> ActiveWebSession | None:
     """The live session behind a cookie, or None if it is unknown, ended or idle.
 
-    Role, patient link and the disabled flag come from the user row on every request,
-    so an admin's change applies at the user's next click.
+    Read-only, so a page view takes no write lock; ``touch`` records activity when
+    ``needs_touch`` says it is due. Role, patient link and the disabled flag come from
+    the user row on every request, so an admin's change applies at the next click.
     """
     found = repository.web_session_by_hash(session, hash_session_token(token))
     if found is None:
@@ -151,17 +153,21 @@ def resolve(*, session: Session, settings: Settings, token: str) -> ActiveWebSes
         or user.disabled_at is not None
     ):
         return None
-    if now - row.last_seen_at >= TOUCH_INTERVAL and not repository.touch_web_session(
-        session, row.id, now=now, idle_cutoff=idle_cutoff
-    ):
-        return None
     principal = _principal(user, row, now)
     return ActiveWebSession(
         session_id=row.id,
         token_hash=row.token_hash,
         principal=principal,
         break_glass_until=row.break_glass_until if principal.break_glass_reason else None,
+        needs_touch=now - row.last_seen_at >= TOUCH_INTERVAL,
     )
+
+
+def touch(*, session: Session, settings: Settings, session_id: uuid.UUID) -> bool:
+    """Record activity; False if the session ended or went idle in the meantime."""
+    now = utcnow()
+    idle_cutoff = now - timedelta(seconds=settings.web_session_idle_seconds)
+    return repository.touch_web_session(session, session_id, now=now, idle_cutoff=idle_cutoff)
 
 
 def end(

@@ -91,9 +91,18 @@ def login_csrf_matches(request: Request, presented: str | None) -> bool:
 
 
 def _resolve(runtime: Runtime, token: str) -> ActiveWebSession | None:
-    with runtime.auth.session() as session:
+    # Looked up read-only: on SQLite a write session would take the auth database's
+    # only write lock on every page view, not just every TOUCH_INTERVAL.
+    with runtime.auth.read_session() as session:
         active = web_sessions.resolve(session=session, settings=runtime.settings, token=token)
-        session.commit()  # the activity timestamp, when it moved
+    if active is not None and active.needs_touch:
+        with runtime.auth.session() as session:
+            live = web_sessions.touch(
+                session=session, settings=runtime.settings, session_id=active.session_id
+            )
+            session.commit()
+        if not live:
+            return None
     return active
 
 

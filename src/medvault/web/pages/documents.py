@@ -21,6 +21,7 @@ from medvault.documents.ordering import DocumentSort
 from medvault.documents.router import serve_version
 from medvault.documents.schemas import DocumentOut, DownloadUrlRequest
 from medvault.kit.ids import parse_id
+from medvault.runtime import Runtime
 from medvault.shares import service as shares
 from medvault.web import presenters
 from medvault.web.listing import PAGE_SIZE, DocumentQuery
@@ -46,7 +47,7 @@ SORT_LABELS = {
 
 
 def _rows(
-    runtime: Any, session: ClinicalSession, principal: PortalPrincipal, items: list[DocumentOut]
+    runtime: Runtime, session: ClinicalSession, principal: PortalPrincipal, items: list[DocumentOut]
 ) -> list[dict[str, Any]]:
     names = presenters.actor_names(runtime, (item.uploaded_by for item in items))
     people = presenters.readable_patients_by_id(
