@@ -121,6 +121,24 @@ def information(text: str) -> dict[str, Any]:
     return outcome(issue("information", "informational", text))
 
 
+def _diagnostics(problem: Problem) -> str:
+    """The detail, plus the problem's scalar members (an existing id, a size limit…).
+
+    problem+json carries these as members of their own; OperationOutcome has no place
+    for them, so they follow the text as ``(name: value; …)``.
+    """
+    text = problem.detail or problem.title
+    extras = []
+    for name, value in problem.extensions.items():
+        if name in ("errors", "expression"):
+            continue
+        if isinstance(value, list | tuple):
+            value = ", ".join(str(item) for item in value)
+        if isinstance(value, str | int | float | bool):
+            extras.append(f"{name}: {value}")
+    return f"{text} ({'; '.join(extras)})" if extras else text
+
+
 def problem_outcome(problem: Problem) -> dict[str, Any]:
     """The OperationOutcome for a problem: one issue, plus one per field error."""
     severity = "fatal" if problem.status == 500 else "error"
@@ -130,7 +148,7 @@ def problem_outcome(problem: Problem) -> dict[str, Any]:
         issue(
             severity,
             issue_code(problem),
-            problem.detail or problem.title,
+            _diagnostics(problem),
             expression=list(expression) if isinstance(expression, list | tuple) else None,
             coding=coding,
         )

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from medvault.kit.problems import NotFound
 
+# FHIR ids are case-sensitive: only the canonical (lower-case) spelling names a resource.
 _DOCUMENT_ID = re.compile(
-    r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-    r"(?:\.([1-9][0-9]{0,8}))?$"
+    r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:\.([1-9][0-9]{0,8}))?$"
 )
 URN_UUID = "urn:uuid:"
 
@@ -43,7 +43,7 @@ def document_reference_id(document_id: uuid.UUID, number: int, current: int) -> 
 
 
 def parse_document_id(raw: str) -> DocumentId | None:
-    match = _DOCUMENT_ID.match(raw.strip())
+    match = _DOCUMENT_ID.match(raw)
     if match is None:
         return None
     number = match.group(2)
@@ -66,7 +66,7 @@ def parse_uuid(raw: str) -> uuid.UUID | None:
 
 def uuid_or_404(raw: str, resource_type: str) -> uuid.UUID:
     parsed = parse_uuid(raw)
-    if parsed is None or str(parsed) != raw.strip().lower():
+    if parsed is None or str(parsed) != raw:
         raise NotFound(f"No {resource_type} with this id.")
     return parsed
 

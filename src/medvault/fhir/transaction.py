@@ -304,6 +304,7 @@ def _commit(
             resource = mapping.to_resource(document, version, base=base)
             token = version_token(document.updated_at)
             responses[item.entry] = {
+                "fullUrl": f"{base}/DocumentReference/{document.id}",
                 "resource": resource,
                 "response": {
                     "status": "201 Created",
