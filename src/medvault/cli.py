@@ -45,6 +45,7 @@ from medvault.client import (
 from medvault.config import ConfigurationError, Settings
 from medvault.documents.models import Classification
 from medvault.documents.schemas import OnDuplicate
+from medvault.fhir.cli import fhir_app
 from medvault.kit.clock import utcnow
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ patient_app = typer.Typer(no_args_is_help=True, help="Patients (through the REST
 app.add_typer(patient_app, name="patient")
 keys_app = typer.Typer(no_args_is_help=True, help="Key-encryption keys (server side).")
 app.add_typer(keys_app, name="keys")
+app.add_typer(fhir_app, name="fhir")
 
 err = Console(stderr=True)
 out = Console()
