@@ -175,3 +175,12 @@ def test_activity_keeps_a_session_alive_with_throttled_writes(practice: Practice
         assert browser.get("/documents", follow_redirects=False).status_code == 200
         moved = last_seen()
         assert isinstance(moved, datetime) and utcnow() - moved < timedelta(seconds=30)
+
+
+def test_only_portal_paths_answer_errors_as_pages(practice: Practice) -> None:
+    with TestClient(practice.app, raise_server_exceptions=False) as visitor:
+        page = visitor.post("/documents", data={})
+        assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
+        for path in ("/api/v1/documents", "/no-such-page"):
+            problem = visitor.get(path)
+            assert problem.headers["content-type"] == "application/problem+json", path

@@ -18,6 +18,19 @@ from medvault.web.errors import render_portal_problem
 from medvault.web.pages import admin, audit, auth, compose, documents, patients, upload
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Errors under these paths are shown as pages; everything else keeps problem+json
+# (the API, FHIR, and any route an operator or a test mounts beside the portal).
+PORTAL_PREFIXES = (
+    "/login",
+    "/logout",
+    "/documents",
+    "/upload",
+    "/compose",
+    "/patients",
+    "/emergency",
+    "/admin/",
+    "/audit",
+)
 
 
 class _CachedStatic(StaticFiles):
@@ -36,4 +49,5 @@ def install_portal(app: FastAPI) -> None:
     for module in (auth, documents, upload, compose, patients, admin, audit):
         app.include_router(module.router)
     app.mount("/static", _CachedStatic(directory=STATIC_DIR), name="static")
-    register_problem_renderer(app, "/", render_portal_problem)
+    for prefix in PORTAL_PREFIXES:
+        register_problem_renderer(app, prefix, render_portal_problem)
