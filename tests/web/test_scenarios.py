@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from medvault.audit.sealer import seal_pending
 from medvault.runtime import Runtime
 from tests.support.browser import check_accessibility, console_errors, screenshot, zoom_200
 from tests.support.factories import pdf_bytes
+from tests.support.inspect import stored_state
 from tests.support.users import UserFactory
 from tests.web.conftest import PageFactory
 from tests.web.portal_world import Practice, build_practice
@@ -314,3 +316,33 @@ def test_a_newcomer_on_a_fresh_vault_files_finds_and_deletes_a_document(
     desktop.get_by_role("dialog").get_by_label("Why is it being deleted?").fill("Just trying it")
     desktop.get_by_role("dialog").get_by_role("button", name="Delete document").click()
     expect(desktop.get_by_text("The document was deleted.")).to_be_visible()
+
+
+def test_an_upload_can_be_cancelled_and_leaves_nothing(
+    page: PageFactory, practice: Practice, tmp_path: Path
+) -> None:
+    user = practice.users["clinician"]
+    desktop = page()
+    ui_login(desktop, user.username, user.password)
+    desktop.goto(f"/upload?patient={practice.own}")
+    before = stored_state(practice.runtime)
+    # Slow the upload down (Chromium's network emulation) so there is time to cancel.
+    cdp = desktop.context.new_cdp_session(desktop)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 200_000},
+    )
+    big = tmp_path / "whole-body-scan.pdf"
+    big.write_bytes(pdf_bytes(8_000_000))
+    desktop.locator("#files").set_input_files(big)
+    item = desktop.locator(".upload-item")
+    expect(item.locator(".upload-status")).to_contain_text("%", timeout=20_000)
+    item.get_by_role("button", name="Cancel upload of whole-body-scan.pdf").click()
+    expect(item.locator(".upload-status")).to_have_text("Cancelled. Nothing was stored.")
+    # The server notices the dropped connection on its own schedule; then no row, no
+    # blob and no partial upload may remain.
+    deadline = time.monotonic() + 15
+    while stored_state(practice.runtime) != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stored_state(practice.runtime) == before
