@@ -275,3 +275,14 @@ def test_no_patient_data_in_any_url(practice: Practice) -> None:
                 assert not any(word.lower() in lowered for word in secret_words), url
                 identifier = practice.service.get(f"/api/v1/patients/{practice.own}").json()
                 assert identifier["identifier"]["value"] not in url
+
+
+def test_user_text_is_escaped_everywhere(practice: Practice) -> None:
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    doc = upload_raw(
+        practice.service, practice.own, pdf_bytes(), title=hostile, description=hostile
+    ).json()["id"]
+    with practice.browser("clinician") as browser:
+        for page in (browser.get("/documents"), browser.get(f"/documents/{doc}")):
+            assert "<script>alert" not in page.text and "<img src=x" not in page.text
+            assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
