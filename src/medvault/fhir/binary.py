@@ -60,14 +60,24 @@ def metadata(version: DocumentVersion) -> dict[str, Any]:
 
 
 def _base64(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Base64 of a byte stream, cut at multiples of 3 bytes so the pieces concatenate."""
+    """Base64 of a byte stream, cut at multiples of 3 bytes so the pieces concatenate.
+
+    Slices are views: a plaintext piece is never copied on its way to the encoder.
+    """
     carry = b""
     for chunk in chunks:
-        data = carry + chunk if carry else chunk
-        usable = len(data) - len(data) % 3
+        view = memoryview(chunk)
+        if carry:
+            need = 3 - len(carry)
+            if len(view) < need:
+                carry += bytes(view)
+                continue
+            yield base64.b64encode(carry + bytes(view[:need]))
+            view, carry = view[need:], b""
+        usable = len(view) - len(view) % 3
         if usable:
-            yield base64.b64encode(data[:usable])
-        carry = data[usable:]
+            yield base64.b64encode(view[:usable])
+        carry = bytes(view[usable:])
     if carry:
         yield base64.b64encode(carry)
 

@@ -336,27 +336,52 @@ class StreamingJsonReader:
         self._state = _VALUE  # the marker is emitted as this position's value
         self._emit(StreamedString(path, self._streams - 1))
 
+    async def _peek(self, n: int) -> bytes:
+        """The next ``n`` unread bytes (fewer at the end), without consuming them."""
+        while len(self._buf) - self._pos < n and not self._eof:
+            try:
+                chunk = await anext(self.chunks)
+            except StopAsyncIteration:
+                self._eof = True
+                break
+            # Rare (an escape cut by a chunk boundary): only the short tail is copied.
+            self._buf, self._pos = self._buf[self._pos :] + chunk, 0
+        return self._buf[self._pos : self._pos + n]
+
+    async def _hex4(self) -> int:
+        digits = await self._peek(4)
+        if len(digits) < 4:
+            raise MalformedJson("A string is not terminated.")
+        self._pos += 4
+        try:
+            return int(digits.decode("ascii"), 16)
+        except (UnicodeDecodeError, ValueError):
+            raise MalformedJson("A string has an invalid \\u escape.") from None
+
     async def _escape(self) -> bytes:
         """The bytes of one escape sequence inside a streamed string (backslash consumed)."""
-        if not await self._fill():
+        code = (await self._peek(1))[:1]
+        if not code:
             raise MalformedJson("A string is not terminated.")
-        code = self._buf[self._pos]
         self._pos += 1
-        simple = _SIMPLE_ESCAPES.get(code)
+        simple = _SIMPLE_ESCAPES.get(code[0])
         if simple is not None:
             return simple
-        if code != ord("u"):
+        if code != b"u":
             raise MalformedJson("A string has an invalid escape.")
-        digits = bytearray()
-        while len(digits) < 4:
-            if not await self._fill():
-                raise MalformedJson("A string is not terminated.")
-            digits.append(self._buf[self._pos])
-            self._pos += 1
-        try:
-            return chr(int(digits.decode("ascii"), 16)).encode("utf-8", "surrogatepass")
-        except ValueError:
-            raise MalformedJson("A string has an invalid \\u escape.") from None
+        point = await self._hex4()
+        if 0xD800 <= point <= 0xDBFF and await self._peek(2) == b"\\u":
+            # A UTF-16 surrogate pair, as JSON writes characters beyond the BMP.
+            self._pos += 2
+            low = await self._hex4()
+            if 0xDC00 <= low <= 0xDFFF:
+                point = 0x10000 + ((point - 0xD800) << 10) + (low - 0xDC00)
+            else:
+                return chr(point).encode("utf-8", "surrogatepass") + chr(low).encode(
+                    "utf-8", "surrogatepass"
+                )
+        # A lone surrogate passes through, as json.loads lets it.
+        return chr(point).encode("utf-8", "surrogatepass")
 
     @property
     def document(self) -> Any:
