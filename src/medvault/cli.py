@@ -189,16 +189,34 @@ def token_create(
     expires_in_days: int | None = typer.Option(
         None, "--expires-in-days", min=1, help="Stop working after this many days"
     ),
+    user: str | None = typer.Option(
+        None,
+        "--user",
+        help="The user the token belongs to: it dies with the account, and a patient "
+        "user's token reaches that patient with SMART patient/ scopes",
+    ),
 ) -> None:
     """Print a new service-account API token on stdout (shown once, stored only as a hash)."""
+    from medvault.auth import repository as auth_repository
     from medvault.auth.service import create_api_token
+    from medvault.auth.sessions import normalise_username
 
     runtime = _open_runtime(_settings(), run_migrations=True)
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     try:
         with runtime.auth.session() as session:
+            owner = None
+            if user is not None:
+                found = auth_repository.user_by_username(session, normalise_username(user))
+                if found is None:
+                    raise ValueError(f"no user {user!r}")
+                owner = found.id
             issued = create_api_token(
-                session=session, name=name, scopes=tuple(scope), expires_at=expires_at
+                session=session,
+                name=name,
+                scopes=tuple(scope),
+                expires_at=expires_at,
+                user_id=owner,
             )
             session.commit()
     except ValueError as exc:

@@ -7,12 +7,15 @@ import uuid
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from medvault.access import smart_scopes
 from medvault.access.policy import Permission
 from medvault.auth import service as auth_service
 from medvault.auth.principal import Role
+from medvault.cli import app as cli
 from medvault.runtime import Runtime
+from tests.cli.server_env import server_env
 from tests.fhir.support import entries, fhir_client
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 from tests.support.users import UserFactory
@@ -118,3 +121,27 @@ def test_a_patient_scope_without_a_patient_reaches_nobody(
         bundle = unbound.get("/fhir/DocumentReference").json()
         assert bundle["total"] == 0
         assert unbound.get(f"/fhir/Patient/{patient}").status_code == 404
+
+
+def test_the_cli_binds_a_patient_scoped_token_to_a_user(
+    app: FastAPI, runtime: Runtime, fhir: TestClient, make_user: UserFactory
+) -> None:
+    own, other = create_patient(fhir), create_patient(fhir)
+    upload_raw(fhir, own, pdf_bytes())
+    upload_raw(fhir, other, pdf_bytes())
+    user = make_user(Role.PATIENT, patient_id=own)
+    env = server_env(runtime.settings)
+    runner = CliRunner()
+    made = runner.invoke(
+        cli,
+        ["token", "create", "--name", "app", "--scope", "patient/*.read", "--user", user.username],
+        env=env,
+    )
+    assert made.exit_code == 0, made.output
+    with fhir_client(app, made.stdout.strip()) as app_client:
+        found = app_client.get("/fhir/DocumentReference").json()
+        assert {r["subject"]["reference"] for r in entries(found)} == {f"Patient/{own}"}
+    unknown = runner.invoke(
+        cli, ["token", "create", "--name", "x", "--user", "nobody-at-all"], env=env
+    )
+    assert unknown.exit_code == 2 and "no user" in unknown.output
