@@ -179,3 +179,23 @@ def test_a_scoped_client_sees_only_what_it_may(app: FastAPI, fhir: TestClient) -
     upload_raw(fhir, patient, pdf_bytes())
     with fhir_client(app) as anonymous:
         assert anonymous.get(f"/fhir/Patient/{patient}").status_code == 401
+
+
+def test_no_answer_tells_an_unreadable_binary_from_a_missing_one(
+    fhir: TestClient, people: People
+) -> None:
+    theirs = upload_raw(fhir, people.patient_b, pdf_bytes()).json()
+    url = fhir.get(f"/fhir/DocumentReference/{theirs['id']}").json()["content"][0]["attachment"][
+        "url"
+    ]
+    missing = "/fhir/Binary/00000000-0000-0000-0000-000000000000"
+    for params, headers in (
+        ({}, {}),
+        ({"_format": "xml"}, {}),
+        ({}, {"accept": "application/fhir+json"}),
+        ({}, {"Range": "bytes=0-9"}),
+    ):
+        refused = people.patient.get(url, params=params, headers=headers)
+        absent = people.patient.get(missing, params=params, headers=headers)
+        assert refused.status_code == absent.status_code == 404
+        assert refused.json()["issue"] == absent.json()["issue"]

@@ -47,6 +47,21 @@ def locate(session: Session, raw_id: str) -> DocumentVersion:
     return version
 
 
+def check_readable(session: Session, principal: Principal, version: DocumentVersion) -> None:
+    """The one content-read check (410 once deleted), answering exactly like a missing id."""
+    try:
+        document_service.resolve_version(
+            session=session,
+            principal=principal,
+            document_id=version.document_id,
+            number=version.version,
+        )
+    except NotFound as exc:
+        missing = NotFound("No Binary with this id.")
+        missing.denial = exc.denial  # the refusal of a real record is still audited
+        raise missing from None
+
+
 def metadata(version: DocumentVersion) -> dict[str, Any]:
     """The Binary resource without its data (for create responses and the JSON prefix)."""
     return {

@@ -40,6 +40,9 @@ def _read(
 ) -> Response:
     require(principal, Permission.CONTENT_READ)
     version = service.locate(session, resource_id)
+    # The caller's reach first: nothing below (406 for a format, the size cap) may
+    # tell an unreadable Binary apart from one that does not exist.
+    service.check_readable(session, principal, version)
     if not wants_resource_form(request, version.content_type):
         # The raw bytes, exactly as the REST content route serves them.
         return serve_version(
