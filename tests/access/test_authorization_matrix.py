@@ -30,6 +30,7 @@ from medvault.auth.jwt_tokens import issue_access_token
 from medvault.auth.principal import Role
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
+from tests.fhir.support import validate_response
 from tests.support.factories import create_patient, patient_payload, pdf_bytes, upload_raw
 from tests.support.users import UserFactory, login
 
@@ -608,6 +609,7 @@ def world(
 
     with TestClient(app, raise_server_exceptions=False) as service:
         service.headers["Authorization"] = f"Bearer {api_token}"
+        service.event_hooks["response"] = [validate_response]
         own, foreign = create_patient(service), create_patient(service)
         documents = {
             "own": upload_raw(service, own, pdf_bytes()).json()["id"],
@@ -684,7 +686,9 @@ def call(client: TestClient, request: Request, token: str | None) -> int:
     headers = dict(kwargs.pop("headers", {}))
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    return client.request(method, url, headers=headers, **kwargs).status_code
+    response = client.request(method, url, headers=headers, **kwargs)
+    validate_response(response)  # FHIR answers must be valid R4, whoever asked
+    return response.status_code
 
 
 @pytest.mark.parametrize("role", ROLES)
