@@ -1,4 +1,4 @@
-"""DocumentReference use cases: read, search, update, delete, and describing a Binary.
+"""DocumentReference use cases: read, update, delete, and describing a Binary.
 
 Like every service, these add audit events to the caller's session and flush; the
 route commits once, before anything is returned. Reads write the same audit events
@@ -9,7 +9,6 @@ caller's reach is "not found", exactly like one that does not exist.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,10 +22,8 @@ from medvault.documents import repository as documents
 from medvault.documents import service as document_service
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
 from medvault.fhir import repository
-from medvault.fhir import search as fhir_search
-from medvault.fhir.bundle import searchset
 from medvault.fhir.mapping import document_reference as mapping
-from medvault.fhir.mapping.codes import CATEGORY_SYSTEM, LOINC, parse_etag, version_token
+from medvault.fhir.mapping.codes import parse_etag, version_token
 from medvault.fhir.outcome import (
     NotSupported,
     PreconditionFailed,
@@ -37,17 +34,11 @@ from medvault.fhir.outcome import (
 from medvault.fhir.references import (
     DocumentId,
     document_id_or_404,
-    parse_document_id,
     parse_uuid,
     split_reference,
 )
-from medvault.fhir.repository import DocumentFilters, Position
 from medvault.kit.clock import utcnow
 from medvault.kit.problems import Conflict, Forbidden, NotFound
-
-SORTS = {"-date": True, "date": False}
-DEFAULT_SORT = "-date"
-STATUSES = frozenset({"current", "superseded", "entered-in-error"})
 
 
 def readable_or_404(
@@ -101,148 +92,6 @@ def read(
         details={"version": version.version} if ref.version is not None else None,
     )
     return resource(session, document, version, base)
-
-
-# -- search ----------------------------------------------------------------------------
-
-
-def _patient_ids(value: str, base: str) -> frozenset[uuid.UUID]:
-    found = set()
-    for item in fhir_search.split_values(value):
-        target = split_reference(item, base) if "/" in item else ("Patient", item)
-        patient_id = parse_uuid(target[1]) if target and target[0] == "Patient" else None
-        if patient_id is not None:
-            found.add(patient_id)
-    return frozenset(found)
-
-
-def parse_search(
-    params: Sequence[tuple[str, str]], *, strict: bool, base: str
-) -> tuple[DocumentFilters, fhir_search.ParsedSearch]:
-    ids: list[frozenset[DocumentId]] = []
-    patients: list[frozenset[uuid.UUID]] = []
-    types: list[frozenset[str]] = []
-    categories: list[frozenset[str]] = []
-    dates: list[tuple[repository.DateBound, ...]] = []
-    statuses: list[frozenset[str]] = []
-
-    def on_id(modifier: str | None, value: str) -> None:
-        fhir_search.no_modifier("_id", modifier)
-        parsed = (parse_document_id(v) for v in fhir_search.split_values(value))
-        ids.append(frozenset(p for p in parsed if p is not None))
-
-    def on_patient(modifier: str | None, value: str) -> None:
-        fhir_search.no_modifier("patient", modifier, allowed=("Patient",))
-        patients.append(_patient_ids(value, base))
-
-    def on_type(modifier: str | None, value: str) -> None:
-        fhir_search.no_modifier("type", modifier)
-        codes: set[str] = set()
-        for item in fhir_search.split_values(value):
-            token = fhir_search.token(item)
-            if token.system not in (None, LOINC):
-                continue  # every type is LOINC: another system matches nothing
-            if token.code is None:
-                return  # "http://loinc.org|": any LOINC type, so no filter at all
-            codes.add(token.code)
-        types.append(frozenset(codes))
-
-    def on_category(modifier: str | None, value: str) -> None:
-        fhir_search.no_modifier("category", modifier)
-        codes: set[str] = set()
-        for item in fhir_search.split_values(value):
-            token = fhir_search.token(item)
-            if token.system not in (None, CATEGORY_SYSTEM):
-                continue
-            if token.code is None:
-                return
-            codes.add(token.code)
-        categories.append(frozenset(codes))
-
-    def on_date(modifier: str | None, value: str) -> None:
-        fhir_search.no_modifier("date", modifier)
-        dates.append(fhir_search.date_bounds(value, name="date"))
-
-    def on_status(modifier: str | None, value: str) -> None:
-        fhir_search.no_modifier("status", modifier)
-        statuses.append(frozenset(fhir_search.split_values(value)) & STATUSES)
-
-    parsed = fhir_search.parse(
-        params,
-        handlers={
-            "_id": on_id,
-            "patient": on_patient,
-            "subject": on_patient,
-            "type": on_type,
-            "category": on_category,
-            "date": on_date,
-            "status": on_status,
-        },
-        sorts=SORTS,
-        default_sort=DEFAULT_SORT,
-        strict=strict,
-    )
-    filters = DocumentFilters(
-        ids=tuple(ids),
-        patients=tuple(patients),
-        types=tuple(types),
-        categories=tuple(categories),
-        dates=tuple(dates),
-        statuses=tuple(statuses),
-    )
-    return filters, parsed
-
-
-def _only(groups: Sequence[frozenset[Any]]) -> Any:
-    """The single value the search is narrowed to, if it is narrowed to exactly one."""
-    if len(groups) == 1 and len(groups[0]) == 1:
-        return next(iter(groups[0]))
-    return None
-
-
-def search(
-    *,
-    session: Session,
-    principal: Principal,
-    params: Sequence[tuple[str, str]],
-    strict: bool,
-    context: AuditContext,
-    base: str,
-) -> dict[str, Any]:
-    """A searchset of the DocumentReferences the caller may read, one page at a time."""
-    filters, parsed = parse_search(params, strict=strict, base=base)
-    total = repository.count_documents(session, principal, filters) if parsed.total else None
-    rows = (
-        repository.page_documents(session, principal, filters, fhir_search.window(parsed))
-        if parsed.count
-        else []
-    )
-    page = fhir_search.page_of(rows, parsed, lambda row: Position(row[1].created_at, row[1].id))
-    audit.record(
-        session=session,
-        context=context,
-        action="document.list",
-        resource_type="Document",
-        patient_id=_only(filters.patients),
-        # Codes and counts only: never free text a client might have put in a filter.
-        details={"results": len(page.rows), "document_type": _only(filters.types)},
-    )
-    draft_ids = repository.drafts(
-        session, [doc.id for doc, ver in page.rows if ver.version == doc.current_version]
-    )
-    entries = []
-    for document, version in page.rows:
-        draft = document.id in draft_ids and version.version == document.current_version
-        item = mapping.to_resource(document, version, base=base, draft=draft)
-        entries.append((f"{base}/DocumentReference/{item['id']}", item))
-    return searchset(
-        entries=entries,
-        total=total,
-        links=fhir_search.links(
-            f"{base}/DocumentReference", parsed, page, default_sort=DEFAULT_SORT
-        ),
-        ignored=parsed.ignored,
-    )
 
 
 # -- changes ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
 from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep, UploadRateLimit
-from medvault.fhir import create
+from medvault.fhir import create, document_search
 from medvault.fhir import documents as service
 from medvault.fhir.base import base_url
 from medvault.fhir.http import (
@@ -51,7 +51,7 @@ def search(
 ) -> Response:
     media_type = negotiate(request)
     require(principal, Permission.DOCUMENT_READ)
-    bundle = service.search(
+    bundle = document_search.search(
         session=session,
         principal=principal,
         params=query_params(request),
@@ -73,7 +73,7 @@ async def search_by_post(
 
     def run() -> dict[str, Any]:
         with runtime.clinical.session() as session:
-            bundle = service.search(
+            bundle = document_search.search(
                 session=session,
                 principal=principal,
                 params=params,
