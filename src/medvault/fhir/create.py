@@ -79,7 +79,7 @@ def _check_type(declared: str | None, version: DocumentVersion, where: str) -> N
     declared = (declared or "").split(";")[0].strip().lower()
     if declared and declared not in GENERIC_TYPES and declared != version.content_type:
         raise UnprocessableResource(
-            f"contentType says {declared}, but the bytes are {version.content_type}.",
+            f"contentType does not match the bytes, which are {version.content_type}.",
             expression=[where],
         )
 

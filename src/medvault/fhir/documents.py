@@ -160,13 +160,12 @@ def check_declared(given: mapping.AttachmentInput, version: DocumentVersion, *, 
         and given.content_type != version.content_type
     ):
         raise UnprocessableResource(
-            f"attachment.contentType says {given.content_type}, but the bytes are "
-            f"{version.content_type}.",
+            f"attachment.contentType does not match the bytes, which are {version.content_type}.",
             expression=[f"{at}.contentType"],
         )
     if given.size is not None and given.size != version.size:
         raise UnprocessableResource(
-            f"attachment.size says {given.size} bytes, but the data has {version.size}.",
+            f"attachment.size does not match the data, which has {version.size} bytes.",
             expression=[f"{at}.size"],
         )
     if given.sha1_hex is not None and version.sha1 is not None and given.sha1_hex != version.sha1:

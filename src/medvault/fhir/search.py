@@ -83,7 +83,7 @@ def date_range(raw: str, *, name: str, dates_only: bool = False) -> tuple[Any, A
     match = _DATE.match(raw)
     if match is None:
         raise InvalidSearch(
-            f"{name}: {raw!r} is not a FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or "
+            f"{name} takes a FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or "
             "YYYY-MM-DDThh:mm:ss[.fff][Z|±hh:mm])."
         )
     year, month, day, hour, minute, second, fraction, zone = match.groups()
@@ -123,7 +123,7 @@ def date_range(raw: str, *, name: str, dates_only: bool = False) -> tuple[Any, A
         else:
             first, last = date(int(year), 1, 1), date(int(year) + 1, 1, 1)
     except ValueError:
-        raise InvalidSearch(f"{name}: {raw!r} is not a real date.") from None
+        raise InvalidSearch(f"{name} names a day that does not exist.") from None
     if dates_only:
         return first, last
     return (
@@ -185,7 +185,7 @@ def parse(
         elif name == "_sort":
             if value not in sorts:
                 raise InvalidSearch(
-                    f"_sort={value} is not supported here; use one of {', '.join(sorts)}."
+                    f"This _sort is not supported here; use one of {', '.join(sorts)}."
                 )
             parsed.sort, parsed.descending = value, sorts[value]
         elif name == "_total":

@@ -76,12 +76,12 @@ def _check_declared(declared_type: Any, size: Any, payload: IngestResult, where:
         declared = declared_type.split(";")[0].strip().lower()
         if declared not in GENERIC_TYPES and declared != payload.content_type:
             raise UnprocessableResource(
-                f"contentType says {declared}, but the bytes are {payload.content_type}.",
+                f"contentType does not match the bytes, which are {payload.content_type}.",
                 expression=[f"{where}.contentType"],
             )
     if isinstance(size, int) and size != payload.size:
         raise UnprocessableResource(
-            f"size says {size} bytes, but the data has {payload.size}.",
+            f"size does not match the data, which has {payload.size} bytes.",
             expression=[f"{where}.size"],
         )
 
