@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from medvault.runtime import Runtime
-from tests.fhir.support import post_resource
+from tests.fhir.support import fhir_client, post_resource
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 from tests.support.inspect import audit_events, stored_state
 
@@ -176,3 +179,22 @@ def test_patients_edit_only_their_own_uploads(
     refused = put(people.patient, theirs, **{"If-Match": f'W/"{theirs["meta"]["versionId"]}"'})
     assert refused.status_code == 403
     assert audit_events(runtime, "access.denied")[-1].resource_id == clinicians["id"]
+
+
+def test_concurrent_updates_with_one_etag_let_exactly_one_through(
+    app: FastAPI, api_token: str, document: dict[str, Any], runtime: Runtime
+) -> None:
+    etag = f'W/"{document["meta"]["versionId"]}"'
+    start = threading.Barrier(6)
+
+    def edit(index: int) -> int:
+        with fhir_client(app, api_token) as client:
+            edited = {**document, "description": f"Editor {index}"}
+            start.wait()
+            return int(put(client, edited, **{"If-Match": etag}).status_code)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = sorted(pool.map(edit, range(6)))
+
+    assert statuses == [200] + [412] * 5
+    assert len(audit_events(runtime, "document.update")) == 1

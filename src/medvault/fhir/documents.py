@@ -107,6 +107,17 @@ def _require_editable(principal: Principal, document: Document) -> None:
         )
 
 
+def _lock(session: Session, document: Document) -> None:
+    """Row-lock the document for this transaction and reload it.
+
+    A check-then-write (If-Match, "is it still a draft?") is only sound if nobody can
+    change the row in between: PostgreSQL serialises here, SQLite's write transaction
+    (BEGIN IMMEDIATE) already does.
+    """
+    documents.lock_current_version(session, document.id)
+    session.refresh(document)
+
+
 def _check_match(document: Document, if_match: str | None, *, required: bool) -> None:
     current = version_token(document.updated_at)
     if if_match is None:
@@ -239,6 +250,7 @@ def update(
             f"DocumentReference ({document.id}).",
         )
     _require_editable(principal, document)
+    _lock(session, document)
     _check_match(document, if_match, required=True)
     given = mapping.from_resource(body, base=base, update=True)
     if given.patient_id != document.patient_id:
@@ -289,7 +301,7 @@ def describe_binary(
             expression=["DocumentReference.content[0].attachment.url"],
         )
     try:
-        document, current = readable_or_404(session, principal, version.document_id)
+        document, _ = readable_or_404(session, principal, version.document_id)
     except NotFound as exc:
         unknown = UnknownReference(
             "attachment.url must name a Binary on this server (Binary/{id}).",
@@ -302,8 +314,13 @@ def describe_binary(
             "The Binary belongs to another patient than subject.",
             expression=["DocumentReference.subject"],
         )
+    _lock(session, document)
     draft = repository.draft(session, document.id)
-    if draft is None or current.id != version.id or document.status != DocumentStatus.CURRENT:
+    if (
+        draft is None
+        or version.version != document.current_version
+        or document.status != DocumentStatus.CURRENT
+    ):
         raise Conflict(
             f"This Binary already belongs to DocumentReference/{document.id}; change that "
             "document with PUT (If-Match) instead."
@@ -334,6 +351,7 @@ def delete(
         raise NotSupported(
             f"Delete the document ({document.id}); its superseded versions go with it."
         )
+    _lock(session, document)
     if document.status == DocumentStatus.DELETED:
         return False  # FHIR deletes are idempotent
     _check_match(document, if_match, required=False)
