@@ -118,10 +118,15 @@ def test_clinician_creates_uploads_versions_and_deletes(
     for index in range(2):
         assert done.nth(index).locator("progress").get_attribute("value") == "100"
     expect(desktop.get_by_role("link", name="Open ecg-2026.pdf")).to_be_visible()
+    # The same bytes again: explained, with a link to the document that has them.
+    desktop.locator("#files").set_input_files(first)
+    duplicate = desktop.locator(".upload-item.failed").last
+    expect(duplicate).to_contain_text("This file is already stored for this patient.")
+    expect(duplicate.get_by_role("link", name="Open the existing document")).to_be_visible()
     rejected = tmp_path / "notes.txt"
     rejected.write_text("a plain text file, not a clinical document format\n")
     desktop.locator("#files").set_input_files(rejected)
-    failed = desktop.locator(".upload-item.failed .upload-status")
+    failed = desktop.locator(".upload-item.failed .upload-status").last
     expect(failed).to_contain_text("unrecognised format; accepted types are")
     expect(failed).not_to_contain_text("urn:")
     screenshot(desktop, "upload-progress")
@@ -147,8 +152,8 @@ def test_clinician_creates_uploads_versions_and_deletes(
     desktop.get_by_role("link", name="Documents", exact=True).click()
     expect(desktop.get_by_role("link", name="Cardiology follow-up", exact=True)).to_have_count(0)
     expect(desktop.get_by_role("link", name="ecg-2026.pdf", exact=True)).to_be_visible()
-    # No script error and no CSP refusal; the one failed request is the rejected upload.
-    unexpected = [e for e in console_errors(desktop) if "status of 415" not in e]
+    # No script error and no CSP refusal; the failed requests are the refused uploads.
+    unexpected = [e for e in console_errors(desktop) if not re.search(r"status of (409|415)", e)]
     assert unexpected == []
 
 

@@ -97,6 +97,7 @@ def _list_page(
             "errors": errors or [],
             "types": sorted(presenters.TYPE_LABELS.items(), key=lambda kv: kv[1]),
             "sorts": SORT_LABELS,
+            "inline_types": INLINE_TYPES,
             "show_patient": principal.role is not Role.PATIENT,
             "can_see_deleted": allows(principal, Permission.DOCUMENT_DELETE),
             "can_upload": allows(principal, Permission.DOCUMENT_WRITE)
