@@ -299,6 +299,10 @@ def _commit(
 ) -> dict[str, Any]:
     responses: list[dict[str, Any] | None] = [None] * entry_count
     with runtime.clinical.session() as session:
+        # Patients are locked in one order, so two transactions naming the same patients
+        # wait for each other instead of deadlocking.
+        for patient_id in sorted({item.given.patient_id for item in planned}):
+            patients.lock(session, patient_id)
         for item in planned:
             document, version = _add(session, principal, context, item)
             resource = mapping.to_resource(document, version, base=base)
