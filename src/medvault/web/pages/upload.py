@@ -8,15 +8,20 @@ is never parsed here: it streams into the same pipeline as ``POST /api/v1/docume
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from medvault.access.policy import Permission, require, require_upload
 from medvault.audit import service as audit
-from medvault.auth.principal import Role
+from medvault.audit.context import AuditContext
+from medvault.auth.principal import Principal, Role
+from medvault.auth.ratelimit import RateLimits
 from medvault.deps import ClinicalSession, RateLimitsDep, RuntimeDep
 from medvault.documents import upload
 from medvault.kit.ids import parse_id
+from medvault.runtime import Runtime
 from medvault.web import presenters
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
 from medvault.web.templating import render
@@ -62,6 +67,34 @@ def upload_page(
     )
 
 
+async def _store(
+    request: Request,
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    limits: RateLimits,
+    *,
+    query: dict[str, str],
+    document_id: uuid.UUID | None = None,
+) -> Response:
+    """Stream one file into the upload pipeline; JSON for the page's script."""
+    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
+    limits.hit_upload(actor_id=principal.actor_id)
+    created = await upload.upload(
+        runtime=runtime,
+        principal=principal,
+        context=context,
+        body=request.stream(),
+        content_type=request.headers.get("content-type", ""),
+        content_length=_content_length(request),
+        query=query,
+        document_id=document_id,
+    )
+    return JSONResponse(
+        {**created.model_dump(mode="json"), "url": f"/documents/{created.id}"}, status_code=201
+    )
+
+
 @router.post("/upload/files")
 async def upload_file(
     request: Request,
@@ -71,22 +104,9 @@ async def upload_file(
     limits: RateLimitsDep,
     _csrf: CsrfChecked,
 ) -> Response:
-    """One file per request (multipart), answered as JSON for the page's script."""
-    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
-    limits.hit_upload(actor_id=principal.actor_id)
+    """One file per request (multipart); a patient's uploads always go to their record."""
     query = {"patient_id": str(principal.patient_id)} if principal.role is Role.PATIENT else {}
-    created = await upload.upload(
-        runtime=runtime,
-        principal=principal,
-        context=context,
-        body=request.stream(),
-        content_type=request.headers.get("content-type", ""),
-        content_length=_content_length(request),
-        query=query,
-    )
-    return JSONResponse(
-        {**created.model_dump(mode="json"), "url": f"/documents/{created.id}"}, status_code=201
-    )
+    return await _store(request, runtime, principal, context, limits, query=query)
 
 
 @router.post("/documents/{document_id}/versions")
@@ -99,18 +119,6 @@ async def upload_version(
     limits: RateLimitsDep,
     _csrf: CsrfChecked,
 ) -> Response:
-    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
-    limits.hit_upload(actor_id=principal.actor_id)
-    created = await upload.upload(
-        runtime=runtime,
-        principal=principal,
-        context=context,
-        body=request.stream(),
-        content_type=request.headers.get("content-type", ""),
-        content_length=_content_length(request),
-        query={},
-        document_id=parse_id(document_id),
-    )
-    return JSONResponse(
-        {**created.model_dump(mode="json"), "url": f"/documents/{created.id}"}, status_code=201
+    return await _store(
+        request, runtime, principal, context, limits, query={}, document_id=parse_id(document_id)
     )
