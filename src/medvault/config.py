@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # FHIR Binary as base64 JSON costs 4/3 of the file and a client-side decode: above
     # this size only the raw form is served.
     fhir_binary_json_max_bytes: int = Field(default=5 * MiB, ge=0)
+    # SHA-1 of every upload for FHIR's Attachment.hash: one more hash over every byte
+    # (measured: raw 1 GiB uploads 0.70x instead of 0.92x of the baseline on 2 cores).
+    fhir_attachment_sha1: bool = True
     allowed_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_TYPES
 
     host: str = "127.0.0.1"

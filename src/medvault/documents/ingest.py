@@ -80,7 +80,9 @@ class IngestPipeline:
         )
         self._sha = hashlib.sha256()
         # Not a security hash here: only FHIR's Attachment.hash, which R4 fixes as SHA-1.
-        self._sha1 = hashlib.sha1(usedforsecurity=False)
+        # Operators who serve no FHIR clients can skip its cost (the hash is then absent
+        # until ``medvault fhir backfill-hashes``).
+        self._sha1 = hashlib.sha1(usedforsecurity=False) if settings.fhir_attachment_sha1 else None
         self._head: bytearray | None = bytearray()
         self._writer: BlobWriter | None = None
         self.content_type: str | None = None
@@ -120,15 +122,16 @@ class IngestPipeline:
         # order and never overlap.
         # SHA-1 gets its own helper job, so the two digests run side by side rather than
         # doubling the time a batch waits for its hashes.
+        hashes = [self._sha] if self._sha1 is None else [self._sha, self._sha1]
         hashing = (
-            (_HASHERS.submit(self._sha.update, data), _HASHERS.submit(self._sha1.update, data))
+            [_HASHERS.submit(digest.update, data) for digest in hashes]
             if len(data) >= HASH_AHEAD_BYTES
             else None
         )
         try:
             if hashing is None:
-                self._sha.update(data)
-                self._sha1.update(data)
+                for digest in hashes:
+                    digest.update(data)
             if self._head is not None:
                 self._head += data
                 if len(self._head) < SNIFF_BYTES:
@@ -163,7 +166,7 @@ class IngestPipeline:
             sha256=self._sha.hexdigest(),
             kek_id=self._wrapped.kek_id,
             wrapped_dek=self._wrapped.wrapped,
-            sha1=self._sha1.hexdigest(),
+            sha1=self._sha1.hexdigest() if self._sha1 is not None else None,
         )
 
     def discard(self) -> None:
