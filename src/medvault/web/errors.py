@@ -15,13 +15,8 @@ from starlette.responses import RedirectResponse, Response
 from medvault.kit.problems import Problem, problem_response
 from medvault.web.templating import render
 
-# Paths that are never portal pages, whatever the client accepts.
-_NOT_PORTAL = ("/api/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc")
-
 
 def _wants_html(request: Request) -> bool:
-    if request.url.path.startswith(_NOT_PORTAL):
-        return False
     # The portal's own scripts ask for JSON; everything else a browser does wants a page.
     accept = request.headers.get("accept", "")
     return "application/json" not in accept and "application/problem+json" not in accept

@@ -192,10 +192,6 @@ def require_staff(principal: Principal) -> None:
         raise Forbidden("This page is for practice staff.")
 
 
-def staff_only(principal: PortalPrincipal) -> None:
-    require_staff(principal)
-
-
 def home_for(principal: Principal) -> str:
     """Where a user lands after logging in."""
     return "/audit" if principal.role is Role.AUDITOR else "/documents"

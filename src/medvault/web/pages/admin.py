@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
 from medvault.access import careteams
@@ -20,7 +20,13 @@ from medvault.web import presenters
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal, form_data
 from medvault.web.templating import render
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+
+def admins_only(principal: PortalPrincipal) -> None:
+    require(principal, Permission.USERS_ADMIN)
+
+
+# Every page here is an administrator's: checked once for the whole router.
+router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(admins_only)])
 
 ROLE_CHOICES = (Role.CLINICIAN, Role.PATIENT, Role.ADMIN, Role.AUDITOR)
 
@@ -66,7 +72,6 @@ def users_page(
     principal: PortalPrincipal,
     context: PortalAuditCtx,
 ) -> Response:
-    require(principal, Permission.USERS_ADMIN)
     return _users_page(request, auth_session, clinical_session, principal, context)
 
 
@@ -79,7 +84,6 @@ async def create_user(
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
-    require(principal, Permission.USERS_ADMIN)
     form = await form_data(request)
     values = {k: form.get(k, "").strip() for k in ("username", "email", "role", "patient_id")}
     try:
@@ -142,7 +146,6 @@ def disable_user(
     _csrf: CsrfChecked,
 ) -> Response:
     """Lock the user out at once: their portal sessions and API tokens stop working."""
-    require(principal, Permission.USERS_ADMIN)
     users.disable(
         auth_session=auth_session,
         clinical_session=clinical_session,
@@ -162,7 +165,6 @@ def enable_user(
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
-    require(principal, Permission.USERS_ADMIN)
     users.enable(
         auth_session=auth_session,
         clinical_session=clinical_session,
@@ -215,7 +217,6 @@ def care_teams_page(
     principal: PortalPrincipal,
     context: PortalAuditCtx,
 ) -> Response:
-    require(principal, Permission.USERS_ADMIN)
     return _care_teams_page(request, auth_session, clinical_session, principal, context)
 
 
@@ -228,7 +229,6 @@ async def add_member(
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
-    require(principal, Permission.USERS_ADMIN)
     form = await form_data(request)
     try:
         clinician_id = uuid.UUID(form.get("clinician_id", ""))
@@ -282,7 +282,6 @@ async def remove_member(
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
-    require(principal, Permission.USERS_ADMIN)
     form = await form_data(request)
     careteams.remove(
         clinical_session=clinical_session,

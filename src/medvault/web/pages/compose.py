@@ -45,11 +45,18 @@ from medvault.web.session import (
     PortalAuditCtx,
     PortalPrincipal,
     form_data,
-    staff_only,
+    require_staff,
 )
 from medvault.web.templating import render
 
-router = APIRouter(prefix="/compose", include_in_schema=False, dependencies=[Depends(staff_only)])
+
+def may_compose(principal: PortalPrincipal, runtime: RuntimeDep) -> None:
+    """Staff who may file documents; checked once for every step of the flow."""
+    require_staff(principal)
+    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
+
+
+router = APIRouter(prefix="/compose", include_in_schema=False, dependencies=[Depends(may_compose)])
 
 SPARE_ROWS = 2
 CHUNK = 64 * 1024
@@ -122,12 +129,10 @@ def _patient(
 @router.get("")
 def compose_form(
     request: Request,
-    runtime: RuntimeDep,
     session: ClinicalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
 ) -> Response:
-    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
     require(principal, Permission.PATIENT_READ)
     preselected = request.query_params.get("patient", "")
     values = {"patient_id": preselected} if preselected else {}
@@ -137,14 +142,12 @@ def compose_form(
 @router.post("/edit")
 async def compose_edit(
     request: Request,
-    runtime: RuntimeDep,
     session: ClinicalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
     """Back to the form with everything still filled in (also "add a row" without JS)."""
-    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
     values = await form_data(request)
     add_row = values.get("add_row")
     return _form_page(
@@ -183,7 +186,6 @@ async def compose_preview(
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
-    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
     values = await form_data(request)
     try:
         rendered = _render_draft(runtime, session, principal, context, values)
@@ -232,7 +234,6 @@ async def compose_pdf(
     _csrf: CsrfChecked,
 ) -> Response:
     """The preview PDF itself, posted into the preview frame (no draft data in any URL)."""
-    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
     values = await form_data(request)
     confirmation = parse_confirmation(values)
     patient = _patient(session, principal, confirmation.draft.patient_id, context)
@@ -262,7 +263,6 @@ async def compose_confirm(
     _csrf: CsrfChecked,
 ) -> Response:
     """Store exactly the previewed bytes, through the same upload pipeline as the API."""
-    require_upload(principal, patient_self_upload=runtime.settings.patient_self_upload)
     values = await form_data(request)
     try:
         confirmation = parse_confirmation(values)
