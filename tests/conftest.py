@@ -22,8 +22,10 @@ from medvault.config import Settings
 from medvault.runtime import Runtime, build_runtime
 from tests.support.services import (
     PostgresDatabases,
+    RcloneS3Server,
     S3Server,
     postgres_databases,
+    rclone_s3_server,
     s3_server,
     unavailable,
 )
@@ -60,6 +62,15 @@ def pg_urls(pg_databases: PostgresDatabases | None) -> tuple[str, str] | None:
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server | None]:
     with s3_server() as server:
+        if server is not None:
+            server.client().create_bucket(Bucket=BUCKET)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneS3Server | None]:
+    """A second, independent S3 server (``rclone serve s3``) with the test bucket."""
+    with rclone_s3_server(str(tmp_path_factory.mktemp("rclone-s3"))) as server:
         if server is not None:
             server.client().create_bucket(Bucket=BUCKET)
         yield server

@@ -1,4 +1,4 @@
-"""Both BlobStore implementations against the real thing: a folder and an S3 server."""
+"""Both BlobStore implementations against the real thing: a folder and two S3 servers."""
 
 from __future__ import annotations
 
@@ -14,24 +14,28 @@ from medvault.storage.factory import open_blob_store
 from medvault.storage.filesystem import TEMP_DIR, FilesystemBlobStore
 from medvault.storage.s3 import S3BlobStore
 from tests.conftest import BUCKET
-from tests.support.services import S3Server, unavailable
+from tests.support.services import RcloneS3Server, S3Server, unavailable
 
 MiB = 1024 * 1024
 
 
-@pytest.fixture(params=["filesystem", "s3"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, s3: S3Server | None
-) -> Iterator[BlobStore]:
+@pytest.fixture(params=["filesystem", "s3-moto", "s3-rclone"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    """Every store test runs on a folder and on two independent S3 implementations."""
     if request.param == "filesystem":
         yield open_blob_store((tmp_path / "blobs").as_uri())
         return
-    if s3 is None:
-        unavailable("the moto S3 server could not be started")
-    assert s3 is not None
+    server: S3Server | RcloneS3Server | None
+    if request.param == "s3-moto":
+        server = request.getfixturevalue("s3")
+    else:
+        server = request.getfixturevalue("rclone_s3")
+    if server is None:
+        unavailable(f"the {request.param} server could not be started")
+    assert server is not None
     yield open_blob_store(
         f"s3://{BUCKET}/{uuid.uuid4().hex}",
-        s3_endpoint_url=s3.endpoint_url,
+        s3_endpoint_url=server.endpoint_url,
         s3_region="us-east-1",
         s3_part_size=5 * MiB,
     )
@@ -126,3 +130,23 @@ def test_filesystem_blobs_are_private(tmp_path: Path) -> None:
 def test_unknown_scheme_is_rejected() -> None:
     with pytest.raises(ValueError, match="unsupported"):
         open_blob_store("ftp://example/bucket")
+
+
+def test_ranged_reads_of_objects_stored_with_a_checksum(rclone_s3: RcloneS3Server | None) -> None:
+    """Objects another client stored with a CRC32 (boto3's default) still read in ranges.
+
+    rclone, like Ceph RGW and older MinIO, answers a ranged GET with the whole object's
+    checksum; a client that validates response checksums then fails on every range.
+    """
+    if rclone_s3 is None:
+        unavailable("rclone serve s3 could not be started")
+    assert rclone_s3 is not None
+    prefix = uuid.uuid4().hex
+    data = os.urandom(300_000)
+    # A default boto3 client sends a CRC32 with the PUT, which the server keeps.
+    rclone_s3.client().put_object(Bucket=BUCKET, Key=f"{prefix}/versions/op/old", Body=data)
+    store = open_blob_store(
+        f"s3://{BUCKET}/{prefix}", s3_endpoint_url=rclone_s3.endpoint_url, s3_region="us-east-1"
+    )
+    assert b"".join(store.read("versions/op/old", offset=1000, length=64)) == data[1000:1064]
+    assert b"".join(store.read("versions/op/old")) == data

@@ -27,7 +27,12 @@ from medvault.crypto.errors import CryptoError, IntegrityError, UnknownKekError
 from medvault.crypto.keyring import WrappedDek
 from medvault.documents import repository
 from medvault.documents.models import DocumentVersion, VersionState
-from medvault.kit.problems import IntegrityFailure, KeyUnavailable, RangeNotSatisfiable
+from medvault.kit.problems import (
+    IntegrityFailure,
+    KeyUnavailable,
+    RangeNotSatisfiable,
+    ServiceUnavailable,
+)
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobNotFound, BlobStoreError
 
@@ -36,6 +41,10 @@ logger = logging.getLogger(__name__)
 INTEGRITY_FAILURES = Counter(
     "medvault_integrity_failures_total", "Versions whose stored bytes failed verification"
 )
+BLOB_READ_FAILURES = Counter(
+    "medvault_blob_read_failures_total", "Reads that failed because the blob store did not answer"
+)
+STORE_RETRY_AFTER_SECONDS = 5
 
 YIELD_BYTES = 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -180,8 +189,15 @@ def _guarded(
         report_corruption(runtime, version, str(exc))
         raise IntegrityFailure() from exc
     except BlobStoreError as exc:
-        logger.error("blob store failed while streaming version %s: %s", version.id, exc)
-        raise
+        # An outage of the store (unreachable, a transport fault) is not corruption:
+        # the version stays readable once the store is back, so no alarm, but a 503
+        # the client may retry instead of a 500.
+        BLOB_READ_FAILURES.inc()
+        logger.error("blob store failed while reading version %s: %s", version.id, exc)
+        raise ServiceUnavailable(
+            "The document store did not answer; try again shortly.",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+        ) from exc
 
 
 def plan_content(

@@ -116,6 +116,14 @@ class S3BlobStore:
                 retries={"max_attempts": 5, "mode": "standard"},
                 max_pool_connections=32,
                 s3={"addressing_style": "path"} if endpoint_url else None,
+                # boto3 >= 1.36 adds CRC32 checksums to every request and validates them on
+                # every response ("when_supported"). S3-compatible servers (rclone, Ceph RGW,
+                # older MinIO) answer a ranged GET with the WHOLE object's checksum, which
+                # boto3 then compares with the range's bytes and fails. The envelope's
+                # AES-GCM tags and the plaintext SHA-256 already authenticate every byte we
+                # read, so the transport checksum adds nothing but that incompatibility.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             ),
         )
 
@@ -137,6 +145,8 @@ class S3BlobStore:
             response = self.client.get_object(
                 Bucket=self.bucket, Key=self.object_key(key), Range=byte_range
             )
+        except BotoCoreError as exc:
+            raise BlobStoreError(f"read failed: {type(exc).__name__}") from exc
         except ClientError as exc:
             if _is_missing(exc):
                 raise BlobNotFound(key) from None
@@ -149,6 +159,10 @@ class S3BlobStore:
         def chunks() -> Iterator[bytes]:
             try:
                 yield from body.iter_chunks(READ_CHUNK)
+            except (BotoCoreError, ClientError) as exc:
+                # A broken connection or a server-side fault mid-body: a storage outage,
+                # not a verdict on the blob (the envelope decides that).
+                raise BlobStoreError(f"read failed: {type(exc).__name__}") from exc
             finally:
                 body.close()
 
