@@ -67,9 +67,15 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """One Chromium for the whole run: launching costs about a second, a context milliseconds."""
+    """One Chromium while tests/web runs: launching costs about a second, a context milliseconds.
+
+    Package scope, not session: Playwright's sync API keeps an asyncio loop marked as
+    running on the main thread for as long as it is open, so every later test that calls
+    ``asyncio.run()`` would fail. Pytest closes a package fixture as soon as the next test
+    lies outside tests/web (and opens it again if, in a random order, one comes back).
+    """
     reason = chromium_unavailable()
     if reason is not None:
         unavailable(reason)

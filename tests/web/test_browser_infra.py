@@ -336,3 +336,36 @@ def test_portal_runs_on_pg_s3_when_marked(
 ) -> None:
     assert backend.name == "pg-s3"
     _portal_checks(portal, browser)
+
+
+def test_tests_after_the_browser_can_still_run_their_own_event_loop() -> None:
+    """Regression: a session-wide Playwright left a loop running on the main thread.
+
+    Every later test that called ``asyncio.run()`` then failed; the full run hid it
+    only because tests/web sorted last. Run the reported order in a fresh pytest.
+    """
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "tests/web/test_scenarios.py::test_login_page_is_accessible",
+            "tests/fhir/test_json_stream.py",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
