@@ -22,6 +22,13 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 
-.venv/bin/python -m pip install -q -e .
+# Install only when needed: a first run, or pyproject.toml changed since the last install.
+# An editable install picks up source edits by itself, so every other start skips pip
+# (which otherwise costs about 11 s a start).
+stamp=.venv/.medvault-installed
+if [ ! -x .venv/bin/medvault ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q -e .
+    touch "$stamp"
+fi
 
 exec .venv/bin/medvault serve "$@"

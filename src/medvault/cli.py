@@ -169,8 +169,19 @@ def _announce_first_users(runtime: Runtime) -> None:
         names = " and ".join(name for name, _ in created)
         err.print(
             f"Created {names} with random passwords that are not shown because this is not "
-            "a terminal. Set them with: medvault user password <username>"
+            f"a terminal. Set them with: {_own_command()} user password <username>"
         )
+
+
+def _own_command() -> str:
+    """How the user ran this CLI (``.venv/bin/medvault``), so a printed hint works as typed."""
+    invoked = Path(sys.argv[0])
+    if invoked.name != "medvault":
+        return "medvault"
+    try:
+        return str(invoked.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(invoked)
 
 
 @app.command()
