@@ -11,7 +11,9 @@ echo "==> Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 as_root apt-get update -qq
 as_root apt-get install -y -qq --no-install-recommends \
-    python3-venv postgresql postgresql-client ca-certificates >/dev/null
+    python3-venv postgresql postgresql-client redis-server ca-certificates nginx >/dev/null
+# nginx: tests/ops/test_nginx.py runs deploy/nginx/medvault.conf in front of a vault (own
+# config, port and pid file; the package's default site is not used).
 # Browser tests (tests/web) drive Debian's Chromium through Playwright: no `playwright install`,
 # since only package registries are reachable. Fonts keep screenshots legible and stable.
 as_root apt-get install -y -qq --no-install-recommends \
@@ -31,6 +33,16 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select 1" >/dev/null 2>&1;
     export PGPASSWORD=postgres
 fi
 
+echo "==> Redis"
+# The rate-limit tests share counters through Redis, as several instances do.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    as_root mkdir -p /var/lib/redis /var/log/redis
+    as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
+        --appendonly no --dir /var/lib/redis --logfile /var/log/redis/medvault-tests.log
+    for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
+fi
+redis-cli -h 127.0.0.1 -p 6379 ping
+
 echo "==> Python environment"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
@@ -44,5 +56,9 @@ echo "==> mypy"
 .venv/bin/mypy
 
 echo "==> pytest"
-# pytest exits 5 when it collects nothing; with `set -e` that fails the run too.
-.venv/bin/python -m pytest "$@"
+# One worker per core (pytest-xdist): every fixture makes its own databases, folders,
+# ports and servers, so workers never share state. pytest-randomly shuffles the order
+# and prints its seed in the header ("Using --randomly-seed=N"): pass that option to
+# repeat an order. pytest exits 5 when it collects nothing; with `set -e` that fails
+# the run too.
+.venv/bin/python -m pytest -n "${MEDVAULT_TEST_WORKERS:-auto}" "$@"

@@ -6,22 +6,29 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from medvault import __version__
 from medvault.audit.denials import audit_denial
+from medvault.audit.router import access_history_router
 from medvault.audit.router import router as audit_router
 from medvault.audit.sealer import start_sealer
 from medvault.auth.router import admin_router
 from medvault.auth.router import router as auth_router
 from medvault.config import Settings
 from medvault.documents.router import router as documents_router
+from medvault.fhir import openapi as fhir_openapi
 from medvault.fhir.router import install as install_fhir
 from medvault.kit.problems import install_problem_handlers
 from medvault.kit.request_id import RequestIdMiddleware
+from medvault.kit.request_text import refuse_control_characters
 from medvault.ops.access_log import AccessLogMiddleware
 from medvault.ops.health import router as health_router
+from medvault.ops.log_policy import apply_log_policy
+from medvault.ops.openapi import install_openapi
+from medvault.ops.openapi_routes import rest_constraints, rest_specials
+from medvault.ops.request_limits import RequestLimitsMiddleware
 from medvault.ops.security_headers import SecurityHeadersMiddleware
 from medvault.patients.router import router as patients_router
 from medvault.runtime import Runtime, build_runtime
@@ -45,6 +52,7 @@ def create_app(
     ``run_sealer`` starts the audit sealer as a background task (``medvault serve``
     does); tests seal explicitly so their expectations stay deterministic.
     """
+    apply_log_policy()  # before any connection is opened: SQLAlchemy reads it per connection
     if runtime is None:
         runtime = build_runtime(settings or Settings(), run_migrations=True)
 
@@ -75,6 +83,8 @@ def create_app(
         version=__version__,
         summary="Encrypted, audited clinical document vault",
         lifespan=lifespan,
+        # Every route, on every face: no control characters in the path or query.
+        dependencies=[Depends(refuse_control_characters)],
     )
     app.state.runtime = runtime
     install_problem_handlers(app, observer=audit_denial)
@@ -110,6 +120,12 @@ def create_app(
             ],
             max_age=600,
         )
+    # Innermost of ours: its early 413/431 answers still get security headers and a log line.
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=runtime.settings.max_json_body_bytes,
+        max_header_bytes=runtime.settings.max_header_bytes,
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     # Starlette runs the last-added middleware outermost: the request id is set before
     # the access log line and every audit event need it.
@@ -120,6 +136,7 @@ def create_app(
         auth_router,
         admin_router,
         audit_router,
+        access_history_router,
         patients_router,
         documents_router,
         shares_router,
@@ -128,4 +145,11 @@ def create_app(
     # Before the portal: its pages and error renderer sit at "/", FHIR at "/fhir".
     install_fhir(app)
     install_portal(app)
+    # Last: the document describes every route above, with every answer it can give.
+    install_openapi(
+        app,
+        specials={**rest_specials(), **fhir_openapi.fhir_specials()},
+        dialects=(fhir_openapi.dialect(),),
+        constraints=rest_constraints(runtime.settings),
+    )
     return app

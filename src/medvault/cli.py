@@ -113,11 +113,19 @@ def serve(
     import uvicorn
 
     from medvault.app import create_app
+    from medvault.kit.private_files import exposure_warning
+    from medvault.ops.server import uvicorn_options
 
+    # Belt and braces to the explicit modes in kit.private_files: anything else this
+    # process writes (a library's temp file, a SQLite journal) is owner-only too.
+    os.umask(0o077)
     settings = _settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    exposure = exposure_warning(settings.resolved_data_dir)
+    if exposure:
+        err.print(f"[yellow]warning:[/yellow] {escape(exposure)}")
     runtime = _open_runtime(settings, run_migrations=True)
     _announce_first_users(runtime)
     application = create_app(runtime=runtime, run_sealer=True)
@@ -137,6 +145,7 @@ def serve(
         access_log=False,
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        **uvicorn_options(settings),
     )
 
 
@@ -293,9 +302,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _table_console() -> Console:
     # Piped output goes to scripts, files and pagers: don't squeeze it into 80 columns.
-    if out.is_terminal or "COLUMNS" in os.environ:
+    if out.is_terminal:
         return out
-    return Console(width=200)
+    # A fresh console reads COLUMNS as it is now (the shared one read it at import).
+    return Console(width=None if "COLUMNS" in os.environ else 200)
 
 
 def _problem_message(exc: VaultError) -> str:

@@ -98,6 +98,23 @@ class Settings(BaseSettings):
     # Web hardening
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Request and server limits (see README "Security model"). Upload routes keep
+    # MAX_UPLOAD_BYTES; every other request body is cut at MAX_JSON_BODY_BYTES while it
+    # streams, so an anonymous client cannot make the server buffer megabytes of JSON.
+    max_json_body_bytes: int = Field(default=1 * MiB, ge=1024, le=64 * MiB)
+    # Header bytes per request (uvicorn's h11 limit, and an exact check in the app).
+    max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=1 * MiB)
+    # argon2id needs 64 MiB per verification: this many at once, then 503 + Retry-After.
+    max_concurrent_password_checks: int = Field(default=4, ge=1, le=256)
+    # Open connections + running requests before uvicorn answers 503.
+    server_limit_concurrency: int = Field(default=1000, ge=10)
+    server_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    # Seconds a client has to send a complete request head (slowloris guard).
+    server_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Proxies whose X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips).
+    # Empty: nobody, not even 127.0.0.1, can set the client address a rate limit keys on.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+
     # Portal (web UI) sessions
     web_session_idle_seconds: int = Field(default=900, ge=60, le=86400)
     web_session_max_seconds: int = Field(default=12 * 3600, ge=300, le=7 * 86400)
@@ -128,6 +145,13 @@ class Settings(BaseSettings):
         # `MEDVAULT_DATABASE_URL=` in an env file must not silently mean "use SQLite".
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("cors_origins", mode="before")

@@ -6,6 +6,7 @@ so services never reach for globals.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -17,8 +18,11 @@ from medvault.crypto.secret_key import load_secret_key
 from medvault.crypto.signing_keys import SigningKey, load_signing_key
 from medvault.db import migrate
 from medvault.db.engine import Database
+from medvault.kit.private_files import exposure_warning, make_private_dirs
 from medvault.storage.base import BlobStore
 from medvault.storage.factory import open_blob_store
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,7 +85,10 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
     settings.check_production()
     generate = not settings.is_production
     if generate:
-        settings.resolved_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(settings.resolved_data_dir)
+    exposure = exposure_warning(settings.resolved_data_dir)
+    if exposure:
+        logger.warning(exposure)
     runtime = Runtime(
         settings=settings,
         clinical=Database(settings.clinical_database_url),

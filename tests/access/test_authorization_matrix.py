@@ -2,11 +2,19 @@
 
 Every registered route must have a spec below, or this test fails: a new endpoint
 cannot ship without someone deciding, in writing, who may call it. Each spec says
-what every role gets for each target:
+what every principal gets for each target:
 
 * ``own``     — patient A's record: the patient user's own, and on the clinician's care team;
 * ``foreign`` — patient B's record: nobody's care team, not the patient user's;
 * ``deleted`` — a soft-deleted document of patient A.
+
+The principals are the roles' login sessions and API tokens of every SMART scope family
+(``patient/`` bound to the patient user and unbound, ``user/`` bound to the clinician
+and unbound, ``system/``) and of the vault's own permission names (``*``,
+``audit:read``). A token principal takes the expectations of the role it acts like
+(:data:`TOKENS`) unless a spec names it. Beyond the status, no answer may carry an id
+of a record outside the principal's reach (:func:`leaked_ids`): a search that answers
+200 with someone else's rows fails as surely as a read that answers 200.
 
 Every non-public route is also called with no token, an expired token and a tampered
 token (all 401). It runs on SQLite + filesystem and on PostgreSQL + S3.
@@ -15,12 +23,14 @@ token (all 401). It runs on SQLite + filesystem and on PostgreSQL + S3.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -28,6 +38,7 @@ from fastapi.testclient import TestClient
 from medvault.access.models import CareTeamMember
 from medvault.auth.jwt_tokens import issue_access_token
 from medvault.auth.principal import Role
+from medvault.auth.service import create_api_token
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
 from tests.fhir.support import validate_response
@@ -37,6 +48,36 @@ from tests.support.users import UserFactory, login
 ROLES = ("service", "admin", "clinician", "patient", "auditor")
 TARGETS = ("own", "foreign", "deleted")
 Request = tuple[str, str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Token:
+    """An API token principal: its scopes, the user it belongs to, the role it acts like."""
+
+    scopes: tuple[str, ...]
+    owner: str | None  # "patient" or "clinician": the world's user the token belongs to
+    like: str  # the role whose expectations apply where a spec does not name the token
+    reach: str  # "all", "own" (patient A only) or "none" (no patient at all)
+
+
+TOKENS = {
+    # SMART patient/: the patient in context is the owner's patient; without an owner, none.
+    "patient/ token": Token(("patient/*.*",), "patient", like="patient", reach="own"),
+    "patient/ unbound": Token(("patient/*.*",), None, like="patient", reach="none"),
+    # SMART user/ and system/: every patient (an API token's own reach), as "*" does,
+    # but only the resources SMART names: no user admin, no metrics.
+    "user/ token": Token(("user/*.*",), "clinician", like="service", reach="all"),
+    "user/ unbound": Token(("user/*.*",), None, like="service", reach="all"),
+    "system/ token": Token(("system/*.*",), None, like="service", reach="all"),
+    # The vault's own permission names ("service" above is "*").
+    "audit:read": Token(("audit:read",), None, like="auditor", reach="all"),
+}
+SMART = ("patient/ token", "patient/ unbound", "user/ token", "user/ unbound", "system/ token")
+PRINCIPALS = (*ROLES, *TOKENS)
+# Whose records each principal reaches; None: every patient's.
+REACH = {"clinician": "own", "patient": "own"} | {
+    name: token.reach for name, token in TOKENS.items()
+}
 
 
 @dataclass
@@ -64,7 +105,7 @@ class World:
 @dataclass(frozen=True)
 class Spec:
     build: Callable[[World, str], Request]
-    expect: dict[str, int | tuple[int, int, int]]
+    expect: Mapping[str, int | tuple[int, int, int]]
     public: bool = False
 
 
@@ -260,9 +301,49 @@ def fhir_patient(world: World, target: str) -> Request:
     return "GET", f"/fhir/Patient/{world.patient_for(target)}", {}
 
 
-ALL_200 = dict.fromkeys(ROLES, 200)
-ONLY_AUDIT = {"service": 200, "admin": 403, "clinician": 403, "patient": 403, "auditor": 200}
-ONLY_ADMIN = {"service": 200, "admin": 200, "clinician": 403, "patient": 403, "auditor": 403}
+def access_history(world: World, target: str) -> Request:
+    return "GET", f"/api/v1/patients/{world.patient_for(target)}/access-history", {}
+
+
+def audit_events_about(world: World, target: str) -> Request:
+    return "GET", "/api/v1/audit/events", {"params": {"patient_id": world.patient_for(target)}}
+
+
+def fhir_audit_events_about(world: World, target: str) -> Request:
+    return "GET", "/fhir/AuditEvent", {"params": {"patient": world.patient_for(target)}}
+
+
+def fhir_audit_search_about(world: World, target: str) -> Request:
+    return (
+        "POST",
+        "/fhir/AuditEvent/_search",
+        {"data": {"patient": world.patient_for(target), "_count": "5"}},
+    )
+
+
+def fhir_audit_event(world: World, target: str) -> Request:
+    """An event about the target's patient, found as the service account (whole log)."""
+    found = world.service.get(
+        "/fhir/AuditEvent", params={"patient": world.patient_for(target), "_count": "1"}
+    ).json()
+    return "GET", f"/fhir/AuditEvent/{found['entry'][0]['resource']['id']}", {}
+
+
+ALL_200 = dict.fromkeys(ROLES, 200)  # tokens: as the role they act like
+# Whole-log readers: the auditor's REST API, checkpoints and proofs.
+ONLY_AUDIT = {
+    **dict.fromkeys(PRINCIPALS, 403),
+    **dict.fromkeys(("service", "auditor", "audit:read", "user/ token"), 200),
+    **dict.fromkeys(("user/ unbound", "system/ token"), 200),
+}
+# Audit events searched (FHIR): whole-log readers, and patients about their own record
+# (a foreign patient's events are simply not among the results: see leaked_ids).
+AUDIT_SEARCH = {**ONLY_AUDIT, "patient": 200, "patient/ token": 200, "patient/ unbound": 200}
+ONLY_ADMIN = {
+    **dict.fromkeys(PRINCIPALS, 403),
+    "service": 200,
+    "admin": 200,
+}
 
 
 def admin_only(ok: int) -> dict[str, int | tuple[int, int, int]]:
@@ -283,7 +364,9 @@ SPECS: dict[tuple[str, str], Spec] = {
     # Patients.
     ("POST", "/api/v1/patients"): Spec(
         lambda world, target: ("POST", "/api/v1/patients", {"json": patient_payload()}),
-        {**admin_only(201), "clinician": 201},
+        # SMART Patient.c (in */*.* scopes) grants patients:write to every token family,
+        # a patient/ one too: the new patient is then outside that token's reach.
+        {**admin_only(201), "clinician": 201, **dict.fromkeys(SMART, 201)},
     ),
     ("GET", "/api/v1/patients"): Spec(
         fixed("GET", "/api/v1/patients"), {**ALL_200, "auditor": 403}
@@ -338,7 +421,9 @@ SPECS: dict[tuple[str, str], Spec] = {
             "service": (201, 201, 410),
             "admin": 403,
             "clinician": (201, 404, 410),
-            "patient": (201, 404, 410),
+            # The world's documents are staff-authored: a patient adds versions only to
+            # their own uploads (access.authorship; tests/access/test_version_authorship.py).
+            "patient": (403, 404, 410),
             "auditor": 403,
         },
     ),
@@ -379,6 +464,7 @@ SPECS: dict[tuple[str, str], Spec] = {
             "admin": (200, 200, 409),
             "clinician": (200, 404, 409),
             "patient": 403,
+            "patient/ unbound": 404,  # patient/*.* grants delete; it reaches no record
             "auditor": 403,
         },
     ),
@@ -389,6 +475,7 @@ SPECS: dict[tuple[str, str], Spec] = {
             "admin": (409, 409, 200),
             "clinician": (409, 404, 200),
             "patient": 403,
+            "patient/ unbound": 404,  # patient/*.* grants delete; it reaches no record
             "auditor": 403,
         },
     ),
@@ -429,7 +516,17 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("GET", "/api/v1/care-teams"): Spec(fixed("GET", "/api/v1/care-teams"), ONLY_ADMIN),
     # The audit log: auditors.
-    ("GET", "/api/v1/audit/events"): Spec(fixed("GET", "/api/v1/audit/events"), ONLY_AUDIT),
+    ("GET", "/api/v1/audit/events"): Spec(audit_events_about, ONLY_AUDIT),
+    # A patient's access history: the patient, and whole-log readers.
+    ("GET", "/api/v1/patients/{patient_id}/access-history"): Spec(
+        access_history,
+        {
+            **ONLY_AUDIT,
+            "patient": (200, 404, 200),
+            "patient/ token": (200, 404, 200),
+            "patient/ unbound": 404,
+        },
+    ),
     ("GET", "/api/v1/audit/checkpoint"): Spec(fixed("GET", "/api/v1/audit/checkpoint"), ONLY_AUDIT),
     ("GET", "/api/v1/audit/proof/inclusion"): Spec(
         fixed("GET", "/api/v1/audit/proof/inclusion", params={"index": 0, "size": 1}), ONLY_AUDIT
@@ -505,6 +602,7 @@ SPECS: dict[tuple[str, str], Spec] = {
             "admin": 200,
             "clinician": (200, 404, 200),
             "patient": 403,
+            "patient/ unbound": 404,  # patient/*.* grants delete; it reaches no record
             "auditor": 403,
         },
     ),
@@ -553,11 +651,17 @@ SPECS: dict[tuple[str, str], Spec] = {
             "auditor": 403,
         },
     ),
-    ("GET", "/fhir/AuditEvent"): Spec(fixed("GET", "/fhir/AuditEvent"), ONLY_AUDIT),
-    ("POST", "/fhir/AuditEvent/_search"): Spec(
-        fixed("POST", "/fhir/AuditEvent/_search", data={"_count": "5"}), ONLY_AUDIT
+    ("GET", "/fhir/AuditEvent"): Spec(fhir_audit_events_about, AUDIT_SEARCH),
+    ("POST", "/fhir/AuditEvent/_search"): Spec(fhir_audit_search_about, AUDIT_SEARCH),
+    ("GET", "/fhir/AuditEvent/{resource_id}"): Spec(
+        fhir_audit_event,
+        {
+            **ONLY_AUDIT,
+            "patient": (200, 404, 200),
+            "patient/ token": (200, 404, 200),
+            "patient/ unbound": 404,
+        },
     ),
-    ("GET", "/fhir/AuditEvent/{resource_id}"): Spec(fixed("GET", "/fhir/AuditEvent/1"), ONLY_AUDIT),
 }
 
 
@@ -635,6 +739,15 @@ def world(
             )
             session.commit()
         tokens = {"service": api_token}
+        with runtime.auth.session() as session:
+            for name, token in TOKENS.items():
+                tokens[name] = create_api_token(
+                    session=session,
+                    name=name,
+                    scopes=token.scopes,
+                    user_id=made[token.owner].id if token.owner else None,
+                ).token
+            session.commit()
         for role in ("admin", "clinician", "patient", "auditor"):
             response = login(service, made[role].username, made[role].password)
             assert response.status_code == 200, response.text
@@ -674,38 +787,79 @@ def world(
         )
 
 
-def expected_cells(spec: Spec, role: str) -> list[tuple[str, int]]:
-    expectation = spec.expect[role]
-    if isinstance(expectation, tuple):
-        return list(zip(TARGETS, expectation, strict=True))
-    return [("own", expectation)]
+def expectation(spec: Spec, principal: str) -> int | tuple[int, int, int]:
+    """What ``principal`` gets: as the spec says, else as the role its token acts like.
+
+    A token that reaches no patient gets, for every target, what its role gets for a
+    foreign record.
+    """
+    if principal in spec.expect:
+        return spec.expect[principal]
+    token = TOKENS[principal]
+    expected = spec.expect[token.like]
+    if token.reach == "none" and isinstance(expected, tuple):
+        return (expected[1],) * len(TARGETS)  # type: ignore[return-value]  # 3 of them
+    return expected
 
 
-def call(client: TestClient, request: Request, token: str | None) -> int:
+def expected_cells(spec: Spec, principal: str) -> list[tuple[str, int]]:
+    expected = expectation(spec, principal)
+    if isinstance(expected, tuple):
+        return list(zip(TARGETS, expected, strict=True))
+    return [("own", expected)]
+
+
+def call(client: TestClient, request: Request, token: str | None) -> httpx.Response:
     method, url, kwargs = request
     headers = dict(kwargs.pop("headers", {}))
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    response = client.request(method, url, headers=headers, **kwargs)
+    response: httpx.Response = client.request(method, url, headers=headers, **kwargs)
     validate_response(response)  # FHIR answers must be valid R4, whoever asked
-    return response.status_code
+    return response
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_each_role_gets_exactly_what_the_policy_says(app: FastAPI, world: World, role: str) -> None:
+def leaked_ids(world: World, principal: str, response: httpx.Response) -> list[str]:
+    """Ids of records outside ``principal``'s reach that a successful answer carries.
+
+    The status alone cannot tell a search scoped to the caller from one that returns
+    everyone's rows (the audit-log leak of issue 9 answered 200 either way).
+    """
+    reach = REACH.get(principal, "all")
+    kind = response.headers.get("content-type", "")
+    if reach == "all" or response.status_code >= 300 or "json" not in kind:
+        return []
+    if reach == "own":
+        out_of_reach = {world.patients["foreign"], world.documents["foreign"]}
+    else:
+        out_of_reach = {*world.patients.values(), *world.documents.values()}
+    body = response.json()
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+        body = {key: value for key, value in body.items() if key != "link"}  # echoes the query
+    text = json.dumps(body)
+    return sorted(value for value in out_of_reach if value in text)
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_each_principal_gets_exactly_what_the_policy_says(
+    app: FastAPI, world: World, principal: str
+) -> None:
     failures = []
     with TestClient(app, raise_server_exceptions=False) as client:
         for (method, path), spec in SPECS.items():
-            for target, status in expected_cells(spec, role):
+            for target, status in expected_cells(spec, principal):
                 request = spec.build(world, target)
-                token = world.tokens[role]
-                if request[2].pop("own_session", False) and role != "service":
+                token = world.tokens[principal]
+                if request[2].pop("own_session", False) and principal in ROLES[1:]:
                     # Logging out must not end the session the other cells use.
-                    username, password = world.credentials[role]
+                    username, password = world.credentials[principal]
                     token = login(client, username, password).json()["access_token"]
-                got = call(client, request, token)
-                if got != status:
-                    failures.append(f"{role:9} {target:8} {method:6} {path}: {got}, want {status}")
+                response = call(client, request, token)
+                where = f"{principal:16} {target:8} {method:6} {path}"
+                if response.status_code != status:
+                    failures.append(f"{where}: {response.status_code}, want {status}")
+                elif leaked := leaked_ids(world, principal, response):
+                    failures.append(f"{where}: answers with out-of-reach ids {leaked}")
     assert not failures, "\n".join(failures)
 
 
@@ -721,7 +875,7 @@ def test_every_protected_route_refuses_a_bad_credential(
                 continue
             request = spec.build(world, "own")
             request[2].pop("own_session", None)
-            got = call(client, request, token)
+            got = call(client, request, token).status_code
             if got != 401:
                 failures.append(f"{credential:8} {method:6} {path}: {got}, want 401")
     assert not failures, "\n".join(failures)

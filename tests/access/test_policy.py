@@ -185,9 +185,11 @@ def test_auditor_reads_nothing_clinical(
     assert upload_raw(auditor, world["patient_a"], pdf_bytes()).status_code == 403
 
 
-def test_refusals_are_audited_but_missing_records_are_not(
+def test_refusals_and_lookups_of_missing_records_are_audited(
     world: World, runtime: Runtime, as_caller: Callable[[Principal], TestClient]
 ) -> None:
+    # Issue 9: a missing id is audited like a refused real one (no patient named), so
+    # that both 404s do the same work and their timing cannot tell them apart.
     c = as_caller(principal(Role.CLINICIAN, world))
     assert c.get(f"/api/v1/documents/{world['doc_b']}").status_code == 404
     assert c.get(f"/api/v1/documents/{uuid.uuid4()}").status_code == 404
@@ -200,8 +202,9 @@ def test_refusals_are_audited_but_missing_records_are_not(
         for e in events
     ] == [
         ("clinician", "Document", world["patient_b"], "denied"),
+        ("clinician", "Document", None, "denied"),
         ("clinician", "Patient", world["patient_b"], "denied"),
         ("auditor", None, None, "denied"),
     ]
-    assert events[2].details["permission"] == "documents:read"
+    assert events[3].details["permission"] == "documents:read"
     assert events[0].request_id

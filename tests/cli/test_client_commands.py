@@ -31,7 +31,8 @@ def live(app: FastAPI) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def env(live: LiveServer, api_token: str) -> dict[str, str]:
-    return {"MEDVAULT_URL": live.url, "MEDVAULT_TOKEN": api_token}
+    # pytest-xdist sets COLUMNS=80 in its workers; tables as a script would see them.
+    return {"MEDVAULT_URL": live.url, "MEDVAULT_TOKEN": api_token, "COLUMNS": "200"}
 
 
 def run(*args: str, env: dict[str, str]) -> Result:

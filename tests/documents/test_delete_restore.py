@@ -38,6 +38,9 @@ def test_soft_delete_then_restore(client: TestClient, runtime: Runtime) -> None:
     assert client.get(f"/api/v1/documents/{doc['id']}/content").content == content
     assert client.post(f"/api/v1/documents/{doc['id']}/restore").status_code == 409
 
-    (event,) = audit_events(runtime, "document.delete")
+    (event,) = audit_events(runtime, "document.delete", outcome="success")
     assert event.details == {"reason": "filed to the wrong patient"}
-    assert len(audit_events(runtime, "document.restore")) == 1
+    assert len(audit_events(runtime, "document.restore", outcome="success")) == 1
+    # The refused second delete and restore are audited as the attempts they were.
+    assert len(audit_events(runtime, "document.delete", outcome="failure")) == 1
+    assert len(audit_events(runtime, "document.restore", outcome="failure")) == 1

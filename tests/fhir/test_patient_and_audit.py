@@ -14,7 +14,7 @@ from tests.support.inspect import audit_events
 
 
 def ids(bundle: dict[str, object]) -> list[str]:
-    return [str(resource["id"]) for resource in entries(bundle)]  # type: ignore[arg-type]
+    return [str(resource["id"]) for resource in entries(bundle)]
 
 
 @pytest.fixture
@@ -181,6 +181,16 @@ def test_audit_event_filters(fhir: TestClient, people: People, runtime: Runtime)
     assert audit_events(runtime, "audit.read")[-1].details["view"] == "fhir-audit-event"
 
 
-def test_only_auditors_read_audit_events(people: People) -> None:
-    for client in (people.clinician, people.patient, people.admin):
+def test_only_auditors_read_the_whole_audit_log(people: People) -> None:
+    for client in (people.clinician, people.admin):
         assert client.get("/fhir/AuditEvent").status_code == 403
+    # A patient reads the events about their own record only (tests/audit/test_access_history.py).
+    own = people.patient.get("/fhir/AuditEvent", params={"_count": "200"})
+    assert own.status_code == 200
+    subjects = {
+        entity["what"]["reference"]
+        for resource in entries(own.json())
+        for entity in resource.get("entity", [])
+        if entity["what"]["reference"].startswith("Patient/")
+    }
+    assert subjects == {f"Patient/{people.patient_a}"}

@@ -104,7 +104,7 @@ def test_what_an_update_cannot_change(
         case "size":
             attachment["size"] = attachment["size"] + 1
     edited["content"] = [{"attachment": attachment}]
-    updates = len(audit_events(runtime, "document.update"))
+    updates = len(audit_events(runtime, "document.update", outcome="success"))
     response = fhir.put(
         f"/fhir/DocumentReference/{document['id']}",
         json=edited,
@@ -112,7 +112,10 @@ def test_what_an_update_cannot_change(
     )
     assert response.status_code in (400, 422), response.text
     assert fhir.get(f"/fhir/DocumentReference/{document['id']}").json() == document
-    assert len(audit_events(runtime, "document.update")) == updates
+    assert len(audit_events(runtime, "document.update", outcome="success")) == updates
+    # The refused attempt is in the audit log too, as what it tried to do.
+    refused = audit_events(runtime, "document.update", outcome="failure")[-1]
+    assert refused.resource_id == document["id"] and refused.details["status"] in (400, 422)
 
 
 def test_delete_marks_entered_in_error(
@@ -197,4 +200,5 @@ def test_concurrent_updates_with_one_etag_let_exactly_one_through(
         statuses = sorted(pool.map(edit, range(6)))
 
     assert statuses == [200] + [412] * 5
-    assert len(audit_events(runtime, "document.update")) == 1
+    assert len(audit_events(runtime, "document.update", outcome="success")) == 1
+    assert len(audit_events(runtime, "document.update", outcome="failure")) == 5

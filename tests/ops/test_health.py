@@ -70,3 +70,17 @@ def test_access_log_has_no_query_strings_or_tokens(
     assert "request_id=" in lines[0]
     joined = "\n".join(r.getMessage() for r in caplog.records)
     assert "9434765919" not in joined and api_token not in joined
+
+
+def test_healthy_probes_stay_out_of_the_info_log(
+    anon_client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="medvault.access")
+    assert anon_client.get("/healthz").status_code == 200
+    assert anon_client.get("/api/v1/documents").status_code == 401
+    levels = {
+        record.getMessage().split(" ")[1]: record.levelno
+        for record in caplog.records
+        if record.name == "medvault.access"
+    }
+    assert levels == {"/healthz": logging.DEBUG, "/api/v1/documents": logging.INFO}

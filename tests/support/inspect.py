@@ -41,10 +41,14 @@ def audit_actions(runtime: Runtime) -> list[str]:
         return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
 
 
-def audit_events(runtime: Runtime, action: str) -> list[AuditEvent]:
+def audit_events(runtime: Runtime, action: str, *, outcome: str | None = None) -> list[AuditEvent]:
+    """Events of one action; ``outcome`` ("success", "failure"…) narrows them further.
+
+    A refused attempt is recorded under the action it attempted, with outcome
+    "failure": count successes alone to ask "did it happen?".
+    """
+    query = select(AuditEvent).where(AuditEvent.action == action)
+    if outcome is not None:
+        query = query.where(AuditEvent.outcome == outcome)
     with runtime.clinical.session() as session:
-        return list(
-            session.scalars(
-                select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
-            )
-        )
+        return list(session.scalars(query.order_by(AuditEvent.id)))

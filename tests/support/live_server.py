@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import httpx
 import uvicorn
@@ -13,11 +14,15 @@ from tests.support.services import free_port
 
 
 class LiveServer:
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, **options: Any) -> None:
+        """``options`` go to ``uvicorn.Config`` (e.g. ``ops.server.uvicorn_options``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            **{"log_level": "warning", "lifespan": "off", **options},
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -7,7 +7,7 @@ refuses a visitor without a session (401) and a session without its CSRF token (
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 from fastapi import FastAPI
@@ -44,11 +44,12 @@ ALL = dict.fromkeys(ROLES, 200)
 STAFF = {"patient": 403, "clinician": 200, "admin": 200, "auditor": 403}
 ADMIN = {"patient": 403, "clinician": 403, "admin": 200, "auditor": 403}
 # (own, foreign) per role where the two differ.
-DOC_META = {"patient": (200, 404), "clinician": (200, 404), "admin": 200, "auditor": 403}
-DOC_CONTENT = {"patient": (200, 404), "clinician": (200, 404), "admin": 403, "auditor": 403}
-DOC_DELETE = {"patient": 403, "clinician": (200, 404), "admin": 200, "auditor": 403}
+Cells = dict[str, int | tuple[int, int]]
+DOC_META: Cells = {"patient": (200, 404), "clinician": (200, 404), "admin": 200, "auditor": 403}
+DOC_CONTENT: Cells = {"patient": (200, 404), "clinician": (200, 404), "admin": 403, "auditor": 403}
+DOC_DELETE: Cells = {"patient": 403, "clinician": (200, 404), "admin": 200, "auditor": 403}
 
-GET_SPECS: dict[str, tuple[Build, dict[str, int | tuple[int, int]]]] = {
+GET_SPECS: dict[str, tuple[Build, Mapping[str, int | tuple[int, int]]]] = {
     "/": (fixed("/"), ALL),  # a redirect to each role's start page
     "/login": (fixed("/login"), ALL),  # logged in: straight on to the start page
     "/documents": (fixed("/documents"), {**ALL, "auditor": 403}),
@@ -68,6 +69,11 @@ GET_SPECS: dict[str, tuple[Build, dict[str, int | tuple[int, int]]]] = {
     "/admin/users": (fixed("/admin/users"), ADMIN),
     "/admin/care-teams": (fixed("/admin/care-teams"), ADMIN),
     "/audit": (fixed("/audit"), {**dict.fromkeys(ROLES, 403), "auditor": 200}),
+    # "Who viewed my documents": the patient's own record only (no patient id in the URL).
+    "/audit/access-history": (
+        fixed("/audit/access-history"),
+        {**dict.fromkeys(ROLES, 403), "patient": 200},
+    ),
 }
 # POST routes anyone may reach without a session.
 PUBLIC_POSTS = {"/login"}

@@ -8,6 +8,9 @@ Two questions, answered only here:
   patient query is built from ``readable_documents``/``readable_patients``, so an
   unscoped query has to be written on purpose.
 
+A third, who may *change* a document already stored (add a version, edit, delete), is
+answered next door in ``access.authorship``: patients change only their own uploads.
+
 Roles:
 
 * ``service`` (API tokens): what its scopes say, for every patient; SMART scopes

@@ -23,6 +23,10 @@ SMART v1 actions (``read``, ``write``, ``*``) and v2 letters (``rs``, ``cud``,
   A token without one reaches no patient at all. One ``patient/`` scope narrows the
   whole token: mixing contexts can never widen a patient-bound token.
 
+``AuditEvent`` reading maps onto ``audit:read``, but the reach still follows the
+context: a ``patient/`` token reads only the events about its own patient, in the
+patient-facing projection, and never the whole log (``access.audit_reach``).
+
 A scope the vault cannot honour (an unknown resource, v2 query parameters such as
 ``?category=…``) is refused when the token is created, never silently ignored.
 """

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from medvault.audit.merkle import HASH_SIZE
 from medvault.audit.models import AuditCheckpoint
 from medvault.crypto.signing_keys import SigningKey
-from medvault.kit.private_files import write_private_file
+from medvault.kit.private_files import make_private_dirs, write_private_file
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class WitnessDirectory:
         rebuilt; overwriting the old file would destroy the very evidence it exists
         to keep, so that raises :class:`WitnessConflict` instead.
         """
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(self.path)
         data = checkpoint.signed_note().encode("utf-8")
         target = self.file_for(checkpoint.tree_size)
         if not write_private_file(target, data, exclusive=True) and target.read_bytes() != data:

@@ -14,12 +14,22 @@ copy), not from the proof response alone.
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from medvault.access.audit_reach import (
+    AuditReach,
+    own_patient,
+    readable_audit_events,
+    require_audit_events,
+)
+from medvault.access.denials import Denial, denied
 from medvault.audit import repository
 from medvault.audit import service as audit
+from medvault.audit.access_history import AccessHistoryPage
+from medvault.audit.access_history import page_for_patient as access_history_page
 from medvault.audit.checkpoints import SignedCheckpoint
 from medvault.audit.context import AuditContext
 from medvault.audit.leaf import encode_event
@@ -35,9 +45,11 @@ from medvault.audit.schemas import (
     InclusionProofOut,
     SignedCheckpointOut,
 )
+from medvault.auth.principal import Principal
 from medvault.crypto.signing_keys import SigningKey
 from medvault.kit.keyset import InvalidCursor
 from medvault.kit.problems import BadRequest, IntegrityFailure, NotFound
+from medvault.patients.repository import get as patient_exists_row
 
 READ_ACTION = "audit.read"
 RESOURCE_TYPE = "audit_log"
@@ -56,6 +68,10 @@ def _record(session: Session, context: AuditContext, details: dict[str, Any], **
         details=details,
         **extra,
     )
+
+
+def patient_exists(session: Session, patient_id: uuid.UUID) -> bool:
+    return patient_exists_row(session, patient_id) is not None
 
 
 def event_out(event: AuditEvent) -> AuditEventOut:
@@ -92,6 +108,7 @@ def _before_id(cursor: str | None) -> int | None:
 def list_events(
     *,
     session: Session,
+    principal: Principal,
     context: AuditContext,
     filters: EventFilters,
     cursor: str | None,
@@ -101,10 +118,16 @@ def list_events(
 
     Id order is the order events were written (occurred_at can differ by a few
     milliseconds between concurrent requests); a single-column keyset also walks
-    each ``(filter column, id)`` index directly, however deep the page.
+    each ``(filter column, id)`` index directly, however deep the page. The full
+    representation is for whole-log readers: the route refuses anyone else first,
+    and the query still starts from the caller's readable events.
     """
     events = repository.events_page(
-        session, filters=filters, before_id=_before_id(cursor), limit=limit
+        session,
+        readable=readable_audit_events(principal),
+        filters=filters,
+        before_id=_before_id(cursor),
+        limit=limit,
     )
     details: dict[str, Any] = {"view": "events", "returned": len(events)}
     for name in ("actor_id", "action", "occurred_after", "occurred_before"):
@@ -114,6 +137,45 @@ def list_events(
     _record(session, context, details, patient_id=filters.patient_id)
     next_cursor = str(events[-1].id) if len(events) == limit else None
     return AuditEventPage(items=[event_out(event) for event in events], next_cursor=next_cursor)
+
+
+def access_history(
+    *,
+    session: Session,
+    auth_session: Session,
+    principal: Principal,
+    context: AuditContext,
+    patient_id: uuid.UUID,
+    cursor: str | None,
+    limit: int,
+) -> AccessHistoryPage:
+    """The events about one patient's record, in the patient-facing projection.
+
+    A patient principal reaches only its own record: another patient's id is the same
+    404 as an unknown one (and the attempt is audited against that patient, so it
+    shows in *their* history). Whole-log readers may read any patient's history.
+    """
+    reach = require_audit_events(principal)
+    if reach is not AuditReach.WHOLE_LOG and own_patient(principal) != patient_id:
+        problem = NotFound("No patient with this id.")
+        if patient_exists(session, patient_id):
+            denied(problem, Denial(principal, "Patient", patient_id, patient_id, "audit:read"))
+        raise problem
+    page = access_history_page(
+        session=session,
+        auth_session=auth_session,
+        principal=principal,
+        patient_id=patient_id,
+        before_id=_before_id(cursor),
+        limit=limit,
+    )
+    _record(
+        session,
+        context,
+        {"view": "access-history", "returned": len(page.items)},
+        patient_id=patient_id,
+    )
+    return page
 
 
 def checkpoint_out(checkpoint: SignedCheckpoint) -> CheckpointOut:

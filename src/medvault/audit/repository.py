@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from medvault.audit.leaf import LEAF_COLUMNS
@@ -283,10 +283,18 @@ class EventFilters:
 
 
 def events_page(
-    session: Session, *, filters: EventFilters, before_id: int | None, limit: int
+    session: Session,
+    *,
+    readable: Select[AuditEvent],
+    filters: EventFilters,
+    before_id: int | None,
+    limit: int,
 ) -> list[AuditEvent]:
-    """Newest first by id; each equality filter has an ``(column, id)`` index to walk."""
-    query = select(AuditEvent)
+    """Newest first by id; each equality filter has an ``(column, id)`` index to walk.
+
+    ``readable`` is the caller's ``access.audit_reach.readable_audit_events``.
+    """
+    query = readable
     if filters.patient_id is not None:
         query = query.where(AuditEvent.patient_id == filters.patient_id)
     if filters.actor_id is not None:

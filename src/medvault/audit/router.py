@@ -1,7 +1,10 @@
 """Audit API v1: events, signed checkpoints, inclusion and consistency proofs.
 
 Thin: authorise, call :mod:`medvault.audit.queries`, commit the ``audit.read``
-event, respond. Every route needs ``audit:read`` (auditors and scoped tokens).
+event, respond. The ``/api/v1/audit`` routes serve the whole log, its checkpoints and
+proofs: whole-log readers only (auditors, tokens with ``audit:read`` and no
+``patient/`` scope; see ``access.audit_reach``). A patient reads the events about their
+own record, in a reduced projection, at ``/api/v1/patients/{id}/access-history``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from medvault.access.policy import Permission, require
+from medvault.access.audit_reach import require_whole_log
 from medvault.audit import queries
 from medvault.audit import service as audit
+from medvault.audit.access_history import AccessHistoryPage
 from medvault.audit.repository import EventFilters
 from medvault.audit.schemas import (
     AuditEventPage,
@@ -22,9 +26,12 @@ from medvault.audit.schemas import (
     InclusionProofOut,
     SignedCheckpointOut,
 )
-from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep
+from medvault.deps import AuditCtx, AuthReadSession, ClinicalSession, CurrentPrincipal, RuntimeDep
+from medvault.kit.timestamps import IsoDateTime
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+# A patient's own access history sits with the patient it is about.
+access_history_router = APIRouter(prefix="/api/v1/patients", tags=["audit"])
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
@@ -41,13 +48,13 @@ def list_events(
     patient_id: uuid.UUID | None = None,
     actor: Annotated[str | None, Query(max_length=200, description="Exact actor id")] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
-    occurred_after: Annotated[datetime | None, Query(description="Inclusive; UTC")] = None,
-    occurred_before: Annotated[datetime | None, Query(description="Exclusive; UTC")] = None,
+    occurred_after: Annotated[IsoDateTime | None, Query(description="Inclusive; UTC")] = None,
+    occurred_before: Annotated[IsoDateTime | None, Query(description="Exclusive; UTC")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> AuditEventPage:
     """Newest first (by id, the order events were written); pass `next_cursor` back."""
-    require(principal, Permission.AUDIT_READ)
+    require_whole_log(principal)
     filters = EventFilters(
         patient_id=patient_id,
         actor_id=actor,
@@ -56,7 +63,12 @@ def list_events(
         occurred_before=_as_utc(occurred_before),
     )
     page = queries.list_events(
-        session=session, context=context, filters=filters, cursor=cursor, limit=limit
+        session=session,
+        principal=principal,
+        context=context,
+        filters=filters,
+        cursor=cursor,
+        limit=limit,
     )
     audit.commit_or_refuse(session)
     return page
@@ -67,7 +79,7 @@ def latest_checkpoint(
     session: ClinicalSession, principal: CurrentPrincipal, context: AuditCtx, runtime: RuntimeDep
 ) -> SignedCheckpointOut:
     """The latest signed checkpoint, its note, and the public key that verifies it."""
-    require(principal, Permission.AUDIT_READ)
+    require_whole_log(principal)
     checkpoint = queries.latest_checkpoint(session=session, context=context, key=runtime.audit_key)
     audit.commit_or_refuse(session)
     return checkpoint
@@ -87,7 +99,7 @@ def inclusion_proof(
 
     Take `size` and the root from a signed checkpoint: the proof does not pin the size.
     """
-    require(principal, Permission.AUDIT_READ)
+    require_whole_log(principal)
     proof = queries.inclusion(session=session, context=context, index=index, size=size)
     audit.commit_or_refuse(session)
     return proof
@@ -104,7 +116,33 @@ def consistency_proof(
     ] = None,
 ) -> ConsistencyProofOut:
     """RFC 6962 proof that the tree of `second` events extends the tree of `first`."""
-    require(principal, Permission.AUDIT_READ)
+    require_whole_log(principal)
     proof = queries.consistency(session=session, context=context, first=first, second=second)
     audit.commit_or_refuse(session)
     return proof
+
+
+@access_history_router.get("/{patient_id}/access-history", response_model=AccessHistoryPage)
+def access_history(
+    patient_id: uuid.UUID,
+    session: ClinicalSession,
+    auth_session: AuthReadSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+) -> AccessHistoryPage:
+    """Who did what with this patient's record, newest first: staff by role, never by
+    address, user agent or username. For the patient (a patient user, or a token whose
+    `patient/` scopes bind it to its patient) and for auditors."""
+    page = queries.access_history(
+        session=session,
+        auth_session=auth_session,
+        principal=principal,
+        context=context,
+        patient_id=patient_id,
+        cursor=cursor,
+        limit=limit,
+    )
+    audit.commit_or_refuse(session)
+    return page

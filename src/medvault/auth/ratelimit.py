@@ -3,10 +3,14 @@
 With ``MEDVAULT_REDIS_URL`` the counters live in Redis and hold across every
 instance; without it they are per process, which is right for the embedded default.
 
-Failed logins count twice: per account (slows guessing one user's password from many
+Login attempts count twice: per account (slows guessing one user's password from many
 addresses) and per client address (slows spraying one password over many users).
-Once either is over its limit, logins answer 429 — even with the right password —
-until the window moves on, so a guesser learns nothing from a late success.
+An attempt is counted *before* its password is checked, in one atomic ``hit``, so 16
+parallel guesses against a 5-a-minute account get 5 checks and 11 refusals instead
+of 16 checks that all finish before the first failure is recorded. Once either
+counter is full, logins answer 429 — even with the right password — until the window
+moves on, so a guesser learns nothing from a late success. A success forgets the
+account's count (not the address's).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from medvault.auth.password_slots import PasswordCheckSlots
 from medvault.config import Settings
 from medvault.kit.problems import Problem, ServiceUnavailable
 
@@ -52,6 +57,9 @@ class RateLimits:
     login_account: RateLimitItem
     login_ip: RateLimitItem
     upload: RateLimitItem
+    # Not a rate but a concurrency bound; it lives here because every login path
+    # already holds this object, and there is one per process.
+    password_slots: PasswordCheckSlots
 
     @classmethod
     def from_settings(
@@ -75,6 +83,7 @@ class RateLimits:
             login_account=parse(settings.login_rate_limit_account),
             login_ip=parse(settings.login_rate_limit_ip),
             upload=parse(settings.upload_rate_limit),
+            password_slots=PasswordCheckSlots(settings.max_concurrent_password_checks),
         )
 
     def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
@@ -89,32 +98,24 @@ class RateLimits:
             (self.login_ip, ("login-ip", client_ip or "unknown")),
         ]
 
-    def check_login(self, *, username: str, client_ip: str | None) -> None:
-        """Refuse (429) a login while its account or address is over its failure limit.
+    def hit_login(self, *, username: str, client_ip: str | None) -> None:
+        """Count a login attempt before its password is checked; 429 when over a limit.
 
         Fails closed: if Redis is down, logins are refused (503) rather than left
         unthrottled. Sessions already running do not need Redis and carry on.
         """
         try:
-            waits = [
-                self._retry_after(item, *ids)
-                for item, ids in self._login_counters(username, client_ip)
-                if not self.limiter.test(item, *ids)
-            ]
+            for item, ids in self._login_counters(username, client_ip):
+                # ``hit`` tests and counts in one step: parallel attempts cannot all
+                # pass the test before any of them is counted.
+                if not self.limiter.hit(item, *ids):
+                    raise TooManyRequests(
+                        "Too many failed logins. Try again later.",
+                        retry_after=self._retry_after(item, *ids),
+                    )
         except StorageError as exc:
             logger.error("rate-limit storage unavailable: %s", exc.storage_error)
             raise ServiceUnavailable("Logins are paused: the rate limiter is unavailable.") from exc
-        if waits:
-            raise TooManyRequests(
-                "Too many failed logins. Try again later.", retry_after=max(waits)
-            )
-
-    def login_failed(self, *, username: str, client_ip: str | None) -> None:
-        try:
-            for item, ids in self._login_counters(username, client_ip):
-                self.limiter.hit(item, *ids)
-        except StorageError as exc:
-            logger.error("could not count a failed login: %s", exc.storage_error)
 
     def login_succeeded(self, *, username: str) -> None:
         """Forget the account's failures (not the address's: one valid account must

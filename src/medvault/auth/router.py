@@ -39,6 +39,7 @@ from medvault.deps import (
 )
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import Unauthorized
+from medvault.kit.text import require_clean_text
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 admin_router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -72,7 +73,9 @@ def issue_token(
     context: AnonymousAuditCtx,
 ) -> TokenResponse:
     """OAuth2 password grant: form fields `username`, `password`, `grant_type=password`."""
-    limits.check_login(username=form.username, client_ip=context.client_ip)
+    # Before any lookup: PostgreSQL refuses a NUL in a query (a 500 that logged the name).
+    require_clean_text([("username", form.username), ("password", form.password)])
+    limits.hit_login(username=form.username, client_ip=context.client_ip)
     issued = sessions.login(
         reader=reader,
         auth_session=auth_session,
@@ -82,10 +85,10 @@ def issue_token(
         username=form.username,
         password=form.password,
         context=context,
+        password_slots=limits.password_slots,
     )
     commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     if issued is None:
-        limits.login_failed(username=form.username, client_ip=context.client_ip)
         raise Unauthorized("The username or password is wrong, or the account is disabled.")
     limits.login_succeeded(username=form.username)
     return _tokens(issued, response)

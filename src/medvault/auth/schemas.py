@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from medvault.auth.models import User
+from medvault.kit.text import CleanTextModel
 
 UserRole = Literal["admin", "clinician", "patient", "auditor"]
 # Generous: refresh tokens are ~47 characters; anything much longer is not one.
@@ -24,13 +25,13 @@ class TokenResponse(BaseModel):
     refresh_token: str
 
 
-class RefreshRequest(BaseModel):
+class RefreshRequest(CleanTextModel):
     model_config = ConfigDict(extra="forbid")
 
     refresh_token: RefreshTokenText
 
 
-class LogoutRequest(BaseModel):
+class LogoutRequest(CleanTextModel):
     model_config = ConfigDict(extra="forbid")
 
     refresh_token: RefreshTokenText | None = None
@@ -46,7 +47,7 @@ class MeOut(BaseModel):
     scopes: list[str] = Field(default_factory=list, description="API tokens only")
 
 
-class UserCreate(BaseModel):
+class UserCreate(CleanTextModel):
     model_config = ConfigDict(extra="forbid")
 
     username: Annotated[str, StringConstraints(min_length=3, max_length=64)]
@@ -85,7 +86,7 @@ class UserList(BaseModel):
     items: list[UserOut]
 
 
-class CareTeamMemberIn(BaseModel):
+class CareTeamMemberIn(CleanTextModel):
     model_config = ConfigDict(extra="forbid")
 
     clinician_id: uuid.UUID

@@ -28,6 +28,7 @@ from medvault.audit.service import Outcome
 from medvault.auth import repository
 from medvault.auth.jwt_tokens import decode_access_token, issue_access_token
 from medvault.auth.models import RefreshToken, User
+from medvault.auth.password_slots import PasswordCheckSlots
 from medvault.auth.passwords import hash_password, needs_rehash, verify_password
 from medvault.auth.principal import Principal, PrincipalKind, Role
 from medvault.config import Settings
@@ -109,14 +110,18 @@ def check_password(
     username: str,
     password: str,
     context: AuditContext,
+    password_slots: PasswordCheckSlots,
 ) -> User | None:
     """The enabled user with this username and password, loaded in ``auth_session``.
 
     A failure is audited here, with the same care for every way of logging in (API
-    and portal): unknown users, wrong passwords and disabled users look alike.
+    and portal): unknown users, wrong passwords and disabled users look alike. The
+    hash is checked under one of ``password_slots`` (LoginBusy when none is free), and
+    so is the dummy hash of an unknown user.
     """
     candidate = repository.user_by_username(reader, normalise_username(username))
-    password_ok = verify_password(candidate.password_hash if candidate else None, password)
+    with password_slots.slot():
+        password_ok = verify_password(candidate.password_hash if candidate else None, password)
     user: User | None = None
     if candidate is not None and password_ok:
         current = repository.user_by_id(auth_session, candidate.id)
@@ -143,8 +148,11 @@ def check_password(
         )
         return None
     if needs_rehash(user.password_hash):
-        # argon2's recommended parameters grow over time; upgrade while we hold the password.
-        user.password_hash = hash_password(password)
+        # argon2's recommended parameters grow over time; upgrade while we hold the
+        # password, but only with a free slot: the upgrade can wait for another login.
+        with password_slots.slot_if_free() as free:
+            if free:
+                user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
     return user
 
@@ -159,6 +167,7 @@ def login(
     username: str,
     password: str,
     context: AuditContext,
+    password_slots: PasswordCheckSlots,
 ) -> IssuedSession | None:
     """Check a password and start a session; None (audited) when the login fails.
 
@@ -178,6 +187,7 @@ def login(
         username=username,
         password=password,
         context=context,
+        password_slots=password_slots,
     )
     if user is None:
         return None

@@ -26,6 +26,7 @@ from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth import repository
 from medvault.auth.models import User, WebSession
+from medvault.auth.password_slots import PasswordCheckSlots
 from medvault.auth.principal import Principal, PrincipalKind, Role
 from medvault.auth.sessions import check_password, user_actor
 from medvault.config import Settings
@@ -82,6 +83,7 @@ def start(
     username: str,
     password: str,
     context: AuditContext,
+    password_slots: PasswordCheckSlots,
 ) -> StartedWebSession | None:
     """Check a password and open a portal session; None (audited) when the login fails."""
     user = check_password(
@@ -91,6 +93,7 @@ def start(
         username=username,
         password=password,
         context=context,
+        password_slots=password_slots,
     )
     if user is None:
         return None

@@ -27,6 +27,7 @@ from medvault.audit.context import AuditContext
 from medvault.crypto.errors import CryptoError, KeyringError
 from medvault.crypto.keyring import WrappedDek, load_keyring, write_keyring_file
 from medvault.documents import repository
+from medvault.kit.private_files import make_private_dirs
 from medvault.runtime import Runtime
 
 DEFAULT_BATCH_SIZE = 500
@@ -54,7 +55,7 @@ def _exclusive(keyring_path: Path) -> Iterator[None]:
     """One rotation at a time: two concurrent ones would each write a keyring file
     without the other's new KEK, losing the key that some rows were wrapped with."""
     lock_path = keyring_path.with_name(f".{keyring_path.name}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(lock_path.parent)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

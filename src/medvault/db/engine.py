@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from medvault.kit.private_files import ensure_private_file
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -94,11 +96,15 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = make_url(url)
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # hide_parameters: a failing statement's message (logged, or carried in an
+        # exception) must never hold the bound values, which are patient data.
+        kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
         if self.url.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            if self.url.database:
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            database = self.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                # Owner-only from the first byte; SQLite gives its -wal/-shm this mode too.
+                ensure_private_file(Path(database))
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2)
         self.engine = create_engine(self.url, **kwargs)

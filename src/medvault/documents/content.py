@@ -26,6 +26,7 @@ from medvault.crypto.envelope import MAX_HEADER_BYTES, EnvelopeHeader, EnvelopeR
 from medvault.crypto.errors import CryptoError, IntegrityError, UnknownKekError
 from medvault.crypto.keyring import WrappedDek
 from medvault.documents import repository
+from medvault.documents.filenames import served_filename
 from medvault.documents.models import DocumentVersion, VersionState
 from medvault.kit.problems import (
     IntegrityFailure,
@@ -64,10 +65,24 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+# A position of more digits than this is beyond any file's size. Converting it with
+# int() would be wasted work, and past ~4,300 digits Python refuses (a 500 that once
+# logged a signed link): such a number stands for "larger than the file" instead.
+_MAX_POSITION_DIGITS = 18
+_BEYOND_ANY_FILE = 10**_MAX_POSITION_DIGITS
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return _BEYOND_ANY_FILE if len(digits) > _MAX_POSITION_DIGITS else int(digits)
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """A single satisfiable byte range, or None to serve the whole file.
 
-    Malformed or multi-range headers are ignored, as RFC 9110 allows.
+    Malformed or multi-range headers are ignored, as RFC 9110 allows. Absurdly long
+    numbers keep their meaning (a start past the end is 416, an end past it is cut
+    to the file, a suffix longer than the file is the whole file) without int().
     """
     if not header:
         return None
@@ -78,16 +93,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not start_text and not end_text:
         return None
     if not start_text:
-        suffix = int(end_text)
+        suffix = _position(end_text)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
         return max(0, size - suffix), size - 1
-    start = int(start_text)
-    if end_text and int(end_text) < start:
+    start = _position(start_text)
+    if end_text and _position(end_text) < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-    end = int(end_text) if end_text else size - 1
+    end = _position(end_text) if end_text else size - 1
     return start, min(end, size - 1)
 
 
@@ -214,7 +229,9 @@ def plan_content(
         "ETag": etag,
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, no-store",
-        "Content-Disposition": content_disposition(version.filename, disposition),
+        "Content-Disposition": content_disposition(
+            served_filename(version.filename, version.content_type), disposition
+        ),
     }
     if _etag_matches(if_none_match, etag):
         return ContentPlan(status=304, headers=headers)

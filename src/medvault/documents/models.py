@@ -39,6 +39,15 @@ class VersionState(StrEnum):
     CORRUPT = "corrupt"
 
 
+class DocumentOrigin(StrEnum):
+    """Who authored a document: decides who may change it (see ``access.authorship``)."""
+
+    # Uploaded by the patient themselves (portal, or their patient-bound app token).
+    PATIENT = "patient"
+    # Written or filed by the care side: clinicians, service accounts, the vault itself.
+    STAFF = "staff"
+
+
 class Document(ClinicalBase):
     __tablename__ = "documents"
     __table_args__ = (
@@ -59,6 +68,10 @@ class Document(ClinicalBase):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(200))
+    # Recorded once at creation; never changes when someone else adds a version.
+    origin: Mapped[str] = mapped_column(
+        String(16), default=DocumentOrigin.STAFF, server_default=DocumentOrigin.STAFF.value
+    )
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_by: Mapped[str | None] = mapped_column(String(200))
     delete_reason: Mapped[str | None] = mapped_column(String(500))

@@ -23,6 +23,7 @@ from medvault.documents.models import Classification, DocumentStatus
 from medvault.documents.ordering import DocumentSort
 from medvault.documents.repository import ListFilters
 from medvault.documents.schemas import (
+    MAX_DB_INT,
     DocumentOut,
     DocumentPage,
     DownloadUrlOut,
@@ -32,6 +33,7 @@ from medvault.documents.schemas import (
 )
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import NotFound
+from medvault.kit.timestamps import IsoDateTime
 from medvault.shares import service as shares
 
 router = APIRouter(prefix="/api/v1/documents", tags=["documents"])
@@ -121,8 +123,8 @@ def list_documents(
     context: AuditCtx,
     patient_id: Annotated[str | None, Query()] = None,
     document_type: Annotated[str | None, Query(max_length=16)] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: IsoDateTime | None = None,
+    created_before: IsoDateTime | None = None,
     status: Literal["current", "deleted", "all"] = "current",
     q: Annotated[
         str | None, Query(max_length=200, description="Words in the title or description")
@@ -313,7 +315,10 @@ def get_version_content(
     if_range: Annotated[str | None, Header()] = None,
     disposition: Disposition = "attachment",
 ) -> Response:
-    if not number.isdigit() or int(number) < 1:
+    # ASCII digits only ("²".isdigit() is true), and within the column's range: a
+    # number no version can have is simply not found, never a driver overflow.
+    plausible = number.isascii() and number.isdigit() and len(number) <= len(str(MAX_DB_INT))
+    if not plausible or not 1 <= int(number) <= MAX_DB_INT:
         raise NotFound("This document has no such version.")
     return serve_version(
         document_id=document_id,

@@ -10,6 +10,14 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from medvault.documents.models import Classification, DocumentStatus, VersionState
+from medvault.kit.text import CleanTextModel
+
+# The columns are 32-bit on PostgreSQL: a larger number is a 422, not a driver overflow.
+MAX_DB_INT = 2**31 - 1
+# A client's file name is kept (for display) up to this many characters; longer is a 422.
+MAX_FILENAME_CHARS = 1024
+# An explicit title longer than the column is a 422; one derived from a file name is cut.
+MAX_TITLE_CHARS = 500
 
 LoincCode = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^\d{1,7}-\d$", max_length=16)
@@ -22,7 +30,7 @@ class OnDuplicate(StrEnum):
     NEW_VERSION = "new_version"
 
 
-class DocumentFields(BaseModel):
+class DocumentFields(CleanTextModel):
     """Metadata sent with an upload, as form fields or query parameters."""
 
     model_config = ConfigDict(extra="ignore")
@@ -32,17 +40,19 @@ class DocumentFields(BaseModel):
         description="LOINC code: 11502-2 lab report, 18842-5 discharge summary, "
         "11488-4 consult note…"
     )
-    title: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+    title: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TITLE_CHARS)] | None
+    ) = None
     description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     classification: Classification = Classification.NORMAL
-    filename: str | None = None
+    filename: Annotated[str, StringConstraints(max_length=MAX_FILENAME_CHARS)] | None = None
     on_duplicate: OnDuplicate = OnDuplicate.REJECT
 
 
-class VersionFields(BaseModel):
+class VersionFields(CleanTextModel):
     model_config = ConfigDict(extra="ignore")
 
-    filename: str | None = None
+    filename: Annotated[str, StringConstraints(max_length=MAX_FILENAME_CHARS)] | None = None
     on_duplicate: OnDuplicate = OnDuplicate.REJECT
 
 
@@ -89,13 +99,15 @@ class VersionList(BaseModel):
     items: list[VersionOut]
 
 
-class DownloadUrlRequest(BaseModel):
+class DownloadUrlRequest(CleanTextModel):
     model_config = ConfigDict(extra="forbid")
 
     expires_in: int | None = Field(
         default=None, ge=1, description="Seconds until the link stops working"
     )
-    version: int | None = Field(default=None, ge=1, description="Defaults to the current version")
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_DB_INT, description="Defaults to the current version"
+    )
 
 
 class DownloadUrlOut(BaseModel):

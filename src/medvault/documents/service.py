@@ -7,15 +7,18 @@ has been added to the same session.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from medvault.access.denials import Denial, denied
+from medvault.access.authorship import may_change, require_change
+from medvault.access.denials import Denial, audited_attempt, denied, failed_attempt
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
 from medvault.documents import repository
+from medvault.documents.filenames import served_filename
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
 from medvault.documents.ordering import SORTS, DocumentSort
 from medvault.documents.repository import ListFilters
@@ -30,7 +33,7 @@ def to_out(document: Document, version: DocumentVersion) -> DocumentOut:
         id=document.id,
         patient_id=document.patient_id,
         version=version.version,
-        filename=version.filename,
+        filename=served_filename(version.filename, version.content_type),
         original_filename=version.original_filename,
         content_type=version.content_type,
         size=version.size,
@@ -52,7 +55,7 @@ def to_out(document: Document, version: DocumentVersion) -> DocumentOut:
 def version_to_out(version: DocumentVersion) -> VersionOut:
     return VersionOut(
         version=version.version,
-        filename=version.filename,
+        filename=served_filename(version.filename, version.content_type),
         original_filename=version.original_filename,
         content_type=version.content_type,
         size=version.size,
@@ -68,14 +71,25 @@ def _readable_or_404(
 ) -> tuple[Document, DocumentVersion]:
     found = repository.readable(session, principal, document_id)
     if found is None:
-        # Same answer for "absent" and "not yours", so existence never leaks; only the
-        # audit log learns that a real record was refused.
+        # Same answer for "absent" and "not yours", so existence never leaks. Both are
+        # audited alike (one access.denied event, its patient empty when there is no
+        # record): were only the real record's refusal committed, its answer would come
+        # measurably later, and timing would leak what the 404 hides.
         problem = NotFound("No document with this id.")
         patient_id = repository.patient_of(session, document_id)
-        if patient_id is not None:
-            denied(problem, Denial(principal, "Document", document_id, patient_id))
-        raise problem
+        raise denied(problem, Denial(principal, "Document", document_id, patient_id))
     return found
+
+
+def _attempt(principal: Principal, document: Document, action: str) -> Denial:
+    """How a refusal on a document the caller reaches is audited (``access.denials``)."""
+    return failed_attempt(
+        principal,
+        action,
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+    )
 
 
 def get(
@@ -91,6 +105,29 @@ def get(
         patient_id=document.patient_id,
     )
     return to_out(document, version)
+
+
+@dataclass(frozen=True)
+class Authorship:
+    """Who created a document, and whether the caller may change it (add a version)."""
+
+    created_by: str
+    created_at: datetime
+    may_change: bool
+
+
+def authorship(*, session: Session, principal: Principal, document_id: uuid.UUID) -> Authorship:
+    """The creator of a document the caller reads, and the authorship rule's answer for it.
+
+    For pages that offer "Upload a new version" only where the upload would be accepted:
+    the same rule (``access.authorship``) refuses it anyway if it is sent.
+    """
+    document, _ = _readable_or_404(session, principal, document_id)
+    return Authorship(
+        created_by=document.created_by,
+        created_at=document.created_at,
+        may_change=may_change(principal, document),
+    )
 
 
 def list_page(
@@ -159,17 +196,24 @@ def resolve_version(
     principal: Principal,
     document_id: uuid.UUID,
     number: int | None,
+    attempt: str = "document.content.read",
 ) -> tuple[Document, DocumentVersion]:
-    """The document and the requested (or current) version, if readable and not deleted."""
+    """The document and the requested (or current) version, if readable and not deleted.
+
+    ``attempt`` names what the caller was about to do, for the audit event of a refusal
+    past the reach check (a deleted document, an absent version): the caller reaches
+    the document, so those answers leak nothing, and the audit log still records them.
+    """
     document, current = _readable_or_404(session, principal, document_id)
-    if document.status == DocumentStatus.DELETED:
-        raise Gone("This document was deleted; an administrator can restore it.")
-    if number is None or number == current.version:
-        return document, current
-    version = repository.version(session, document.id, number)
-    if version is None:
-        raise NotFound("This document has no such version.")
-    return document, version
+    with audited_attempt(_attempt(principal, document, attempt)):
+        if document.status == DocumentStatus.DELETED:
+            raise Gone("This document was deleted; an administrator can restore it.")
+        if number is None or number == current.version:
+            return document, current
+        version = repository.version(session, document.id, number)
+        if version is None:
+            raise NotFound("This document has no such version.")
+        return document, version
 
 
 def soft_delete(
@@ -181,8 +225,12 @@ def soft_delete(
     context: AuditContext,
 ) -> DocumentOut:
     document, version = _readable_or_404(session, principal, document_id)
+    # Only a patient-bound app token with a delete scope gets here as a patient: it
+    # may remove the patient's own uploads, never a clinician's record.
+    require_change(principal, document)
     if document.status == DocumentStatus.DELETED:
-        raise Conflict("The document is already deleted.")
+        problem = Conflict("The document is already deleted.")
+        raise denied(problem, _attempt(principal, document, "document.delete"))
     now: datetime = utcnow()
     document.status = DocumentStatus.DELETED
     document.deleted_at = now
@@ -206,8 +254,10 @@ def restore(
     *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
 ) -> DocumentOut:
     document, version = _readable_or_404(session, principal, document_id)
+    require_change(principal, document)
     if document.status != DocumentStatus.DELETED:
-        raise Conflict("The document is not deleted.")
+        problem = Conflict("The document is not deleted.")
+        raise denied(problem, _attempt(principal, document, "document.restore"))
     document.status = DocumentStatus.CURRENT
     document.deleted_at = None
     document.deleted_by = None

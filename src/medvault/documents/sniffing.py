@@ -18,6 +18,15 @@ EXTENSIONS = {
 }
 
 
+# Other spellings that name the same type; a stored name may keep them.
+_ALIASES = {".jpg": (".jpeg", ".jpe"), ".tif": (".tiff",)}
+
+
+def extensions_for(extension: str) -> frozenset[str]:
+    """The canonical ``extension`` and its aliases, lower case."""
+    return frozenset((extension.lower(), *_ALIASES.get(extension.lower(), ())))
+
+
 def extension_for(content_type: str) -> str:
     """A filename extension for a type; operators may allow types beyond the defaults."""
     return EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ""

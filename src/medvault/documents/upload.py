@@ -22,7 +22,15 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from medvault.access.policy import reaches_every_patient, reaches_patient
+from medvault.access.authorship import origin_for, require_change
+from medvault.access.denials import (
+    Denial,
+    audited_attempt,
+    denied,
+    failed_attempt,
+    record_unless_audited,
+)
+from medvault.access.policy import Permission, reaches_every_patient, reaches_patient
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -31,7 +39,14 @@ from medvault.documents import service as documents
 from medvault.documents.filenames import display_filename, sanitize_filename
 from medvault.documents.ingest import IngestPipeline, IngestResult, pump
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
-from medvault.documents.schemas import DocumentFields, DocumentOut, OnDuplicate, VersionFields
+from medvault.documents.schemas import (
+    MAX_FILENAME_CHARS,
+    MAX_TITLE_CHARS,
+    DocumentFields,
+    DocumentOut,
+    OnDuplicate,
+    VersionFields,
+)
 from medvault.documents.sniffing import extension_for
 from medvault.kit.clock import utcnow
 from medvault.kit.multipart import (
@@ -47,10 +62,12 @@ from medvault.kit.problems import (
     DuplicateDocument,
     MissingFile,
     PayloadTooLarge,
+    Problem,
     UnknownPatient,
     ValidationFailed,
     VersionConflict,
 )
+from medvault.kit.text import require_clean_text
 from medvault.patients import repository as patients
 from medvault.runtime import Runtime
 
@@ -86,6 +103,9 @@ class _Target:
     runtime: Runtime
     principal: Principal
     document_id: uuid.UUID | None
+    # Set once the precheck found the record this upload writes to: from then on, any
+    # refusal (too large, wrong type, a client gone mid-file) is an audited attempt.
+    attempt: Denial | None = None
 
     def validate(self, raw: Mapping[str, str]) -> DocumentFields | VersionFields:
         if self.document_id is None:
@@ -96,17 +116,56 @@ class _Target:
         """Fail before streaming when the patient or document is already known to be wrong."""
         with self.runtime.clinical.read_session() as session:
             if isinstance(fields, DocumentFields):
-                if not reaches_patient(session, self.principal, fields.patient_id):
-                    # Not yours and absent look the same: existence never leaks.
-                    raise UnknownPatient("No patient with this patient_id.")
+                check_patient(session, self.principal, fields.patient_id)
+                self.attempt = failed_attempt(
+                    self.principal,
+                    "document.create",
+                    resource_type="Document",
+                    resource_id=None,
+                    patient_id=fields.patient_id,
+                )
             else:
                 assert self.document_id is not None
-                documents.resolve_version(
+                document, _ = documents.resolve_version(
                     session=session,
                     principal=self.principal,
                     document_id=self.document_id,
                     number=None,
+                    attempt="document.version.create",
                 )
+                require_change(self.principal, document)
+                self.attempt = failed_attempt(
+                    self.principal,
+                    "document.version.create",
+                    resource_type="Document",
+                    resource_id=document.id,
+                    patient_id=document.patient_id,
+                )
+
+    def note_refusal(self, error: BaseException) -> None:
+        if isinstance(error, Problem) and self.attempt is not None:
+            record_unless_audited(error, self.attempt)
+
+
+def check_patient(
+    session: Session,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    problem: UnknownPatient | None = None,
+) -> None:
+    """Refuse an upload to a patient the caller does not reach, or who does not exist.
+
+    Both answer the same 422 and are audited alike (one ``access.denied`` event), so
+    neither the answer nor its timing tells them apart; the event names the patient
+    only when there is a real record, an attempt on which is always in the audit log.
+    """
+    if reaches_patient(session, principal, patient_id):
+        return
+    refused = problem or UnknownPatient("No patient with this patient_id.")
+    real = patient_id if patients.get(session, patient_id) is not None else None
+    write = Permission.DOCUMENT_WRITE.value
+    raise denied(refused, Denial(principal, "Patient", patient_id, real, write))
 
 
 async def upload(
@@ -154,12 +213,21 @@ async def upload(
                 raw_fields.update(await fields_after_body())
                 client_filename = raw_fields.get("filename")
         fields = target.validate(raw_fields)
+        _check_client_filename(client_filename)
         result = await run_in_threadpool(pipeline.finish)
-    except BaseException:
+    except BaseException as error:
         await run_in_threadpool(pipeline.discard)
+        target.note_refusal(error)
         raise
     stored = _StoredUpload(runtime, principal, context, result, client_filename, on_commit)
     return await run_in_threadpool(_commit_or_discard, stored, fields, document_id, pipeline)
+
+
+def _check_client_filename(name: str | None) -> None:
+    """The multipart part's own filename obeys the same rules as the ``filename`` field."""
+    require_clean_text([("filename", name)])
+    if name is not None and len(name) > MAX_FILENAME_CHARS:
+        raise ValidationFailed(f"A file name is at most {MAX_FILENAME_CHARS} characters.")
 
 
 async def _precheck_if_complete(target: _Target, raw: Mapping[str, str]) -> None:
@@ -306,50 +374,71 @@ def _reject_duplicate(
 def _commit_new_document(
     stored: _StoredUpload, fields: DocumentFields, *, before_commit: Callable[[], None]
 ) -> DocumentOut:
-    context = stored.context
     with stored.runtime.clinical.session() as session:
         # The row lock serialises this patient's duplicate check; the scope check only
         # matters for callers who do not reach every patient anyway.
-        if patients.lock(session, fields.patient_id) is None or (
-            not reaches_every_patient(stored.principal)
-            and not reaches_patient(session, stored.principal, fields.patient_id)
+        if patients.lock(session, fields.patient_id) is None or not reaches_every_patient(
+            stored.principal
         ):
-            raise UnknownPatient("No patient with this patient_id.")
-        duplicate = _reject_duplicate(
-            session, fields.patient_id, stored.result, fields.on_duplicate
+            check_patient(session, stored.principal, fields.patient_id)
+        attempt = failed_attempt(
+            stored.principal,
+            "document.create",
+            resource_type="Document",
+            resource_id=None,
+            patient_id=fields.patient_id,
         )
-        if duplicate is not None and fields.on_duplicate is OnDuplicate.NEW_VERSION:
-            document = duplicate
-            version = _append_version(session, document, stored)
-            action = "document.version.create"
-        else:
-            now = utcnow()
-            document = Document(
-                id=uuid.uuid4(),
-                patient_id=fields.patient_id,
-                document_type=fields.document_type,
-                title=fields.title
-                or display_filename(stored.client_filename)
-                or "Untitled document",
-                description=fields.description,
-                classification=fields.classification.value,
-                status=DocumentStatus.CURRENT.value,
-                current_version=1,
-                created_at=now,
-                updated_at=now,
-                created_by=context.actor_id,
-            )
-            session.add(document)
-            session.flush()
-            version = stored.version_row(document.id, 1)
-            session.add(version)
-            action = "document.create"
-        _record_upload(session, context, action, document, version)
-        if stored.on_commit is not None:
-            stored.on_commit(session, document, version)
-        before_commit()
-        session.commit()
-        return documents.to_out(document, version)
+        with audited_attempt(attempt):
+            return _store_new_document(session, stored, fields, before_commit=before_commit)
+
+
+def _store_new_document(
+    session: Session,
+    stored: _StoredUpload,
+    fields: DocumentFields,
+    *,
+    before_commit: Callable[[], None],
+) -> DocumentOut:
+    """The duplicate check, the rows and the audit event of an upload, then the commit."""
+    context = stored.context
+    duplicate = _reject_duplicate(session, fields.patient_id, stored.result, fields.on_duplicate)
+    if duplicate is not None and fields.on_duplicate is OnDuplicate.NEW_VERSION:
+        # Adding to an existing document: the same authorship rule as any new version.
+        require_change(stored.principal, duplicate)
+        document = duplicate
+        version = _append_version(session, document, stored)
+        action = "document.version.create"
+    else:
+        now = utcnow()
+        document = Document(
+            id=uuid.uuid4(),
+            patient_id=fields.patient_id,
+            document_type=fields.document_type,
+            # A title derived from a long file name is cut to fit the column (an
+            # explicit title that long was already refused with 422).
+            title=fields.title
+            or display_filename(stored.client_filename)[:MAX_TITLE_CHARS].strip()
+            or "Untitled document",
+            description=fields.description,
+            classification=fields.classification.value,
+            status=DocumentStatus.CURRENT.value,
+            current_version=1,
+            created_at=now,
+            updated_at=now,
+            created_by=context.actor_id,
+            origin=origin_for(stored.principal).value,
+        )
+        session.add(document)
+        session.flush()
+        version = stored.version_row(document.id, 1)
+        session.add(version)
+        action = "document.create"
+    _record_upload(session, context, action, document, version)
+    if stored.on_commit is not None:
+        stored.on_commit(session, document, version)
+    before_commit()
+    session.commit()
+    return documents.to_out(document, version)
 
 
 def _commit_new_version(
@@ -361,16 +450,31 @@ def _commit_new_version(
 ) -> DocumentOut:
     with stored.runtime.clinical.session() as session:
         document, _ = documents.resolve_version(
-            session=session, principal=stored.principal, document_id=document_id, number=None
+            session=session,
+            principal=stored.principal,
+            document_id=document_id,
+            number=None,
+            attempt="document.version.create",
         )
-        _reject_duplicate(session, document.patient_id, stored.result, fields.on_duplicate)
-        version = _append_version(session, document, stored)
-        _record_upload(session, stored.context, "document.version.create", document, version)
-        if stored.on_commit is not None:
-            stored.on_commit(session, document, version)
-        before_commit()
-        session.commit()
-        return documents.to_out(document, version)
+        # Checked again in the transaction that writes: the precheck may not have run
+        # (fields after the file), and this is the decision that counts.
+        require_change(stored.principal, document)
+        attempt = failed_attempt(
+            stored.principal,
+            "document.version.create",
+            resource_type="Document",
+            resource_id=document.id,
+            patient_id=document.patient_id,
+        )
+        with audited_attempt(attempt):
+            _reject_duplicate(session, document.patient_id, stored.result, fields.on_duplicate)
+            version = _append_version(session, document, stored)
+            _record_upload(session, stored.context, "document.version.create", document, version)
+            if stored.on_commit is not None:
+                stored.on_commit(session, document, version)
+            before_commit()
+            session.commit()
+            return documents.to_out(document, version)
 
 
 def _record_upload(

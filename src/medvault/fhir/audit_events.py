@@ -1,7 +1,12 @@
-"""AuditEvent use cases: the audit log as FHIR, for auditors.
+"""AuditEvent use cases: the audit log as FHIR, for auditors and for patients.
 
-Reading the audit log is itself audited (``audit.read``), exactly as on the REST
-audit API; the caller must hold ``audit:read`` (auditors, or tokens with it).
+Which events a caller reads is decided by ``access.audit_reach``: whole-log readers
+(auditors, tokens with ``audit:read`` and no ``patient/`` scope) read every event in
+full; a patient principal (a patient user, or a token bound to its patient by
+``patient/`` scopes) reads the events about its own record, in the patient-facing
+projection (agent by role, no address, user agent, ids or details); an unbound
+``patient/`` token finds nothing. Every query starts from ``readable_audit_events``.
+Reading the audit log is itself audited (``audit.read``), exactly as on the REST API.
 """
 
 from __future__ import annotations
@@ -12,8 +17,18 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from medvault.access.audit_reach import (
+    own_patient,
+    readable_audit_events,
+    reads_as_patient,
+    require_audit_events,
+)
+from medvault.access.denials import Denial, denied
 from medvault.audit import service as audit
+from medvault.audit.access_history import actor_for, resolve_actors
 from medvault.audit.context import AuditContext
+from medvault.audit.models import AuditEvent
+from medvault.auth.principal import Principal
 from medvault.fhir import repository
 from medvault.fhir import search as fhir_search
 from medvault.fhir.bundle import searchset
@@ -21,6 +36,7 @@ from medvault.fhir.mapping.audit_event import (
     ACTION_SYSTEM,
     OUTCOME_BY_CODE,
     VAULT_TYPE_BY_FHIR,
+    to_patient_resource,
     to_resource,
 )
 from medvault.fhir.mapping.codes import ACTOR_SYSTEM
@@ -38,19 +54,54 @@ def _event_id(raw: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 2**63 else None
 
 
-def read(*, session: Session, raw_id: str, context: AuditContext) -> dict[str, Any]:
+def _render(
+    auth_session: Session, principal: Principal, events: Sequence[AuditEvent]
+) -> list[dict[str, Any]]:
+    """Each event as the caller may see it: in full, or the patient-facing projection."""
+    patient_id = own_patient(principal)
+    if not reads_as_patient(principal):
+        return [to_resource(event) for event in events]
+    if patient_id is None:
+        return []  # an unbound patient/ token reads nothing (and its query found nothing)
+    actors = resolve_actors(auth_session, (e.actor_id for e in events), patient_id=patient_id)
+    return [
+        to_patient_resource(event, actor_for(actors, event.actor_id, event.actor_role).who)
+        for event in events
+    ]
+
+
+def read(
+    *,
+    session: Session,
+    auth_session: Session,
+    principal: Principal,
+    raw_id: str,
+    context: AuditContext,
+) -> dict[str, Any]:
+    """One event the caller reads; any other id is the same 404 as an unknown one."""
+    require_audit_events(principal)
     event_id = _event_id(raw_id)
-    event = repository.audit_event(session, event_id) if event_id is not None else None
+    event = (
+        repository.audit_event(session, readable_audit_events(principal), event_id)
+        if event_id is not None
+        else None
+    )
     if event is None:
-        raise NotFound("No AuditEvent with this id.")
+        problem = NotFound("No AuditEvent with this id.")
+        hidden = repository.audit_event_patient(session, event_id) if event_id else None
+        if hidden is not None:
+            # Someone else's event: the attempt belongs in that patient's history.
+            denied(problem, Denial(principal, "audit_log", None, hidden, "audit:read"))
+        raise problem
     audit.record(
         session=session,
         context=context,
         action=READ_ACTION,
         resource_type="audit_log",
+        patient_id=own_patient(principal),
         details={"view": "fhir-audit-event", "event_id": event.id},
     )
-    return to_resource(event)
+    return _render(auth_session, principal, [event])[0]
 
 
 def parse_search(
@@ -151,20 +202,26 @@ def parse_search(
 def search(
     *,
     session: Session,
+    auth_session: Session,
+    principal: Principal,
     params: Sequence[tuple[str, str]],
     strict: bool,
     context: AuditContext,
     base: str,
 ) -> dict[str, Any]:
+    """A searchset of the events the caller reads (see the module docstring)."""
+    require_audit_events(principal)
     filters, parsed = parse_search(params, strict=strict, base=base)
-    total = repository.count_audit_events(session, filters) if parsed.total else None
+    readable = readable_audit_events(principal)
+    total = repository.count_audit_events(session, readable, filters) if parsed.total else None
     rows = (
-        repository.page_audit_events(session, filters, fhir_search.window(parsed))
+        repository.page_audit_events(session, readable, filters, fhir_search.window(parsed))
         if parsed.count
         else []
     )
     page = fhir_search.page_of(rows, parsed, lambda event: Position(None, event.id))
-    patient = None
+    # The record this read is about: the one searched for, else a patient's own.
+    patient = own_patient(principal)
     if len(filters.patients) == 1 and len(filters.patients[0]) == 1:
         patient = next(iter(filters.patients[0]))
     audit.record(
@@ -175,8 +232,12 @@ def search(
         patient_id=patient,
         details={"view": "fhir-audit-events", "returned": len(page.rows)},
     )
+    resources = _render(auth_session, principal, page.rows)
     return searchset(
-        entries=[(f"{base}/AuditEvent/{event.id}", to_resource(event)) for event in page.rows],
+        entries=[
+            (f"{base}/AuditEvent/{event.id}", resource)
+            for event, resource in zip(page.rows, resources, strict=True)
+        ],
         total=total,
         links=fhir_search.links(f"{base}/AuditEvent", parsed, page, default_sort=DEFAULT_SORT),
         ignored=parsed.ignored,

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from medvault.access.denials import Denial, denied
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -34,16 +35,19 @@ from medvault.runtime import Runtime
 BINARY_VERSION = "1"
 
 
-def locate(session: Session, raw_id: str) -> DocumentVersion:
+def locate(session: Session, principal: Principal, raw_id: str) -> DocumentVersion:
     """The version a Binary id names; whether the caller may read it is checked after.
 
     The access check (and its audit of a refusal) is the one every content read goes
     through (``documents.service.resolve_version``), so an existing Binary outside the
     caller's reach answers the same 404 as one that does not exist.
     """
-    version = repository.version_by_id(session, uuid_or_404(raw_id, "Binary"))
+    version_id = uuid_or_404(raw_id, "Binary")
+    version = repository.version_by_id(session, version_id)
     if version is None:
-        raise NotFound("No Binary with this id.")
+        # Audited like a refused real one (one access.denied event), so the two 404s
+        # cost the same and their timing does not tell them apart.
+        raise denied(NotFound("No Binary with this id."), Denial(principal, "Binary", version_id))
     return version
 
 

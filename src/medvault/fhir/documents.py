@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from medvault.access.denials import Denial, denied
+from medvault.access.authorship import require_change
+from medvault.access.denials import Denial, audited_attempt, denied, failed_attempt
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
-from medvault.auth.principal import Principal, Role
+from medvault.auth.principal import Principal
 from medvault.documents import repository as documents
 from medvault.documents import service as document_service
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
@@ -38,7 +39,7 @@ from medvault.fhir.references import (
     split_reference,
 )
 from medvault.kit.clock import utcnow
-from medvault.kit.problems import Conflict, Forbidden, NotFound
+from medvault.kit.problems import Conflict, NotFound
 
 
 def readable_or_404(
@@ -49,10 +50,9 @@ def readable_or_404(
     if found is None:
         problem = NotFound("No DocumentReference with this id.")
         patient_id = documents.patient_of(session, document_id)
-        if patient_id is not None:
-            # Only the audit log learns that a real record was refused.
-            denied(problem, Denial(principal, "Document", document_id, patient_id))
-        raise problem
+        # Audited whether or not the record exists, so both answers take the same work
+        # (see documents.service._readable_or_404): only the audit log tells them apart.
+        raise denied(problem, Denial(principal, "Document", document_id, patient_id))
     return found
 
 
@@ -97,14 +97,15 @@ def read(
 # -- changes ---------------------------------------------------------------------------
 
 
-def _require_editable(principal: Principal, document: Document) -> None:
-    """Patients may change only what they uploaded themselves, never a clinician's record."""
-    if principal.role is Role.PATIENT and document.created_by != principal.actor_id:
-        problem = Forbidden("Patients may change only documents they uploaded themselves.")
-        raise denied(
-            problem,
-            Denial(principal, "Document", document.id, document.patient_id, "documents:write"),
-        )
+def _attempt(principal: Principal, document: Document, action: str) -> Denial:
+    """How a refused change to a reachable document is audited (see ``access.denials``)."""
+    return failed_attempt(
+        principal,
+        action,
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+    )
 
 
 def _lock(session: Session, document: Document) -> None:
@@ -239,35 +240,39 @@ def update(
     each other. Content, subject and status cannot change here.
     """
     ref = document_id_or_404(raw_id)
-    if body.get("id") != raw_id:
-        raise UnprocessableResource(
-            "The resource's id must be the id in the URL.", expression=["DocumentReference.id"]
-        )
     document, version = _version_of(session, principal, ref)
-    if ref.version is not None:
-        raise NotSupported(
-            "Superseded versions cannot be changed; update the document's current "
-            f"DocumentReference ({document.id}).",
-        )
-    _require_editable(principal, document)
-    _lock(session, document)
-    _check_match(document, if_match, required=True)
-    given = mapping.from_resource(body, base=base, update=True)
-    if given.patient_id != document.patient_id:
-        raise UnprocessableResource(
-            "A document cannot move to another patient.",
-            expression=["DocumentReference.subject"],
-        )
-    expected = mapping.status_of(document, version)
-    if body.get("status") != expected:
-        raise UnprocessableResource(
-            f"status is {expected} and cannot be changed by an update (DELETE marks a "
-            "document entered-in-error).",
-            expression=["DocumentReference.status"],
-        )
-    if document.status == DocumentStatus.DELETED:
-        raise Conflict("An entered-in-error document cannot be changed.")
-    _check_attachment(given.attachment, version, base=base, where="DocumentReference")
+    # The one authorship rule (access.authorship): patients change only their own uploads.
+    require_change(principal, document)
+    # From here the record is known and reachable: every refusal is an audited attempt.
+    with audited_attempt(_attempt(principal, document, "document.update")):
+        if body.get("id") != raw_id:
+            raise UnprocessableResource(
+                "The resource's id must be the id in the URL.",
+                expression=["DocumentReference.id"],
+            )
+        if ref.version is not None:
+            raise NotSupported(
+                "Superseded versions cannot be changed; update the document's current "
+                f"DocumentReference ({document.id}).",
+            )
+        _lock(session, document)
+        _check_match(document, if_match, required=True)
+        given = mapping.from_resource(body, base=base, update=True)
+        if given.patient_id != document.patient_id:
+            raise UnprocessableResource(
+                "A document cannot move to another patient.",
+                expression=["DocumentReference.subject"],
+            )
+        expected = mapping.status_of(document, version)
+        if body.get("status") != expected:
+            raise UnprocessableResource(
+                f"status is {expected} and cannot be changed by an update (DELETE marks a "
+                "document entered-in-error).",
+                expression=["DocumentReference.status"],
+            )
+        if document.status == DocumentStatus.DELETED:
+            raise Conflict("An entered-in-error document cannot be changed.")
+        _check_attachment(given.attachment, version, base=base, where="DocumentReference")
     changed = _apply(document, given)
     described = repository.draft(session, document.id)
     if described is not None:
@@ -309,24 +314,25 @@ def describe_binary(
         )
         unknown.denial = exc.denial  # a refused record is still audited as one
         raise unknown from exc
-    if given.patient_id != document.patient_id:
-        raise UnprocessableResource(
-            "The Binary belongs to another patient than subject.",
-            expression=["DocumentReference.subject"],
-        )
-    _lock(session, document)
-    draft = repository.draft(session, document.id)
-    if (
-        draft is None
-        or version.version != document.current_version
-        or document.status != DocumentStatus.CURRENT
-    ):
-        raise Conflict(
-            f"This Binary already belongs to DocumentReference/{document.id}; change that "
-            "document with PUT (If-Match) instead."
-        )
-    _require_editable(principal, document)
-    check_declared(given.attachment, version, where="DocumentReference")
+    with audited_attempt(_attempt(principal, document, "document.update")):
+        if given.patient_id != document.patient_id:
+            raise UnprocessableResource(
+                "The Binary belongs to another patient than subject.",
+                expression=["DocumentReference.subject"],
+            )
+        _lock(session, document)
+        draft = repository.draft(session, document.id)
+        if (
+            draft is None
+            or version.version != document.current_version
+            or document.status != DocumentStatus.CURRENT
+        ):
+            raise Conflict(
+                f"This Binary already belongs to DocumentReference/{document.id}; change that "
+                "document with PUT (If-Match) instead."
+            )
+        require_change(principal, document)
+        check_declared(given.attachment, version, where="DocumentReference")
     changed = _apply(document, given)
     session.delete(draft)
     _touch(document)
@@ -347,14 +353,16 @@ def delete(
     """Mark a document entered-in-error (a soft delete); False if it already was."""
     ref = document_id_or_404(raw_id)
     document, _ = _version_of(session, principal, ref)
-    if ref.version is not None:
-        raise NotSupported(
-            f"Delete the document ({document.id}); its superseded versions go with it."
-        )
-    _lock(session, document)
-    if document.status == DocumentStatus.DELETED:
-        return False  # FHIR deletes are idempotent
-    _check_match(document, if_match, required=False)
+    require_change(principal, document)
+    with audited_attempt(_attempt(principal, document, "document.delete")):
+        if ref.version is not None:
+            raise NotSupported(
+                f"Delete the document ({document.id}); its superseded versions go with it."
+            )
+        _lock(session, document)
+        if document.status == DocumentStatus.DELETED:
+            return False  # FHIR deletes are idempotent
+        _check_match(document, if_match, required=False)
     document_service.soft_delete(
         session=session,
         principal=principal,

@@ -16,6 +16,7 @@ from medvault.fhir.media import FHIR_JSON, JSON_FORMATS, fhir_response
 from medvault.fhir.outcome import information
 from medvault.fhir.validation import validate_structure
 from medvault.kit.problems import PayloadTooLarge, UnsupportedMediaType
+from medvault.kit.text import require_clean_text
 
 MAX_SEARCH_FORM_BYTES = 64 * 1024
 
@@ -52,10 +53,14 @@ async def search_params(request: Request) -> list[tuple[str, str]]:
                 max_bytes=MAX_SEARCH_FORM_BYTES,
             )
     try:
-        form = parse_qsl(body.decode("utf-8"), keep_blank_values=False, strict_parsing=False)
+        form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
         raise UnsupportedMediaType("The search form is not UTF-8.") from None
-    return query_params(request) + form
+    # The URL's parameters were checked app-wide; the form's are checked here, blank
+    # ones included (as the app-wide check does): a parameter ignored for its empty
+    # value is still a request that carried a control character.
+    require_clean_text([item for pair in form for item in (("parameter name", pair[0]), pair)])
+    return query_params(request) + [(name, value) for name, value in form if value]
 
 
 def is_json(request: Request) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 
 from medvault.fhir.outcome import InvalidResource
 from medvault.kit.problems import PayloadTooLarge
+from medvault.kit.text import require_clean_text
 
 Path = tuple[str | int, ...]
 
@@ -74,6 +75,10 @@ class StreamingJsonReader:
     max_structure_bytes: int = DEFAULT_MAX_STRUCTURE_BYTES
     max_depth: int = DEFAULT_MAX_DEPTH
     max_streams: int = 100
+    # The vault's rule on control characters (kit/text.py), for every string kept in
+    # the document, keys too. On by default so no FHIR entry point can forget it; off
+    # only where the reader is tested as a plain JSON parser.
+    refuse_control_characters: bool = True
     _buf: bytes = b""
     _pos: int = 0
     _eof: bool = False
@@ -163,6 +168,10 @@ class StreamingJsonReader:
         except (ValueError, UnicodeDecodeError):
             raise MalformedJson("A string has an invalid escape or character.") from None
         assert isinstance(value, str)
+        # The one place every FHIR resource string is decoded (keys too): the vault's
+        # rule on control characters holds here for Patient, DocumentReference, Bundle.
+        if self.refuse_control_characters:
+            require_clean_text([("resource", value)])
         return value
 
     async def _literal(self, first: int) -> Any:

@@ -289,7 +289,7 @@ def page_patients(
 
 @dataclass(frozen=True)
 class AuditFilters:
-    """The audit log is read by auditors only, and whole: no patient scoping applies."""
+    """Search filters; who reads which events is ``access.audit_reach``'s base query."""
 
     ids: tuple[Group[int], ...] = ()
     patients: tuple[Group[uuid.UUID], ...] = ()
@@ -300,8 +300,8 @@ class AuditFilters:
     dates: tuple[tuple[DateBound, ...], ...] = ()
 
 
-def _audit(filters: AuditFilters) -> Select[Any]:
-    query: Select[Any] = select(AuditEvent)
+def _audit(readable: Select[AuditEvent], filters: AuditFilters) -> Select[Any]:
+    query: Select[Any] = readable
     for ids in filters.ids:
         query = query.where(AuditEvent.id.in_(sorted(ids)))
     for patients in filters.patients:
@@ -324,13 +324,17 @@ def _audit(filters: AuditFilters) -> Select[Any]:
     return query
 
 
-def count_audit_events(session: Session, filters: AuditFilters) -> int:
-    return _count(session, _audit(filters))
+def count_audit_events(
+    session: Session, readable: Select[AuditEvent], filters: AuditFilters
+) -> int:
+    return _count(session, _audit(readable, filters))
 
 
-def page_audit_events(session: Session, filters: AuditFilters, window: Window) -> list[AuditEvent]:
+def page_audit_events(
+    session: Session, readable: Select[AuditEvent], filters: AuditFilters, window: Window
+) -> list[AuditEvent]:
     # Id order is the order events were written (see audit.queries); ties are impossible.
-    query = _audit(filters)
+    query = _audit(readable, filters)
     backwards = window.before is not None
     anchor = window.before or window.after
     descending = window.descending != backwards
@@ -341,5 +345,10 @@ def page_audit_events(session: Session, filters: AuditFilters, window: Window) -
     return rows[::-1] if backwards else rows
 
 
-def audit_event(session: Session, event_id: int) -> AuditEvent | None:
-    return session.get(AuditEvent, event_id)
+def audit_event(session: Session, readable: Select[AuditEvent], event_id: int) -> AuditEvent | None:
+    return session.scalar(readable.where(AuditEvent.id == event_id))
+
+
+def audit_event_patient(session: Session, event_id: int) -> uuid.UUID | None:
+    """The patient an event is about (to audit a refused read of it), if any."""
+    return session.scalar(select(AuditEvent.patient_id).where(AuditEvent.id == event_id))

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from medvault.fhir.outcome import InvalidSearch
 from medvault.fhir.repository import DateBound, Position, Window
 from medvault.kit.keyset import InvalidCursor
+from medvault.kit.text import bounded_values
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
@@ -58,7 +59,8 @@ def split_values(raw: str) -> list[str]:
         else:
             current.append(char)
     values.append("".join(current))
-    return [value for value in values if value != ""]
+    # Each value becomes an OR'ed SQL term: 1,700 of them overflowed SQLite's expression tree.
+    return bounded_values([value for value in values if value != ""], what="A search parameter")
 
 
 def token(raw: str) -> Token:
@@ -178,6 +180,9 @@ def parse(
     """Run each parameter through its handler; ``sorts`` maps _sort values to descending."""
     parsed = ParsedSearch(sort=default_sort, descending=sorts[default_sort])
     cursor_raw: str | None = None
+    # Repeating a parameter ANDs it: the bound holds for all values together.
+    searched = [value for name, value in params if name.partition(":")[0] in handlers]
+    bounded_values([v for value in searched for v in split_values(value)], what="A search")
     for raw_name, value in params:
         name, _, modifier = raw_name.partition(":")
         if name == "_count":
@@ -211,10 +216,11 @@ def parse(
 
 
 def _count(raw: str) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidSearch("_count is a whole number from 0.")
     # FHIR lets a server return fewer than asked for; the self link shows the real size.
-    return min(int(raw), MAX_COUNT)
+    # Beyond 18 digits int() is pointless (and past ~4,300 digits Python refuses it).
+    return MAX_COUNT if len(raw) > 18 else min(int(raw), MAX_COUNT)
 
 
 def no_modifier(name: str, modifier: str | None, allowed: Iterable[str] = ()) -> None:

@@ -23,7 +23,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from medvault.access.policy import reaches_every_patient, reaches_patient
+from medvault.access.authorship import origin_for
+from medvault.access.denials import denied, failed_attempt
+from medvault.access.policy import reaches_every_patient
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -32,6 +34,7 @@ from medvault.documents.filenames import sanitize_filename
 from medvault.documents.ingest import IngestPipeline, IngestResult, pump
 from medvault.documents.models import Classification, Document, DocumentStatus, DocumentVersion
 from medvault.documents.sniffing import extension_for
+from medvault.documents.upload import check_patient
 from medvault.fhir.bundle import transaction_response
 from medvault.fhir.json_stream import Path, StreamedString, StreamingJsonReader
 from medvault.fhir.mapping import document_reference as mapping
@@ -243,19 +246,26 @@ def _add(
     """One document and its first version, after the same checks as a single upload."""
     given, where = item.given, f"Bundle.entry[{item.entry}].resource"
     # The row lock serialises this patient's duplicate check, as in documents.upload.
-    if patients.lock(session, given.patient_id) is None or (
-        not reaches_every_patient(principal)
-        and not reaches_patient(session, principal, given.patient_id)
-    ):
-        raise UnknownPatient("No patient with this id.", expression=[f"{where}.subject"])
+    if patients.lock(session, given.patient_id) is None or not reaches_every_patient(principal):
+        # The same answer, and the same audit, as a single upload's (documents.upload).
+        unknown = UnknownPatient("No patient with this id.", expression=[f"{where}.subject"])
+        check_patient(session, principal, given.patient_id, problem=unknown)
     duplicate = documents.find_duplicate(session, given.patient_id, item.payload.sha256)
     if duplicate is not None:
-        raise DuplicateDocument(
+        problem = DuplicateDocument(
             "This patient already has a document with identical content "
             f"(DocumentReference/{duplicate.id}).",
             existing_document_id=str(duplicate.id),
             expression=[where],
         )
+        attempt = failed_attempt(
+            principal,
+            "document.create",
+            resource_type="Document",
+            resource_id=None,
+            patient_id=given.patient_id,
+        )
+        raise denied(problem, attempt)
     now = utcnow()
     document = Document(
         id=uuid.uuid4(),
@@ -269,6 +279,7 @@ def _add(
         created_at=now,
         updated_at=now,
         created_by=context.actor_id,
+        origin=origin_for(principal).value,
     )
     session.add(document)
     session.flush()

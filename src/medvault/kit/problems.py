@@ -12,10 +12,14 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
+
+from medvault.kit.redaction import loggable_path
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,14 @@ class ValidationFailed(Problem):
     status, slug, title = 422, "validation-error", "The request is not valid"
 
 
+class InvalidCharacters(ValidationFailed):
+    status, slug, title = 422, "invalid-characters", "The text holds control characters"
+
+
+class SearchTooComplex(Problem):
+    status, slug, title = 400, "search-too-complex", "The search has too many values or words"
+
+
 class Unauthorized(Problem):
     status, slug, title = 401, "unauthorized", "Authentication required"
 
@@ -117,6 +129,10 @@ class Gone(Problem):
 
 class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "The upload is larger than allowed"
+
+
+class HeadersTooLarge(Problem):
+    status, slug, title = 431, "headers-too-large", "The request head is larger than allowed"
 
 
 class UnsupportedMediaType(Problem):
@@ -186,6 +202,36 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _flat_routes(routes: list[Any]) -> list[Any]:
+    # FastAPI >= 0.160 nests included routers; their flat contexts carry the path params.
+    iterate = getattr(fastapi_routing, "iter_route_contexts", None)
+    return list(iterate(routes)) if iterate is not None else routes
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route answers at this path, for a 405's ``Allow`` (RFC 9110).
+
+    Starlette lists only the methods of the first route whose path matched, so a PATCH
+    to a document said ``Allow: GET`` although DELETE works there too.
+    """
+    # method -> does a route with no path parameters (a literal path) answer it?
+    found: dict[str, bool] = {}
+    for method in _METHODS:
+        for route in _flat_routes(request.app.router.routes):
+            match, child = route.matches({**request.scope, "method": method})
+            if match == Match.FULL:
+                literal = not child.get("path_params")
+                found[method] = found.get(method, False) or literal
+    # A literal path such as /fhir/Patient/_search names its own resource: the methods
+    # of /fhir/Patient/{id}, which would read "_search" as an id, are not its methods.
+    if any(found.values()):
+        return ", ".join(method for method, literal in found.items() if literal)
+    return ", ".join(found)
+
+
 ProblemObserver = Callable[[Request, Problem], Awaitable[None]]
 # Renders a problem in another dialect (an HTML page, a FHIR OperationOutcome).
 ProblemRenderer = Callable[[Problem, Request], Response]
@@ -240,6 +286,8 @@ def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None =
             problem = problem_cls(detail)
         if exc.headers:
             problem.headers.update(exc.headers)
+        if exc.status_code == 405:
+            problem.headers["Allow"] = allowed_methods(request)
         return _render(problem, request)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
@@ -251,12 +299,16 @@ def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None =
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:
         # Nobody is listening for this response; the upload was already cleaned up.
-        logger.info("client disconnected during %s %s", request.method, request.url.path)
+        logger.info(
+            "client disconnected during %s %s", request.method, loggable_path(request.url.path)
+        )
         return _render(ClientGone(), request)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # The traceback goes to the server log only; the client gets an opaque problem.
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        logger.exception(
+            "unhandled error on %s %s", request.method, loggable_path(request.url.path)
+        )
         return _render(Problem("An unexpected error occurred."), request)
 
     app.add_exception_handler(Problem, on_problem)

@@ -11,7 +11,12 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from medvault.kit.redaction import loggable_path
+
 logger = logging.getLogger("medvault.access")
+# Load balancers and orchestrators poll these every few seconds: a healthy answer at INFO
+# would bury the requests people make. A failing probe is still logged at INFO.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class AccessLogMiddleware:
@@ -34,13 +39,12 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            path = scope["path"]
-            if path.startswith("/api/v1/download/"):
-                path = "/api/v1/download/<signed>"  # the path itself is a credential
-            logger.info(
+            quiet = scope["path"] in PROBE_PATHS and status < 400
+            logger.log(
+                logging.DEBUG if quiet else logging.INFO,
                 "%s %s %s %.1fms request_id=%s",
                 scope["method"],
-                path,
+                loggable_path(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,
                 scope.get("state", {}).get("request_id", "-"),

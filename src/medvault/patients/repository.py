@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from medvault.access.policy import readable_patients
 from medvault.auth.principal import Principal
 from medvault.kit.keyset import Cursor, older_than
+from medvault.kit.text import bounded_words
 from medvault.patients.models import Patient
 
 
@@ -61,7 +62,7 @@ def page(
         )
     if name:
         # Each word must start a given or family name: "ann smi" finds Ann Smith.
-        for word in name.lower().split():
+        for word in bounded_words(name.lower(), what="name"):
             pattern = _escape_like(word) + "%"
             query = query.where(
                 or_(

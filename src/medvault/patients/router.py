@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -11,6 +10,7 @@ from medvault.access.policy import Permission, require
 from medvault.audit import service as audit
 from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal
 from medvault.kit.ids import parse_id
+from medvault.kit.timestamps import IsoDate
 from medvault.patients import service
 from medvault.patients.schemas import PatientCreate, PatientOut, PatientPage
 
@@ -60,7 +60,7 @@ def search_patients(
         str | None,
         Query(max_length=200, description="Words that start the given or family name"),
     ] = None,
-    birth_date: date | None = None,
+    birth_date: IsoDate | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> PatientPage:

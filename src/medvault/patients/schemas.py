@@ -8,10 +8,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from medvault.kit.text import CleanTextModel
+
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class Identifier(BaseModel):
+    # Like the patient around it: an unknown member is a mistake, not something to drop.
+    model_config = ConfigDict(extra="forbid")
+
     system: Annotated[NonEmpty, StringConstraints(max_length=255)] = Field(
         examples=["https://fhir.nhs.uk/Id/nhs-number"]
     )
@@ -32,7 +37,7 @@ class Identifier(BaseModel):
         return value
 
 
-class PatientCreate(BaseModel):
+class PatientCreate(CleanTextModel):
     model_config = ConfigDict(extra="forbid")
 
     identifier: Identifier

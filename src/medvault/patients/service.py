@@ -105,9 +105,12 @@ def get(
     patient = repository.readable(session, principal, patient_id)
     if patient is None:
         problem = NotFound("No patient with this id.")
-        if repository.get(session, patient_id) is not None:
-            denied(problem, Denial(principal, "Patient", patient_id, patient_id))
-        raise problem
+        # Audited whether or not the patient exists: the same work either way, so the
+        # answer's timing does not tell "not yours" from "absent" (the 404 does not).
+        exists = repository.get(session, patient_id) is not None
+        raise denied(
+            problem, Denial(principal, "Patient", patient_id, patient_id if exists else None)
+        )
     audit.record(
         session=session,
         context=context,

@@ -37,7 +37,9 @@ def download_with_link(
         user_agent=request.headers.get("user-agent"),
         request_id=getattr(request.state, "request_id", None),
     )
-    document, version, grant = shares.redeem(session=session, runtime=runtime, token=token)
+    document, version, grant = shares.redeem(
+        session=session, runtime=runtime, token=token, context=context
+    )
     session.commit()  # release SQLite's write lock before touching storage (see documents)
     plan = plan_content(
         runtime=runtime,

@@ -6,6 +6,7 @@ import uuid
 
 from sqlalchemy.orm import Session
 
+from medvault.access.denials import denied, failed_attempt
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -38,7 +39,11 @@ def issue(
             f"expires_in may be at most {settings.download_url_max_ttl_seconds} seconds."
         )
     document, version = documents.resolve_version(
-        session=session, principal=principal, document_id=document_id, number=request.version
+        session=session,
+        principal=principal,
+        document_id=document_id,
+        number=request.version,
+        attempt="document.download_url.issue",
     )
     token, grant = signed_urls.sign(
         secret=runtime.secret_key,
@@ -64,16 +69,31 @@ def issue(
 
 
 def redeem(
-    *, session: Session, runtime: Runtime, token: str
+    *, session: Session, runtime: Runtime, token: str, context: AuditContext
 ) -> tuple[Document, DocumentVersion, DownloadGrant]:
-    """Check a link and find what it grants; the caller records the use before sending."""
+    """Check a link and find what it grants; the caller records the use before sending.
+
+    A valid link to a deleted document is refused (410) and still audited, as the
+    attempted use it is (``context`` names the link).
+    """
     grant = signed_urls.verify(secret=runtime.secret_key, token=token)
     version = repository.version_by_id(session, grant.version_id)
     document = session.get(Document, grant.document_id)
     if version is None or document is None or version.document_id != document.id:
         raise SignedUrlInvalid("The link points at nothing.")
     if document.status == DocumentStatus.DELETED:
-        raise Gone("This document was deleted after the link was made.")
+        problem = Gone("This document was deleted after the link was made.")
+        raise denied(
+            problem,
+            failed_attempt(
+                None,
+                "document.download_url.use",
+                resource_type="Document",
+                resource_id=document.id,
+                patient_id=document.patient_id,
+                context=context,
+            ),
+        )
     return document, version, grant
 
 

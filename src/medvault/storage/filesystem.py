@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from medvault.kit.private_files import make_private_dirs
 from medvault.storage.base import BlobExists, BlobInfo, BlobNotFound, BlobStoreError
 
 READ_CHUNK = 1024 * 1024
@@ -60,7 +61,7 @@ class FilesystemBlobWriter:
         self._file.close()
         parent = self._final.parent
         created = not parent.exists()
-        parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(parent)
         try:
             os.link(self._tmp, self._final)
         except FileExistsError:
@@ -88,8 +89,7 @@ class FilesystemBlobWriter:
 class FilesystemBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.root / TEMP_DIR).mkdir(exist_ok=True, mode=0o700)
+        make_private_dirs(self.root / TEMP_DIR)
 
     def path_for(self, key: str) -> Path:
         _check_key(key)

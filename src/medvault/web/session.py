@@ -21,6 +21,7 @@ from medvault.auth.principal import Principal, Role
 from medvault.auth.web_sessions import ActiveWebSession
 from medvault.deps import RuntimeDep, client_ip
 from medvault.kit.problems import Forbidden, Unauthorized
+from medvault.kit.text import require_clean_text
 from medvault.runtime import Runtime
 
 PLAIN_COOKIE = "medvault_session"
@@ -200,4 +201,7 @@ def home_for(principal: Principal) -> str:
 async def form_data(request: Request) -> dict[str, Any]:
     """The urlencoded form as a plain dict (the last value wins for repeated fields)."""
     form = await request.form()
+    posted = [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
+    # Every portal form passes here: the vault's one rule on control characters.
+    require_clean_text([item for pair in posted for item in (("field name", pair[0]), pair)])
     return {key: value for key, value in form.items() if isinstance(value, str)}

@@ -83,6 +83,30 @@ def _emergency(reason: str) -> list[dict[str, Any]]:
     return [{"coding": [coding], "text": f"Break-glass: {reason}"}]
 
 
+def _skeleton(event: AuditEvent) -> dict[str, Any]:
+    """What every view of an event shows: what was done, when, and how it ended."""
+    subtype = [{"system": ACTION_SYSTEM, "code": event.action}]
+    if event.action in _INTERACTIONS:
+        subtype.append({"system": INTERACTION, "code": _INTERACTIONS[event.action]})
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(event.id),
+        "meta": {"versionId": "1", "lastUpdated": instant(event.occurred_at)},
+        "type": _event_type(event.action),
+        "subtype": subtype,
+        "action": crude_action(event.action),
+        "recorded": instant(event.occurred_at),
+        "outcome": OUTCOME_CODE.get(event.outcome, "8"),
+    }
+    if event.outcome != "success":
+        resource["outcomeDesc"] = "access denied" if event.outcome == "denied" else "failed"
+    resource["source"] = {
+        "observer": {"display": "medvault"},
+        "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+    }
+    return resource
+
+
 def to_resource(event: AuditEvent) -> dict[str, Any]:
     extensions: list[dict[str, Any]] = []
     if event.request_id:
@@ -90,9 +114,6 @@ def to_resource(event: AuditEvent) -> dict[str, Any]:
     if event.leaf_index is not None:
         # A string: the index outgrows FHIR R4's 32-bit integer long before the log ends.
         extensions.append({"url": LEAF_INDEX_EXTENSION, "valueString": str(event.leaf_index)})
-    subtype = [{"system": ACTION_SYSTEM, "code": event.action}]
-    if event.action in _INTERACTIONS:
-        subtype.append({"system": INTERACTION, "code": _INTERACTIONS[event.action]})
     agent: dict[str, Any] = {
         "role": [{"text": event.actor_role}],
         "who": {"identifier": {"system": ACTOR_SYSTEM, "value": event.actor_id}},
@@ -104,28 +125,12 @@ def to_resource(event: AuditEvent) -> dict[str, Any]:
         agent["network"] = {"address": event.client_ip, "type": "2"}  # 2 = IP address
     if event.break_glass_reason:
         agent["purposeOfUse"] = _emergency(event.break_glass_reason)
-    resource: dict[str, Any] = {"resourceType": "AuditEvent", "id": str(event.id)}
-    resource["meta"] = {"versionId": "1", "lastUpdated": instant(event.occurred_at)}
+    resource = _skeleton(event)
     if extensions:
         resource["extension"] = extensions
-    resource.update(
-        {
-            "type": _event_type(event.action),
-            "subtype": subtype,
-            "action": crude_action(event.action),
-            "recorded": instant(event.occurred_at),
-            "outcome": OUTCOME_CODE.get(event.outcome, "8"),
-        }
-    )
-    if event.outcome != "success":
-        resource["outcomeDesc"] = "access denied" if event.outcome == "denied" else "failed"
     if event.break_glass_reason:
         resource["purposeOfEvent"] = _emergency(event.break_glass_reason)
     resource["agent"] = [agent]
-    resource["source"] = {
-        "observer": {"display": "medvault"},
-        "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
-    }
     entities = _entities(event)
     if entities:
         resource["entity"] = entities
@@ -162,3 +167,43 @@ def _entities(event: AuditEvent) -> list[dict[str, Any]]:
     if details:
         entities.append({"detail": details})
     return entities
+
+
+def to_patient_resource(event: AuditEvent, who: str) -> dict[str, Any]:
+    """The patient-facing projection: who by role or "you", what, when, how it ended.
+
+    Nothing about other people: no actor identifier, client address, user agent,
+    request id or leaf index, no details (free text may name other patients), and an
+    emergency is flagged by its code without the stated reason.
+    """
+    agent: dict[str, Any] = {
+        "role": [{"text": event.actor_role}],
+        "who": {"display": who},
+        "requestor": True,
+    }
+    resource = _skeleton(event)
+    if event.break_glass_reason:
+        coding = {"system": ACT_REASON, "code": "ETREAT", "display": "Emergency Treatment"}
+        resource["purposeOfEvent"] = [{"coding": [coding]}]
+        agent["purposeOfUse"] = [{"coding": [coding]}]
+    resource["agent"] = [agent]
+    entities: list[dict[str, Any]] = []
+    fhir_type = RESOURCE_TYPES.get(event.resource_type or "")
+    if fhir_type in ("DocumentReference", "Binary") and event.resource_id:
+        entities.append(
+            {
+                "what": {"reference": f"{fhir_type}/{event.resource_id}"},
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            }
+        )
+    if event.patient_id is not None:
+        entities.append(
+            {
+                "what": {"reference": f"Patient/{event.patient_id}"},
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+            }
+        )
+    if entities:
+        resource["entity"] = entities
+    return resource

@@ -39,7 +39,7 @@ def _read(
     if_range: str | None,
 ) -> Response:
     require(principal, Permission.CONTENT_READ)
-    version = service.locate(session, resource_id)
+    version = service.locate(session, principal, resource_id)
     # The caller's reach first: nothing below (406 for a format, the size cap) may
     # tell an unreadable Binary apart from one that does not exist.
     service.check_readable(session, principal, version)

@@ -6,12 +6,20 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from medvault.access.audit_reach import require_audit_events
 from medvault.access.policy import Permission, require
 from medvault.audit import service as audit
-from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep
+from medvault.deps import (
+    AuditCtx,
+    AuthReadSession,
+    ClinicalSession,
+    CurrentPrincipal,
+    RuntimeDep,
+)
 from medvault.fhir import audit_events, patients
 from medvault.fhir.base import base_url
 from medvault.fhir.http import query_params, search_params, strict
@@ -95,12 +103,19 @@ def read_patient(
 
 @router.get("/AuditEvent")
 def search_audit_events(
-    request: Request, session: ClinicalSession, principal: CurrentPrincipal, context: AuditCtx
+    request: Request,
+    session: ClinicalSession,
+    auth_session: AuthReadSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
 ) -> Response:
+    """Auditors search the whole log; patients the events about their own record."""
     media_type = negotiate(request)
-    require(principal, Permission.AUDIT_READ)
+    require_audit_events(principal)
     bundle = audit_events.search(
         session=session,
+        auth_session=auth_session,
+        principal=principal,
         params=query_params(request),
         strict=strict(request),
         context=context,
@@ -114,15 +129,22 @@ def search_audit_events(
 async def search_audit_events_by_post(
     request: Request, principal: CurrentPrincipal, context: AuditCtx, runtime: RuntimeDep
 ) -> Response:
-    require(principal, Permission.AUDIT_READ)
+    require_audit_events(principal)
     base = base_url(request, runtime.settings)
-    return await _post_search(
-        request,
-        runtime,
-        lambda session, params: audit_events.search(
-            session=session, params=params, strict=strict(request), context=context, base=base
-        ),
-    )
+
+    def run(session: Session, params: list[tuple[str, str]]) -> dict[str, Any]:
+        with runtime.auth.read_session() as auth_session:
+            return audit_events.search(
+                session=session,
+                auth_session=auth_session,
+                principal=principal,
+                params=params,
+                strict=strict(request),
+                context=context,
+                base=base,
+            )
+
+    return await _post_search(request, runtime, run)
 
 
 @router.get("/AuditEvent/{resource_id}")
@@ -130,11 +152,18 @@ def read_audit_event(
     resource_id: str,
     request: Request,
     session: ClinicalSession,
+    auth_session: AuthReadSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
 ) -> Response:
     media_type = negotiate(request)
-    require(principal, Permission.AUDIT_READ)
-    resource = audit_events.read(session=session, raw_id=resource_id, context=context)
+    require_audit_events(principal)
+    resource = audit_events.read(
+        session=session,
+        auth_session=auth_session,
+        principal=principal,
+        raw_id=resource_id,
+        context=context,
+    )
     audit.commit_or_refuse(session)
     return fhir_response(resource, media_type=media_type, headers={"ETag": 'W/"1"'})

@@ -1,4 +1,5 @@
-"""The auditor's pages: the event browser, the latest checkpoint, and "verify now"."""
+"""Audit pages: the auditor's event browser, checkpoint and "verify now", and a
+patient's "Who viewed my documents" (their record's access history)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from medvault.access.policy import Permission, require
+from medvault.access.audit_reach import own_patient, require_audit_events, require_whole_log
+from medvault.access.denials import Denial, denied
 from medvault.audit import queries
 from medvault.audit import service as audit
 from medvault.audit.repository import EventFilters
 from medvault.audit.verify import verify_log
-from medvault.deps import ClinicalSession, RuntimeDep
-from medvault.kit.problems import NotFound
+from medvault.deps import AuthReadSession, ClinicalSession, RuntimeDep
+from medvault.kit.problems import Forbidden, NotFound
 from medvault.web import presenters
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
 from medvault.web.templating import render
@@ -59,7 +61,7 @@ def audit_page(
     raw_to: Annotated[str, Query(alias="to", max_length=32)] = "",
     cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
-    require(principal, Permission.AUDIT_READ)
+    require_whole_log(principal)
     # An empty filter box arrives as "": that means "any", not a bad value.
     errors: list[str] = []
     patient_id = _parse(uuid.UUID, patient.strip(), "The patient id is not a valid id.", errors)
@@ -73,7 +75,12 @@ def audit_page(
         occurred_before=_day_start(occurred_to, plus_days=1),
     )
     page = queries.list_events(
-        session=session, context=context, filters=filters, cursor=cursor or None, limit=PAGE_SIZE
+        session=session,
+        principal=principal,
+        context=context,
+        filters=filters,
+        cursor=cursor or None,
+        limit=PAGE_SIZE,
     )
     try:
         checkpoint: Any = queries.latest_checkpoint(
@@ -112,6 +119,45 @@ def audit_page(
     )
 
 
+@router.get("/access-history")
+def access_history_page(
+    request: Request,
+    session: ClinicalSession,
+    auth_session: AuthReadSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    # The page's own cursor (an event id), never a patient id: the record is the caller's.
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
+    """Who viewed my documents: the events about the patient's own record, newest first."""
+    require_audit_events(principal)
+    patient_id = own_patient(principal)
+    if patient_id is None:
+        problem = Forbidden("This page shows a patient who opened their record.")
+        raise denied(problem, Denial(principal, permission="audit:read"))
+    page = queries.access_history(
+        session=session,
+        auth_session=auth_session,
+        principal=principal,
+        context=context,
+        patient_id=patient_id,
+        cursor=cursor or None,
+        limit=PAGE_SIZE,
+    )
+    audit.commit_or_refuse(session)
+    return render(
+        request,
+        "audit/access_history.html",
+        {
+            "nav": "access-history",
+            "page_title": "Who viewed my documents",
+            "entries": page.items,
+            "next_cursor": page.next_cursor,
+            "first_page": cursor is None,
+        },
+    )
+
+
 @router.post("/verify")
 async def verify_now(
     request: Request,
@@ -122,7 +168,7 @@ async def verify_now(
     _csrf: CsrfChecked,
 ) -> Response:
     """Recompute every leaf, node and checkpoint signature, as `medvault audit verify`."""
-    require(principal, Permission.AUDIT_READ)
+    require_whole_log(principal)
     started = datetime.now(UTC)
     report = await run_in_threadpool(verify_log, runtime=runtime)
     seconds = (datetime.now(UTC) - started).total_seconds()

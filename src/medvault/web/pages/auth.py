@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from medvault.auth import web_sessions
+from medvault.auth.password_slots import LoginBusy
 from medvault.auth.ratelimit import TooManyRequests
 from medvault.auth.service import commit_with_audit
 from medvault.deps import (
@@ -108,25 +109,30 @@ async def login(
             next_path=next_path,
         )
     try:
-        limits.check_login(username=username, client_ip=context.client_ip)
-    except TooManyRequests as exc:
+        # Counted before the password is checked (see auth.ratelimit), like the API.
+        limits.hit_login(username=username, client_ip=context.client_ip)
+        started = web_sessions.start(
+            reader=reader,
+            auth_session=auth_session,
+            clinical_session=clinical_session,
+            settings=runtime.settings,
+            username=username,
+            password=password,
+            context=context,
+            password_slots=limits.password_slots,
+        )
+    except (TooManyRequests, LoginBusy) as exc:
         response = _login_page(
-            request, error=exc.detail, status_code=429, username=username, next_path=next_path
+            request,
+            error=exc.detail or exc.title,
+            status_code=exc.status,
+            username=username,
+            next_path=next_path,
         )
         response.headers.update(exc.headers)
         return response
-    started = web_sessions.start(
-        reader=reader,
-        auth_session=auth_session,
-        clinical_session=clinical_session,
-        settings=runtime.settings,
-        username=username,
-        password=password,
-        context=context,
-    )
     commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     if started is None:
-        limits.login_failed(username=username, client_ip=context.client_ip)
         return _login_page(
             request,
             error="The username or password is wrong, or the account is disabled.",

@@ -167,9 +167,12 @@ def document_page(
     versions = service.list_versions(
         session=session, principal=principal, document_id=parsed, context=context
     )
+    authored = service.authorship(session=session, principal=principal, document_id=parsed)
+    # Each version with its own uploader and time; the document's creator with its creation.
+    current = next((v for v in versions.items if v.version == document.version), None)
     names = presenters.actor_names(
         runtime,
-        [document.uploaded_by, *(v.uploaded_by for v in versions.items)]
+        [authored.created_by, *(v.uploaded_by for v in versions.items)]
         + ([document.deleted_by] if document.deleted_by else []),
     )
     patient = presenters.readable_patients_by_id(session, principal, [document.patient_id])
@@ -191,8 +194,14 @@ def document_page(
             "can_read_content": can_read_content,
             "inline": can_read_content and document.content_type in INLINE_TYPES,
             "is_image": document.content_type.startswith("image/"),
+            "created": authored,
+            "current": current,
+            # Offered only where the upload would be accepted: the same authorship rule
+            # (access.authorship) that refuses it at POST, so a patient is never shown a
+            # form onto a clinician's letter.
             "can_upload": allows(principal, Permission.DOCUMENT_WRITE)
-            and (principal.role is not Role.PATIENT or runtime.settings.patient_self_upload),
+            and (principal.role is not Role.PATIENT or runtime.settings.patient_self_upload)
+            and authored.may_change,
             "can_delete": allows(principal, Permission.DOCUMENT_DELETE),
             "max_upload_bytes": runtime.settings.max_upload_bytes,
             "allowed_types": runtime.settings.allowed_types,
@@ -368,7 +377,11 @@ async def share_link(
     require(principal, Permission.CONTENT_READ)
     form = await form_data(request) if "form" in request.headers.get("content-type", "") else {}
     minutes = form.get("minutes", "")
-    expires_in = int(minutes) * 60 if minutes.isdigit() and 0 < int(minutes) <= 1440 else None
+    expires_in = (
+        int(minutes) * 60
+        if minutes.isascii() and minutes.isdigit() and 0 < int(minutes) <= 1440
+        else None
+    )
     issued = shares.issue(
         session=session,
         runtime=runtime,
