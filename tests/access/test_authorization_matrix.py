@@ -35,14 +35,19 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from medvault.access.models import CareTeamMember
 from medvault.auth.jwt_tokens import issue_access_token
 from medvault.auth.principal import Role
 from medvault.auth.service import create_api_token
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
 from tests.fhir.support import validate_response
-from tests.support.factories import create_patient, patient_payload, pdf_bytes, upload_raw
+from tests.support.factories import (
+    create_patient,
+    patient_payload,
+    pdf_bytes,
+    put_on_care_team,
+    upload_raw,
+)
 from tests.support.users import UserFactory, login
 
 ROLES = ("service", "admin", "clinician", "patient", "auditor")
@@ -728,16 +733,7 @@ def world(
             "auditor": make_user(Role.AUDITOR),
             "scratch": make_user(Role.CLINICIAN),
         }
-        with runtime.clinical.session() as session:
-            session.add(
-                CareTeamMember(
-                    patient_id=uuid.UUID(own),
-                    clinician_id=made["clinician"].id,
-                    added_at=utcnow(),
-                    added_by="matrix",
-                )
-            )
-            session.commit()
+        put_on_care_team(runtime, clinician_id=made["clinician"].id, patient_id=own)
         tokens = {"service": api_token}
         with runtime.auth.session() as session:
             for name, token in TOKENS.items():

@@ -14,12 +14,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from medvault.access.models import CareTeamMember
 from medvault.auth.principal import Principal, PrincipalKind, Role
 from medvault.deps import get_principal
-from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
-from tests.support.factories import create_patient, pdf_bytes, upload_raw
+from tests.support.factories import create_patient, pdf_bytes, put_on_care_team, upload_raw
 from tests.support.inspect import audit_events
 
 World = dict[str, str]
@@ -32,16 +30,7 @@ def world(client: TestClient, runtime: Runtime) -> World:
     doc_a = upload_raw(client, patient_a, pdf_bytes()).json()["id"]
     doc_b = upload_raw(client, patient_b, pdf_bytes()).json()["id"]
     clinician = uuid.uuid4()
-    with runtime.clinical.session() as session:
-        session.add(
-            CareTeamMember(
-                patient_id=uuid.UUID(patient_a),
-                clinician_id=clinician,
-                added_at=utcnow(),
-                added_by="test",
-            )
-        )
-        session.commit()
+    put_on_care_team(runtime, clinician_id=clinician, patient_id=patient_a)
     return {
         "patient_a": patient_a,
         "patient_b": patient_b,

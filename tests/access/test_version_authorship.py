@@ -36,13 +36,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from medvault.access.models import CareTeamMember
 from medvault.audit.models import AuditEvent
 from medvault.auth.principal import Role
 from medvault.auth.service import create_api_token
-from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
-from tests.support.factories import create_patient, pdf_bytes, upload_raw
+from tests.support.factories import create_patient, pdf_bytes, put_on_care_team, upload_raw
 from tests.support.portal import csrf_token, portal_login
 from tests.support.users import UserFactory, bearer, login
 
@@ -101,16 +99,7 @@ def world(
         "clinician": make_user(Role.CLINICIAN),
         "other_patient": make_user(Role.PATIENT, patient_id=other),
     }
-    with runtime.clinical.session() as session:
-        session.add(
-            CareTeamMember(
-                patient_id=uuid.UUID(own),
-                clinician_id=users["clinician"].id,
-                added_at=utcnow(),
-                added_by="pytest",
-            )
-        )
-        session.commit()
+    put_on_care_team(runtime, clinician_id=users["clinician"].id, patient_id=own)
     with runtime.auth.session() as session:
         app_token = create_api_token(
             session=session,

@@ -21,13 +21,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from medvault.access.models import CareTeamMember
 from medvault.auth.principal import Role
 from medvault.auth.service import create_api_token
-from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
 from tests.fhir.support import entries, fhir_client
-from tests.support.factories import create_patient, pdf_bytes, upload_raw
+from tests.support.factories import create_patient, pdf_bytes, put_on_care_team, upload_raw
 from tests.support.inspect import audit_events
 from tests.support.users import MadeUser, UserFactory, bearer, login
 
@@ -62,16 +60,7 @@ def record(
     own_doc = upload_raw(client, own, pdf_bytes()).json()["id"]
     other_doc = upload_raw(client, other, pdf_bytes()).json()["id"]
     clinician = make_user(Role.CLINICIAN)
-    with runtime.clinical.session() as session:
-        session.add(
-            CareTeamMember(
-                patient_id=uuid.UUID(own),
-                clinician_id=clinician.id,
-                added_at=utcnow(),
-                added_by="pytest",
-            )
-        )
-        session.commit()
+    put_on_care_team(runtime, clinician_id=clinician.id, patient_id=own)
     staff = login(client, clinician.username, clinician.password).json()["access_token"]
     with TestClient(app, raise_server_exceptions=False) as browser:
         headers = {**bearer(staff), "User-Agent": STAFF_AGENT}

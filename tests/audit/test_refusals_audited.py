@@ -21,15 +21,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from medvault.access.models import CareTeamMember
 from medvault.audit.models import AuditEvent
 from medvault.auth.principal import Role
-from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
 from tests.fhir.support import b64, document_reference, post_resource
 from tests.support.factories import (
     create_patient,
     pdf_bytes,
+    put_on_care_team,
     upload_multipart,
     upload_raw,
 )
@@ -69,16 +68,7 @@ def ward(
     own, foreign = create_patient(client), create_patient(client)
     clinician = make_user(Role.CLINICIAN)
     patient = make_user(Role.PATIENT, patient_id=own)
-    with runtime.clinical.session() as session:
-        session.add(
-            CareTeamMember(
-                patient_id=uuid.UUID(own),
-                clinician_id=clinician.id,
-                added_at=utcnow(),
-                added_by="pytest",
-            )
-        )
-        session.commit()
+    put_on_care_team(runtime, clinician_id=clinician.id, patient_id=own)
     with ExitStack() as stack:
         rest = stack.enter_context(TestClient(app, raise_server_exceptions=False))
         rest.headers.update(

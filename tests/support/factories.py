@@ -12,8 +12,11 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from medvault.access.models import CareTeamMember
 from medvault.documents.compose import ClinicalDocumentDraft
+from medvault.kit.clock import utcnow
 from medvault.patients.schemas import Identifier, PatientOut
+from medvault.runtime import Runtime
 
 NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 
@@ -140,3 +143,19 @@ def draft_data(**overrides: Any) -> dict[str, Any]:
 
 def clinical_draft(**overrides: Any) -> ClinicalDocumentDraft:
     return ClinicalDocumentDraft.model_validate(draft_data(**overrides))
+
+
+def put_on_care_team(
+    runtime: Runtime, *, clinician_id: uuid.UUID, patient_id: str | uuid.UUID
+) -> None:
+    """Open ``patient_id``'s record to ``clinician_id``, straight in the database."""
+    with runtime.clinical.session() as session:
+        session.add(
+            CareTeamMember(
+                patient_id=uuid.UUID(str(patient_id)),
+                clinician_id=clinician_id,
+                added_at=utcnow(),
+                added_by="pytest",
+            )
+        )
+        session.commit()

@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -116,14 +116,11 @@ def s3_server() -> Iterator[S3Server | None]:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     try:
         server = S3Server()
-        server.start()
     except Exception:
         yield None
         return
-    try:
-        yield server
-    finally:
-        server.stop()
+    with _serving(server) as running:
+        yield running
 
 
 def rclone_binary() -> str | None:
@@ -213,7 +210,16 @@ def rclone_s3_server(root: str) -> Iterator[RcloneS3Server | None]:
     if binary is None:
         yield None
         return
-    server = RcloneS3Server(binary, root)
+    with _serving(RcloneS3Server(binary, root)) as running:
+        yield running
+
+
+_Server = TypeVar("_Server", S3Server, RcloneS3Server)
+
+
+@contextmanager
+def _serving(server: _Server) -> Iterator[_Server | None]:
+    """Start ``server`` for the block (None if it cannot start), and stop it after."""
     try:
         server.start()
     except Exception:

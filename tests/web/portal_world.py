@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,11 +9,9 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from medvault.access.models import CareTeamMember
 from medvault.auth.principal import Role
-from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
-from tests.support.factories import create_patient, pdf_bytes, upload_raw
+from tests.support.factories import create_patient, pdf_bytes, put_on_care_team, upload_raw
 from tests.support.portal import portal_login
 from tests.support.users import MadeUser, UserFactory
 
@@ -53,16 +50,7 @@ def build_practice(
         "patient": make_user(Role.PATIENT, patient_id=own),
         "auditor": make_user(Role.AUDITOR),
     }
-    with runtime.clinical.session() as session:
-        session.add(
-            CareTeamMember(
-                patient_id=uuid.UUID(own),
-                clinician_id=users["clinician"].id,
-                added_at=utcnow(),
-                added_by="pytest",
-            )
-        )
-        session.commit()
+    put_on_care_team(runtime, clinician_id=users["clinician"].id, patient_id=own)
     return Practice(app, runtime, service, own, foreign, own_doc, foreign_doc, users)
 
 
