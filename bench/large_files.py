@@ -324,10 +324,10 @@ def plot(
         colors = {kind: color for kind, _, color in order}
         seen: set[str] = set()
         for tr in vault_transfers:
-            label = tr.kind if tr.kind not in seen else None
+            legend = tr.kind if tr.kind not in seen else None  # one legend entry per kind
             seen.add(tr.kind)
             ax_rss.axvspan(
-                tr.window[0] - t0, tr.window[1] - t0, color=colors[tr.kind], alpha=0.3, label=label
+                tr.window[0] - t0, tr.window[1] - t0, color=colors[tr.kind], alpha=0.3, label=legend
             )
         low = min(r for _, r in vault_samples) / MiB
         high = max(r for _, r in vault_samples) / MiB

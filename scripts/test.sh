@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, starts what it needs, and runs it:
-# ruff (lint + format), mypy, then pytest on SQLite+filesystem and PostgreSQL+S3.
+# ruff (lint + format), mypy, import-linter, then pytest on SQLite+filesystem and PostgreSQL+S3.
 # Safe to run repeatedly; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,11 @@ echo "==> Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 as_root apt-get update -qq
 as_root apt-get install -y -qq --no-install-recommends \
-    python3-venv postgresql postgresql-client redis-server ca-certificates nginx >/dev/null
+    python3-venv postgresql postgresql-client redis-server ca-certificates nginx \
+    clamav-daemon >/dev/null
+# clamav-daemon: tests/processing starts its own clamd on a free port with a signature
+# database it builds (freshclam cannot download signatures here); the package's own
+# service is not used.
 # nginx: tests/ops/test_nginx.py runs deploy/nginx/medvault.conf in front of a vault (own
 # config, port and pid file; the package's default site is not used).
 # Browser tests (tests/web) drive Debian's Chromium through Playwright: no `playwright install`,
@@ -46,7 +50,7 @@ redis-cli -h 127.0.0.1 -p 6379 ping
 echo "==> Python environment"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,bench]"  # bench: mypy checks bench/ too
 
 echo "==> ruff"
 .venv/bin/ruff check src tests bench
@@ -54,6 +58,10 @@ echo "==> ruff"
 
 echo "==> mypy"
 .venv/bin/mypy
+
+echo "==> import-linter"
+# The layer contracts in pyproject's [tool.importlinter] (see ARCHITECTURE.md, "Layers").
+.venv/bin/lint-imports --no-cache
 
 echo "==> pytest"
 # One worker per core (pytest-xdist): every fixture makes its own databases, folders,

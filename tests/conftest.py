@@ -1,25 +1,29 @@
-"""Shared fixtures. The API suite runs once per backend through the ``backend`` fixture:
+"""Shared fixtures. The API suite runs once per backend through the ``backend`` fixture,
+on both ``sqlite-fs`` and ``pg-s3`` (see ``tests/support/backends.py``).
 
-* ``sqlite-fs``: the embedded default (SQLite files + a blob folder);
-* ``pg-s3``: PostgreSQL on 127.0.0.1:5432 and a real S3 server (moto) over HTTP.
+Helpers shared between packages live in ``tests/support/`` under public names; this file
+and the packages' conftest files only declare fixtures, which pytest finds by name.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from medvault import models_registry  # noqa: F401  (registers every table)
 from medvault.app import create_app
+from medvault.auth.principal import Role
 from medvault.auth.service import create_api_token
 from medvault.config import Settings
+from medvault.db.base import AuthBase, ClinicalBase
 from medvault.runtime import Runtime, build_runtime
+from tests.support.backends import BUCKET, Backend, SettingsFactory, backend_settings
 from tests.support.services import (
     PostgresDatabases,
     RcloneS3Server,
@@ -27,23 +31,13 @@ from tests.support.services import (
     postgres_databases,
     rclone_s3_server,
     s3_server,
-    unavailable,
 )
-from tests.support.users import make_user
+from tests.support.users import MadeUser, UserFactory, create_user
 
-__all__ = ["make_user"]  # shared fixture, defined with the user helpers
-
-BUCKET = "medvault-test"
-CLINICAL_TABLES = (
-    "audit_events",
-    "audit_merkle_nodes",
-    "audit_checkpoints",
-    "care_team_members",
-    "document_versions",
-    "documents",
-    "patients",
-)
-AUTH_TABLES = ("api_tokens", "refresh_tokens", "users")
+# Every table the models declare, so a new table is emptied between tests without
+# anyone remembering to list it here (a forgotten one leaked rows across tests).
+CLINICAL_TABLES = tuple(sorted(ClinicalBase.metadata.tables))
+AUTH_TABLES = tuple(sorted(AuthBase.metadata.tables))
 
 
 @pytest.fixture(scope="session")
@@ -76,38 +70,8 @@ def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneS3Serv
         yield server
 
 
-@dataclass
-class Backend:
-    name: str
-    settings: Settings
-
-
-def _settings_for(
-    name: str,
-    tmp_path: Path,
-    pg_urls: tuple[str, str] | None,
-    s3: S3Server | None,
-    **overrides: object,
-) -> Settings:
-    base: dict[str, object] = {"env": "test", "data_dir": tmp_path / "data"}
-    if name == "pg-s3":
-        if pg_urls is None:
-            unavailable("PostgreSQL on 127.0.0.1:5432 is not reachable")
-        if s3 is None:
-            unavailable("the moto S3 server could not be started")
-        assert pg_urls is not None and s3 is not None
-        base.update(
-            database_url=pg_urls[0],
-            auth_database_url=pg_urls[1],
-            storage_url=f"s3://{BUCKET}/{uuid.uuid4().hex}",
-            s3_endpoint_url=s3.endpoint_url,
-            s3_region="us-east-1",
-        )
-    base.update(overrides)
-    return Settings(**base)  # type: ignore[arg-type]
-
-
 def _clean_postgres(runtime: Runtime) -> None:
+    """Empty the shared PostgreSQL databases: each pg-s3 test starts from nothing."""
     with runtime.clinical.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(CLINICAL_TABLES)} RESTART IDENTITY CASCADE"))
     with runtime.auth.engine.begin() as conn:
@@ -121,16 +85,14 @@ def backend(
     pg_urls: tuple[str, str] | None,
     s3: S3Server | None,
 ) -> Backend:
-    return Backend(request.param, _settings_for(request.param, tmp_path, pg_urls, s3))
+    return Backend(request.param, backend_settings(request.param, tmp_path, pg_urls, s3))
 
 
 @pytest.fixture
-def make_settings(
-    backend: Backend, tmp_path: Path, pg_urls: tuple[str, str] | None, s3: S3Server | None
-):  # type: ignore[no-untyped-def]  # returns a factory
+def make_settings(backend: Backend) -> SettingsFactory:
     """Settings for the current backend with some values overridden."""
 
-    def factory(**overrides: object) -> Settings:
+    def factory(**overrides: Any) -> Settings:
         merged = backend.settings.model_dump(exclude_unset=True)
         merged.update(overrides)
         return Settings(**merged)
@@ -171,3 +133,13 @@ def client(app: FastAPI, api_token: str) -> Iterator[TestClient]:
 def anon_client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def make_user(runtime: Runtime) -> UserFactory:
+    """Create users of any role on the test's runtime (through the service, as the CLI does)."""
+
+    def make(role: Role = Role.CLINICIAN, *, patient_id: str | None = None) -> MadeUser:
+        return create_user(runtime, role, patient_id=patient_id)
+
+    return make

@@ -10,8 +10,8 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from medvault import __version__
-from medvault.audit.denials import audit_denial
-from medvault.audit.router import access_history_router
+from medvault.access.router import router as care_teams_router
+from medvault.audit.router import access_history_router, audit_denial
 from medvault.audit.router import router as audit_router
 from medvault.audit.sealer import start_sealer
 from medvault.auth.router import admin_router
@@ -20,7 +20,7 @@ from medvault.config import Settings
 from medvault.documents.router import router as documents_router
 from medvault.fhir import openapi as fhir_openapi
 from medvault.fhir.router import install as install_fhir
-from medvault.kit.problems import install_problem_handlers
+from medvault.kit.problem_handlers import install_problem_handlers
 from medvault.kit.request_id import RequestIdMiddleware
 from medvault.kit.request_text import refuse_control_characters
 from medvault.ops.access_log import AccessLogMiddleware
@@ -60,7 +60,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(runtime.blobs, FilesystemBlobStore):
             # Temp files older than this belong to writers that died with a crash.
-            swept = runtime.blobs.sweep_temp(older_than_seconds=STALE_TEMP_SECONDS)
+            swept = runtime.blobs.sweep_incomplete(older_than_seconds=STALE_TEMP_SECONDS)
             if swept:
                 logger.warning("removed %d stale partial uploads", swept)
         logger.info(
@@ -135,6 +135,7 @@ def create_app(
         health_router,
         auth_router,
         admin_router,
+        care_teams_router,
         audit_router,
         access_history_router,
         patients_router,

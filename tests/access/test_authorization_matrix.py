@@ -794,7 +794,8 @@ def expectation(spec: Spec, principal: str) -> int | tuple[int, int, int]:
     token = TOKENS[principal]
     expected = spec.expect[token.like]
     if token.reach == "none" and isinstance(expected, tuple):
-        return (expected[1],) * len(TARGETS)  # type: ignore[return-value]  # 3 of them
+        foreign = expected[1]
+        return (foreign, foreign, foreign)  # one answer per target: own, foreign, deleted
     return expected
 
 

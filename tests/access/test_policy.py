@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 
 import pytest
 from fastapi import FastAPI
@@ -40,15 +39,15 @@ def world(client: TestClient, runtime: Runtime) -> World:
     }
 
 
-def principal(role: Role, world: World, **changes: object) -> Principal:
-    base = Principal(
+def principal(role: Role, world: World, *, break_glass_reason: str | None = None) -> Principal:
+    return Principal(
         kind=PrincipalKind.USER,
         subject_id=uuid.UUID(world["clinician"]) if role is Role.CLINICIAN else uuid.uuid4(),
         name=f"test-{role.value}",
         role=role,
         patient_id=uuid.UUID(world["patient_a"]) if role is Role.PATIENT else None,
+        break_glass_reason=break_glass_reason,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -129,24 +130,25 @@ def world(
 
 # -- the faces ---------------------------------------------------------------------------
 
-Face = Callable[[World, str, str, bytes], Any]
+Face = Callable[[World, str, str, bytes], httpx.Response]
 
 
-def rest_versions(world: World, author: str, document: str, content: bytes) -> Any:
-    return world.clients[author].post(
+def rest_versions(world: World, author: str, document: str, content: bytes) -> httpx.Response:
+    response: httpx.Response = world.clients[author].post(
         f"/api/v1/documents/{document}/versions",
         content=pdf_bytes(),
         headers={"content-type": "application/pdf"},
     )
+    return response
 
 
-def rest_duplicate(world: World, author: str, document: str, content: bytes) -> Any:
+def rest_duplicate(world: World, author: str, document: str, content: bytes) -> httpx.Response:
     """The same bytes again, asking for them to become a new version of the existing one."""
     return upload_raw(world.clients[author], world.own, content, on_duplicate="new_version")
 
 
-def fhir_binary(world: World, author: str, document: str, content: bytes) -> Any:
-    return world.clients[author].post(
+def fhir_binary(world: World, author: str, document: str, content: bytes) -> httpx.Response:
+    response: httpx.Response = world.clients[author].post(
         "/fhir/Binary",
         content=pdf_bytes(),
         headers={
@@ -154,19 +156,21 @@ def fhir_binary(world: World, author: str, document: str, content: bytes) -> Any
             "X-Security-Context": f"DocumentReference/{document}",
         },
     )
+    return response
 
 
-def fhir_put(world: World, author: str, document: str, content: bytes) -> Any:
+def fhir_put(world: World, author: str, document: str, content: bytes) -> httpx.Response:
     resource = world.service.get(f"/fhir/DocumentReference/{document}").json()
     resource["description"] = f"Changed by {author}"
-    return world.clients[author].put(
+    response: httpx.Response = world.clients[author].put(
         f"/fhir/DocumentReference/{document}",
         json=resource,
         headers={"If-Match": f'W/"{resource["meta"]["versionId"]}"'},
     )
+    return response
 
 
-def fhir_transaction(world: World, author: str, document: str, content: bytes) -> Any:
+def fhir_transaction(world: World, author: str, document: str, content: bytes) -> httpx.Response:
     """A Bundle that tries both ways a transaction could touch an existing document."""
     resource = world.service.get(f"/fhir/DocumentReference/{document}").json()
     resource["description"] = f"Changed by {author}"
@@ -191,18 +195,20 @@ def fhir_transaction(world: World, author: str, document: str, content: bytes) -
             },
         ],
     }
-    return world.clients[author].post(
+    response: httpx.Response = world.clients[author].post(
         "/fhir", json=bundle, headers={"content-type": "application/fhir+json"}
     )
+    return response
 
 
-def portal_post(world: World, author: str, document: str, content: bytes) -> Any:
+def portal_post(world: World, author: str, document: str, content: bytes) -> httpx.Response:
     browser = world.browsers[author]
-    return browser.post(
+    response: httpx.Response = browser.post(
         f"/documents/{document}/versions",
         files={"file": ("new.pdf", pdf_bytes(), "application/pdf")},
         headers={"X-CSRF-Token": csrf_token(browser), "Accept": "application/json"},
     )
+    return response
 
 
 FACES: dict[str, Face] = {

@@ -22,7 +22,7 @@ from medvault.audit.sealer import seal_pending
 from medvault.auth.principal import Principal, PrincipalKind, Role
 from medvault.deps import get_principal
 from medvault.runtime import Runtime
-from tests.audit.conftest import ACTORS, GLASS_REASON, PATIENTS, add_events
+from tests.support.audit_log import ACTORS, GLASS_REASON, PATIENTS, add_events
 
 ROUTES = (
     "/api/v1/audit/events",

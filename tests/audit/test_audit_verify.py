@@ -30,9 +30,9 @@ from medvault.audit.sealer import seal_pending
 from medvault.audit.verify import AuditReport, Kind, verify_log
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
-from tests.audit.conftest import add_events, context, sealed_events
 from tests.cli.server_env import server_env
-from tests.conftest import Backend
+from tests.support.audit_log import add_events, context, sealed_events
+from tests.support.backends import Backend
 
 SIZE = 50  # sealed in batches of 8: checkpoints at 8, 16, ..., 48 and 50
 

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -119,12 +120,13 @@ def test_an_absent_patient_is_refused_alike_but_names_no_patient(ward: Ward) -> 
 
 
 def test_a_fhir_binary_for_a_patient_outside_the_care_team_is_audited(ward: Ward) -> None:
-    def post(patient: str) -> Any:
-        return ward.clinician.post(
+    def post(patient: str) -> httpx.Response:
+        response: httpx.Response = ward.clinician.post(
             "/fhir/Binary",
             content=pdf_bytes(),
             headers={"content-type": "application/pdf", "X-Security-Context": f"Patient/{patient}"},
         )
+        return response
 
     mark = ward.mark()
     refused = post(ward.foreign)

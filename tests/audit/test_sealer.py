@@ -28,8 +28,8 @@ from medvault.audit.repository import SEALER_LOCK_KEY
 from medvault.audit.sealer import SealerError, seal_pending, start_sealer
 from medvault.audit.verify import verify_log
 from medvault.runtime import Runtime, build_runtime
-from tests.audit.conftest import add_events, naive_roots, sealed_events
-from tests.conftest import Backend
+from tests.support.audit_log import add_events, naive_roots, sealed_events
+from tests.support.backends import Backend, SettingsFactory
 
 
 def checkpoints(runtime: Runtime) -> list[AuditCheckpoint]:
@@ -285,7 +285,7 @@ def test_postgres_sealer_backs_off_while_another_holds_the_lock(
 
 
 def test_background_sealer_survives_errors_without_logging_contents(
-    make_settings: Any,
+    make_settings: SettingsFactory,
     audit_runtime: Runtime,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

@@ -1,4 +1,8 @@
-"""Fixtures for identity tests: users, logins and a Redis for shared rate limits."""
+"""Fixtures for identity tests: a Redis for shared rate limits.
+
+Users and logins (``make_user``, ``login``, ``bearer``) are shared by every package: the
+fixture is in ``tests/conftest.py``, the helpers in ``tests/support/users.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
 
-from medvault.audit.models import AuditEvent
-from medvault.runtime import Runtime
 from tests.support.services import unavailable
-from tests.support.users import MadeUser, UserFactory, bearer, login, make_user
-
-__all__ = ["MadeUser", "UserFactory", "bearer", "login", "make_user"]
 
 REDIS_URL = os.environ.get("MEDVAULT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def audit_rows(runtime: Runtime, *actions: str) -> list[AuditEvent]:
-    query = select(AuditEvent).order_by(AuditEvent.id)
-    if actions:
-        query = query.where(AuditEvent.action.in_(actions))
-    with runtime.clinical.session() as session:
-        return list(session.scalars(query))
 
 
 @pytest.fixture

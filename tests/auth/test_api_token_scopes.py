@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Required, TypedDict, Unpack
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,13 +13,22 @@ from medvault.auth import service
 from medvault.auth.principal import Role
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
-from tests.auth.conftest import UserFactory, bearer
 from tests.support.factories import patient_payload
+from tests.support.users import UserFactory, bearer
 
 
-def issue(runtime: Runtime, **kwargs: object) -> service.IssuedToken:
+class TokenOptions(TypedDict, total=False):
+    """``create_api_token``'s options that these tests vary."""
+
+    name: Required[str]
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    user_id: uuid.UUID | None
+
+
+def issue(runtime: Runtime, **kwargs: Unpack[TokenOptions]) -> service.IssuedToken:
     with runtime.auth.session() as session:
-        issued = service.create_api_token(session=session, **kwargs)  # type: ignore[arg-type]
+        issued = service.create_api_token(session=session, **kwargs)
         session.commit()
     return issued
 

@@ -10,8 +10,9 @@ from sqlalchemy import inspect
 from medvault.auth.models import User
 from medvault.auth.principal import Role
 from medvault.runtime import Runtime
-from tests.auth.conftest import UserFactory, audit_rows, bearer, login
 from tests.support.factories import create_patient
+from tests.support.inspect import audit_rows
+from tests.support.users import UserFactory, bearer, login
 
 TYPO = "my-password-typed-as-username"
 

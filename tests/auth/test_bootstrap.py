@@ -14,7 +14,8 @@ from medvault.auth.passwords import verify_password
 from medvault.auth.principal import Role
 from medvault.config import ConfigurationError
 from medvault.runtime import Runtime
-from tests.auth.conftest import UserFactory, audit_rows, login
+from tests.support.inspect import audit_rows
+from tests.support.users import UserFactory, login
 
 
 def with_password(runtime: Runtime, password: str | None) -> Runtime:

@@ -1,4 +1,4 @@
-"""``medvault user …`` and ``medvault careteam …``: server-side, audited as system:cli."""
+"""``medvault user …``: server-side, audited as system:cli."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
-from medvault.auth.cli import careteam_app, user_app
+from medvault.auth.cli import user_app
 from medvault.runtime import Runtime
-from tests.auth.conftest import audit_rows, login
 from tests.cli.server_env import server_env
 from tests.support.factories import create_patient
+from tests.support.inspect import audit_rows
+from tests.support.users import login
 
 cli = typer.Typer()
 cli.add_typer(user_app, name="user")
-cli.add_typer(careteam_app, name="careteam")
 
 
 @pytest.fixture
@@ -132,37 +132,3 @@ def test_user_password(env: dict[str, str], anon_client: TestClient) -> None:
     assert changed.exit_code == 0, changed.output
     assert login(anon_client, "forgetful", "old-passphrase-1").status_code == 401
     assert login(anon_client, "forgetful", "new-passphrase-2").status_code == 200
-
-
-def test_careteam_add_list_remove(
-    env: dict[str, str], runtime: Runtime, client: TestClient
-) -> None:
-    patient = create_patient(client)
-    add_user(env, "dr-house", "--role", "clinician", password="vicodin-passphrase")
-
-    added = run(env, "careteam", "add", "--clinician", "dr-house", "--patient", patient)
-    assert added.exit_code == 0, added.output
-    again = run(env, "careteam", "add", "--clinician", "dr-house", "--patient", patient)
-    assert again.exit_code == 0 and "already" in again.stderr
-
-    listed = run(env, "careteam", "list", "--patient", patient, "--json")
-    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert row["clinician"] == "dr-house" and row["patient_id"] == patient
-    assert row["added_by"] == "system:cli"
-    assert "dr-house" in run(env, "careteam", "list").stdout
-    other = create_patient(client)
-    assert run(env, "careteam", "list", "--patient", other, "--json").stdout == ""
-
-    removed = run(env, "careteam", "remove", "--clinician", "dr-house", "--patient", patient)
-    assert removed.exit_code == 0, removed.output
-    assert run(env, "careteam", "list", "--json").stdout == ""
-    not_member = run(env, "careteam", "remove", "--clinician", "dr-house", "--patient", patient)
-    assert not_member.exit_code == 1 and "not on this patient's care team" in not_member.stderr
-    assert run(env, "careteam", "add", "--clinician", "dr-house", "--patient", "x").exit_code == 2
-    assert run(env, "careteam", "add", "--clinician", "nobody", "--patient", patient).exit_code == 1
-
-    events = audit_rows(runtime, "careteam.add", "careteam.remove")
-    assert [(e.action, e.actor_id) for e in events] == [
-        ("careteam.add", "system:cli"),
-        ("careteam.remove", "system:cli"),
-    ]

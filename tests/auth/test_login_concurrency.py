@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 import pytest
 from fastapi import FastAPI
 
@@ -23,8 +23,8 @@ from medvault.auth.principal import Role
 from medvault.auth.ratelimit import RateLimits
 from medvault.runtime import Runtime
 from medvault.web.session import LOGIN_CSRF_COOKIE
-from tests.auth.conftest import UserFactory
 from tests.support.live_server import LiveServer
+from tests.support.users import UserFactory
 
 WRONG = "certainly-not-the-password"
 LOGIN_BUSY = "urn:medvault:problem:login-busy"

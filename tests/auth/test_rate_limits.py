@@ -6,6 +6,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -14,9 +15,9 @@ from medvault.auth.principal import Role
 from medvault.auth.ratelimit import RateLimits
 from medvault.deps import UploadRateLimit
 from medvault.runtime import Runtime
-from tests.auth.conftest import UserFactory, bearer, login
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 from tests.support.inspect import stored_state
+from tests.support.users import UserFactory, bearer, login
 
 WRONG = "certainly-not-the-password"
 RATE_LIMITED = "urn:medvault:problem:rate-limited"
@@ -48,11 +49,11 @@ def install_limits(
         rate_limits.reset()
 
 
-def assert_rate_limited(response: object, *, at_most: int) -> int:
-    assert response.status_code == 429, response.text  # type: ignore[attr-defined]
-    assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
-    assert response.json()["type"] == RATE_LIMITED  # type: ignore[attr-defined]
-    retry_after = int(response.headers["retry-after"])  # type: ignore[attr-defined]
+def assert_rate_limited(response: httpx.Response, *, at_most: int) -> int:
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == RATE_LIMITED
+    retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= at_most
     return retry_after
 
@@ -116,7 +117,10 @@ def test_redis_holds_only_hashed_usernames(
     app.state.rate_limits = RateLimits.from_settings(settings, key_prefix=redis_prefix)
     typed = "hunter2-typed-into-the-username-field"
     assert login(anon_client, typed, WRONG).status_code == 401
-    keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys(f"{redis_prefix}*")]
+    # decode_responses makes every key a str; redis's types cannot tell, hence the check.
+    stored = redis.Redis.from_url(redis_url, decode_responses=True).keys(f"{redis_prefix}*")
+    keys = [key for key in stored if isinstance(key, str)]
+    assert len(keys) == len(stored)
     assert len(keys) == 2
     assert not any("hunter2" in key for key in keys)
     assert any(hashlib.sha256(typed.encode()).hexdigest()[:32] in key for key in keys)

@@ -7,6 +7,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,24 +21,27 @@ from medvault.auth.service import commit_with_audit
 from medvault.crypto.signing_keys import SigningKey
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
-from tests.auth.conftest import UserFactory, audit_rows, bearer, login
 from tests.support.factories import create_patient
+from tests.support.inspect import audit_rows
+from tests.support.users import UserFactory, bearer, login
 
 UNAUTHORIZED = "urn:medvault:problem:unauthorized"
 
 
-def refresh(client: TestClient, token: str) -> object:
-    return client.post("/api/v1/auth/refresh", json={"refresh_token": token})
+def refresh(client: TestClient, token: str) -> httpx.Response:
+    response: httpx.Response = client.post("/api/v1/auth/refresh", json={"refresh_token": token})
+    return response
 
 
-def me(client: TestClient, access: str) -> object:
-    return client.get("/api/v1/auth/me", headers=bearer(access))
+def me(client: TestClient, access: str) -> httpx.Response:
+    response: httpx.Response = client.get("/api/v1/auth/me", headers=bearer(access))
+    return response
 
 
-def assert_unauthorized(response: object) -> None:
-    assert response.status_code == 401, response.text  # type: ignore[attr-defined]
-    assert response.json()["type"] == UNAUTHORIZED  # type: ignore[attr-defined]
-    assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
+def assert_unauthorized(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    assert response.json()["type"] == UNAUTHORIZED
+    assert response.headers["content-type"] == "application/problem+json"
 
 
 def test_login_me_refresh_logout(
@@ -236,7 +240,7 @@ def test_bad_access_tokens_are_refused(
     tampered_claims = {**claims, "role": "admin"}
     tampered = f"{head}.{_b64(tampered_claims)}.{signature}"
     stranger = SigningKey(private_key=Ed25519PrivateKey.generate(), key_id=key.key_id)
-    unsigned = jwt.encode(claims, None, algorithm="none")
+    unsigned = jwt.encode(claims, "", algorithm="none")  # alg "none": the key "" is no key
     bad_tokens = {
         "expired": expired,
         "tampered": tampered,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from medvault.cli import app as cli
+from medvault.cli.app import app as cli
 from medvault.runtime import Runtime
 from tests.cli.server_env import server_env
 from tests.support.factories import patient_payload

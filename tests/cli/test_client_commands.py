@@ -12,10 +12,10 @@ from fastapi import FastAPI
 from typer.testing import CliRunner, Result
 
 from medvault.auth.service import authenticate_token
-from medvault.cli import app as cli
+from medvault.cli.app import app as cli
 from medvault.runtime import Runtime
 from tests.cli.server_env import server_env
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.factories import NHS_SYSTEM, pdf_bytes
 from tests.support.live_server import LiveServer
 from tests.support.services import free_port

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medvault import cli
+from medvault.cli.console import own_command
 
 
 def test_the_password_hint_names_the_command_as_it_was_run(
@@ -17,11 +17,11 @@ def test_the_password_hint_names_the_command_as_it_was_run(
     script.write_text("#!/bin/sh\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", [str(script), "serve"])
-    assert cli._own_command() == ".venv/bin/medvault"
+    assert own_command() == ".venv/bin/medvault"
 
 
 def test_a_command_on_the_path_is_named_plainly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["/usr/local/bin/medvault", "serve"])
-    assert cli._own_command() == "/usr/local/bin/medvault"
+    assert own_command() == "/usr/local/bin/medvault"
     monkeypatch.setattr("sys.argv", ["python -m medvault", "serve"])
-    assert cli._own_command() == "medvault"
+    assert own_command() == "medvault"

@@ -8,7 +8,7 @@ import sys
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 
 from medvault.db.base import AuthBase, ClinicalBase
 from medvault.db.engine import Database
@@ -17,10 +17,10 @@ from medvault.runtime import Runtime
 from tests.support.services import PostgresDatabases, unavailable
 
 
-def _drift(database: Database, metadata: object) -> list[object]:
+def _drift(database: Database, metadata: MetaData) -> list[object]:
     with database.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return list(compare_metadata(context, metadata))  # type: ignore[arg-type]
+        return list(compare_metadata(context, metadata))
 
 
 def head(name: DatabaseName, database: Database) -> str | None:

@@ -8,14 +8,16 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from medvault.app import create_app
 from medvault.runtime import Runtime, build_runtime
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.factories import create_patient, pdf_bytes, upload_multipart, upload_raw
 from tests.support.inspect import StoredState, stored_state
 from tests.support.live_server import LiveServer
@@ -24,15 +26,15 @@ PROBLEM = "urn:medvault:problem:"
 ELF = b"\x7fELF\x02\x01\x01\x00" + os.urandom(4000)
 
 
-def assert_problem(response, status: int, slug: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["type"] == PROBLEM + slug
     assert body["status"] == status
     assert body["title"]
     assert "Traceback" not in response.text and 'File "' not in response.text
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 @pytest.fixture

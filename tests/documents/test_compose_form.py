@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 
@@ -36,7 +37,7 @@ def base_form(**fields: str) -> dict[str, str]:
     }
 
 
-def invalid(form: dict[str, object]) -> dict[str, str]:
+def invalid(form: Mapping[str, object]) -> dict[str, str]:
     with pytest.raises(DraftInvalid) as caught:
         parse_form(form)
     return caught.value.field_errors

@@ -143,12 +143,12 @@ def test_a_single_segment_file_round_trips(client: TestClient) -> None:
 
 
 def test_a_missing_kek_is_503_and_does_not_mark_the_version_corrupt(
-    client: TestClient, runtime: Runtime, stored: tuple[str, bytes]
+    client: TestClient, runtime: Runtime, stored: tuple[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     doc_id, content = stored
     complete = runtime.keyring
     runtime.keyring = Keyring.generate()  # as if this instance never got the old key
-    runtime.reload_keyring = lambda: runtime.keyring  # type: ignore[method-assign]
+    monkeypatch.setattr(runtime, "reload_keyring", lambda: runtime.keyring)
     response = client.get(f"/api/v1/documents/{doc_id}/content")
     assert response.status_code == 503
     assert response.json()["type"] == "urn:medvault:problem:key-unavailable"

@@ -19,16 +19,16 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from medvault.cli import app as cli
+from medvault.cli.app import app as cli
 from medvault.crypto.envelope import TAG_BYTES, EnvelopeHeader
 from medvault.documents import integrity, repository
-from medvault.documents.ingest import storage_key_for
+from medvault.documents.ingest import VERSION_BLOB_PREFIX, storage_key_for
 from medvault.documents.models import DocumentVersion
 from medvault.runtime import Runtime
 from medvault.storage.filesystem import FilesystemBlobStore
 from medvault.storage.s3 import S3BlobStore
 from tests.cli.server_env import server_env
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 from tests.support.inspect import audit_events
 
@@ -107,7 +107,8 @@ def full_read_fails_loudly(client: TestClient, document_id: str, original: bytes
 def listed_state(client: TestClient, document_id: str, number: int = 1) -> str:
     response = client.get(f"/api/v1/documents/{document_id}/versions")
     assert response.status_code == 200
-    return next(v["state"] for v in response.json()["items"] if v["version"] == number)
+    state: str = next(v["state"] for v in response.json()["items"] if v["version"] == number)
+    return state
 
 
 def run_verify(backend: Backend, *args: str) -> tuple[int, str]:
@@ -379,4 +380,4 @@ def test_verify_needs_a_target(backend: Backend, runtime: Runtime) -> None:
 
 
 def test_version_key_layout_is_what_the_orphan_scan_expects() -> None:
-    assert storage_key_for(uuid.uuid4()).startswith(integrity.VERSION_BLOB_PREFIX)
+    assert storage_key_for(uuid.uuid4()).startswith(VERSION_BLOB_PREFIX)

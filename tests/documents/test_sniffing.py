@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from medvault.app import create_app
 from medvault.runtime import build_runtime
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.factories import (
     create_patient,
     dicom_bytes,

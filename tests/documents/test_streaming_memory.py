@@ -28,7 +28,7 @@ FILE_SIZE = 128 * MiB
 PEAK_LIMIT = 24 * MiB
 
 
-def body(block: bytes, digest: hashlib._Hash) -> Iterator[bytes]:  # type: ignore[name-defined]
+def body(block: bytes, digest: hashlib._Hash) -> Iterator[bytes]:
     for index in range(FILE_SIZE // MiB):
         chunk = (b"%PDF-1.7\n" + block[9:]) if index == 0 else block
         digest.update(chunk)

@@ -18,7 +18,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,7 +193,7 @@ def test_sigkill_during_uploads_loses_no_acknowledged_document(
     crash_backend: CrashBackend,
     vault: VaultProcess,
     tmp_path: Path,
-    record_property: Any,
+    record_property: Callable[[str, object], None],
 ) -> None:
     token = vault.create_token("crash")
     vault.start()

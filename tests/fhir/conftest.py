@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from medvault.auth.principal import Role
-from tests.fhir.support import fhir_client
+from tests.fhir.support import People, fhir_client
 from tests.support.factories import create_patient
 from tests.support.users import UserFactory, login
 
@@ -27,20 +26,6 @@ def fhir(app: FastAPI, api_token: str) -> Iterator[TestClient]:
 def fhir_anon(app: FastAPI) -> Iterator[TestClient]:
     with fhir_client(app) as client:
         yield client
-
-
-@dataclass
-class People:
-    """Patient A (on the clinician's care team, and the patient user's own) and B."""
-
-    patient_a: str
-    patient_b: str
-    clinician: TestClient
-    patient: TestClient
-    auditor: TestClient
-    admin: TestClient
-    clinician_id: str
-    patient_user_id: str
 
 
 @pytest.fixture

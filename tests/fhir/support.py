@@ -91,6 +91,23 @@ def fhir_client(app: FastAPI, token: str | None = None) -> Iterator[TestClient]:
         yield client
 
 
+@dataclass
+class People:
+    """Patient A (on the clinician's care team, and the patient user's own) and B.
+
+    The ``people`` fixture (tests/fhir/conftest.py) builds it; each client is logged in.
+    """
+
+    patient_a: str
+    patient_b: str
+    clinician: TestClient
+    patient: TestClient
+    auditor: TestClient
+    admin: TestClient
+    clinician_id: str
+    patient_user_id: str
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -126,12 +143,15 @@ def document_reference(
     return resource
 
 
-def post_resource(client: TestClient, path: str, resource: dict[str, Any], **headers: str) -> Any:
-    return client.post(
+def post_resource(
+    client: TestClient, path: str, resource: dict[str, Any], **headers: str
+) -> httpx.Response:
+    response: httpx.Response = client.post(
         path,
         content=json.dumps(resource).encode(),
         headers={"content-type": "application/fhir+json", **headers},
     )
+    return response
 
 
 def entries(bundle: dict[str, Any], mode: str = "match") -> list[dict[str, Any]]:
@@ -140,6 +160,11 @@ def entries(bundle: dict[str, Any], mode: str = "match") -> list[dict[str, Any]]
         for entry in bundle.get("entry", [])
         if entry.get("search", {}).get("mode", "match") == mode
     ]
+
+
+def ids(bundle: dict[str, Any]) -> list[str]:
+    """The ids of a searchset's matches, in order."""
+    return [str(resource["id"]) for resource in entries(bundle)]
 
 
 def link(bundle: dict[str, Any], relation: str) -> str | None:

@@ -8,8 +8,7 @@ from sqlalchemy import text
 
 from medvault.auth.ratelimit import RateLimits
 from medvault.runtime import Runtime
-from tests.fhir.conftest import People
-from tests.fhir.support import document_reference, entries, fhir_client, post_resource
+from tests.fhir.support import People, document_reference, entries, fhir_client, post_resource
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 from tests.support.inspect import audit_events, stored_state
 

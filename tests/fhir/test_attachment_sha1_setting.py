@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
 
 from medvault.app import create_app
 from medvault.auth.service import create_api_token
-from medvault.config import Settings
 from medvault.documents.models import DocumentVersion
 from medvault.runtime import Runtime
+from tests.support.backends import SettingsFactory
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 
 
 @pytest.mark.parametrize("sha1_at_ingest", [True, False])
 def test_the_setting_decides_whether_attachment_hash_is_offered(
-    runtime: Runtime, make_settings: Callable[..., Settings], sha1_at_ingest: bool
+    runtime: Runtime, make_settings: SettingsFactory, sha1_at_ingest: bool
 ) -> None:
     settings = make_settings(fhir_attachment_sha1=sha1_at_ingest)
     configured = dataclasses.replace(runtime, settings=settings)

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from medvault.app import create_app
 from medvault.config import Settings
 from medvault.runtime import Runtime, build_runtime
-from tests.conftest import Backend
 from tests.fhir.support import fhir_client
+from tests.support.backends import Backend
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 from tests.support.inspect import audit_events
 

@@ -22,8 +22,7 @@ from fhirclient.models.documentreference import DocumentReference
 from fhirclient.models.patient import Patient
 from fhirclient.server import FHIRNotFoundException
 
-from tests.fhir.conftest import People
-from tests.fhir.support import LOG, validate_resource
+from tests.fhir.support import LOG, People, validate_resource
 from tests.support.factories import pdf_bytes, upload_raw
 from tests.support.live_server import LiveServer
 

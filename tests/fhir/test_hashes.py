@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from medvault.cli import app as cli
+from medvault.cli.app import app as cli
 from medvault.documents.models import DocumentVersion
 from medvault.fhir.backfill import backfill_sha1
 from medvault.runtime import Runtime

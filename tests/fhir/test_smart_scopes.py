@@ -13,7 +13,7 @@ from medvault.access import smart_scopes
 from medvault.access.policy import Permission
 from medvault.auth import service as auth_service
 from medvault.auth.principal import Role
-from medvault.cli import app as cli
+from medvault.cli.app import app as cli
 from medvault.runtime import Runtime
 from tests.cli.server_env import server_env
 from tests.fhir.support import entries, fhir_client

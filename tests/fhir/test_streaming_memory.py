@@ -33,7 +33,7 @@ PEAK_LIMIT = 24 * MiB
 BLOCK = 3 * 256 * 1024  # a multiple of 3, so each block's base64 stands alone
 
 
-def json_body(patient: str, digest: hashlib._Hash) -> Iterator[bytes]:  # type: ignore[name-defined]
+def json_body(patient: str, digest: hashlib._Hash) -> Iterator[bytes]:
     head, tail = json.dumps(
         {
             "resourceType": "DocumentReference",

@@ -26,10 +26,10 @@ from medvault.auth.principal import Role
 from medvault.ops.server import uvicorn_options
 from medvault.runtime import Runtime
 from medvault.web.session import LOGIN_CSRF_COOKIE
-from tests.auth.conftest import UserFactory
 from tests.ops.test_log_redaction import server_side
 from tests.support.factories import NHS_SYSTEM
 from tests.support.live_server import LiveServer
+from tests.support.users import UserFactory
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 

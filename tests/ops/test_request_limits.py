@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 from fastapi.testclient import TestClient
 
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
@@ -23,10 +24,10 @@ def stream(total: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
         yield b"0" * chunk
 
 
-def assert_too_large(response: object) -> None:
-    assert response.status_code == 413, response.text  # type: ignore[attr-defined]
-    assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
-    assert response.json()["type"] == TOO_LARGE  # type: ignore[attr-defined]
+def assert_too_large(response: httpx.Response) -> None:
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == TOO_LARGE
 
 
 def test_json_bodies_over_the_cap_are_refused_before_login(anon_client: TestClient) -> None:

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from medvault.app import create_app
 from medvault.runtime import Runtime, build_runtime
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.services import free_port
 
 

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 import pytest
 
 from tests.support.raw_http import dribble_head_until_closed, head_for, raw_request

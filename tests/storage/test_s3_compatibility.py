@@ -22,7 +22,7 @@ from medvault.config import Settings
 from medvault.documents.integrity import verify_all
 from medvault.documents.models import DocumentVersion, VersionState
 from medvault.runtime import Runtime, build_runtime
-from tests.conftest import BUCKET
+from tests.support.backends import BUCKET
 from tests.support.factories import create_patient, upload_raw
 from tests.support.services import RcloneS3Server, S3Server, rclone_s3_server, unavailable
 

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright
@@ -39,6 +39,12 @@ WCAG_TAGS = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa")
 BLOCKING_IMPACTS = frozenset({"serious", "critical"})
 
 ViewportName = Literal["desktop", "phone", "desktop-zoom200"]
+
+
+class PageFactory(Protocol):
+    """The ``page`` fixture: each call opens a page for a new user at ``viewport``."""
+
+    def __call__(self, viewport: ViewportName = "desktop") -> Page: ...
 
 
 @dataclass(frozen=True)

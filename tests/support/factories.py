@@ -10,6 +10,7 @@ import zlib
 from datetime import UTC, date, datetime
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from medvault.access.models import CareTeamMember
@@ -63,12 +64,13 @@ def upload_multipart(
     filename: str = "report.pdf",
     document_type: str = "11502-2",
     **fields: str,
-) -> Any:
-    return client.post(
+) -> httpx.Response:
+    response: httpx.Response = client.post(
         "/api/v1/documents",
         files={"file": (filename, content, "application/pdf")},
         data={"patient_id": patient_id, "document_type": document_type, **fields},
     )
+    return response
 
 
 def upload_raw(
@@ -79,8 +81,8 @@ def upload_raw(
     filename: str = "report.pdf",
     content_type: str = "application/pdf",
     **params: str,
-) -> Any:
-    return client.post(
+) -> httpx.Response:
+    response: httpx.Response = client.post(
         "/api/v1/documents",
         params={
             "patient_id": patient_id,
@@ -91,6 +93,7 @@ def upload_raw(
         content=content,
         headers={"content-type": content_type},
     )
+    return response
 
 
 def jpeg_bytes() -> bytes:

@@ -52,3 +52,12 @@ def audit_events(runtime: Runtime, action: str, *, outcome: str | None = None) -
         query = query.where(AuditEvent.outcome == outcome)
     with runtime.clinical.session() as session:
         return list(session.scalars(query.order_by(AuditEvent.id)))
+
+
+def audit_rows(runtime: Runtime, *actions: str) -> list[AuditEvent]:
+    """Every audit event in order, or only those of ``actions``."""
+    query = select(AuditEvent).order_by(AuditEvent.id)
+    if actions:
+        query = query.where(AuditEvent.action.in_(actions))
+    with runtime.clinical.session() as session:
+        return list(session.scalars(query))

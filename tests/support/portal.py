@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from medvault.web.session import LOGIN_CSRF_COOKIE
@@ -12,15 +13,16 @@ from medvault.web.session import LOGIN_CSRF_COOKIE
 _CSRF_META = re.compile(r'<meta name="csrf-token" content="([0-9a-f]{64})">')
 
 
-def portal_login(client: TestClient, username: str, password: str) -> Any:
+def portal_login(client: TestClient, username: str, password: str) -> httpx.Response:
     """Log in as a browser would: GET the form (login CSRF cookie), then POST it."""
     client.get("/login")
     token = client.cookies.get(LOGIN_CSRF_COOKIE)
-    return client.post(
+    response: httpx.Response = client.post(
         "/login",
         data={"username": username, "password": password, "csrf_token": token or ""},
         follow_redirects=False,
     )
+    return response
 
 
 def csrf_token(client: TestClient, page: str = "/documents") -> str:
@@ -31,6 +33,8 @@ def csrf_token(client: TestClient, page: str = "/documents") -> str:
     return match.group(1)
 
 
-def post_form(client: TestClient, url: str, data: dict[str, str], **kwargs: Any) -> Any:
+def post_form(client: TestClient, url: str, data: dict[str, str], **kwargs: Any) -> httpx.Response:
+    """POST a portal form with the session's CSRF token; ``kwargs`` go to ``client.post``."""
     token = csrf_token(client)
-    return client.post(url, data={**data, "csrf_token": token}, **kwargs)
+    response: httpx.Response = client.post(url, data={**data, "csrf_token": token}, **kwargs)
+    return response

@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import pytest
 
@@ -28,7 +28,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_S3_KEY = "testing"
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip locally, fail in CI."""
     if IN_CI:
         pytest.fail(f"required test service missing in CI: {reason}", pytrace=False)

@@ -28,15 +28,18 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from medvault.app import create_app
 from medvault.runtime import Runtime
-from tests.conftest import Backend, _settings_for
+from tests.support.backends import Backend, backend_settings
 from tests.support.browser import (
     VIEWPORTS,
+    PageFactory,
     ViewportName,
     chromium_unavailable,
     failure_screenshots,
@@ -45,16 +48,14 @@ from tests.support.browser import (
 )
 from tests.support.live_server import LiveServer
 from tests.support.services import S3Server, unavailable
+from tests.support.users import UserFactory
+from tests.web.portal_world import Practice, build_practice
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 BACKENDS = ("sqlite-fs", "pg-s3")
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
-
-
-class PageFactory(Protocol):
-    def __call__(self, viewport: ViewportName = "desktop") -> Page: ...
 
 
 @pytest.hookimpl(wrapper=True)
@@ -103,7 +104,15 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "pg-s3":
         pg_urls = request.getfixturevalue("pg_urls")
         s3 = request.getfixturevalue("s3")
-    return Backend(name, _settings_for(name, tmp_path, pg_urls, s3))
+    return Backend(name, backend_settings(name, tmp_path, pg_urls, s3))
+
+
+@pytest.fixture
+def practice(
+    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
+) -> Practice:
+    """Two patients, their documents and a user of every role (see ``portal_world``)."""
+    return build_practice(app, runtime, client, make_user)
 
 
 @pytest.fixture

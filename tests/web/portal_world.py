@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -52,6 +52,3 @@ def build_practice(
     }
     put_on_care_team(runtime, clinician_id=users["clinician"].id, patient_id=own)
     return Practice(app, runtime, service, own, foreign, own_doc, foreign_doc, users)
-
-
-PracticeFactory = Callable[[], Practice]

@@ -18,10 +18,11 @@ import pytest
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
-from tests.conftest import Backend
+from tests.support.backends import Backend
 from tests.support.browser import (
     SCREENSHOTS,
     VIEWPORTS,
+    PageFactory,
     ViewportName,
     axe_violations,
     check_accessibility,
@@ -34,7 +35,6 @@ from tests.support.browser import (
 )
 from tests.support.factories import png_bytes
 from tests.support.live_server import LiveServer
-from tests.web.conftest import PageFactory
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -359,7 +359,7 @@ def test_tests_after_the_browser_can_still_run_their_own_event_loop() -> None:
             "-p",
             "no:cacheprovider",
             "tests/web/test_scenarios.py::test_login_page_is_accessible",
-            "tests/fhir/test_json_stream.py",
+            "tests/fhir/wire/test_json_stream.py",
         ],
         cwd=root,
         capture_output=True,

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from medvault.runtime import Runtime
-from tests.support.users import UserFactory
-from tests.web.portal_world import Practice, build_practice
+from tests.web.portal_world import Practice
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite-fs", "pg-s3"], indirect=True)
 PAGE = "/audit/access-history"
-
-
-@pytest.fixture
-def practice(
-    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
-) -> Practice:
-    return build_practice(app, runtime, client, make_user)
 
 
 def test_a_patient_sees_who_opened_their_documents_and_nothing_else(

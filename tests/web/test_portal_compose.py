@@ -7,23 +7,12 @@ import html
 import re
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
-from medvault.runtime import Runtime
 from tests.support.inspect import stored_state
 from tests.support.portal import post_form
-from tests.support.users import UserFactory
-from tests.web.portal_world import Practice, build_practice
+from tests.web.portal_world import Practice
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite-fs", "pg-s3"], indirect=True)
-
-
-@pytest.fixture
-def practice(
-    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
-) -> Practice:
-    return build_practice(app, runtime, client, make_user)
 
 
 def _draft(practice: Practice) -> dict[str, str]:

@@ -10,34 +10,26 @@ import hashlib
 import re
 import uuid
 
+import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from medvault.runtime import Runtime
 from tests.support.factories import pdf_bytes, png_bytes, upload_raw
 from tests.support.inspect import audit_events, stored_state
 from tests.support.portal import csrf_token, post_form
-from tests.support.users import UserFactory
-from tests.web.portal_world import Practice, build_practice
+from tests.web.portal_world import Practice
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite-fs", "pg-s3"], indirect=True)
 
 
-@pytest.fixture
-def practice(
-    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
-) -> Practice:
-    return build_practice(app, runtime, client, make_user)
-
-
-def _upload(browser: TestClient, url: str, content: bytes, **fields: str) -> object:
-    return browser.post(
+def _upload(browser: TestClient, url: str, content: bytes, **fields: str) -> httpx.Response:
+    response: httpx.Response = browser.post(
         url,
         files={"file": (fields.pop("filename", "scan.pdf"), content, "application/pdf")},
         data=fields,
         headers={"X-CSRF-Token": csrf_token(browser), "Accept": "application/json"},
     )
+    return response
 
 
 def test_a_patient_sees_only_their_own_documents(practice: Practice) -> None:

@@ -13,10 +13,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from medvault.runtime import Runtime
 from tests.access.test_authorization_matrix import is_portal_route
-from tests.support.users import UserFactory
-from tests.web.portal_world import Practice, build_practice
+from tests.web.portal_world import Practice
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite-fs", "pg-s3"], indirect=True)
 
@@ -95,13 +93,6 @@ def portal_routes(app: FastAPI) -> set[tuple[str, str]]:
                 if method != "HEAD":
                     found.add((method, path))
     return found
-
-
-@pytest.fixture
-def practice(
-    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
-) -> Practice:
-    return build_practice(app, runtime, client, make_user)
 
 
 def test_every_portal_page_has_a_spec(app: FastAPI) -> None:

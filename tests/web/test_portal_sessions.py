@@ -8,26 +8,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from medvault.auth.models import WebSession
 from medvault.kit.clock import utcnow
-from medvault.runtime import Runtime
 from tests.support.inspect import audit_events
 from tests.support.portal import csrf_token, portal_login, post_form
-from tests.support.users import UserFactory
-from tests.web.portal_world import Practice, build_practice
+from tests.web.portal_world import Practice
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite-fs", "pg-s3"], indirect=True)
-
-
-@pytest.fixture
-def practice(
-    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
-) -> Practice:
-    return build_practice(app, runtime, client, make_user)
 
 
 def test_login_sets_a_strict_httponly_cookie_and_lands_on_documents(practice: Practice) -> None:
@@ -160,7 +150,7 @@ def test_open_redirects_are_not_followed_after_login(practice: Practice) -> None
 
 
 def test_activity_keeps_a_session_alive_with_throttled_writes(practice: Practice) -> None:
-    def last_seen() -> object:
+    def last_seen() -> datetime:
         with practice.runtime.auth.read_session() as session:
             return session.scalars(select(WebSession.last_seen_at)).one()
 

@@ -13,26 +13,20 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 
 from medvault.audit.sealer import seal_pending
 from medvault.runtime import Runtime
-from tests.support.browser import check_accessibility, console_errors, screenshot, zoom_200
+from tests.support.browser import (
+    PageFactory,
+    check_accessibility,
+    console_errors,
+    screenshot,
+    zoom_200,
+)
 from tests.support.factories import pdf_bytes
 from tests.support.inspect import stored_state
-from tests.support.users import UserFactory
-from tests.web.conftest import PageFactory
-from tests.web.portal_world import Practice, build_practice
-
-
-@pytest.fixture
-def practice(
-    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
-) -> Practice:
-    return build_practice(app, runtime, client, make_user)
+from tests.web.portal_world import Practice
 
 
 def ui_login(page: Page, username: str, password: str) -> None:

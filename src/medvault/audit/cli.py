@@ -8,68 +8,43 @@ stdout and progress to stderr.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from medvault.config import ConfigurationError, Settings
+from medvault.cli.console import (
+    err,
+    fail,
+    open_runtime,
+    operational_errors,
+    refuse_without_keyring,
+)
+from medvault.config import Settings
 
 if TYPE_CHECKING:
     from medvault.audit.verify import AuditReport
     from medvault.runtime import Runtime
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
-err = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _server_runtime() -> Runtime:
+def _audit_runtime() -> Runtime:
     """The vault's runtime, refusing to invent keys where none exist.
 
     build_runtime generates missing keys outside production. A fresh audit key here
     would make every genuine checkpoint look forged, so its absence is an error.
     """
-    from medvault.crypto.errors import KeyringError
-    from medvault.runtime import build_runtime
-
     settings = Settings()
-    if not settings.keyring and not settings.keyring_path.exists():
-        _fail(
-            f"No keyring at {settings.keyring_path} and MEDVAULT_KEYRING is not set. "
-            "Run this where the vault's configuration is (MEDVAULT_DATA_DIR, ...).",
-            code=2,
-        )
+    refuse_without_keyring(settings)
     if not settings.audit_signing_key and not settings.audit_key_path.exists():
-        _fail(
+        fail(
             f"No audit signing key at {settings.audit_key_path} and "
             "MEDVAULT_AUDIT_SIGNING_KEY is not set: checkpoints cannot be checked.",
             code=2,
         )
-    try:
-        return build_runtime(settings, run_migrations=False)
-    except (ConfigurationError, KeyringError) as exc:
-        _fail(str(exc), code=2)
-
-
-@contextmanager
-def _database_errors() -> Iterator[None]:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        # The class and first line only: the rest quotes parameters (event contents).
-        _fail(f"Database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    return open_runtime(settings, run_migrations=False)
 
 
 def _progress() -> Progress:
@@ -129,9 +104,9 @@ def verify(
     """
     from medvault.audit.verify import verify_log
 
-    runtime = _server_runtime()
+    runtime = _audit_runtime()
     try:
-        with _database_errors(), _progress() as progress:
+        with operational_errors(), _progress() as progress:
             task = progress.add_task("verifying the audit log", total=None)
             report = verify_log(
                 runtime=runtime,
@@ -159,12 +134,12 @@ def seal() -> None:
     """Seal waiting events now (a running server does this every few seconds anyway)."""
     from medvault.audit.sealer import SealerError, seal_pending
 
-    runtime = _server_runtime()
+    runtime = _audit_runtime()
     try:
-        with _database_errors():
+        with operational_errors():
             result = seal_pending(runtime=runtime)
     except SealerError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         runtime.close()
     if result.busy:

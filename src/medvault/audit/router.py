@@ -5,20 +5,28 @@ event, respond. The ``/api/v1/audit`` routes serve the whole log, its checkpoint
 proofs: whole-log readers only (auditors, tokens with ``audit:read`` and no
 ``patient/`` scope; see ``access.audit_reach``). A patient reads the events about their
 own record, in a reduced projection, at ``/api/v1/patients/{id}/access-history``.
+
+``audit_denial`` is the audit log's other HTTP face: the problem observer that records
+refusals (``audit.denials``) with the request's client, agent and id.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from anyio import to_thread
+from fastapi import APIRouter, Query, Request
 
 from medvault.access.audit_reach import require_whole_log
+from medvault.access.denials import Denial
 from medvault.audit import queries
 from medvault.audit import service as audit
 from medvault.audit.access_history import AccessHistoryPage
+from medvault.audit.denials import record_denial
 from medvault.audit.repository import EventFilters
 from medvault.audit.schemas import (
     AuditEventPage,
@@ -26,8 +34,20 @@ from medvault.audit.schemas import (
     InclusionProofOut,
     SignedCheckpointOut,
 )
-from medvault.deps import AuditCtx, AuthReadSession, ClinicalSession, CurrentPrincipal, RuntimeDep
+from medvault.deps import (
+    AuditCtx,
+    AuthReadSession,
+    ClinicalSession,
+    CurrentPrincipal,
+    RuntimeDep,
+    client_ip,
+)
+from medvault.kit.problems import Problem
+from medvault.kit.redaction import loggable_path
 from medvault.kit.timestamps import IsoDateTime
+from medvault.runtime import Runtime
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 # A patient's own access history sits with the patient it is about.
@@ -146,3 +166,28 @@ def access_history(
     )
     audit.commit_or_refuse(session)
     return page
+
+
+async def audit_denial(request: Request, problem: Problem) -> None:
+    """Problem observer: audit the refusals that carry a denial (see ``access.denials``)."""
+    denial = problem.denial
+    if not isinstance(denial, Denial):
+        return
+    runtime: Runtime = request.app.state.runtime
+    # The request is read here, on the event loop; only the database work goes to a
+    # worker thread (anyio's run_sync takes no keyword arguments, hence the partial).
+    record = functools.partial(
+        record_denial,
+        runtime=runtime,
+        denial=denial,
+        problem=problem,
+        path=loggable_path(request.url.path),
+        client_ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+        request_id=getattr(request.state, "request_id", None),
+    )
+    try:
+        await to_thread.run_sync(record)
+    except Exception:
+        # The refusal stands either way; a lost denial event is logged, not hidden.
+        logger.exception("could not audit an access denial")

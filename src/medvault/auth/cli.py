@@ -1,73 +1,34 @@
-"""Server-side ``medvault user …`` and ``medvault careteam …`` commands.
+"""Server-side ``medvault user …`` and ``medvault token …`` commands.
 
-They open the vault's databases directly (like ``medvault token create``), so they
-run where the vault's configuration is, and act as the audit actor ``system:cli``.
-Results go to stdout and messages to stderr, so output can be piped.
+They open the vault's databases directly, so they run where the vault's configuration
+is, and act as the audit actor ``system:cli``.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from datetime import timedelta
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medvault.audit.context import AuditContext
-from medvault.config import ConfigurationError, Settings
-from medvault.kit.problems import Problem
-
-if TYPE_CHECKING:
-    from medvault.runtime import Runtime
+from medvault.cli.console import (
+    admin_runtime,
+    cli_audit_context,
+    err,
+    fail,
+    id_argument,
+    open_runtime,
+)
+from medvault.config import Settings
+from medvault.kit.clock import utcnow
 
 user_app = typer.Typer(no_args_is_help=True, help="User accounts (server side).")
-careteam_app = typer.Typer(no_args_is_help=True, help="Care teams (server side).")
-
-err = Console(stderr=True)
-CLI_ACTOR = "cli"
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    """The vault's runtime (migrated, as ``token create`` does); errors end with a message."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from medvault.crypto.errors import KeyringError
-    from medvault.runtime import build_runtime
-
-    try:
-        runtime = build_runtime(Settings(), run_migrations=True)
-    except (ConfigurationError, KeyringError) as exc:
-        _fail(str(exc), code=2)
-    try:
-        yield runtime
-    except Problem as exc:
-        _fail(exc.detail or exc.title)
-    except SQLAlchemyError as exc:
-        _fail(f"Database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
-    finally:
-        runtime.close()
-
-
-def _context() -> AuditContext:
-    return AuditContext.system(CLI_ACTOR)
-
-
-def _patient_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        _fail(f"{raw!r} is not a patient id.", code=2)
+token_app = typer.Typer(no_args_is_help=True, help="API tokens.")
 
 
 # -- users -----------------------------------------------------------------------------
@@ -100,11 +61,15 @@ def user_add(
     try:
         user_role = Role(role.strip().lower())
     except ValueError:
-        _fail(f"Unknown role {role!r}: use admin, clinician, patient or auditor.", code=2)
-    patient_id = _patient_id(patient) if patient else None
+        fail(f"Unknown role {role!r}: use admin, clinician, patient or auditor.", code=2)
+    patient_id = id_argument(patient, kind="patient") if patient else None
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    with _runtime() as runtime, runtime.auth.session() as auth, runtime.clinical.session() as db:
+    with (
+        admin_runtime() as runtime,
+        runtime.auth.session() as auth,
+        runtime.clinical.session() as db,
+    ):
         user = users.create(
             auth_session=auth,
             clinical_session=db,
@@ -113,7 +78,7 @@ def user_add(
             password=password,
             role=user_role,
             patient_id=patient_id,
-            context=_context(),
+            context=cli_audit_context(),
         )
         commit_with_audit(auth_session=auth, clinical_session=db)
     err.print(f"created {user_role.value} {escape(user.username)}")
@@ -127,7 +92,7 @@ def user_list(
     """List users by username."""
     from medvault.auth import users
 
-    with _runtime() as runtime, runtime.auth.read_session() as session:
+    with admin_runtime() as runtime, runtime.auth.read_session() as session:
         found = users.list_users(session=session)
     if as_json:
         for user in found:
@@ -162,9 +127,13 @@ def _set_enabled(username: str, *, enabled: bool) -> None:
     from medvault.auth.service import commit_with_audit
 
     change = users.enable if enabled else users.disable
-    with _runtime() as runtime, runtime.auth.session() as auth, runtime.clinical.session() as db:
+    with (
+        admin_runtime() as runtime,
+        runtime.auth.session() as auth,
+        runtime.clinical.session() as db,
+    ):
         user = users.get_by_username(session=auth, username=username)
-        change(auth_session=auth, clinical_session=db, user_id=user.id, context=_context())
+        change(auth_session=auth, clinical_session=db, user_id=user.id, context=cli_audit_context())
         commit_with_audit(auth_session=auth, clinical_session=db)
     err.print(f"{'enabled' if enabled else 'disabled'} {escape(user.username)}")
 
@@ -195,110 +164,113 @@ def user_password(
 
     if password is None:
         password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
-    with _runtime() as runtime, runtime.auth.session() as auth, runtime.clinical.session() as db:
+    with (
+        admin_runtime() as runtime,
+        runtime.auth.session() as auth,
+        runtime.clinical.session() as db,
+    ):
         user = users.get_by_username(session=auth, username=username)
         users.change_password(
             auth_session=auth,
             clinical_session=db,
             user_id=user.id,
             new_password=password,
-            context=_context(),
+            context=cli_audit_context(),
         )
         commit_with_audit(auth_session=auth, clinical_session=db)
     err.print(f"password changed for {escape(user.username)}; their sessions were ended")
 
 
-# -- care teams ------------------------------------------------------------------------
+# -- API tokens ------------------------------------------------------------------------
 
 
-ClinicianOption = Annotated[str, typer.Option("--clinician", help="The clinician's username")]
-PatientOption = Annotated[str, typer.Option("--patient", help="Patient id")]
-
-
-@careteam_app.command("add")
-def careteam_add(clinician: ClinicianOption, patient: PatientOption) -> None:
-    """Put a clinician on a patient's care team (opens the patient's records to them)."""
-    from medvault.access import careteams
-    from medvault.audit import service as audit
-    from medvault.auth import users
-
-    patient_id = _patient_id(patient)
-    with (
-        _runtime() as runtime,
-        runtime.auth.read_session() as auth,
-        runtime.clinical.session() as db,
-    ):
-        user = users.get_by_username(session=auth, username=clinician)
-        _, created = careteams.add(
-            clinical_session=db,
-            auth_session=auth,
-            clinician_id=user.id,
-            patient_id=patient_id,
-            context=_context(),
-        )
-        audit.commit_or_refuse(db)
-    what = "added" if created else "already on the care team:"
-    err.print(f"{what} {escape(user.username)} → patient {patient_id}")
-
-
-@careteam_app.command("remove")
-def careteam_remove(clinician: ClinicianOption, patient: PatientOption) -> None:
-    """Take a clinician off a patient's care team."""
-    from medvault.access import careteams
-    from medvault.audit import service as audit
-    from medvault.auth import users
-
-    patient_id = _patient_id(patient)
-    with (
-        _runtime() as runtime,
-        runtime.auth.read_session() as auth,
-        runtime.clinical.session() as db,
-    ):
-        user = users.get_by_username(session=auth, username=clinician)
-        careteams.remove(
-            clinical_session=db, clinician_id=user.id, patient_id=patient_id, context=_context()
-        )
-        audit.commit_or_refuse(db)
-    err.print(f"removed {escape(user.username)} from patient {patient_id}")
-
-
-@careteam_app.command("list")
-def careteam_list(
-    patient: Annotated[str | None, typer.Option("--patient", help="Only this patient")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+@token_app.command("create")
+def token_create(
+    name: str = typer.Option(..., "--name", help="Who or what the token is for"),
+    scope: list[str] = typer.Option(
+        ["*"], "--scope", help="A permission such as documents:read; repeat for more (default *)"
+    ),
+    expires_in_days: int | None = typer.Option(
+        None, "--expires-in-days", min=1, help="Stop working after this many days"
+    ),
+    user: str | None = typer.Option(
+        None,
+        "--user",
+        help="The user the token belongs to: it dies with the account, and a patient "
+        "user's token reaches that patient with SMART patient/ scopes",
+    ),
 ) -> None:
-    """List care-team memberships."""
-    from medvault.access import careteams
+    """Print a new service-account API token on stdout (shown once, stored only as a hash)."""
+    from medvault.auth import repository as auth_repository
+    from medvault.auth.service import create_api_token
+    from medvault.auth.sessions import normalise_username
 
-    patient_id = _patient_id(patient) if patient else None
-    with (
-        _runtime() as runtime,
-        runtime.auth.read_session() as auth,
-        runtime.clinical.read_session() as db,
-    ):
-        entries = careteams.list_members(
-            clinical_session=db, auth_session=auth, patient_id=patient_id
-        )
-    if as_json:
-        for entry in entries:
-            row = {
-                "patient_id": str(entry.patient_id),
-                "clinician_id": str(entry.clinician_id),
-                "clinician": entry.clinician_username,
-                "added_at": entry.added_at.isoformat(),
-                "added_by": entry.added_by,
-            }
-            typer.echo(json.dumps(row))
-        return
-    if not entries:
-        err.print("no care-team members")
-        return
-    table = Table("Patient", "Clinician", "Added (UTC)", "Added by")
-    for entry in entries:
-        table.add_row(
-            str(entry.patient_id),
-            escape(entry.clinician_username or str(entry.clinician_id)),
-            f"{entry.added_at:%Y-%m-%d %H:%M}",
-            escape(entry.added_by),
-        )
-    Console(width=200).print(table)
+    runtime = open_runtime(Settings(), run_migrations=True)
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    try:
+        with runtime.auth.session() as session:
+            owner = None
+            if user is not None:
+                found = auth_repository.user_by_username(session, normalise_username(user))
+                if found is None:
+                    raise ValueError(f"no user {user!r}")
+                owner = found.id
+            issued = create_api_token(
+                session=session,
+                name=name,
+                scopes=tuple(scope),
+                expires_at=expires_at,
+                user_id=owner,
+            )
+            session.commit()
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    finally:
+        runtime.close()
+    typer.echo(issued.token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List API tokens: id, name, scopes, expiry and whether revoked (never the token)."""
+    from medvault.auth.service import list_api_tokens
+
+    runtime = open_runtime(Settings(), run_migrations=False)
+    try:
+        with runtime.auth.read_session() as session:
+            rows = list_api_tokens(session=session)
+            table = Table("Id", "Name", "Scopes", "Expires", "Revoked")
+            for row in rows:
+                table.add_row(
+                    str(row.id),
+                    escape(row.name),
+                    " ".join(row.scopes),
+                    f"{row.expires_at:%Y-%m-%d %H:%M}" if row.expires_at else "never",
+                    f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",
+                )
+    finally:
+        runtime.close()
+    Console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: str = typer.Argument(..., help="The token's id from `token list`"),
+) -> None:
+    """Revoke an API token; it stops working on its next request."""
+    from medvault.auth.service import revoke_api_token
+
+    try:
+        parsed = uuid.UUID(token_id)
+    except ValueError:
+        fail("That is not a token id; see `medvault token list`.", code=2)
+    runtime = open_runtime(Settings(), run_migrations=False)
+    try:
+        with runtime.auth.session() as session:
+            found = revoke_api_token(session=session, token_id=parsed)
+            session.commit()
+    finally:
+        runtime.close()
+    if not found:
+        fail("No token with that id.")
+    err.print(f"revoked token {parsed}")

@@ -1,22 +1,16 @@
-"""Login sessions (``router``) and user and care-team administration (``admin_router``)."""
+"""Login sessions (``router``) and user administration (``admin_router``)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
-from medvault.access import careteams
 from medvault.access.policy import Permission, require
-from medvault.audit import service as audit
 from medvault.auth import sessions, users
 from medvault.auth.principal import PrincipalKind, Role
 from medvault.auth.schemas import (
-    CareTeamList,
-    CareTeamMemberIn,
-    CareTeamMemberOut,
     LogoutRequest,
     MeOut,
     RefreshRequest,
@@ -240,78 +234,3 @@ def enable_user(
     )
     commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     return UserOut.of(user)
-
-
-def _member_out(entry: careteams.CareTeamEntry) -> CareTeamMemberOut:
-    return CareTeamMemberOut(
-        clinician_id=entry.clinician_id,
-        clinician_username=entry.clinician_username,
-        patient_id=entry.patient_id,
-        added_at=entry.added_at,
-        added_by=entry.added_by,
-    )
-
-
-@admin_router.post(
-    "/care-teams", status_code=201, response_model=CareTeamMemberOut, tags=["care teams"]
-)
-def add_care_team_member(
-    data: CareTeamMemberIn,
-    principal: CurrentPrincipal,
-    context: AuditCtx,
-    auth_session: AuthReadSession,
-    clinical_session: ClinicalSession,
-    response: Response,
-) -> CareTeamMemberOut:
-    """Open a patient's records to a clinician. 200 if they were already on the team."""
-    require(principal, Permission.USERS_ADMIN)
-    entry, created = careteams.add(
-        clinical_session=clinical_session,
-        auth_session=auth_session,
-        clinician_id=data.clinician_id,
-        patient_id=data.patient_id,
-        context=context,
-    )
-    audit.commit_or_refuse(clinical_session)
-    if not created:
-        response.status_code = 200
-    return _member_out(entry)
-
-
-@admin_router.delete(
-    "/care-teams/{clinician_id}/{patient_id}", status_code=204, tags=["care teams"]
-)
-def remove_care_team_member(
-    clinician_id: str,
-    patient_id: str,
-    principal: CurrentPrincipal,
-    context: AuditCtx,
-    clinical_session: ClinicalSession,
-) -> Response:
-    require(principal, Permission.USERS_ADMIN)
-    careteams.remove(
-        clinical_session=clinical_session,
-        clinician_id=parse_id(clinician_id),
-        patient_id=parse_id(patient_id),
-        context=context,
-    )
-    audit.commit_or_refuse(clinical_session)
-    return Response(status_code=204)
-
-
-@admin_router.get("/care-teams", response_model=CareTeamList, tags=["care teams"])
-def list_care_teams(
-    principal: CurrentPrincipal,
-    auth_session: AuthReadSession,
-    clinical_session: ClinicalSession,
-    patient_id: Annotated[uuid.UUID | None, Query()] = None,
-    clinician_id: Annotated[uuid.UUID | None, Query()] = None,
-) -> CareTeamList:
-    require(principal, Permission.USERS_ADMIN)
-    entries = careteams.list_members(
-        clinical_session=clinical_session,
-        auth_session=auth_session,
-        patient_id=patient_id,
-        clinician_id=clinician_id,
-    )
-    return CareTeamList(items=[_member_out(e) for e in entries])

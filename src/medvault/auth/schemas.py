@@ -1,4 +1,4 @@
-"""Auth, user and care-team API shapes."""
+"""Auth and user API shapes."""
 
 from __future__ import annotations
 
@@ -84,22 +84,3 @@ class UserOut(BaseModel):
 
 class UserList(BaseModel):
     items: list[UserOut]
-
-
-class CareTeamMemberIn(CleanTextModel):
-    model_config = ConfigDict(extra="forbid")
-
-    clinician_id: uuid.UUID
-    patient_id: uuid.UUID
-
-
-class CareTeamMemberOut(BaseModel):
-    clinician_id: uuid.UUID
-    clinician_username: str | None = Field(description="None if the user no longer exists")
-    patient_id: uuid.UUID
-    added_at: datetime
-    added_by: str
-
-
-class CareTeamList(BaseModel):
-    items: list[CareTeamMemberOut]

@@ -1,4 +1,7 @@
-"""Serving a version's bytes: ranges, conditional requests, and integrity checks.
+"""Planning a read of a version's bytes: ranges, conditional requests, integrity checks.
+
+``documents.reading`` calls this for every face that serves content; the HTTP side
+(``documents.http_content``) turns the plan into a streamed response.
 
 Every segment is authenticated before any of its bytes leave the server. A full
 read also re-checks the plaintext SHA-256 against the stored value. Any failure
@@ -28,12 +31,8 @@ from medvault.crypto.keyring import WrappedDek
 from medvault.documents import repository
 from medvault.documents.filenames import served_filename
 from medvault.documents.models import DocumentVersion, VersionState
-from medvault.kit.problems import (
-    IntegrityFailure,
-    KeyUnavailable,
-    RangeNotSatisfiable,
-    ServiceUnavailable,
-)
+from medvault.kit.problems import IntegrityFailure, KeyUnavailable, ServiceUnavailable
+from medvault.kit.read_conditions import ReadConditions
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobNotFound, BlobStoreError
 
@@ -48,11 +47,12 @@ BLOB_READ_FAILURES = Counter(
 STORE_RETRY_AFTER_SECONDS = 5
 
 YIELD_BYTES = 1024 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 @dataclass
 class ContentPlan:
+    """The answer to a content read, without HTTP: status, headers and the body to stream."""
+
     status: int
     headers: dict[str, str]
     body: Iterator[bytes] | None = field(default=None)
@@ -63,54 +63,6 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
     ascii_name = re.sub(r'[\\"\x00-\x1f\x7f;]', "_", ascii_name).strip() or "document"
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-# A position of more digits than this is beyond any file's size. Converting it with
-# int() would be wasted work, and past ~4,300 digits Python refuses (a 500 that once
-# logged a signed link): such a number stands for "larger than the file" instead.
-_MAX_POSITION_DIGITS = 18
-_BEYOND_ANY_FILE = 10**_MAX_POSITION_DIGITS
-
-
-def _position(digits: str) -> int:
-    digits = digits.lstrip("0") or "0"
-    return _BEYOND_ANY_FILE if len(digits) > _MAX_POSITION_DIGITS else int(digits)
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """A single satisfiable byte range, or None to serve the whole file.
-
-    Malformed or multi-range headers are ignored, as RFC 9110 allows. Absurdly long
-    numbers keep their meaning (a start past the end is 416, an end past it is cut
-    to the file, a suffix longer than the file is the whole file) without int().
-    """
-    if not header:
-        return None
-    match = _RANGE.match(header.strip())
-    if match is None:
-        return None
-    start_text, end_text = match.groups()
-    if not start_text and not end_text:
-        return None
-    if not start_text:
-        suffix = _position(end_text)
-        if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-        return max(0, size - suffix), size - 1
-    start = _position(start_text)
-    if end_text and _position(end_text) < start:
-        return None
-    if start >= size:
-        raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-    end = _position(end_text) if end_text else size - 1
-    return start, min(end, size - 1)
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    candidates = [part.strip().removeprefix("W/") for part in header.split(",")]
-    return "*" in candidates or etag in candidates
 
 
 def report_corruption(
@@ -219,11 +171,10 @@ def plan_content(
     *,
     runtime: Runtime,
     version: DocumentVersion,
-    range_header: str | None,
-    if_none_match: str | None,
-    if_range: str | None,
+    conditions: ReadConditions,
     disposition: str = "attachment",
 ) -> ContentPlan:
+    """How to answer a read of ``version``: 304, 200 or 206, with the first piece pulled."""
     etag = f'"{version.sha256}"'
     headers = {
         "ETag": etag,
@@ -233,13 +184,11 @@ def plan_content(
             served_filename(version.filename, version.content_type), disposition
         ),
     }
-    if _etag_matches(if_none_match, etag):
+    if conditions.not_modified(etag):
         return ContentPlan(status=304, headers=headers)
     if version.state == VersionState.CORRUPT:
         raise IntegrityFailure("This version failed an earlier integrity check.")
-    wanted = parse_range(range_header, version.size)
-    if wanted is not None and if_range is not None and if_range.strip() != etag:
-        wanted = None
+    wanted = conditions.span(etag=etag, size=version.size)
     first, last = wanted if wanted is not None else (0, max(0, version.size - 1))
     full = wanted is None
     chunks = _guarded(

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from starlette.concurrency import run_in_threadpool
+from anyio import to_thread
 
 from medvault.crypto.envelope import EnvelopeWriter
 from medvault.crypto.keyring import new_dek
@@ -207,12 +207,12 @@ async def pump(chunks: AsyncIterator[bytes], pipeline: IngestPipeline) -> None:
                     # Shielded: a cancelled upload must not cancel a write mid-flight;
                     # the finally clause waits for it instead.
                     await asyncio.shield(inflight)
-                inflight = asyncio.ensure_future(run_in_threadpool(pipeline.feed, data))
+                inflight = asyncio.ensure_future(to_thread.run_sync(pipeline.feed, data))
         if inflight is not None:
             await asyncio.shield(inflight)
             inflight = None
         if batch:
-            await run_in_threadpool(pipeline.feed, b"".join(batch))
+            await to_thread.run_sync(pipeline.feed, b"".join(batch))
     finally:
         if inflight is not None:
             await _settle(inflight)
@@ -223,7 +223,7 @@ async def _settle(task: asyncio.Task[None]) -> None:
 
     The caller discards the blob after an error; doing so while a thread is still
     writing into it would race. This keeps the guarantee the plain ``await
-    run_in_threadpool(...)`` gives: no feed outlives ``pump``.
+    to_thread.run_sync(...)`` gives: no feed outlives ``pump``.
     """
     cancelled = False
     while not task.done():

@@ -250,7 +250,7 @@ def verify_all(
     return report
 
 
-def _is_version_blob(session: Session, key: str) -> bool:
+def is_version_blob(session: Session, key: str) -> bool:
     try:
         version_id = uuid.UUID(key.rsplit("/", 1)[-1])
     except ValueError:
@@ -265,7 +265,7 @@ def _is_version_blob(session: Session, key: str) -> bool:
 def _orphans_among(runtime: Runtime, blobs: list[BlobInfo]) -> list[OrphanBlob]:
     # A fresh session per batch keeps the identity map, and so memory, bounded.
     with runtime.clinical.session() as session:
-        orphans = [OrphanBlob(blob) for blob in blobs if not _is_version_blob(session, blob.key)]
+        orphans = [OrphanBlob(blob) for blob in blobs if not is_version_blob(session, blob.key)]
         session.commit()
     return orphans
 

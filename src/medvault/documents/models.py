@@ -37,6 +37,23 @@ class Classification(StrEnum):
 class VersionState(StrEnum):
     AVAILABLE = "available"
     CORRUPT = "corrupt"
+    # An infected version an admin destroyed: its blob is gone, its row and audit stay.
+    DESTROYED = "destroyed"
+
+
+class ScanState(StrEnum):
+    """Where a version stands with the malware scanner (see ``processing.scan``)."""
+
+    # No scanner was configured when it was stored; `medvault scan --all` catches up.
+    NOT_SCANNED = "not-scanned"
+    PENDING = "pending"
+    CLEAN = "clean"
+    # Quarantined: its content is never served until an admin releases it.
+    INFECTED = "infected"
+    # The scanner could not give a verdict (unreachable, too large); retried by a job.
+    FAILED = "failed"
+    # Infected, then released by an admin who judged the detection false: served again.
+    RELEASED = "released"
 
 
 class DocumentOrigin(StrEnum):
@@ -89,6 +106,7 @@ class DocumentVersion(ClinicalBase):
         UniqueConstraint("document_id", "version", name="uq_document_versions_number"),
         Index("ix_document_versions_sha256", "sha256"),
         Index("ix_document_versions_kek", "kek_id"),
+        Index("ix_document_versions_scan", "scan_state"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -108,3 +126,13 @@ class DocumentVersion(ClinicalBase):
     state: Mapped[str] = mapped_column(String(16), default=VersionState.AVAILABLE)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(200))
+    scan_state: Mapped[str] = mapped_column(
+        String(16), default=ScanState.NOT_SCANNED, server_default=ScanState.NOT_SCANNED.value
+    )
+    # "ClamAV 1.4.6/27480/Thu Dec  3 08:40:53 2026": which engine and signatures said so.
+    scan_engine: Mapped[str | None] = mapped_column(String(200))
+    scan_signature: Mapped[str | None] = mapped_column(String(200))
+    scanned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # PDFs only: comma-separated kinds from ``documents.active_content`` ("" when none);
+    # NULL for other types and for versions stored before the check existed.
+    active_content: Mapped[str | None] = mapped_column(String(200))

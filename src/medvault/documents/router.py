@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from medvault.access.policy import Permission, require, require_upload
@@ -17,8 +17,8 @@ from medvault.deps import (
     RuntimeDep,
     UploadRateLimit,
 )
-from medvault.documents import service, upload
-from medvault.documents.content import ContentPlan, plan_content
+from medvault.documents import reading, service, upload
+from medvault.documents.http_content import Conditions, streamed
 from medvault.documents.models import Classification, DocumentStatus
 from medvault.documents.ordering import DocumentSort
 from medvault.documents.repository import ListFilters
@@ -26,15 +26,12 @@ from medvault.documents.schemas import (
     MAX_DB_INT,
     DocumentOut,
     DocumentPage,
-    DownloadUrlOut,
-    DownloadUrlRequest,
     OnDuplicate,
     VersionList,
 )
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import NotFound
 from medvault.kit.timestamps import IsoDateTime
-from medvault.shares import service as shares
 
 router = APIRouter(prefix="/api/v1/documents", tags=["documents"])
 
@@ -211,68 +208,31 @@ async def upload_version(
     )
 
 
-def plan_response(plan: ContentPlan) -> Response:
-    if plan.body is None:
-        return Response(status_code=plan.status, headers=plan.headers)
-    return StreamingResponse(
-        plan.body,
-        status_code=plan.status,
-        headers=plan.headers,
-        media_type=plan.headers["Content-Type"],
-    )
+Disposition = Annotated[Literal["attachment", "inline"], Query()]
 
 
-def serve_version(
+def _serve(
     *,
-    document_id: str,
     number: int | None,
+    document_id: str,
     session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
-    range_header: str | None,
-    if_none_match: str | None,
-    if_range: str | None,
+    conditions: Conditions,
     disposition: str,
 ) -> Response:
-    """Authorise, audit (before any byte), then stream one version's content.
-
-    Shared by every HTTP face of the vault (REST, portal, FHIR Binary), so they all
-    read content with the same policy check and the same audit event.
-    """
     require(principal, Permission.CONTENT_READ)
-    document, version = service.resolve_version(
-        session=session, principal=principal, document_id=parse_id(document_id), number=number
-    )
-    # End the read transaction before touching storage: on SQLite it holds the write
-    # lock, which marking a corrupt version (in its own session) would wait on.
-    session.commit()
-    plan = plan_content(
+    plan = reading.read_content(
         runtime=runtime,
-        version=version,
-        range_header=range_header,
-        if_none_match=if_none_match,
-        if_range=if_range,
-        disposition=disposition,
-    )
-    audit.record(
         session=session,
         context=context,
-        action="document.content.read",
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-        details={
-            "version": version.version,
-            "status": plan.status,
-            "range": plan.headers.get("Content-Range"),
-        },
+        authorise=reading.for_principal(principal, parse_id(document_id), number),
+        conditions=conditions,
+        disposition=disposition,
     )
-    audit.commit_or_refuse(session)
-    return plan_response(plan)
-
-
-Disposition = Annotated[Literal["attachment", "inline"], Query()]
+    audit.commit_or_refuse(session)  # the read is on record before the first byte leaves
+    return streamed(plan)
 
 
 @router.get("/{document_id}/content", response_class=StreamingResponse)
@@ -282,22 +242,18 @@ def get_content(
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-    if_range: Annotated[str | None, Header()] = None,
+    conditions: Conditions,
     disposition: Disposition = "attachment",
 ) -> Response:
     """The current version's bytes. Supports Range (206), If-None-Match (304) and If-Range."""
-    return serve_version(
-        document_id=document_id,
+    return _serve(
         number=None,
+        document_id=document_id,
         session=session,
         principal=principal,
         context=context,
         runtime=runtime,
-        range_header=range_header,
-        if_none_match=if_none_match,
-        if_range=if_range,
+        conditions=conditions,
         disposition=disposition,
     )
 
@@ -310,9 +266,7 @@ def get_version_content(
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-    if_range: Annotated[str | None, Header()] = None,
+    conditions: Conditions,
     disposition: Disposition = "attachment",
 ) -> Response:
     # ASCII digits only ("²".isdigit() is true), and within the column's range: a
@@ -320,43 +274,16 @@ def get_version_content(
     plausible = number.isascii() and number.isdigit() and len(number) <= len(str(MAX_DB_INT))
     if not plausible or not 1 <= int(number) <= MAX_DB_INT:
         raise NotFound("This document has no such version.")
-    return serve_version(
-        document_id=document_id,
+    return _serve(
         number=int(number),
+        document_id=document_id,
         session=session,
         principal=principal,
         context=context,
         runtime=runtime,
-        range_header=range_header,
-        if_none_match=if_none_match,
-        if_range=if_range,
+        conditions=conditions,
         disposition=disposition,
     )
-
-
-@router.post("/{document_id}/download-url", response_model=DownloadUrlOut, status_code=201)
-def create_download_url(
-    document_id: str,
-    request: Request,
-    session: ClinicalSession,
-    principal: CurrentPrincipal,
-    context: AuditCtx,
-    runtime: RuntimeDep,
-    body: DownloadUrlRequest | None = None,
-) -> DownloadUrlOut:
-    """A link that downloads one version without a token, until it expires (default 1 h)."""
-    require(principal, Permission.CONTENT_READ)
-    issued = shares.issue(
-        session=session,
-        runtime=runtime,
-        principal=principal,
-        document_id=parse_id(document_id),
-        request=body or DownloadUrlRequest(),
-        base_url=runtime.settings.public_url or str(request.base_url),
-        context=context,
-    )
-    session.commit()
-    return issued
 
 
 @router.delete("/{document_id}", response_model=DocumentOut)

@@ -66,16 +66,25 @@ def version_to_out(version: DocumentVersion) -> VersionOut:
     )
 
 
-def _readable_or_404(
-    session: Session, principal: Principal, document_id: uuid.UUID
+def readable_or_404(
+    session: Session,
+    principal: Principal,
+    document_id: uuid.UUID,
+    *,
+    missing: str = "No document with this id.",
 ) -> tuple[Document, DocumentVersion]:
+    """The document and its current version, or the same 404 for "absent" and "not yours".
+
+    The one reach check behind every use case on a single document, whichever face
+    asks (REST, portal, FHIR: ``missing`` words the 404 in the face's own terms).
+    """
     found = repository.readable(session, principal, document_id)
     if found is None:
         # Same answer for "absent" and "not yours", so existence never leaks. Both are
         # audited alike (one access.denied event, its patient empty when there is no
         # record): were only the real record's refusal committed, its answer would come
         # measurably later, and timing would leak what the 404 hides.
-        problem = NotFound("No document with this id.")
+        problem = NotFound(missing)
         patient_id = repository.patient_of(session, document_id)
         raise denied(problem, Denial(principal, "Document", document_id, patient_id))
     return found
@@ -95,7 +104,7 @@ def _attempt(principal: Principal, document: Document, action: str) -> Denial:
 def get(
     *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
 ) -> DocumentOut:
-    document, version = _readable_or_404(session, principal, document_id)
+    document, version = readable_or_404(session, principal, document_id)
     audit.record(
         session=session,
         context=context,
@@ -122,7 +131,7 @@ def authorship(*, session: Session, principal: Principal, document_id: uuid.UUID
     For pages that offer "Upload a new version" only where the upload would be accepted:
     the same rule (``access.authorship``) refuses it anyway if it is sent.
     """
-    document, _ = _readable_or_404(session, principal, document_id)
+    document, _ = readable_or_404(session, principal, document_id)
     return Authorship(
         created_by=document.created_by,
         created_at=document.created_at,
@@ -178,7 +187,7 @@ def list_page(
 def list_versions(
     *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
 ) -> VersionList:
-    document, _ = _readable_or_404(session, principal, document_id)
+    document, _ = readable_or_404(session, principal, document_id)
     audit.record(
         session=session,
         context=context,
@@ -204,7 +213,7 @@ def resolve_version(
     past the reach check (a deleted document, an absent version): the caller reaches
     the document, so those answers leak nothing, and the audit log still records them.
     """
-    document, current = _readable_or_404(session, principal, document_id)
+    document, current = readable_or_404(session, principal, document_id)
     with audited_attempt(_attempt(principal, document, attempt)):
         if document.status == DocumentStatus.DELETED:
             raise Gone("This document was deleted; an administrator can restore it.")
@@ -224,7 +233,7 @@ def soft_delete(
     reason: str,
     context: AuditContext,
 ) -> DocumentOut:
-    document, version = _readable_or_404(session, principal, document_id)
+    document, version = readable_or_404(session, principal, document_id)
     # Only a patient-bound app token with a delete scope gets here as a patient: it
     # may remove the patient's own uploads, never a clinician's record.
     require_change(principal, document)
@@ -253,7 +262,7 @@ def soft_delete(
 def restore(
     *, session: Session, principal: Principal, document_id: uuid.UUID, context: AuditContext
 ) -> DocumentOut:
-    document, version = _readable_or_404(session, principal, document_id)
+    document, version = readable_or_404(session, principal, document_id)
     require_change(principal, document)
     if document.status != DocumentStatus.DELETED:
         problem = Conflict("The document is not deleted.")

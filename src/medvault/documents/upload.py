@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from anyio import to_thread
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from medvault.access.authorship import origin_for, require_change
 from medvault.access.denials import (
@@ -205,7 +205,7 @@ async def upload(
         else:
             raw_fields, client_filename = dict(query), query.get("filename")
             if fields_after_body is None:
-                await run_in_threadpool(target.precheck, target.validate(raw_fields))
+                await to_thread.run_sync(target.precheck, target.validate(raw_fields))
             else:
                 await _precheck_if_complete(target, raw_fields)
             await pump(body, pipeline)
@@ -214,13 +214,13 @@ async def upload(
                 client_filename = raw_fields.get("filename")
         fields = target.validate(raw_fields)
         _check_client_filename(client_filename)
-        result = await run_in_threadpool(pipeline.finish)
+        result = await to_thread.run_sync(pipeline.finish)
     except BaseException as error:
-        await run_in_threadpool(pipeline.discard)
+        await to_thread.run_sync(pipeline.discard)
         target.note_refusal(error)
         raise
     stored = _StoredUpload(runtime, principal, context, result, client_filename, on_commit)
-    return await run_in_threadpool(_commit_or_discard, stored, fields, document_id, pipeline)
+    return await to_thread.run_sync(_commit_or_discard, stored, fields, document_id, pipeline)
 
 
 def _check_client_filename(name: str | None) -> None:
@@ -236,7 +236,7 @@ async def _precheck_if_complete(target: _Target, raw: Mapping[str, str]) -> None
         early = target.validate(raw)
     except ValidationFailed:
         return
-    await run_in_threadpool(target.precheck, early)
+    await to_thread.run_sync(target.precheck, early)
 
 
 async def _receive_multipart(

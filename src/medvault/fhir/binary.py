@@ -1,34 +1,36 @@
 """Binary: one stored version's bytes, raw or as a FHIR resource with base64 data.
 
-The raw form is served by the same code as the REST content route (authorise, audit
-before the first byte, stream, ranges, integrity checks). The resource form streams
-too: the JSON is written around the base64 of the plaintext as it is decrypted, so
-neither form ever holds a document in memory. It is refused above a configurable size,
+Both forms are read through the one content-reading use case (``documents.reading``),
+as the REST content route is: authorise, audit before the first byte, stream, ranges,
+integrity checks. The resource form streams too: the JSON is written around the
+base64 of the plaintext as it is decrypted, so neither form ever holds a document in
+memory. It is refused above a configurable size,
 because base64 JSON of a large file is a poor way to move it.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from medvault.access.denials import Denial, denied
-from medvault.audit import service as audit
+from medvault.access.policy import Permission, require
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
+from medvault.documents import reading
 from medvault.documents import service as document_service
-from medvault.documents.content import plan_content
-from medvault.documents.models import DocumentVersion
+from medvault.documents.models import Document, DocumentVersion
 from medvault.fhir import repository
-from medvault.fhir.mapping.codes import instant, weak_etag
-from medvault.fhir.media import dumps
-from medvault.fhir.outcome import BinaryTooLargeForJson
-from medvault.fhir.references import uuid_or_404
+from medvault.fhir.wire.media import dumps
+from medvault.fhir.wire.outcome import BinaryTooLargeForJson
+from medvault.fhir.wire.primitives import instant, weak_etag
+from medvault.fhir.wire.references import uuid_or_404
 from medvault.kit.problems import NotFound
+from medvault.kit.read_conditions import ReadConditions
 from medvault.runtime import Runtime
 
 # Stored versions never change.
@@ -51,10 +53,12 @@ def locate(session: Session, principal: Principal, raw_id: str) -> DocumentVersi
     return version
 
 
-def check_readable(session: Session, principal: Principal, version: DocumentVersion) -> None:
+def _check_readable(
+    session: Session, principal: Principal, version: DocumentVersion
+) -> tuple[Document, DocumentVersion]:
     """The one content-read check (410 once deleted), answering exactly like a missing id."""
     try:
-        document_service.resolve_version(
+        return document_service.resolve_version(
             session=session,
             principal=principal,
             document_id=version.document_id,
@@ -64,6 +68,30 @@ def check_readable(session: Session, principal: Principal, version: DocumentVers
         missing = NotFound("No Binary with this id.")
         missing.denial = exc.denial  # the refusal of a real record is still audited
         raise missing from None
+
+
+def for_binary(
+    principal: Principal, raw_id: str, *, details: Mapping[str, Any] | None = None
+) -> reading.Authorise:
+    """``Binary/{raw_id}`` as a content read (``documents.reading``) by ``principal``."""
+
+    def authorise(session: Session) -> reading.ReadGrant:
+        require(principal, Permission.CONTENT_READ)
+        document, version = _check_readable(session, principal, locate(session, principal, raw_id))
+        return reading.ReadGrant(document, version, details=details or {})
+
+    return authorise
+
+
+def readable(*, runtime: Runtime, principal: Principal, raw_id: str) -> DocumentVersion:
+    """The version behind a Binary the caller may read, before its form is negotiated.
+
+    The caller's reach comes first: nothing after it (406 for a format, the size cap)
+    may tell an unreadable Binary apart from one that does not exist. The read itself
+    authorises again, in ``documents.reading``.
+    """
+    with runtime.clinical.read_session() as session:
+        return for_binary(principal, raw_id)(session).version
 
 
 def metadata(version: DocumentVersion) -> dict[str, Any]:
@@ -109,20 +137,18 @@ class ResourceForm:
 
 def resource_form(
     *,
-    session: Session,
     runtime: Runtime,
+    session: Session,
     principal: Principal,
     version: DocumentVersion,
     context: AuditContext,
     raw_url: str,
 ) -> ResourceForm:
-    """Authorise, audit (committed by the route before any byte), and plan the JSON."""
-    document, version = document_service.resolve_version(
-        session=session,
-        principal=principal,
-        document_id=version.document_id,
-        number=version.version,
-    )
+    """Read ``version`` as base64 JSON through the one reading use case (the route commits).
+
+    Refused above the configured size, before any byte is read: base64 JSON of a large
+    file is a poor way to move it, and the raw form serves it with Range requests.
+    """
     limit = runtime.settings.fhir_binary_json_max_bytes
     if version.size > limit:
         raise BinaryTooLargeForJson(
@@ -131,19 +157,12 @@ def resource_form(
             f"Accept: {version.content_type} (or */*). They support Range requests.",
             headers={"Link": f'<{raw_url}>; rel="alternate"; type="{version.content_type}"'},
         )
-    # End the read transaction before touching storage (as the REST content route does).
-    session.commit()
-    plan = plan_content(
-        runtime=runtime, version=version, range_header=None, if_none_match=None, if_range=None
-    )
-    audit.record(
+    plan = reading.read_content(
+        runtime=runtime,
         session=session,
         context=context,
-        action="document.content.read",
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-        details={"version": version.version, "status": plan.status, "format": "fhir+json"},
+        authorise=for_binary(principal, str(version.id), details={"format": "fhir+json"}),
+        conditions=ReadConditions(),
     )
     head = dumps(metadata(version))[:-1] + b',"data":"'
     tail = b'"}'

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from medvault.config import ConfigurationError, Settings
+from medvault.cli.console import err, server_runtime
 
 fhir_app = typer.Typer(no_args_is_help=True, help="The FHIR R4 interface (server side).")
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @fhir_app.command("backfill-hashes")
@@ -30,21 +23,9 @@ def backfill_hashes(
     Each version is decrypted as a stream and its SHA-256 re-checked first; versions
     that fail are listed and left without a hash (run `medvault verify` on them).
     """
-    from medvault.crypto.errors import KeyringError
     from medvault.fhir.backfill import backfill_sha1
-    from medvault.runtime import build_runtime
 
-    settings = Settings()
-    if not settings.keyring and not settings.keyring_path.exists():
-        _fail(
-            f"No keyring at {settings.keyring_path} and MEDVAULT_KEYRING is not set. "
-            "Run this where the vault's configuration is (MEDVAULT_DATA_DIR, ...).",
-            code=2,
-        )
-    try:
-        runtime = build_runtime(settings, run_migrations=True)
-    except (ConfigurationError, KeyringError) as exc:
-        _fail(str(exc), code=2)
+    runtime = server_runtime(run_migrations=True)
     try:
         report = backfill_sha1(runtime, batch_size=batch_size)
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from medvault.fhir.media import FHIR_JSON, PLAIN_JSON
+from medvault.fhir.wire.media import FHIR_JSON, PLAIN_JSON
 from medvault.ops.openapi import CLEAN_TEXT_PATTERN, Dialect, Special, SpecialTable
 from medvault.ops.openapi_routes import CONTENT_HEADERS, document_types
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select, tuple_
@@ -23,20 +22,12 @@ from medvault.auth.principal import Principal
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
 from medvault.fhir.mapping.codes import CATEGORY_BY_TYPE, OTHER_CATEGORY, types_in_category
 from medvault.fhir.models import BinaryDraft
-from medvault.fhir.references import DocumentId
+from medvault.fhir.wire.references import DocumentId
+from medvault.fhir.wire.search import DateBound, ParsedSearch, Position
 from medvault.patients.models import Patient
 
 T = TypeVar("T")
 Group = frozenset[T]
-
-
-@dataclass(frozen=True)
-class DateBound:
-    """One date search value: FHIR prefix, and the value's range [low, high)."""
-
-    prefix: str
-    low: datetime | date
-    high: datetime | date
 
 
 def _date_condition(column: Any, bound: DateBound) -> ColumnElement[bool]:
@@ -67,14 +58,6 @@ def _dates(column: Any, groups: Sequence[Sequence[DateBound]]) -> list[ColumnEle
 
 
 @dataclass(frozen=True)
-class Position:
-    """A row's place in a keyset order: its sort value and id."""
-
-    value: Any
-    id: Any
-
-
-@dataclass(frozen=True)
 class Window:
     """Which page: after a position, before one, or the first; and the order."""
 
@@ -82,6 +65,17 @@ class Window:
     after: Position | None = None
     before: Position | None = None
     limit: int = 20
+
+
+def page_window(parsed: ParsedSearch) -> Window:
+    """One row more than the parsed search's page, to learn whether another page follows."""
+    cursor = parsed.cursor
+    return Window(
+        descending=parsed.descending,
+        after=cursor.position if cursor and not cursor.backwards else None,
+        before=cursor.position if cursor and cursor.backwards else None,
+        limit=parsed.count + 1,
+    )
 
 
 def _keyset(

@@ -13,12 +13,11 @@ from medvault.access.policy import require_upload
 from medvault.deps import AuditCtx, CurrentPrincipal, RuntimeDep, UploadRateLimit
 from medvault.fhir import transaction
 from medvault.fhir.base import FHIR_PATH, base_url
-from medvault.fhir.capability import capability_statement
-from medvault.fhir.http import require_json
-from medvault.fhir.media import fhir_response, negotiate
-from medvault.fhir.outcome import render_operation_outcome
-from medvault.fhir.routes import binary, documents, registry
-from medvault.kit.problems import register_problem_renderer
+from medvault.fhir.routes import audit_event, binary, document_reference, patient
+from medvault.fhir.wire.capability import capability_statement
+from medvault.fhir.wire.http import require_json
+from medvault.fhir.wire.responses import fhir_response, negotiate, render_operation_outcome
+from medvault.kit.problem_handlers import register_problem_renderer
 
 router = APIRouter(prefix=FHIR_PATH, tags=["fhir"])
 
@@ -55,9 +54,10 @@ async def transaction_bundle(
     return fhir_response(response, media_type=media_type)
 
 
-router.include_router(documents.router)
+router.include_router(document_reference.router)
 router.include_router(binary.router)
-router.include_router(registry.router)
+router.include_router(patient.router)
+router.include_router(audit_event.router)
 
 
 def install(app: FastAPI) -> None:

@@ -20,8 +20,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from medvault.access.authorship import origin_for
 from medvault.access.denials import denied, failed_attempt
@@ -35,14 +35,15 @@ from medvault.documents.ingest import IngestPipeline, IngestResult, pump
 from medvault.documents.models import Classification, Document, DocumentStatus, DocumentVersion
 from medvault.documents.sniffing import extension_for
 from medvault.documents.upload import check_patient
-from medvault.fhir.bundle import transaction_response
-from medvault.fhir.json_stream import Path, StreamedString, StreamingJsonReader
 from medvault.fhir.mapping import document_reference as mapping
-from medvault.fhir.mapping.codes import instant, version_token, weak_etag
-from medvault.fhir.outcome import NotSupported, UnknownReference, UnprocessableResource
-from medvault.fhir.references import URN_UUID, split_reference
-from medvault.fhir.streams import base64_decoded
-from medvault.fhir.validation import validate_structure
+from medvault.fhir.mapping.codes import version_token
+from medvault.fhir.wire.base64_stream import base64_decoded
+from medvault.fhir.wire.bundle import transaction_response
+from medvault.fhir.wire.json_stream import Path, StreamedString, StreamingJsonReader
+from medvault.fhir.wire.outcome import NotSupported, UnknownReference, UnprocessableResource
+from medvault.fhir.wire.primitives import instant, weak_etag
+from medvault.fhir.wire.references import URN_UUID, split_reference
+from medvault.fhir.wire.validation import validate_structure
 from medvault.kit.clock import utcnow
 from medvault.kit.problems import DuplicateDocument, UnknownPatient
 from medvault.patients import repository as patients
@@ -360,15 +361,15 @@ async def process(
             pipeline = IngestPipeline(runtime=runtime)
             pipelines.append(pipeline)
             await pump(base64_decoded(reader.stream()), pipeline)
-            payloads[marker.index] = await run_in_threadpool(pipeline.finish)
+            payloads[marker.index] = await to_thread.run_sync(pipeline.finish)
         bundle = validate_structure(reader.document, expected="Bundle")
         planned = plan(bundle, payloads, base=base)
         entry_count = len(bundle.get("entry") or [])
-        return await run_in_threadpool(
+        return await to_thread.run_sync(
             _commit, runtime, principal, context, planned, entry_count, base, attempted
         )
     except BaseException:
         if not attempted[0]:
             for pipeline in pipelines:
-                await run_in_threadpool(pipeline.discard)
+                await to_thread.run_sync(pipeline.discard)
         raise

@@ -1,32 +1,59 @@
-"""Redeeming signed download links: no bearer token, the signature is the credential."""
+"""Signed download links: issuing one (signed in), and downloading with one (no token)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from medvault.access.policy import Permission, require
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
-from medvault.deps import ClinicalSession, RuntimeDep, client_ip
-from medvault.documents.content import plan_content
-from medvault.documents.router import plan_response
+from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep, client_ip
+from medvault.documents import reading
+from medvault.documents.http_content import Conditions, streamed
+from medvault.documents.schemas import DownloadUrlOut, DownloadUrlRequest
+from medvault.kit.ids import parse_id
 from medvault.shares import service as shares
 from medvault.shares.signed_urls import verify
 
-router = APIRouter(prefix="/api/v1/download", tags=["documents"])
+# Tagged "documents" as before, so generated clients keep these operations in place.
+router = APIRouter(prefix="/api/v1", tags=["documents"])
 
 
-@router.get("/{token}", response_class=StreamingResponse)
+@router.post(
+    "/documents/{document_id}/download-url", response_model=DownloadUrlOut, status_code=201
+)
+def create_download_url(
+    document_id: str,
+    request: Request,
+    session: ClinicalSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
+    runtime: RuntimeDep,
+    body: DownloadUrlRequest | None = None,
+) -> DownloadUrlOut:
+    """A link that downloads one version without a token, until it expires (default 1 h)."""
+    require(principal, Permission.CONTENT_READ)
+    issued = shares.issue(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        document_id=parse_id(document_id),
+        request=body or DownloadUrlRequest(),
+        base_url=runtime.settings.public_url or str(request.base_url),
+        context=context,
+    )
+    session.commit()
+    return issued
+
+
+@router.get("/download/{token}", response_class=StreamingResponse)
 def download_with_link(
     token: str,
     request: Request,
     session: ClinicalSession,
     runtime: RuntimeDep,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-    if_range: Annotated[str | None, Header()] = None,
+    conditions: Conditions,
 ) -> Response:
     """Download the one version a signed link names, until the link expires."""
     grant = verify(secret=runtime.secret_key, token=token)
@@ -37,19 +64,12 @@ def download_with_link(
         user_agent=request.headers.get("user-agent"),
         request_id=getattr(request.state, "request_id", None),
     )
-    document, version, grant = shares.redeem(
-        session=session, runtime=runtime, token=token, context=context
-    )
-    session.commit()  # release SQLite's write lock before touching storage (see documents)
-    plan = plan_content(
+    plan = reading.read_content(
         runtime=runtime,
-        version=version,
-        range_header=range_header,
-        if_none_match=if_none_match,
-        if_range=if_range,
+        session=session,
+        context=context,
+        authorise=shares.for_link(runtime=runtime, token=token, context=context),
+        conditions=conditions,
     )
-    shares.record_use(
-        session=session, document=document, version=version, grant=grant, context=context
-    )
-    audit.commit_or_refuse(session)
-    return plan_response(plan)
+    audit.commit_or_refuse(session)  # the use is on record before the first byte leaves
+    return streamed(plan)

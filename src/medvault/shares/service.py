@@ -1,4 +1,4 @@
-"""Issuing and redeeming signed download links, both audited."""
+"""Issuing signed download links, and reading content with one, both audited."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from medvault.access.denials import denied, failed_attempt
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
-from medvault.documents import repository
+from medvault.documents import reading, repository
 from medvault.documents import service as documents
-from medvault.documents.models import Document, DocumentStatus, DocumentVersion
+from medvault.documents.models import Document, DocumentStatus
 from medvault.documents.schemas import DownloadUrlOut, DownloadUrlRequest
 from medvault.kit.problems import Gone, SignedUrlInvalid, ValidationFailed
 from medvault.runtime import Runtime
 from medvault.shares import signed_urls
-from medvault.shares.signed_urls import DownloadGrant
 
 DOWNLOAD_PATH = "/api/v1/download/"
+LINK_USE = "document.download_url.use"
 
 
 def issue(
@@ -68,53 +68,37 @@ def issue(
     )
 
 
-def redeem(
-    *, session: Session, runtime: Runtime, token: str, context: AuditContext
-) -> tuple[Document, DocumentVersion, DownloadGrant]:
-    """Check a link and find what it grants; the caller records the use before sending.
+def for_link(*, runtime: Runtime, token: str, context: AuditContext) -> reading.Authorise:
+    """A signed link as the credential of a content read (``documents.reading``).
 
-    A valid link to a deleted document is refused (410) and still audited, as the
-    attempted use it is (``context`` names the link).
+    The link grants exactly one version; a valid link to a deleted document is refused
+    (410) and still audited, as the attempted use it is (``context`` names the link).
     """
-    grant = signed_urls.verify(secret=runtime.secret_key, token=token)
-    version = repository.version_by_id(session, grant.version_id)
-    document = session.get(Document, grant.document_id)
-    if version is None or document is None or version.document_id != document.id:
-        raise SignedUrlInvalid("The link points at nothing.")
-    if document.status == DocumentStatus.DELETED:
-        problem = Gone("This document was deleted after the link was made.")
-        raise denied(
-            problem,
-            failed_attempt(
-                None,
-                "document.download_url.use",
-                resource_type="Document",
-                resource_id=document.id,
-                patient_id=document.patient_id,
-                context=context,
-            ),
+
+    def authorise(session: Session) -> reading.ReadGrant:
+        grant = signed_urls.verify(secret=runtime.secret_key, token=token)
+        version = repository.version_by_id(session, grant.version_id)
+        document = session.get(Document, grant.document_id)
+        if version is None or document is None or version.document_id != document.id:
+            raise SignedUrlInvalid("The link points at nothing.")
+        if document.status == DocumentStatus.DELETED:
+            problem = Gone("This document was deleted after the link was made.")
+            raise denied(
+                problem,
+                failed_attempt(
+                    None,
+                    LINK_USE,
+                    resource_type="Document",
+                    resource_id=document.id,
+                    patient_id=document.patient_id,
+                    context=context,
+                ),
+            )
+        return reading.ReadGrant(
+            document,
+            version,
+            action=LINK_USE,
+            details={"link_id": grant.link_id, "issued_by": grant.issued_by},
         )
-    return document, version, grant
 
-
-def record_use(
-    *,
-    session: Session,
-    document: Document,
-    version: DocumentVersion,
-    grant: DownloadGrant,
-    context: AuditContext,
-) -> None:
-    audit.record(
-        session=session,
-        context=context,
-        action="document.download_url.use",
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-        details={
-            "version": version.version,
-            "link_id": grant.link_id,
-            "issued_by": grant.issued_by,
-        },
-    )
+    return authorise

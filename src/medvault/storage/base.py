@@ -58,6 +58,13 @@ class BlobStore(Protocol):
     def list_blobs(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Every committed blob under ``prefix`` (for reconciling against the database)."""
 
+    def sweep_incomplete(self, *, older_than_seconds: float, dry_run: bool = False) -> int:
+        """Discard writes that never committed (crashed writers) older than this.
+
+        Temp files on a filesystem, incomplete multipart uploads on S3. Returns how many
+        (with ``dry_run``, how many it would discard, touching nothing).
+        """
+
     def check(self) -> None:
         """Raise :class:`BlobStoreError` unless the store is reachable and writable."""
 

@@ -3,7 +3,7 @@
 A blob is first written to ``.tmp/`` and fsynced, then linked to its final name
 (``link`` fails if the name exists, which keeps keys immutable), and the folder is
 fsynced so the new name survives power loss. A crash leaves at most a temp file,
-which :meth:`FilesystemBlobStore.sweep_temp` removes after a grace period.
+which :meth:`FilesystemBlobStore.sweep_incomplete` removes after a grace period.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class FilesystemBlobStore:
                     stat = path.stat()
                     yield BlobInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
 
-    def sweep_temp(self, *, older_than_seconds: float) -> int:
+    def sweep_incomplete(self, *, older_than_seconds: float, dry_run: bool = False) -> int:
         """Delete temp files left by crashed writers; returns how many were removed."""
         cutoff = time.time() - older_than_seconds
         removed = 0
@@ -147,7 +147,8 @@ class FilesystemBlobStore:
         for path in leftovers:
             try:
                 if path.stat().st_mtime < cutoff:
-                    path.unlink()
+                    if not dry_run:
+                        path.unlink()
                     removed += 1
             except FileNotFoundError:
                 continue  # another instance swept it first

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -189,6 +190,38 @@ class S3BlobStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
             for item in page.get("Contents", []):
                 yield BlobInfo(item["Key"][strip:], item["Size"], item["LastModified"])
+
+    def sweep_incomplete(self, *, older_than_seconds: float, dry_run: bool = False) -> int:
+        """Abort multipart uploads that crashed writers left open (they are billed storage).
+
+        Only uploads under this store's prefix, so a bucket shared with other
+        applications keeps their uploads. A bucket lifecycle rule
+        (AbortIncompleteMultipartUpload) does the same; this covers stores without one.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        aborted = 0
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] >= cutoff:
+                        continue
+                    if dry_run:
+                        aborted += 1
+                        continue
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise
+                        continue  # another instance aborted it first
+                    aborted += 1
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"multipart sweep failed: {type(exc).__name__}") from exc
+        return aborted
 
     def check(self) -> None:
         try:

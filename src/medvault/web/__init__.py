@@ -13,7 +13,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-from medvault.kit.problems import register_problem_renderer
+from medvault.kit.problem_handlers import register_problem_renderer
 from medvault.web.errors import render_portal_problem
 from medvault.web.pages import admin, audit, auth, compose, documents, patients, upload
 

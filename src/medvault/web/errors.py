@@ -12,7 +12,8 @@ from urllib.parse import quote
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
-from medvault.kit.problems import Problem, problem_response
+from medvault.kit.problem_handlers import problem_response
+from medvault.kit.problems import Problem
 from medvault.web.templating import render
 
 

@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 from medvault.audit.models import AuditEvent
-from medvault.fhir.mapping.codes import ACTOR_SYSTEM, instant
+from medvault.fhir.mapping.codes import ACTOR_SYSTEM
+from medvault.fhir.wire.primitives import instant
 
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"

@@ -1,4 +1,4 @@
-"""Code systems, value maps and primitive formats shared by the resource mappings."""
+"""Code systems, value maps and version ids shared by the resource mappings."""
 
 from __future__ import annotations
 
@@ -77,11 +77,6 @@ def types_in_category(category: str) -> frozenset[str]:
     return frozenset(t for t, c in CATEGORY_BY_TYPE.items() if c == category)
 
 
-def instant(value: datetime) -> str:
-    """A FHIR instant in UTC, to the millisecond."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -96,17 +91,3 @@ def version_token(updated_at: datetime) -> str:
 
 
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
-
-
-def weak_etag(version_id: str) -> str:
-    return f'W/"{version_id}"'
-
-
-def parse_etag(header: str) -> str | None:
-    """The version id in ``W/"3"`` or ``"3"`` (as FHIR clients send If-Match)."""
-    text = header.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return text[1:-1]
-    return None

@@ -22,7 +22,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from medvault.documents.models import Classification, Document, DocumentStatus, DocumentVersion
 from medvault.documents.schemas import LoincCode
-from medvault.fhir.json_stream import StreamedString
 from medvault.fhir.mapping.codes import (
     ACTOR_SYSTEM,
     CATEGORY_DISPLAY,
@@ -35,11 +34,12 @@ from medvault.fhir.mapping.codes import (
     RFC3986,
     SHA256_EXTENSION,
     category_of,
-    instant,
     version_token,
 )
-from medvault.fhir.outcome import NotSupported, UnknownReference, UnprocessableResource
-from medvault.fhir.references import document_reference_id, parse_uuid, split_reference
+from medvault.fhir.wire.json_stream import StreamedString
+from medvault.fhir.wire.outcome import NotSupported, UnknownReference, UnprocessableResource
+from medvault.fhir.wire.primitives import instant
+from medvault.fhir.wire.references import document_reference_id, parse_uuid, split_reference
 
 _LOINC: TypeAdapter[str] = TypeAdapter(LoincCode)
 MAX_TITLE = 500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medvault.fhir.mapping.codes import instant
+from medvault.fhir.wire.primitives import instant
 from medvault.patients.models import Patient
 
 # Registry rows never change after they are created.

@@ -12,14 +12,14 @@ from starlette.responses import Response
 from medvault.access.policy import Permission, require, require_upload
 from medvault.audit import service as audit
 from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep, UploadRateLimit
-from medvault.documents import repository
-from medvault.documents.router import serve_version
+from medvault.documents import reading, repository
+from medvault.documents.http_content import Conditions, streamed
 from medvault.documents.schemas import DocumentOut
 from medvault.fhir import binary as service
-from medvault.fhir import create
+from medvault.fhir import binary_create as create
 from medvault.fhir.base import base_url
-from medvault.fhir.http import is_json, written
-from medvault.fhir.media import negotiate, wants_resource_form
+from medvault.fhir.wire.http import is_json, written
+from medvault.fhir.wire.responses import negotiate, wants_resource_form
 from medvault.kit.problems import NotFound
 from medvault.runtime import Runtime
 
@@ -34,34 +34,25 @@ def _read(
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
-    range_header: str | None,
-    if_none_match: str | None,
-    if_range: str | None,
+    conditions: Conditions,
 ) -> Response:
-    require(principal, Permission.CONTENT_READ)
-    version = service.locate(session, principal, resource_id)
-    # The caller's reach first: nothing below (406 for a format, the size cap) may
-    # tell an unreadable Binary apart from one that does not exist.
-    service.check_readable(session, principal, version)
+    version = service.readable(runtime=runtime, principal=principal, raw_id=resource_id)
     if not wants_resource_form(request, version.content_type):
-        # The raw bytes, exactly as the REST content route serves them.
-        return serve_version(
-            document_id=str(version.document_id),
-            number=version.version,
-            session=session,
-            principal=principal,
-            context=context,
+        # The raw bytes, read exactly as the REST content route reads them.
+        plan = reading.read_content(
             runtime=runtime,
-            range_header=range_header,
-            if_none_match=if_none_match,
-            if_range=if_range,
-            disposition="attachment",
+            session=session,
+            context=context,
+            authorise=service.for_binary(principal, resource_id),
+            conditions=conditions,
         )
+        audit.commit_or_refuse(session)  # the read is on record before the first byte
+        return streamed(plan)
     media_type = negotiate(request)
     raw_url = f"{base_url(request, runtime.settings)}/Binary/{version.id}"
     form = service.resource_form(
-        session=session,
         runtime=runtime,
+        session=session,
         principal=principal,
         version=version,
         context=context,
@@ -81,9 +72,7 @@ def read(
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-    if_range: Annotated[str | None, Header()] = None,
+    conditions: Conditions,
 ) -> Response:
     """Raw bytes (Range, If-None-Match) unless FHIR JSON is asked for (base64, size-capped)."""
     return _read(
@@ -93,9 +82,7 @@ def read(
         principal=principal,
         context=context,
         runtime=runtime,
-        range_header=range_header,
-        if_none_match=if_none_match,
-        if_range=if_range,
+        conditions=conditions,
     )
 
 
@@ -108,9 +95,7 @@ def vread(
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-    if_range: Annotated[str | None, Header()] = None,
+    conditions: Conditions,
 ) -> Response:
     """A stored version never changes, so its only version id is 1."""
     require(principal, Permission.CONTENT_READ)
@@ -123,9 +108,7 @@ def vread(
         principal=principal,
         context=context,
         runtime=runtime,
-        range_header=range_header,
-        if_none_match=if_none_match,
-        if_range=if_range,
+        conditions=conditions,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -16,9 +16,9 @@ from medvault.access.policy import Permission, allows, require
 from medvault.audit import service as audit
 from medvault.auth.principal import Role
 from medvault.deps import ClinicalSession, RuntimeDep
-from medvault.documents import service
+from medvault.documents import reading, service
+from medvault.documents.http_content import Conditions, streamed
 from medvault.documents.ordering import DocumentSort
-from medvault.documents.router import serve_version
 from medvault.documents.schemas import DocumentOut, DownloadUrlRequest
 from medvault.kit.ids import parse_id
 from medvault.runtime import Runtime
@@ -217,21 +217,19 @@ def _content(
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     runtime: RuntimeDep,
-    range_header: str | None,
-    if_none_match: str | None,
+    conditions: Conditions,
 ) -> Response:
-    response = serve_version(
-        document_id=document_id,
-        number=version,
-        session=session,
-        principal=principal,
-        context=context,
+    require(principal, Permission.CONTENT_READ)
+    plan = reading.read_content(
         runtime=runtime,
-        range_header=range_header,
-        if_none_match=if_none_match,
-        if_range=None,
+        session=session,
+        context=context,
+        authorise=reading.for_principal(principal, parse_id(document_id), version),
+        conditions=conditions,
         disposition=disposition,
     )
+    audit.commit_or_refuse(session)  # the read is on record before the first byte leaves
+    response = streamed(plan)
     if disposition == "inline":
         response.headers["Content-Security-Policy"] = VIEW_CSP
         response.headers["X-Frame-Options"] = "SAMEORIGIN"
@@ -248,20 +246,11 @@ def download(
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     runtime: RuntimeDep,
+    conditions: Conditions,
     version: VersionParam = None,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     return _content(
-        document_id,
-        version,
-        "attachment",
-        session,
-        principal,
-        context,
-        runtime,
-        range_header,
-        if_none_match,
+        document_id, version, "attachment", session, principal, context, runtime, conditions
     )
 
 
@@ -272,21 +261,12 @@ def view(
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     runtime: RuntimeDep,
+    conditions: Conditions,
     version: VersionParam = None,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Inline, for the browser's PDF viewer and <img>; other types download instead."""
     return _content(
-        document_id,
-        version,
-        "inline",
-        session,
-        principal,
-        context,
-        runtime,
-        range_header,
-        if_none_match,
+        document_id, version, "inline", session, principal, context, runtime, conditions
     )
 
 

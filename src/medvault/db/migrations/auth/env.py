@@ -1,6 +1,6 @@
 """Alembic environment for the auth database."""
 
-from medvault.db import models_registry  # noqa: F401  (registers every model)
+from medvault import models_registry  # noqa: F401  (registers every model)
 from medvault.db.base import AuthBase
 from medvault.db.migrate import run_env
 

@@ -1,0 +1,104 @@
+"""The reconciler: removes what failures leave behind, and never what is still in use.
+
+What it removes:
+- blobs under the version prefix that no version row points to (a crash between the
+  blob becoming durable and the row committing), once older than the grace period;
+- writes that never committed: S3 multipart uploads, temp files on a filesystem.
+
+Why it cannot delete a blob an upload still needs: an upload refuses to commit its row
+when its blob was started more than half the grace period ago (``upload_deadline``).
+A blob the reconciler deletes is older than the whole grace period, so any upload
+that could still commit it committed at least half a grace period before the
+reconciler looked, and the reconciler sees its row. Clocks between hosts need only
+agree to within half the grace period (12 hours by default).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from prometheus_client import Counter
+
+from medvault.audit import service as audit
+from medvault.audit.context import AuditContext
+from medvault.documents.integrity import find_orphans, is_version_blob
+from medvault.kit.clock import utcnow
+from medvault.runtime import Runtime
+
+logger = logging.getLogger("medvault.processing.reconcile")
+
+RECONCILE_JOB = "reconcile"
+RECONCILED = Counter(
+    "medvault_reconciled_total", "Leftovers the reconciler removed, by kind", ["kind"]
+)
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool
+    orphan_blobs: int = 0
+    orphan_bytes: int = 0
+    incomplete_writes: int = 0
+    # Orphans too young to remove: uploads in flight, or crashes inside the grace period.
+    young_orphans: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, int | bool]:
+        return {
+            "dry_run": self.dry_run,
+            "orphan_blobs": self.orphan_blobs,
+            "orphan_bytes": self.orphan_bytes,
+            "incomplete_writes": self.incomplete_writes,
+            "young_orphans": self.young_orphans,
+            **self.extra,
+        }
+
+
+def upload_deadline(grace_seconds: float) -> timedelta:
+    """How long after its blob was started an upload may still commit (see module doc)."""
+    return timedelta(seconds=grace_seconds / 2)
+
+
+def reconcile(runtime: Runtime, *, grace_seconds: float, dry_run: bool = False) -> ReconcileReport:
+    report = ReconcileReport(dry_run=dry_run)
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    for orphan in find_orphans(runtime=runtime):
+        blob = orphan.blob
+        if blob.modified >= cutoff:
+            report.young_orphans += 1
+            continue
+        if not dry_run:
+            # Look once more, just before deleting: find_orphans works in batches.
+            with runtime.clinical.read_session() as session:
+                if is_version_blob(session, blob.key):
+                    continue
+            runtime.blobs.delete(blob.key)
+        report.orphan_blobs += 1
+        report.orphan_bytes += blob.size
+    report.incomplete_writes = runtime.blobs.sweep_incomplete(
+        older_than_seconds=grace_seconds, dry_run=dry_run
+    )
+    return report
+
+
+def record_report(runtime: Runtime, report: ReconcileReport, *, actor: str) -> None:
+    """Metrics, a log line and one summary audit event (no event for an idle run)."""
+    if not report.dry_run:
+        RECONCILED.labels("orphan_blob").inc(report.orphan_blobs)
+        RECONCILED.labels("incomplete_write").inc(report.incomplete_writes)
+        for kind, count in report.extra.items():
+            RECONCILED.labels(kind).inc(count)
+    removed = report.orphan_blobs + report.incomplete_writes + sum(report.extra.values())
+    logger.info("reconcile%s: %s", " (dry run)" if report.dry_run else "", report.summary())
+    if removed == 0 or report.dry_run:
+        return
+    with runtime.clinical.session() as session:
+        audit.record(
+            session=session,
+            context=AuditContext.system(actor),
+            action="storage.reconcile",
+            details=dict(report.summary()),
+        )
+        session.commit()

@@ -1,0 +1,222 @@
+"""The job queue on both backends: outbox enqueue, leases, retries, dead jobs."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from medvault.kit.clock import utcnow
+from medvault.processing import queue
+from medvault.processing.models import Job, JobState
+from medvault.runtime import Runtime
+
+LEASE = timedelta(seconds=30)
+
+
+def _job(runtime: Runtime, job_id: object) -> Job:
+    with runtime.clinical.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def _make_due(runtime: Runtime, job_id: object) -> None:
+    """Skip a backoff or a lease without sleeping through it."""
+    past = utcnow() - timedelta(seconds=1)
+    with runtime.clinical.session() as session:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(run_after=past, lease_expires_at=past)
+        )
+        session.commit()
+
+
+def test_a_job_exists_only_if_its_transaction_commits(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        queue.enqueue(session, "scan", {"version": "a"})
+        session.rollback()
+    with runtime.clinical.session() as session:
+        kept = queue.enqueue(session, "scan", {"version": "b"})
+        session.commit()
+    with runtime.clinical.session() as session:
+        payloads = session.scalars(select(Job.payload)).all()
+    assert payloads == ['{"version": "b"}']
+    assert _job(runtime, kept.id).state == JobState.READY
+
+
+def test_a_dedupe_key_keeps_one_live_job_and_rearms_a_finished_one(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        first = queue.enqueue(session, "scan", {"v": 1}, dedupe_key="scan:v1")
+        again = queue.enqueue(session, "scan", {"v": 1}, dedupe_key="scan:v1")
+        session.commit()
+    assert first.id == again.id
+    held = queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE)
+    assert held is not None and queue.complete(runtime.clinical, held, {"verdict": "clean"})
+    assert _job(runtime, first.id).state == JobState.DONE
+    with runtime.clinical.session() as session:
+        rearmed = queue.enqueue(session, "scan", {"v": 1}, dedupe_key="scan:v1")
+        session.commit()
+    job = _job(runtime, rearmed.id)
+    assert (rearmed.id, job.state, job.attempts, job.result) == (first.id, "ready", 0, None)
+
+
+def test_claims_take_due_jobs_of_the_asked_kinds_oldest_first(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        later = queue.enqueue(session, "scan", {"n": 2}, delay=timedelta(hours=1))
+        older = queue.enqueue(session, "scan", {"n": 1})
+        queue.enqueue(session, "preview", {"n": 3})
+        session.commit()
+    held = queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE)
+    assert held is not None and held.id == older.id and held.attempt == 1
+    assert queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE) is None
+    assert _job(runtime, later.id).state == JobState.READY
+
+
+def test_an_expired_lease_hands_the_job_to_another_worker(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        job = queue.enqueue(session, "scan", {})
+        session.commit()
+    first = queue.claim(runtime.clinical, owner="dead-worker", kinds=["scan"], lease=LEASE)
+    assert first is not None
+    assert queue.claim(runtime.clinical, owner="w2", kinds=["scan"], lease=LEASE) is None
+    _make_due(runtime, job.id)
+    second = queue.claim(runtime.clinical, owner="w2", kinds=["scan"], lease=LEASE)
+    assert second is not None and second.id == job.id and second.attempt == 2
+    # The first worker wakes up late: it can neither finish nor extend the job.
+    assert not queue.complete(runtime.clinical, first)
+    assert not queue.heartbeat(runtime.clinical, first, lease=LEASE)
+    assert queue.complete(runtime.clinical, second)
+    stored = _job(runtime, job.id)
+    assert (stored.state, stored.attempts) == ("done", 2)
+
+
+def test_failures_back_off_then_park_the_job_dead_and_retry_revives_it(
+    runtime: Runtime,
+) -> None:
+    with runtime.clinical.session() as session:
+        job = queue.enqueue(session, "scan", {}, max_attempts=3)
+        session.commit()
+    states = []
+    for _ in range(3):
+        held = queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE)
+        assert held is not None
+        before = utcnow()
+        states.append(queue.fail(runtime.clinical, held, ConnectionRefusedError("clamd at x")))
+        stored = _job(runtime, job.id)
+        if stored.state == JobState.READY:
+            assert stored.run_after >= before + queue.BACKOFF_BASE / 2
+        _make_due(runtime, job.id)
+    assert states == ["ready", "ready", "dead"]
+    dead = _job(runtime, job.id)
+    # The message could quote a document: only the class name is kept.
+    assert dead.last_error == "ConnectionRefusedError"
+    assert queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE) is None
+    with runtime.clinical.session() as session:
+        assert queue.retry(session, job.id) is not None
+        session.commit()
+    revived = queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE)
+    assert revived is not None and revived.attempt == 1
+
+
+def test_a_safe_error_keeps_its_message(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        job = queue.enqueue(session, "scan", {}, max_attempts=1)
+        session.commit()
+    held = queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE)
+    assert held is not None
+    queue.fail(runtime.clinical, held, queue.SafeJobError("version 7 has no blob"))
+    assert _job(runtime, job.id).last_error == "SafeJobError: version 7 has no blob"
+
+
+def test_a_job_whose_worker_dies_on_every_attempt_ends_dead(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        job = queue.enqueue(session, "scan", {}, max_attempts=2)
+        session.commit()
+    for _ in range(2):
+        assert queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE)
+        _make_due(runtime, job.id)
+    assert queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE) is None
+    stored = _job(runtime, job.id)
+    assert stored.state == JobState.DEAD and "WorkerLost" in (stored.last_error or "")
+
+
+def test_release_gives_the_attempt_back(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        job = queue.enqueue(session, "scan", {})
+        session.commit()
+    held = queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE)
+    assert held is not None and queue.release(runtime.clinical, held)
+    stored = _job(runtime, job.id)
+    assert (stored.state, stored.attempts, stored.lease_token) == ("ready", 0, None)
+
+
+def test_cancel_stops_a_waiting_job_and_a_running_one_cannot_finish(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        waiting = queue.enqueue(session, "scan", {"n": 1}, delay=timedelta(minutes=5))
+        running = queue.enqueue(session, "scan", {"n": 2})
+        session.commit()
+    held = queue.claim(runtime.clinical, owner="w", kinds=["scan"], lease=LEASE)
+    assert held is not None and held.id == running.id
+    with runtime.clinical.session() as session:
+        assert queue.cancel(session, waiting.id) is not None
+        assert queue.cancel(session, running.id) is not None
+        session.commit()
+    assert not queue.complete(runtime.clinical, held)
+    assert {_job(runtime, waiting.id).state, _job(runtime, running.id).state} == {"cancelled"}
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    rng = random.Random(7)
+    delays = [queue.backoff(attempt, rng=rng) for attempt in range(1, 16)]
+    for attempt, delay in enumerate(delays, start=1):
+        ceiling = min(queue.BACKOFF_CAP, queue.BACKOFF_BASE * 2 ** (attempt - 1))
+        assert ceiling / 2 <= delay <= ceiling
+    assert delays[-1] > delays[0] * 100
+    assert len({round(d.total_seconds(), 6) for d in delays[:5]}) == 5
+
+
+def test_concurrent_workers_never_run_a_job_twice(runtime: Runtime) -> None:
+    total = 120
+    with runtime.clinical.session() as session:
+        for n in range(total):
+            queue.enqueue(session, "count", {"n": n})
+        session.commit()
+    runs: Counter[str] = Counter()
+    active: set[str] = set()
+    overlaps: list[str] = []
+    guard = threading.Lock()
+
+    def work(owner: str) -> None:
+        while held := queue.claim(runtime.clinical, owner=owner, kinds=["count"], lease=LEASE):
+            key = str(held.id)
+            with guard:
+                if key in active:
+                    overlaps.append(key)
+                active.add(key)
+                runs[key] += 1
+            time.sleep(0.001)
+            with guard:
+                active.discard(key)
+            assert queue.complete(runtime.clinical, held)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == []
+    assert len(runs) == total and set(runs.values()) == {1}
+    with runtime.clinical.session() as session:
+        done = session.scalar(select(func.count()).where(Job.state == JobState.DONE))
+    assert done == total
+
+
+@pytest.mark.parametrize("attempt", [1, 5])
+def test_describe_error_never_keeps_a_library_message(attempt: int) -> None:
+    error = ValueError(f"cannot parse 'Smith, Jane - discharge.pdf' (try {attempt})")
+    assert queue.describe_error(error) == "ValueError"
