@@ -23,6 +23,7 @@ from tests.support.services import free_port
 # Split so that this source file is not itself flagged by a scanner on a developer's laptop.
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 SIGNATURE_NAME = "Medvault.Test.EICAR"
+BODY_SIGNATURE_NAME = "Medvault.Test.EICAR-Body"
 # clamd appends this to signatures loaded from unsigned local databases.
 REPORTED_NAME = f"{SIGNATURE_NAME}.UNOFFICIAL"
 
@@ -57,9 +58,15 @@ def clamd_binary() -> str | None:
 
 
 def write_signatures(directory: Path) -> None:
+    """An exact-file hash signature, and a body signature that finds EICAR inside a PDF.
+
+    The vault only accepts real document types (PDF, images, DICOM), so the end-to-end
+    tests hide the EICAR string inside an upload: the ``.ndb`` rule matches it anywhere.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.md5(EICAR, usedforsecurity=False).hexdigest()
     (directory / "medvault-test.hdb").write_text(f"{digest}:{len(EICAR)}:{SIGNATURE_NAME}\n")
+    (directory / "medvault-test.ndb").write_text(f"{BODY_SIGNATURE_NAME}:0:*:{EICAR.hex()}\n")
 
 
 @contextmanager
