@@ -14,6 +14,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from medvault.crypto.envelope import EnvelopeReader
+from medvault.documents.content import open_reader
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -28,9 +29,6 @@ CACHE_BYTES = 4 * 1024 * 1024
 
 class PlaintextFile(io.RawIOBase):
     def __init__(self, runtime: Runtime, version: DocumentVersion) -> None:
-        # Imported here: content imports the runtime's blob store and key services.
-        from medvault.documents.content import open_reader
-
         self._runtime = runtime
         self._key = version.storage_key
         self._reader: EnvelopeReader = open_reader(runtime, version)

@@ -16,7 +16,7 @@ agree to within half the grace period (12 hours by default).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from prometheus_client import Counter
@@ -43,7 +43,6 @@ class ReconcileReport:
     incomplete_writes: int = 0
     # Orphans too young to remove: uploads in flight, or crashes inside the grace period.
     young_orphans: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int | bool]:
         return {
@@ -52,7 +51,6 @@ class ReconcileReport:
             "orphan_bytes": self.orphan_bytes,
             "incomplete_writes": self.incomplete_writes,
             "young_orphans": self.young_orphans,
-            **self.extra,
         }
 
 
@@ -88,9 +86,7 @@ def record_report(runtime: Runtime, report: ReconcileReport, *, actor: str) -> N
     if not report.dry_run:
         RECONCILED.labels("orphan_blob").inc(report.orphan_blobs)
         RECONCILED.labels("incomplete_write").inc(report.incomplete_writes)
-        for kind, count in report.extra.items():
-            RECONCILED.labels(kind).inc(count)
-    removed = report.orphan_blobs + report.incomplete_writes + sum(report.extra.values())
+    removed = report.orphan_blobs + report.incomplete_writes
     logger.info("reconcile%s: %s", " (dry run)" if report.dry_run else "", report.summary())
     if removed == 0 or report.dry_run:
         return

@@ -36,10 +36,6 @@ SCAN_VERDICTS = Counter(
 SCAN_ACTOR = "malware-scan"
 
 
-def scan_dedupe_key(version_id: uuid.UUID) -> str:
-    return f"{SCAN_JOB}:{version_id}"
-
-
 def run_scan(runtime: Runtime, scanner: ClamdClient, payload: Mapping[str, Any]) -> dict[str, str]:
     version_id = uuid.UUID(str(payload["version_id"]))
     with runtime.clinical.read_session() as session:

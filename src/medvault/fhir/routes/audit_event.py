@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from medvault.access.audit_reach import require_audit_events
@@ -13,7 +13,8 @@ from medvault.audit import service as audit
 from medvault.deps import AuditCtx, AuthReadSession, ClinicalSession, CurrentPrincipal, RuntimeDep
 from medvault.fhir import audit_event
 from medvault.fhir.base import base_url
-from medvault.fhir.wire.http import query_params, search_params, strict
+from medvault.fhir.routes import searching
+from medvault.fhir.wire.http import query_params, strict
 from medvault.fhir.wire.responses import fhir_response, negotiate
 
 router = APIRouter(prefix="/AuditEvent")
@@ -49,25 +50,21 @@ async def search_audit_events_by_post(
 ) -> Response:
     require_audit_events(principal)
     base = base_url(request, runtime.settings)
-    media_type = negotiate(request)
-    params = await search_params(request)
 
-    def run() -> dict[str, Any]:
-        with runtime.clinical.session() as session:
-            with runtime.auth.read_session() as auth_session:
-                bundle = audit_event.search(
-                    session=session,
-                    auth_session=auth_session,
-                    principal=principal,
-                    params=params,
-                    strict=strict(request),
-                    context=context,
-                    base=base,
-                )
-            audit.commit_or_refuse(session)
-            return bundle
+    def run(session: Session, params: list[tuple[str, str]]) -> dict[str, Any]:
+        # Actors are named from the auth database, read alongside the clinical session.
+        with runtime.auth.read_session() as auth_session:
+            return audit_event.search(
+                session=session,
+                auth_session=auth_session,
+                principal=principal,
+                params=params,
+                strict=strict(request),
+                context=context,
+                base=base,
+            )
 
-    return fhir_response(await run_in_threadpool(run), media_type=media_type)
+    return await searching.search_by_post(request, runtime, negotiate(request), run)
 
 
 @router.get("/{resource_id}")

@@ -17,12 +17,12 @@ from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDe
 from medvault.fhir import document_reference as service
 from medvault.fhir import document_reference_create, document_reference_search
 from medvault.fhir.base import base_url
+from medvault.fhir.routes import searching
 from medvault.fhir.wire.http import (
     http_date,
     query_params,
     read_resource,
     require_json,
-    search_params,
     strict,
     written,
 )
@@ -69,22 +69,19 @@ async def search_by_post(
 ) -> Response:
     media_type = negotiate(request)
     require(principal, Permission.DOCUMENT_READ)
-    params = await search_params(request)
-
-    def run() -> dict[str, Any]:
-        with runtime.clinical.session() as session:
-            bundle = document_reference_search.search(
-                session=session,
-                principal=principal,
-                params=params,
-                strict=strict(request),
-                context=context,
-                base=base_url(request, runtime.settings),
-            )
-            audit.commit_or_refuse(session)
-            return bundle
-
-    return fhir_response(await run_in_threadpool(run), media_type=media_type)
+    return await searching.search_by_post(
+        request,
+        runtime,
+        media_type,
+        lambda session, params: document_reference_search.search(
+            session=session,
+            principal=principal,
+            params=params,
+            strict=strict(request),
+            context=context,
+            base=base_url(request, runtime.settings),
+        ),
+    )
 
 
 @router.get("/{resource_id}")

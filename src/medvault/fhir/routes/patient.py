@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from medvault.access.policy import Permission, require
@@ -14,7 +11,8 @@ from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDe
 from medvault.fhir import patient
 from medvault.fhir.base import base_url
 from medvault.fhir.mapping.patient import PATIENT_VERSION
-from medvault.fhir.wire.http import query_params, search_params, strict
+from medvault.fhir.routes import searching
+from medvault.fhir.wire.http import query_params, strict
 from medvault.fhir.wire.responses import fhir_response, negotiate
 
 router = APIRouter(prefix="/Patient")
@@ -44,23 +42,19 @@ async def search_patients_by_post(
 ) -> Response:
     require(principal, Permission.PATIENT_READ)
     base = base_url(request, runtime.settings)
-    media_type = negotiate(request)
-    params = await search_params(request)
-
-    def run() -> dict[str, Any]:
-        with runtime.clinical.session() as session:
-            bundle = patient.search(
-                session=session,
-                principal=principal,
-                params=params,
-                strict=strict(request),
-                context=context,
-                base=base,
-            )
-            audit.commit_or_refuse(session)
-            return bundle
-
-    return fhir_response(await run_in_threadpool(run), media_type=media_type)
+    return await searching.search_by_post(
+        request,
+        runtime,
+        negotiate(request),
+        lambda session, params: patient.search(
+            session=session,
+            principal=principal,
+            params=params,
+            strict=strict(request),
+            context=context,
+            base=base,
+        ),
+    )
 
 
 @router.get("/{resource_id}")
