@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -17,9 +18,11 @@ from medvault.audit.sealer import start_sealer
 from medvault.auth.router import admin_router
 from medvault.auth.router import router as auth_router
 from medvault.config import Settings
+from medvault.documents.quarantine_router import router as quarantine_router
 from medvault.documents.router import router as documents_router
 from medvault.fhir import openapi as fhir_openapi
 from medvault.fhir.router import install as install_fhir
+from medvault.jobs import start_worker
 from medvault.kit.problem_handlers import install_problem_handlers
 from medvault.kit.request_id import RequestIdMiddleware
 from medvault.kit.request_text import refuse_control_characters
@@ -46,11 +49,14 @@ def create_app(
     *,
     runtime: Runtime | None = None,
     run_sealer: bool = False,
+    run_worker: bool = False,
 ) -> FastAPI:
     """Build the ASGI app. Migrations run here, so ``serve`` needs no separate step.
 
-    ``run_sealer`` starts the audit sealer as a background task (``medvault serve``
-    does); tests seal explicitly so their expectations stay deterministic.
+    ``run_sealer`` starts the audit sealer as a background task and ``run_worker`` one
+    job worker thread (``medvault serve`` does both, the worker unless
+    ``MEDVAULT_EMBEDDED_WORKER=false``); tests run both explicitly so their expectations
+    stay deterministic.
     """
     apply_log_policy()  # before any connection is opened: SQLAlchemy reads it per connection
     if runtime is None:
@@ -71,9 +77,12 @@ def create_app(
             runtime.blobs.describe(),
         )
         sealer = start_sealer(runtime) if run_sealer else None
+        worker = start_worker(runtime) if run_worker else None
         try:
             yield
         finally:
+            if worker is not None:
+                await to_thread.run_sync(worker.stop)
             if sealer is not None:
                 await sealer.stop()
             runtime.close()
@@ -140,6 +149,7 @@ def create_app(
         access_history_router,
         patients_router,
         documents_router,
+        quarantine_router,
         shares_router,
     ):
         app.include_router(router)

@@ -128,6 +128,33 @@ class Settings(BaseSettings):
     audit_witness_dir: Path | None = None
     audit_seal_interval_seconds: float = Field(default=1.0, gt=0, le=60)
 
+    # Background jobs (README "Jobs, scanning and the reconciler")
+    # `medvault serve` runs one worker thread beside the web server; turn it off when
+    # `medvault worker` processes run elsewhere.
+    embedded_worker: bool = True
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    # Malware scanning: clamd's address (tcp://host:port or unix:///path). Unset: nothing
+    # is scanned and versions show "not-scanned".
+    clamd_url: str | None = None
+    clamd_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    # blocking: content is refused (503 + Retry-After) until its scan says clean.
+    # async: content is served while the scan is pending; infected is never served.
+    scan_policy: Literal["blocking", "async"] = "blocking"
+    # PDFs with JavaScript, automatic actions, launch actions, embedded files or XFA are
+    # always flagged; with this on they are refused at upload (422).
+    refuse_active_pdf: bool = False
+
+    # The reconciler removes orphan blobs and unfinished writes older than the grace
+    # period; an upload must commit within half of it (see processing/reconcile.py).
+    reconcile_grace_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+    reconcile_interval_seconds: int = Field(default=3600, ge=10, le=7 * 86400)
+    # FHIR Binary created but never described by a DocumentReference: removed after this.
+    binary_draft_ttl_seconds: int = Field(default=7 * 86400, ge=60, le=365 * 86400)
+    # The integrity scrub re-reads every version once per period, at most this fast.
+    scrub_period_days: int = Field(default=30, ge=1, le=3650)
+    scrub_max_bytes_per_second: int = Field(default=20 * MiB, ge=64 * 1024)
+
     @field_validator(
         "database_url",
         "auth_database_url",
@@ -138,6 +165,7 @@ class Settings(BaseSettings):
         "keyring",
         "keyring_file",
         "secret_key",
+        "clamd_url",
         mode="before",
     )
     @classmethod

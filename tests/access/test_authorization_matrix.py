@@ -128,6 +128,15 @@ def fixed(method: str, url: str, **kwargs: Any) -> Callable[[World, str], Reques
     return lambda world, target: (method, url, dict(kwargs))
 
 
+def quarantine_decision(action: str) -> Callable[[World, str], Request]:
+    def build(world: World, target: str) -> Request:
+        document = world.documents[target]
+        url = f"/api/v1/quarantine/{document}/versions/1/{action}"
+        return "POST", url, {"params": {"reason": "matrix"}}
+
+    return build
+
+
 def upload_for(world: World, target: str) -> Request:
     return (
         "POST",
@@ -483,6 +492,15 @@ SPECS: dict[tuple[str, str], Spec] = {
             "patient/ unbound": 404,  # patient/*.* grants delete; it reaches no record
             "auditor": 403,
         },
+    ),
+    # Quarantine: admins (and "*" tokens) only; SMART scopes name no such resource.
+    # Nothing is infected here, so a permitted decision on a clean version is a 409.
+    ("GET", "/api/v1/quarantine"): Spec(fixed("GET", "/api/v1/quarantine"), ONLY_ADMIN),
+    ("POST", "/api/v1/quarantine/{document_id}/versions/{number}/release"): Spec(
+        quarantine_decision("release"), {**ONLY_ADMIN, "service": 409, "admin": 409}
+    ),
+    ("POST", "/api/v1/quarantine/{document_id}/versions/{number}/destroy"): Spec(
+        quarantine_decision("destroy"), {**ONLY_ADMIN, "service": 409, "admin": 409}
     ),
     # Signed links: the link is the credential, whoever presents it.
     ("GET", "/api/v1/download/{token}"): Spec(signed_link, ALL_200, public=True),

@@ -9,10 +9,15 @@ import pikepdf
 import pytest
 
 from medvault.documents.active_content import (
+    RECOVERY_MAX_BYTES,
     ActiveContent,
     UnreadablePdf,
-    find_active_content,
 )
+from medvault.documents.active_content import find_active_content as find_in
+
+
+def find_active_content(source: io.BytesIO) -> frozenset[ActiveContent]:
+    return find_in(source, size=source.getbuffer().nbytes)
 
 
 def _pdf(
@@ -94,3 +99,28 @@ def test_an_xfa_form_is_found() -> None:
 def test_an_unparseable_pdf_is_its_own_error(body: bytes) -> None:
     with pytest.raises(UnreadablePdf):
         find_active_content(io.BytesIO(body))
+
+
+def _without_xref(source: io.BytesIO) -> bytes:
+    """The same PDF with its cross-reference table's offsets broken: qpdf must rebuild it."""
+    body = source.getvalue()
+    start = body.rindex(b"startxref")
+    return body[:start] + b"startxref\n999999\n%%EOF\n"
+
+
+def test_a_small_damaged_pdf_is_recovered_and_inspected() -> None:
+    def build(pdf: pikepdf.Pdf) -> None:
+        pdf.Root.OpenAction = pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS="app.alert(1)")
+
+    damaged = _without_xref(_pdf(build, compress_objects=False))
+    # A reader would repair it and run the script, so the check must see it too.
+    assert ActiveContent.JAVASCRIPT in find_in(io.BytesIO(damaged), size=len(damaged))
+
+
+def test_a_large_damaged_pdf_is_unreadable_without_a_rebuild() -> None:
+    damaged = _without_xref(_pdf(compress_objects=False))
+    # Rebuilding scans the whole file (seconds per 100 MiB of junk): above the bound the
+    # file is reported unreadable instead. The size is what the caller knows it to be.
+    with pytest.raises(UnreadablePdf):
+        find_in(io.BytesIO(damaged), size=RECOVERY_MAX_BYTES + 1)
+    assert find_in(io.BytesIO(damaged), size=len(damaged)) == frozenset()

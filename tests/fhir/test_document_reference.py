@@ -13,6 +13,7 @@ from medvault.runtime import Runtime
 from tests.fhir.support import sha1_b64
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 from tests.support.inspect import audit_events
+from tests.support.jobs import run_due_jobs
 
 
 def test_a_document_maps_onto_every_field(fhir: TestClient, runtime: Runtime) -> None:
@@ -26,6 +27,7 @@ def test_a_document_maps_onto_every_field(fhir: TestClient, runtime: Runtime) ->
         description="Routine bloods",
         classification="restricted",
     ).json()
+    run_due_jobs(runtime)  # the SHA-1 for attachment.hash is computed after the upload
 
     response = fhir.get(f"/fhir/DocumentReference/{doc['id']}")
 
@@ -65,7 +67,7 @@ def test_a_document_maps_onto_every_field(fhir: TestClient, runtime: Runtime) ->
     assert [(e.resource_id, str(e.patient_id)) for e in events] == [(doc["id"], patient)]
 
 
-def test_versions_are_superseded_and_replaced(fhir: TestClient) -> None:
+def test_versions_are_superseded_and_replaced(fhir: TestClient, runtime: Runtime) -> None:
     patient = create_patient(fhir)
     doc = upload_raw(fhir, patient, pdf_bytes()).json()
     second = pdf_bytes()
@@ -75,6 +77,7 @@ def test_versions_are_superseded_and_replaced(fhir: TestClient) -> None:
         headers={"content-type": "application/pdf"},
     )
     assert added.status_code == 201
+    run_due_jobs(runtime)
 
     current = fhir.get(f"/fhir/DocumentReference/{doc['id']}").json()
     first = fhir.get(f"/fhir/DocumentReference/{doc['id']}.1").json()

@@ -16,6 +16,7 @@ from tests.cli.server_env import server_env
 from tests.fhir.support import sha1_b64
 from tests.support.factories import create_patient, pdf_bytes, upload_multipart, upload_raw
 from tests.support.inspect import audit_events
+from tests.support.jobs import run_due_jobs
 
 
 def stored_sha1(runtime: Runtime) -> dict[str, str | None]:
@@ -26,10 +27,13 @@ def stored_sha1(runtime: Runtime) -> dict[str, str | None]:
 
 def test_every_upload_path_stores_the_sha1(fhir: TestClient, runtime: Runtime) -> None:
     patient = create_patient(fhir)
-    # Large enough that the pipeline hashes on its helper threads (batches of 1 MiB).
+    # Large enough that the job reads it in several pieces (1 MiB each).
     big, small = pdf_bytes(3 * 1024 * 1024 + 17), pdf_bytes(100)
     raw = upload_raw(fhir, patient, big).json()
     form = upload_multipart(fhir, patient, small).json()
+    # Off the upload path: nothing until the jobs ran, then the right hash.
+    assert stored_sha1(runtime) == {raw["id"]: None, form["id"]: None}
+    assert run_due_jobs(runtime) == 2
     sha1 = stored_sha1(runtime)
     assert sha1[raw["id"]] == hashlib.sha1(big, usedforsecurity=False).hexdigest()
     assert sha1[form["id"]] == hashlib.sha1(small, usedforsecurity=False).hexdigest()

@@ -27,6 +27,8 @@ def test_readyz_reports_every_dependency(anon_client: TestClient) -> None:
         "clinical_database": "ok",
         "auth_database": "ok",
         "blob_store": "ok",
+        # Nothing is waiting, so no worker is needed (tests/processing covers "stalled").
+        "workers": "ok",
     }
 
 

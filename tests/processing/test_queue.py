@@ -220,3 +220,45 @@ def test_concurrent_workers_never_run_a_job_twice(runtime: Runtime) -> None:
 def test_describe_error_never_keeps_a_library_message(attempt: int) -> None:
     error = ValueError(f"cannot parse 'Smith, Jane - discharge.pdf' (try {attempt})")
     assert queue.describe_error(error) == "ValueError"
+
+
+def test_a_periodic_kind_is_armed_once_and_first_runs_one_interval_later(
+    runtime: Runtime,
+) -> None:
+    every = timedelta(hours=1)
+    for _ in range(2):  # two workers' housekeeping: still one row
+        with runtime.clinical.session() as session:
+            queue.ensure_periodic(session, "reconcile", every)
+            session.commit()
+    with runtime.clinical.session() as session:
+        rows = session.scalars(select(Job).where(Job.kind == "reconcile")).all()
+    assert len(rows) == 1
+    assert rows[0].run_after - utcnow() > every - timedelta(minutes=1)
+    assert queue.claim(runtime.clinical, owner="w", kinds=["reconcile"], lease=LEASE) is None
+    _make_due(runtime, rows[0].id)
+    held = queue.claim(runtime.clinical, owner="w", kinds=["reconcile"], lease=LEASE)
+    assert held is not None and queue.complete(runtime.clinical, held)
+    finished = _job(runtime, rows[0].id).finished_at
+    assert finished is not None
+    with runtime.clinical.session() as session:
+        queue.ensure_periodic(session, "reconcile", every)
+        session.commit()
+    # Re-armed from its last run, not from now: the schedule survives restarts.
+    again = _job(runtime, rows[0].id)
+    assert (again.state, again.run_after) == (JobState.READY, finished + every)
+
+
+def test_a_claim_takes_the_lease_of_the_claimed_kind(runtime: Runtime) -> None:
+    with runtime.clinical.session() as session:
+        queue.enqueue(session, "quick", {})
+        session.commit()
+    leases = {"quick": timedelta(seconds=20), "slow": timedelta(minutes=10)}
+    before = utcnow()
+    held = queue.claim(
+        runtime.clinical, owner="w", kinds=list(leases), lease=leases["slow"], leases=leases
+    )
+    assert held is not None
+    expires = _job(runtime, held.id).lease_expires_at
+    assert expires is not None
+    # A killed worker's quick job is free again after its own 20 s, not the slow kind's.
+    assert expires - before < timedelta(minutes=1)

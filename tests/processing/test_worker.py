@@ -49,7 +49,7 @@ def test_a_failing_handler_is_retried_later_with_its_error_recorded(runtime: Run
         raise OSError("disk full writing /tmp/Jane Smith.pdf")
 
     registry = JobRegistry()
-    registry.register(JobKind("broken", broken, max_attempts=2))
+    registry.register(JobKind("broken", broken))
     job = _enqueue(runtime, "broken", {}, max_attempts=2)
     Worker(runtime.clinical, registry).run_one()
     stored = _stored(runtime, job)
@@ -110,3 +110,21 @@ def test_a_kind_registered_twice_is_refused() -> None:
     registry.register(JobKind("scan", lambda ctx: None))
     with pytest.raises(ValueError, match="scan"):
         registry.register(JobKind("scan", lambda ctx: None))
+
+
+def test_drain_runs_every_due_job_and_leaves_no_beat_behind(runtime: Runtime) -> None:
+    from sqlalchemy import func, select
+
+    from medvault.processing.models import WorkerBeat
+
+    registry = JobRegistry()
+    registry.register(JobKind("noop", lambda ctx: None))
+    for n in range(3):
+        _enqueue(runtime, "noop", {"n": n})
+    worker = Worker(runtime.clinical, registry)
+    assert worker.drain() == 3
+    with runtime.clinical.session() as session:
+        # A worker that has exited must not count as alive for /readyz.
+        assert session.scalar(select(func.count()).select_from(WorkerBeat)) == 0
+        states = session.scalars(select(Job.state)).all()
+    assert sorted(states) == [JobState.DONE] * 3

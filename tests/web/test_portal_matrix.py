@@ -7,12 +7,14 @@ refuses a visitor without a session (401) and a session without its CSRF token (
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from medvault.processing import kinds, queue
 from tests.access.test_authorization_matrix import is_portal_route
 from tests.web.portal_world import Practice
 
@@ -36,6 +38,16 @@ def doc(suffix: str = "") -> Build:
 
 def patient(practice: Practice, target: str) -> str:
     return f"/patients/{practice.own if target == 'own' else practice.foreign}"
+
+
+def verification(practice: Practice, target: str) -> str:
+    """ "own": a queued verification (one row, whoever asks); "foreign": no such job."""
+    if target == "foreign":
+        return f"/audit/verify/{uuid.UUID(int=7)}"
+    with practice.runtime.clinical.session() as session:
+        job = queue.enqueue(session, kinds.AUDIT_VERIFY, {}, dedupe_key="audit-verify")
+        session.commit()
+        return f"/audit/verify/{job.id}"
 
 
 ALL = dict.fromkeys(ROLES, 200)
@@ -67,6 +79,11 @@ GET_SPECS: dict[str, tuple[Build, Mapping[str, int | tuple[int, int]]]] = {
     "/admin/users": (fixed("/admin/users"), ADMIN),
     "/admin/care-teams": (fixed("/admin/care-teams"), ADMIN),
     "/audit": (fixed("/audit"), {**dict.fromkeys(ROLES, 403), "auditor": 200}),
+    # A verification's progress and result: auditors only, like the log.
+    "/audit/verify/{job_id}": (
+        verification,
+        {**dict.fromkeys(ROLES, 403), "auditor": (200, 404)},
+    ),
     # "Who viewed my documents": the patient's own record only (no patient id in the URL).
     "/audit/access-history": (
         fixed("/audit/access-history"),
@@ -120,6 +137,7 @@ def _concrete(path: str, practice: Practice) -> str:
         path.replace("{document_id}", practice.own_doc)
         .replace("{patient_id}", practice.own)
         .replace("{user_id}", str(practice.users["clinician"].id))
+        .replace("{job_id}", str(uuid.UUID(int=7)))
     )
 
 

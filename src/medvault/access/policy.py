@@ -52,6 +52,8 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     USERS_ADMIN = "users:admin"
     METRICS_READ = "ops:metrics"
+    # Release or destroy what the malware scanner quarantined (documents.quarantine).
+    QUARANTINE_ADMIN = "documents:quarantine"
 
 
 P = Permission
@@ -64,6 +66,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.DOCUMENT_DELETE,
             P.USERS_ADMIN,
             P.METRICS_READ,
+            P.QUARANTINE_ADMIN,
         }
     ),
     # A clinician may register a new patient (a walk-in, a referral) and joins that

@@ -16,6 +16,7 @@ from medvault.auth.cli import token_app, user_app
 from medvault.cli import client_commands, server
 from medvault.documents import cli as documents_cli
 from medvault.fhir.cli import fhir_app
+from medvault.processing import cli as processing_cli
 
 app = typer.Typer(no_args_is_help=True, help="medvault: an encrypted clinical document vault.")
 
@@ -27,6 +28,9 @@ app.command("ls")(client_commands.list_documents)
 app.command("get")(client_commands.get)
 app.command("rm")(client_commands.remove)
 app.command("verify")(documents_cli.verify)
+app.command("worker")(processing_cli.worker)
+app.command("scan")(processing_cli.scan)
+app.command("reconcile")(processing_cli.reconcile)
 
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
@@ -35,3 +39,4 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(client_commands.patient_app, name="patient")
 app.add_typer(documents_cli.keys_app, name="keys")
 app.add_typer(fhir_app, name="fhir")
+app.add_typer(processing_cli.jobs_app, name="jobs")

@@ -47,7 +47,7 @@ def serve(
         err.print(f"[yellow]warning:[/yellow] {escape(exposure)}")
     runtime = open_runtime(settings, run_migrations=True)
     _announce_first_users(runtime)
-    application = create_app(runtime=runtime, run_sealer=True)
+    application = create_app(runtime=runtime, run_sealer=True, run_worker=settings.embedded_worker)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         fail("Give both --ssl-certfile and --ssl-keyfile, or neither.", code=2)
     bind_host, bind_port = host or settings.host, port if port is not None else settings.port

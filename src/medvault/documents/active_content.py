@@ -42,10 +42,18 @@ class UnreadablePdf(Exception):
     """The file calls itself a PDF but qpdf cannot parse it."""
 
 
-def find_active_content(source: BinaryIO) -> frozenset[ActiveContent]:
+# qpdf rebuilds a damaged cross-reference table by scanning the whole file, which on a
+# junk "PDF" of a gigabyte costs about 30 CPU-seconds (bench/large_files.py, random
+# payload). Small damaged files, common from old scanners, are still recovered (and
+# inspected as a reader would see them); above this size a damaged file is reported as
+# unreadable instead, for the price of reading its last bytes.
+RECOVERY_MAX_BYTES = 8 * 1024 * 1024
+
+
+def find_active_content(source: BinaryIO, *, size: int) -> frozenset[ActiveContent]:
     """Kinds of active content in the PDF read from ``source`` (seekable); empty if none."""
     try:
-        pdf = pikepdf.open(source)
+        pdf = pikepdf.open(source, attempt_recovery=size <= RECOVERY_MAX_BYTES)
     except pikepdf.PdfError as error:
         raise UnreadablePdf(type(error).__name__) from None
     found: set[ActiveContent] = set()

@@ -1,9 +1,10 @@
 """The single pass that turns an incoming plaintext stream into a stored, encrypted blob.
 
 Each chunk is counted against the size limit, hashed (SHA-256 of the plaintext, and
-SHA-1 for FHIR's ``Attachment.hash``), encrypted into envelope segments and handed to
-the blob writer. Nothing is buffered beyond one batch, so memory stays flat whatever
-the file size, and no plaintext byte reaches the blob store.
+SHA-1 for FHIR's ``Attachment.hash`` when the caller must check a declared one),
+encrypted into envelope segments and handed to the blob writer. Nothing is buffered
+beyond one batch, so memory stays flat whatever the file size, and no plaintext byte
+reaches the blob store.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from anyio import to_thread
 
 from medvault.crypto.envelope import EnvelopeWriter
 from medvault.crypto.keyring import new_dek
 from medvault.documents.sniffing import SNIFF_BYTES, sniff_content_type
+from medvault.kit.clock import utcnow
 from medvault.kit.problems import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobWriter
@@ -57,13 +60,21 @@ class IngestResult:
     sha256: str
     kek_id: str
     wrapped_dek: bytes
-    # FHIR R4 defines Attachment.hash as SHA-1; computed in the same pass, never re-read.
+    # When the blob was started: an upload must commit within half the reconciler's
+    # grace period of this (documents.arrival).
+    started_at: datetime
+    # FHIR R4 defines Attachment.hash as SHA-1. Only computed here when a FHIR client
+    # may declare one that must be checked before the commit; otherwise a job after the
+    # commit fills it in (fhir.hashing), off the upload's hot path.
     sha1: str | None = None
 
 
 class IngestPipeline:
-    def __init__(self, *, runtime: Runtime, version_id: uuid.UUID | None = None) -> None:
+    def __init__(
+        self, *, runtime: Runtime, version_id: uuid.UUID | None = None, sha1: bool = False
+    ) -> None:
         self._runtime = runtime
+        self.started_at = utcnow()
         settings = runtime.settings
         self.version_id = version_id or uuid.uuid4()
         self.storage_key = storage_key_for(self.version_id)
@@ -80,9 +91,10 @@ class IngestPipeline:
         )
         self._sha = hashlib.sha256()
         # Not a security hash here: only FHIR's Attachment.hash, which R4 fixes as SHA-1.
-        # Operators who serve no FHIR clients can skip its cost (the hash is then absent
-        # until ``medvault fhir backfill-hashes``).
-        self._sha1 = hashlib.sha1(usedforsecurity=False) if settings.fhir_attachment_sha1 else None
+        # Measured (bench/large_files.py): a second hash over every byte cost raw uploads
+        # up to 40% of their throughput, so only callers that must check a declared hash
+        # before committing ask for it.
+        self._sha1 = hashlib.sha1(usedforsecurity=False) if sha1 else None
         self._head: bytearray | None = bytearray()
         self._writer: BlobWriter | None = None
         self.content_type: str | None = None
@@ -166,6 +178,7 @@ class IngestPipeline:
             sha256=self._sha.hexdigest(),
             kek_id=self._wrapped.kek_id,
             wrapped_dek=self._wrapped.wrapped,
+            started_at=self.started_at,
             sha1=self._sha1.hexdigest() if self._sha1 is not None else None,
         )
 

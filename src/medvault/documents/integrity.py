@@ -144,7 +144,7 @@ def check_version(*, runtime: Runtime, version: DocumentVersion) -> VersionCheck
     return verdict(Outcome.OK)
 
 
-def _record_state_changes(
+def record_checks(
     runtime: Runtime,
     batch: list[tuple[DocumentVersion, VersionCheck]],
     context: AuditContext,
@@ -187,7 +187,7 @@ def _check_batch(
     on_finding: Callable[[Finding], None] | None,
 ) -> None:
     checks = [(v, check_version(runtime=runtime, version=v)) for v in versions]
-    _record_state_changes(runtime, checks, context)
+    record_checks(runtime, checks, context)
     for _, check in checks:
         report.add(check)
         if on_finding is not None and (check.outcome is not Outcome.OK or check.was_corrupt):
@@ -259,7 +259,9 @@ def is_version_blob(session: Session, key: str) -> bool:
     if storage_key_for(version_id) != key:
         return False
     row = repository.version_by_id(session, version_id)
-    return row is not None and row.storage_key == key
+    # A destroyed version keeps its row but gives up its bytes: if deleting them failed
+    # when it was destroyed, the reconciler removes them as an orphan.
+    return row is not None and row.storage_key == key and row.state != VersionState.DESTROYED
 
 
 def _orphans_among(runtime: Runtime, blobs: list[BlobInfo]) -> list[OrphanBlob]:

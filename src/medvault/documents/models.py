@@ -136,3 +136,6 @@ class DocumentVersion(ClinicalBase):
     # PDFs only: comma-separated kinds from ``documents.active_content`` ("" when none);
     # NULL for other types and for versions stored before the check existed.
     active_content: Mapped[str | None] = mapped_column(String(200))
+    # When the integrity scrub last re-read and verified it; NULL: never, so it is due
+    # a scrub period after created_at (processing.scrub).
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

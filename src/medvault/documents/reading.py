@@ -10,11 +10,14 @@ comes in as an :data:`Authorise` callable: a principal under the access policy
 The steps, and why in this order:
 
 1. Authorise and resolve in a read-only session of its own. On SQLite the request's
-   session would take the write lock, and step 2 marks a corrupt version in a session
+   session would take the write lock, and step 3 marks a corrupt version in a session
    of its own, which would then wait on the request forever.
-2. Plan the content, pulling its first piece: a missing or tampered blob becomes a clean
+2. Refuse a version the malware scanner has not cleared (:func:`check_scan`): infected
+   or destroyed never, pending or failed only under the ``blocking`` policy. Refusals
+   are audited like any other denied read, signed links included.
+3. Plan the content, pulling its first piece: a missing or tampered blob becomes a clean
    error (integrity alarm; 503 when the store is down), never a cut connection.
-3. Add the audit event to the request's session, naming the answer (status, range).
+4. Add the audit event to the request's session, naming the answer (status, range).
 
 Like every service this flushes and never commits: the route commits the event once,
 before the first byte leaves (``audit.commit_or_refuse``: no audit, no bytes, a 503).
@@ -29,17 +32,34 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from medvault.access.denials import denied, failed_attempt
 from medvault.access.policy import Permission, require
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
 from medvault.documents import service
 from medvault.documents.content import ContentPlan, plan_content
-from medvault.documents.models import Document, DocumentVersion
+from medvault.documents.models import Document, DocumentVersion, ScanState, VersionState
+from medvault.kit.problems import Problem
 from medvault.kit.read_conditions import ReadConditions
 from medvault.runtime import Runtime
 
 CONTENT_READ = "document.content.read"
+# How long a client refused a pending version is told to wait: a small file's scan
+# takes well under a second, a large one some seconds.
+SCAN_RETRY_AFTER_SECONDS = 10
+
+
+class Quarantined(Problem):
+    status, slug, title = 403, "quarantined", "The malware scanner quarantined this version"
+
+
+class ContentDestroyed(Problem):
+    status, slug, title = 410, "content-destroyed", "This version's content was destroyed"
+
+
+class ScanPending(Problem):
+    status, slug, title = 503, "scan-pending", "The malware scan has not finished"
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,7 @@ def read_content(
     """
     with runtime.clinical.read_session() as lookup:
         grant = authorise(lookup)
+    check_scan(runtime, grant, context)
     plan = plan_content(
         runtime=runtime, version=grant.version, conditions=conditions, disposition=disposition
     )
@@ -110,3 +131,43 @@ def read_content(
         },
     )
     return plan
+
+
+def check_scan(runtime: Runtime, grant: ReadGrant, context: AuditContext) -> None:
+    """Refuse content the scanner has not cleared; the refusal is audited as a denied read."""
+    version = grant.version
+    problem = refusal(version, blocking=runtime.settings.scan_policy == "blocking")
+    if problem is None:
+        return
+    # The caller reaches the record (it was authorised): a failed attempt, named by the
+    # request's context, which for a signed link has no principal behind it.
+    raise denied(
+        problem,
+        failed_attempt(
+            None,
+            grant.action,
+            resource_type="Document",
+            resource_id=grant.document.id,
+            patient_id=grant.document.patient_id,
+            context=context,
+        ),
+    )
+
+
+def refusal(version: DocumentVersion, *, blocking: bool) -> Problem | None:
+    """Why this version's bytes may not be served now, or None when they may."""
+    if version.state == VersionState.DESTROYED:
+        return ContentDestroyed(
+            "An administrator destroyed this version after the malware scanner flagged it."
+        )
+    if version.scan_state == ScanState.INFECTED:
+        return Quarantined(
+            "The malware scanner flagged this version, so it is not served. An "
+            "administrator can review it."
+        )
+    if blocking and version.scan_state in (ScanState.PENDING, ScanState.FAILED):
+        return ScanPending(
+            "This version is being checked for malware; try again shortly.",
+            headers={"Retry-After": str(SCAN_RETRY_AFTER_SECONDS)},
+        )
+    return None

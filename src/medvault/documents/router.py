@@ -31,6 +31,7 @@ from medvault.documents.schemas import (
 )
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import NotFound
+from medvault.kit.text import NONBLANK_TEXT_PATTERN
 from medvault.kit.timestamps import IsoDateTime
 
 router = APIRouter(prefix="/api/v1/documents", tags=["documents"])
@@ -292,7 +293,15 @@ def delete_document(
     session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
-    reason: Annotated[str, Query(min_length=1, max_length=500, description="Why it is deleted")],
+    reason: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=500,
+            pattern=NONBLANK_TEXT_PATTERN,
+            description="Why it is deleted",
+        ),
+    ],
 ) -> DocumentOut:
     """Soft delete: content answers 410 Gone until the document is restored."""
     require(principal, Permission.DOCUMENT_DELETE)

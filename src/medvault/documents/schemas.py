@@ -9,7 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from medvault.documents.models import Classification, DocumentStatus, VersionState
+from medvault.documents.active_content import ActiveContent
+from medvault.documents.models import Classification, DocumentStatus, ScanState, VersionState
 from medvault.kit.text import CleanTextModel
 
 # The columns are 32-bit on PostgreSQL: a larger number is a 422, not a driver overflow.
@@ -56,6 +57,30 @@ class VersionFields(CleanTextModel):
     on_duplicate: OnDuplicate = OnDuplicate.REJECT
 
 
+# What ``active_content`` may hold; "unreadable" is ``documents.arrival.UNREADABLE_PDF``.
+_ACTIVE_KINDS = ", ".join(f"`{kind.value}`" for kind in ActiveContent)
+ACTIVE_CONTENT_DESCRIPTION = (
+    "PDFs only: the kinds of active content found in the file "
+    f'({_ACTIVE_KINDS}); an empty list when it has none, `["unreadable"]` when the '
+    "file could not be parsed as a PDF. null for other types, and for PDFs stored "
+    "before the check existed."
+)
+
+
+class ScanOut(BaseModel):
+    """What the malware scanner said about one version."""
+
+    state: ScanState = Field(
+        description="not-scanned: no scanner was configured when it was stored; pending: "
+        "queued or scanning; clean; infected: quarantined, its content is refused (403); "
+        "failed: no verdict yet, retried; released: flagged, then released by an "
+        "administrator as a false positive"
+    )
+    engine: str | None = Field(description="Scanner and signature database versions")
+    signature: str | None = Field(description="The matching signature, when infected")
+    scanned_at: datetime | None = Field(description="When the last verdict was recorded")
+
+
 class DocumentOut(BaseModel):
     id: uuid.UUID
     patient_id: uuid.UUID
@@ -73,6 +98,8 @@ class DocumentOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     uploaded_by: str
+    scan: ScanOut = Field(description="The current version's malware scan")
+    active_content: list[str] | None = Field(description=ACTIVE_CONTENT_DESCRIPTION)
     deleted_at: datetime | None = None
     deleted_by: str | None = None
     delete_reason: str | None = None
@@ -88,6 +115,8 @@ class VersionOut(BaseModel):
     state: VersionState
     created_at: datetime
     uploaded_by: str
+    scan: ScanOut
+    active_content: list[str] | None = Field(description=ACTIVE_CONTENT_DESCRIPTION)
 
 
 class DocumentPage(BaseModel):

@@ -22,7 +22,13 @@ from medvault.documents.filenames import served_filename
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
 from medvault.documents.ordering import SORTS, DocumentSort
 from medvault.documents.repository import ListFilters
-from medvault.documents.schemas import DocumentOut, DocumentPage, VersionList, VersionOut
+from medvault.documents.schemas import (
+    DocumentOut,
+    DocumentPage,
+    ScanOut,
+    VersionList,
+    VersionOut,
+)
 from medvault.kit.clock import utcnow
 from medvault.kit.keyset import SortCursor
 from medvault.kit.problems import Conflict, Gone, NotFound
@@ -46,6 +52,8 @@ def to_out(document: Document, version: DocumentVersion) -> DocumentOut:
         created_at=document.created_at,
         updated_at=document.updated_at,
         uploaded_by=version.created_by,
+        scan=scan_of(version),
+        active_content=active_content_of(version),
         deleted_at=document.deleted_at,
         deleted_by=document.deleted_by,
         delete_reason=document.delete_reason,
@@ -63,7 +71,25 @@ def version_to_out(version: DocumentVersion) -> VersionOut:
         state=version.state,
         created_at=version.created_at,
         uploaded_by=version.created_by,
+        scan=scan_of(version),
+        active_content=active_content_of(version),
     )
+
+
+def scan_of(version: DocumentVersion) -> ScanOut:
+    return ScanOut(
+        state=version.scan_state,
+        engine=version.scan_engine,
+        signature=version.scan_signature,
+        scanned_at=version.scanned_at,
+    )
+
+
+def active_content_of(version: DocumentVersion) -> list[str] | None:
+    """The column's comma-separated kinds as a list: "" (a PDF without any) is []."""
+    if version.active_content is None:
+        return None
+    return [kind for kind in version.active_content.split(",") if kind]
 
 
 def readable_or_404(

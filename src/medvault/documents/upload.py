@@ -34,7 +34,7 @@ from medvault.access.policy import Permission, reaches_every_patient, reaches_pa
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
-from medvault.documents import repository
+from medvault.documents import arrival, repository
 from medvault.documents import service as documents
 from medvault.documents.filenames import display_filename, sanitize_filename
 from medvault.documents.ingest import IngestPipeline, IngestResult, pump
@@ -180,9 +180,12 @@ async def upload(
     document_id: uuid.UUID | None = None,
     fields_after_body: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
     on_commit: OnCommit | None = None,
+    sha1: bool = False,
 ) -> DocumentOut:
     """Store an upload sent either as multipart/form-data or as the raw request body.
 
+    ``sha1`` computes FHIR's SHA-1 while the body streams, for callers that check a
+    declared hash before committing; otherwise a job computes it after the commit.
     ``fields_after_body`` is for raw bodies cut out of a larger message whose metadata
     may also follow the file (a FHIR resource with base64 data): it is awaited once
     the file bytes are consumed, and its fields are added to ``query``.
@@ -196,7 +199,7 @@ async def upload(
             f"The file is larger than the limit of {limit} bytes.", max_bytes=limit
         )
     target = _Target(runtime, principal, document_id)
-    pipeline = IngestPipeline(runtime=runtime)
+    pipeline = IngestPipeline(runtime=runtime, sha1=sha1)
     try:
         if multipart:
             raw_fields, client_filename = await _receive_multipart(
@@ -215,11 +218,14 @@ async def upload(
         fields = target.validate(raw_fields)
         _check_client_filename(client_filename)
         result = await to_thread.run_sync(pipeline.finish)
+        inspection = await to_thread.run_sync(arrival.inspect, runtime, result)
     except BaseException as error:
         await to_thread.run_sync(pipeline.discard)
         target.note_refusal(error)
         raise
-    stored = _StoredUpload(runtime, principal, context, result, client_filename, on_commit)
+    stored = _StoredUpload(
+        runtime, principal, context, result, inspection, client_filename, on_commit
+    )
     return await to_thread.run_sync(_commit_or_discard, stored, fields, document_id, pipeline)
 
 
@@ -288,6 +294,7 @@ class _StoredUpload:
     principal: Principal
     context: AuditContext
     result: IngestResult
+    inspection: arrival.Inspection
     client_filename: str | None
     on_commit: OnCommit | None = None
 
@@ -310,6 +317,7 @@ class _StoredUpload:
             wrapped_dek=result.wrapped_dek,
             created_at=utcnow(),
             created_by=self.context.actor_id,
+            active_content=self.inspection.active_content,
         )
 
 
@@ -433,6 +441,7 @@ def _store_new_document(
         version = stored.version_row(document.id, 1)
         session.add(version)
         action = "document.create"
+    arrival.arm(session, stored.runtime, version)
     _record_upload(session, context, action, document, version)
     if stored.on_commit is not None:
         stored.on_commit(session, document, version)
@@ -469,6 +478,7 @@ def _commit_new_version(
         with audited_attempt(attempt):
             _reject_duplicate(session, document.patient_id, stored.result, fields.on_duplicate)
             version = _append_version(session, document, stored)
+            arrival.arm(session, stored.runtime, version)
             _record_upload(session, stored.context, "document.version.create", document, version)
             if stored.on_commit is not None:
                 stored.on_commit(session, document, version)

@@ -1,11 +1,12 @@
 """Backfilling SHA-1 (FHIR's Attachment.hash) for versions stored before the vault kept it.
 
-New uploads get their SHA-1 during ingest, in the same pass as everything else.
-Older versions have ``sha1`` NULL and their DocumentReference simply leaves ``hash``
-out. This job fills them in by streaming each version through the same decryption
-path as a download: segment by segment, with the plaintext SHA-256 re-checked, so a
-hash is only ever recorded for bytes the vault has just verified, and memory stays
-flat however large the file.
+New uploads get their SHA-1 from a job after their commit (``fhir.hashing``), or
+during ingest when a FHIR client declared one. Versions stored before either existed
+have ``sha1`` NULL and their DocumentReference simply leaves ``hash`` out. This fills
+them in by streaming each version through the same decryption path as a download:
+segment by segment, with the plaintext SHA-256 re-checked, so a hash is only ever
+recorded for bytes the vault has just verified, and memory stays flat however large
+the file.
 
 Like the integrity sweep, it owns its transactions: versions are listed in keyset
 batches in short read sessions, the slow decryption runs outside any transaction,
@@ -55,7 +56,7 @@ def _missing(runtime: Runtime, after: uuid.UUID | None, limit: int) -> list[Docu
         return list(session.scalars(query))
 
 
-def _sha1_of(runtime: Runtime, version: DocumentVersion) -> str:
+def sha1_of(runtime: Runtime, version: DocumentVersion) -> str:
     digest = hashlib.sha1(usedforsecurity=False)  # FHIR's Attachment.hash, not security
     for piece in iter_plaintext(runtime, version, 0, version.size - 1, verify_hash=True):
         digest.update(piece)
@@ -78,7 +79,7 @@ def backfill_sha1(
                 reason = "marked corrupt by an earlier check"
             else:
                 try:
-                    sha1 = _sha1_of(runtime, version)
+                    sha1 = sha1_of(runtime, version)
                 except (CryptoError, KeyringError, BlobNotFound, BlobStoreError) as exc:
                     # Not this job's business to mark versions corrupt: `medvault verify`
                     # does that, with its own audit trail. It only refuses to guess.

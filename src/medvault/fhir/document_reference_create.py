@@ -22,11 +22,12 @@ from medvault.auth.principal import Principal
 from medvault.documents import repository as documents
 from medvault.documents import upload
 from medvault.documents.models import Document, DocumentVersion
-from medvault.fhir import document_reference
+from medvault.fhir import document_reference, hashing
 from medvault.fhir.mapping import document_reference as mapping
 from medvault.fhir.wire.base64_stream import base64_decoded
 from medvault.fhir.wire.json_stream import Path, StreamingJsonReader
 from medvault.fhir.wire.outcome import NotSupported
+from medvault.fhir.wire.references import parse_uuid, split_reference
 from medvault.fhir.wire.validation import validate_structure
 from medvault.runtime import Runtime
 
@@ -86,6 +87,8 @@ async def create_document_reference(
         query=mapping.early_fields(reader.document, base=base),
         fields_after_body=rest_of_resource,
         on_commit=on_commit,
+        # attachment.hash may come with the data, and is checked before the commit.
+        sha1=True,
     )
     return await to_thread.run_sync(_created, runtime, created.id, base)
 
@@ -97,6 +100,13 @@ def _describe(
     given: mapping.DocumentInput,
     base: str,
 ) -> Created:
+    if given.attachment.sha1_hex is not None:
+        # A declared hash is checked against the Binary's; compute that now if its job
+        # has not run yet (outside the transaction: it streams the whole file).
+        target = split_reference(given.attachment.url or "", base)
+        version_id = parse_uuid(target[1]) if target and target[0] == "Binary" else None
+        if version_id is not None:
+            hashing.ensure_sha1(runtime, version_id)
     with runtime.clinical.session() as session:
         resource = document_reference.describe_binary(
             session=session, principal=principal, given=given, context=context, base=base

@@ -132,7 +132,7 @@ def _binary_create(app: FastAPI) -> Special:
         media: {"schema": {"type": "string", "format": "binary"}} for media in document_types(app)
     }
     return Special(
-        statuses=frozenset({409, 415}),
+        statuses=frozenset({408, 409, 415}),
         request_body={
             "required": True,
             "description": "The raw file (with X-Security-Context) or a Binary resource "
@@ -151,12 +151,13 @@ def _binary_create(app: FastAPI) -> Special:
 
 def fhir_specials() -> SpecialTable:
     return {
+        # 408: an upload too slow to commit safely (documents.arrival).
         ("POST", "/fhir"): Special(
-            statuses=frozenset({404, 409, 415}),
+            statuses=frozenset({404, 408, 409, 415}),
             request_body=_json_body("FhirBundle"),
         ),
         ("POST", "/fhir/DocumentReference"): Special(
-            statuses=frozenset({404, 409, 415}),
+            statuses=frozenset({404, 408, 409, 415}),
             request_body=_json_body("FhirDocumentReference"),
         ),
         ("PUT", "/fhir/DocumentReference/{resource_id}"): Special(

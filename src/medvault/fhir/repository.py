@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select, tuple_
@@ -346,3 +347,15 @@ def audit_event(session: Session, readable: Select[AuditEvent], event_id: int) -
 def audit_event_patient(session: Session, event_id: int) -> uuid.UUID | None:
     """The patient an event is about (to audit a refused read of it), if any."""
     return session.scalar(select(AuditEvent.patient_id).where(AuditEvent.id == event_id))
+
+
+def expired_drafts(session: Session, older_than: datetime, limit: int) -> list[BinaryDraft]:
+    """Drafts stored before ``older_than``, oldest first."""
+    return list(
+        session.scalars(
+            select(BinaryDraft)
+            .where(BinaryDraft.created_at < older_than)
+            .order_by(BinaryDraft.created_at, BinaryDraft.document_id)
+            .limit(limit)
+        )
+    )

@@ -29,6 +29,7 @@ from medvault.access.policy import reaches_every_patient
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
+from medvault.documents import arrival
 from medvault.documents import repository as documents
 from medvault.documents.filenames import sanitize_filename
 from medvault.documents.ingest import IngestPipeline, IngestResult, pump
@@ -72,6 +73,7 @@ class _NewDocument:
     entry: int
     given: mapping.DocumentInput
     payload: IngestResult
+    inspection: arrival.Inspection
     binary_entry: int | None
 
 
@@ -91,7 +93,11 @@ def _check_declared(declared_type: Any, size: Any, payload: IngestResult, where:
 
 
 def plan(
-    bundle: dict[str, Any], payloads: dict[int, IngestResult], *, base: str
+    bundle: dict[str, Any],
+    payloads: dict[int, IngestResult],
+    inspections: dict[int, arrival.Inspection],
+    *,
+    base: str,
 ) -> list[_NewDocument]:
     """Check every entry and resolve every reference; nothing is stored yet."""
     if bundle.get("type") != "transaction":
@@ -148,7 +154,8 @@ def plan(
         attachment = given.attachment
         binary_entry: int | None = None
         if attachment.data is not None:
-            payload = payloads[attachment.data.index]
+            data_index = attachment.data.index
+            payload = payloads[data_index]
         else:
             binary_entry = binaries.get(attachment.url or "")
             if binary_entry is None:
@@ -165,7 +172,8 @@ def plan(
                 )
             claimed[binary_entry] = index
             binary = entries[binary_entry]["resource"]
-            payload = payloads[binary["data"].index]
+            data_index = binary["data"].index
+            payload = payloads[data_index]
             _check_context(
                 binary,
                 resource_entry=entries[index],
@@ -188,7 +196,9 @@ def plan(
                 "attachment.hash is not the SHA-1 of the data.",
                 expression=[f"{where}.content[0].attachment.hash"],
             )
-        documents_planned.append(_NewDocument(index, given, payload, binary_entry))
+        documents_planned.append(
+            _NewDocument(index, given, payload, inspections[data_index], binary_entry)
+        )
     unclaimed = sorted(set(binaries.values()) - set(claimed))
     if unclaimed:
         raise UnprocessableResource(
@@ -221,8 +231,9 @@ def _check_context(
 
 
 def _version_row(
-    document_id: uuid.UUID, payload: IngestResult, context: AuditContext
+    document_id: uuid.UUID, item: _NewDocument, context: AuditContext
 ) -> DocumentVersion:
+    payload = item.payload
     return DocumentVersion(
         id=payload.version_id,
         document_id=document_id,
@@ -238,11 +249,16 @@ def _version_row(
         wrapped_dek=payload.wrapped_dek,
         created_at=utcnow(),
         created_by=context.actor_id,
+        active_content=item.inspection.active_content,
     )
 
 
 def _add(
-    session: Session, principal: Principal, context: AuditContext, item: _NewDocument
+    session: Session,
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    item: _NewDocument,
 ) -> tuple[Document, DocumentVersion]:
     """One document and its first version, after the same checks as a single upload."""
     given, where = item.given, f"Bundle.entry[{item.entry}].resource"
@@ -284,9 +300,10 @@ def _add(
     )
     session.add(document)
     session.flush()
-    version = _version_row(document.id, item.payload, context)
+    version = _version_row(document.id, item, context)
     session.add(version)
     session.flush()
+    arrival.arm(session, runtime, version)
     # As for every upload: no title or file name in the event, they may name the patient.
     audit.record(
         session=session,
@@ -316,7 +333,7 @@ def _commit(
         for patient_id in sorted({item.given.patient_id for item in planned}):
             patients.lock(session, patient_id)
         for item in planned:
-            document, version = _add(session, principal, context, item)
+            document, version = _add(session, runtime, principal, context, item)
             resource = mapping.to_resource(document, version, base=base)
             token = version_token(document.updated_at)
             responses[item.entry] = {
@@ -358,12 +375,18 @@ async def process(
     attempted = [False]
     try:
         while (marker := await reader.next_stream()) is not None:
-            pipeline = IngestPipeline(runtime=runtime)
+            # SHA-1 while streaming: a DocumentReference may declare attachment.hash,
+            # and it is checked before anything commits.
+            pipeline = IngestPipeline(runtime=runtime, sha1=True)
             pipelines.append(pipeline)
             await pump(base64_decoded(reader.stream()), pipeline)
             payloads[marker.index] = await to_thread.run_sync(pipeline.finish)
+        inspections = {
+            index: await to_thread.run_sync(arrival.inspect, runtime, payload)
+            for index, payload in payloads.items()
+        }
         bundle = validate_structure(reader.document, expected="Bundle")
-        planned = plan(bundle, payloads, base=base)
+        planned = plan(bundle, payloads, inspections, base=base)
         entry_count = len(bundle.get("entry") or [])
         return await to_thread.run_sync(
             _commit, runtime, principal, context, planned, entry_count, base, attempted

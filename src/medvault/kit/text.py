@@ -23,6 +23,13 @@ _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 # A search that ORs or ANDs more than this many values or words is refused: SQLite
 # raised "Expression tree is too large" at ~1,500 words, and no person types 20 words.
+# For OpenAPI: text that holds none of the refused characters and at least one that is
+# not whitespace (fields the server strips, then requires non-empty). Spelled out as a
+# schema pattern so generated clients and fuzzers see the server's real rule.
+_ALLOWED = "[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]"
+_VISIBLE = "[^\\s\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]"
+NONBLANK_TEXT_PATTERN = f"^{_ALLOWED}*{_VISIBLE}{_ALLOWED}*$"
+
 MAX_SEARCH_VALUES = 100
 MAX_SEARCH_WORDS = 20
 

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from medvault.access.policy import Permission, require
 from medvault.deps import CurrentPrincipal, RuntimeDep
+from medvault.processing.monitoring import queue_health
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -40,14 +41,34 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
             logger.warning("readiness check %s failed: %s", name, type(exc).__name__)
             checks[name] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if ready:
+        # Workers are reported, not required: reads and uploads go on without them, so
+        # taking web instances out of a load balancer would only make things worse.
+        # "degraded" tells the operator that due jobs wait and no worker is alive.
+        try:
+            health = await run_in_threadpool(queue_health, runtime.clinical)
+        except Exception as exc:
+            logger.warning("readiness check jobs failed: %s", type(exc).__name__)
+        else:
+            body["workers"] = {
+                "alive": health.workers_alive,
+                "due_jobs": health.due,
+                "oldest_due_seconds": round(health.oldest_due_seconds, 1),
+                "dead_jobs": health.dead,
+            }
+            if health.stalled:
+                body["status"] = "degraded"
+                checks["workers"] = "stalled"
+            else:
+                checks["workers"] = "ok"
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(principal: CurrentPrincipal) -> Response:
+def metrics(principal: CurrentPrincipal, runtime: RuntimeDep) -> Response:
     """Prometheus metrics, for operators (counters reveal activity patterns)."""
     require(principal, Permission.METRICS_READ)
+    # The queue's gauges are read from the table now, so any instance reports them all.
+    queue_health(runtime.clinical)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

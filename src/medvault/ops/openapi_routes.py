@@ -101,7 +101,8 @@ def upload_route(app: FastAPI, *, new_document: bool) -> Special:
         for name, prop in fields.get("properties", {}).items()
     }
     return Special(
-        statuses=frozenset({409, 410, 415}),
+        # 408: the upload took longer than the reconciler allows (documents.arrival).
+        statuses=frozenset({408, 409, 410, 415}),
         request_body=upload_body(app, new_document=new_document),
         parameters=parameters,
     )
@@ -171,6 +172,13 @@ def rest_specials() -> SpecialTable:
         ),
         ("GET", "/api/v1/documents/{document_id}/content"): content_route,
         ("GET", "/api/v1/documents/{document_id}/versions/{number}/content"): content_route,
+        # A decision on a version that is not (or no longer) quarantined.
+        ("POST", "/api/v1/quarantine/{document_id}/versions/{number}/release"): Special(
+            statuses=frozenset({409})
+        ),
+        ("POST", "/api/v1/quarantine/{document_id}/versions/{number}/destroy"): Special(
+            statuses=frozenset({409})
+        ),
         # No token: the link is the credential, refused with 403 signed-url-*.
         ("GET", "/api/v1/download/{token}"): lambda app: content_route(app, extra=frozenset({403})),
     }

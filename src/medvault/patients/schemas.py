@@ -8,9 +8,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from medvault.kit.text import CleanTextModel
+from medvault.kit.text import NONBLANK_TEXT_PATTERN, CleanTextModel
 
-NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# The pattern documents what stripping then requiring one character means on the wire.
+NonEmpty = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, pattern=NONBLANK_TEXT_PATTERN)
+]
 
 
 class Identifier(BaseModel):

@@ -103,7 +103,10 @@ def ensure_periodic(session: Session, kind: str, every: timedelta) -> None:
     """Keep exactly one job of a periodic ``kind`` armed, due ``every`` after the last run.
 
     Any number of workers call this; the dedupe key's unique constraint keeps one row,
-    and re-arming a finished row twice to the same time is harmless.
+    and re-arming a finished row twice to the same time is harmless. The first run is
+    one interval after the first worker started, not at once: the row (and so the
+    schedule) outlives restarts, and a reconciler that ran at the first start would
+    judge every write in flight at that moment by the store's clock alone.
     """
     key = f"periodic:{kind}"
     now = utcnow()
@@ -111,7 +114,7 @@ def ensure_periodic(session: Session, kind: str, every: timedelta) -> None:
     if existing is None:
         try:
             with session.begin_nested():
-                enqueue(session, kind, {}, dedupe_key=key)
+                enqueue(session, kind, {}, dedupe_key=key, delay=every)
         except IntegrityError:
             pass  # another worker armed it a moment ago
         return
@@ -122,8 +125,19 @@ def ensure_periodic(session: Session, kind: str, every: timedelta) -> None:
     session.flush()
 
 
-def claim(db: Database, *, owner: str, kinds: Collection[str], lease: timedelta) -> Claim | None:
-    """Take the oldest due job of one of ``kinds``, or one whose worker's lease ran out."""
+def claim(
+    db: Database,
+    *,
+    owner: str,
+    kinds: Collection[str],
+    lease: timedelta,
+    leases: Mapping[str, timedelta] | None = None,
+) -> Claim | None:
+    """Take the oldest due job of one of ``kinds``, or one whose worker's lease ran out.
+
+    The lease is ``leases[kind]`` for the claimed job's kind when given, else ``lease``:
+    a killed worker's short job is picked up again as soon as that kind allows.
+    """
     now = utcnow()
     with db.session() as session:
         due = and_(Job.state == JobState.READY, Job.run_after <= now)
@@ -146,7 +160,9 @@ def claim(db: Database, *, owner: str, kinds: Collection[str], lease: timedelta)
             _finish(job, JobState.DEAD, now)
             job.last_error = "WorkerLost: the lease expired on the last attempt"
             session.commit()
-            return claim(db, owner=owner, kinds=kinds, lease=lease)
+            return claim(db, owner=owner, kinds=kinds, lease=lease, leases=leases)
+        if leases is not None:
+            lease = leases.get(job.kind, lease)
         token = uuid.uuid4()
         job.state = JobState.RUNNING
         job.attempts += 1

@@ -25,11 +25,12 @@ from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.documents.integrity import find_orphans, is_version_blob
 from medvault.kit.clock import utcnow
+from medvault.processing import kinds
 from medvault.runtime import Runtime
 
 logger = logging.getLogger("medvault.processing.reconcile")
 
-RECONCILE_JOB = "reconcile"
+RECONCILE_JOB = kinds.RECONCILE
 RECONCILED = Counter(
     "medvault_reconciled_total", "Leftovers the reconciler removed, by kind", ["kind"]
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import Counter
@@ -22,21 +22,29 @@ from medvault.documents import repository
 from medvault.documents.content import iter_plaintext, report_corruption
 from medvault.documents.models import DocumentVersion, ScanState, VersionState
 from medvault.kit.clock import utcnow
+from medvault.processing import kinds
 from medvault.processing.clamd import ClamdClient, ScannerError, ScanVerdict
 from medvault.processing.queue import SafeJobError
+from medvault.processing.worker import JobInterrupted
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobStoreError
 
 logger = logging.getLogger("medvault.processing.scan")
 
-SCAN_JOB = "scan"
+SCAN_JOB = kinds.SCAN
 SCAN_VERDICTS = Counter(
     "medvault_scan_verdicts_total", "Malware scan results by verdict", ["verdict"]
 )
 SCAN_ACTOR = "malware-scan"
 
 
-def run_scan(runtime: Runtime, scanner: ClamdClient, payload: Mapping[str, Any]) -> dict[str, str]:
+def run_scan(
+    runtime: Runtime,
+    scanner: ClamdClient,
+    payload: Mapping[str, Any],
+    stopping: Callable[[], bool] = lambda: False,
+) -> dict[str, str]:
+    """Scan one version; ``stopping`` lets a worker shutting down give the job back."""
     version_id = uuid.UUID(str(payload["version_id"]))
     with runtime.clinical.read_session() as session:
         version = repository.version_by_id(session, version_id)
@@ -46,7 +54,7 @@ def run_scan(runtime: Runtime, scanner: ClamdClient, payload: Mapping[str, Any])
     if version.state == VersionState.CORRUPT:
         raise SafeJobError(f"version {version_id} is marked corrupt; not scanned")
     try:
-        verdict = scanner.scan(_plaintext(runtime, version))
+        verdict = scanner.scan(_interruptible(_plaintext(runtime, version), stopping))
     except ScannerError as error:
         _record_failure(runtime, version_id)
         SCAN_VERDICTS.labels("failed").inc()
@@ -59,6 +67,14 @@ def run_scan(runtime: Runtime, scanner: ClamdClient, payload: Mapping[str, Any])
         _record_failure(runtime, version_id)
         raise SafeJobError(f"version {version_id} could not be read") from error
     return _record_verdict(runtime, version, verdict)
+
+
+def _interruptible(pieces: Iterable[bytes], stopping: Callable[[], bool]) -> Iterator[bytes]:
+    for piece in pieces:
+        if stopping():
+            # Released, not failed: another worker scans it from the start.
+            raise JobInterrupted
+        yield piece
 
 
 def _plaintext(runtime: Runtime, version: DocumentVersion) -> Iterable[bytes]:

@@ -65,6 +65,11 @@ class JobContext:
     def progress(self, **values: Any) -> None:
         queue.report_progress(self._db, self._held, values)
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early to stop; returns whether to stop."""
+        self._stop.wait(seconds)
+        return self.stopping
+
 
 Handler = Callable[[JobContext], Mapping[str, Any] | None]
 
@@ -76,7 +81,6 @@ class JobKind:
     # Long enough for the slowest honest run between two heartbeats, short enough that a
     # killed worker's job is picked up again within a minute.
     lease: timedelta = timedelta(seconds=60)
-    max_attempts: int = queue.DEFAULT_MAX_ATTEMPTS
     # Periodic kinds (the reconciler, the scrub) are kept armed by every worker.
     every: timedelta | None = None
 
@@ -118,6 +122,10 @@ class Worker:
     @property
     def owner(self) -> str:
         return self._owner
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self._registry.kinds)
 
     def run(self) -> None:
         """Work until ``stop_event`` is set; sleeps ``poll_interval`` when the queue is empty."""
@@ -165,13 +173,30 @@ class Worker:
         kinds = self._registry.kinds
         if not kinds:
             return False
-        longest = max(kind.lease for kind in kinds.values())
-        held = queue.claim(self._db, owner=self._owner, kinds=list(kinds), lease=longest)
+        leases = {name: kind.lease for name, kind in kinds.items()}
+        held = queue.claim(
+            self._db,
+            owner=self._owner,
+            kinds=list(kinds),
+            lease=max(leases.values()),
+            leases=leases,
+        )
         if held is None:
             return False
         kind = kinds[held.kind]
-        self._execute(kind, held, longest)
+        self._execute(kind, held, kind.lease)
         return True
+
+    def drain(self) -> int:
+        """Run due jobs until none is left (``medvault worker --once``); returns how many."""
+        self.housekeeping()
+        ran = 0
+        try:
+            while not self.stop_event.is_set() and self.run_one():
+                ran += 1
+        finally:
+            self._forget()
+        return ran
 
     def _execute(self, kind: JobKind, held: Claim, lease: timedelta) -> None:
         lost = threading.Event()

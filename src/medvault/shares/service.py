@@ -45,6 +45,20 @@ def issue(
         number=request.version,
         attempt="document.download_url.issue",
     )
+    # A link to bytes that will never be served is refused now, not when it is used.
+    # Pending is fine: the link may well be used after the scan says clean.
+    refused = reading.refusal(version, blocking=False)
+    if refused is not None:
+        raise denied(
+            refused,
+            failed_attempt(
+                principal,
+                "document.download_url.issue",
+                resource_type="Document",
+                resource_id=document.id,
+                patient_id=document.patient_id,
+            ),
+        )
     token, grant = signed_urls.sign(
         secret=runtime.secret_key,
         version_id=version.id,

@@ -7,6 +7,7 @@ Scripts on the portal (uploads) ask for JSON and get the problem+json body inste
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from fastapi import Request
@@ -30,6 +31,19 @@ def _login_redirect(request: Request) -> Response:
     return RedirectResponse(location, status_code=303)
 
 
+# A version's content refused for its malware scan (documents.reading): the page leads
+# back to the document, whose page explains and offers what can be done.
+_SCAN_REFUSALS = frozenset({"quarantined", "content-destroyed", "scan-pending"})
+_CONTENT_ROUTE = re.compile(r"^(/documents/[0-9a-fA-F-]{36})/(?:download|view)$")
+
+
+def _document_page(problem: Problem, request: Request) -> str | None:
+    if problem.slug not in _SCAN_REFUSALS:
+        return None
+    match = _CONTENT_ROUTE.match(request.url.path)
+    return match.group(1) if match else None
+
+
 def render_portal_problem(problem: Problem, request: Request) -> Response:
     if not _wants_html(request):
         return problem_response(problem, request)
@@ -43,6 +57,7 @@ def render_portal_problem(problem: Problem, request: Request) -> Response:
             "title": problem.title,
             "detail": problem.detail,
             "logged_out": problem.status == 401,
+            "document_page": _document_page(problem, request),
         },
         status_code=problem.status,
     )

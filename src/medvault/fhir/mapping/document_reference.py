@@ -9,6 +9,25 @@ belongs to the document, so every version shows the document's current metadata.
 On input, the vault honours what it can store and says so for the rest: server-managed
 elements (meta, date, author, category, relatesTo…) are ignored as FHIR allows, and
 elements it cannot keep (identifier, context…) are refused rather than silently lost.
+
+Two facts about a version are filled in by background jobs after it is stored:
+
+* **The malware scan** is a ``meta.security`` coding of the vault's code system
+  ``urn:medvault:scan-state``, whose code is the version's scan state (``not-scanned``,
+  ``pending``, ``clean``, ``infected``, ``failed``, ``released``; see
+  ``documents.models.ScanState``). It is always present, ``not-scanned`` included: a
+  missing label would leave a client unable to tell "nobody scanned this" from "this
+  server does not say". ``meta.security`` is where R4 puts labels about how a resource
+  may be handled, and an extensible binding leaves room for a code system of the
+  server's own; ``securityLabel`` stays the confidentiality (N/R/V) a client sets. An
+  infected version keeps its ``attachment.url``: the Binary read answers 403
+  (quarantined), or 410 once an administrator destroyed the content.
+* **Attachment.hash** (SHA-1) is left out until the vault has computed it (the
+  ``fhir-sha1`` job, or ``medvault fhir backfill-hashes`` for old versions).
+
+Neither changes ``meta.versionId``, which tracks the document's own changes (it is
+the ``If-Match`` token of updates): a client polling for the scan verdict reads the
+resource again rather than relying on the version id.
 """
 
 from __future__ import annotations
@@ -20,7 +39,13 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from medvault.documents.models import Classification, Document, DocumentStatus, DocumentVersion
+from medvault.documents.models import (
+    Classification,
+    Document,
+    DocumentStatus,
+    DocumentVersion,
+    ScanState,
+)
 from medvault.documents.schemas import LoincCode
 from medvault.fhir.mapping.codes import (
     ACTOR_SYSTEM,
@@ -44,6 +69,17 @@ from medvault.fhir.wire.references import document_reference_id, parse_uuid, spl
 _LOINC: TypeAdapter[str] = TypeAdapter(LoincCode)
 MAX_TITLE = 500
 MAX_DESCRIPTION = 10_000
+
+# The vault's own code system for the malware scan state, in meta.security.
+SCAN_STATE_SYSTEM = "urn:medvault:scan-state"
+SCAN_STATE_DISPLAY = {
+    ScanState.NOT_SCANNED: "Not scanned for malware",
+    ScanState.PENDING: "Malware scan pending",
+    ScanState.CLEAN: "No malware found",
+    ScanState.INFECTED: "Malware found: quarantined",
+    ScanState.FAILED: "Malware scan failed; it is retried",
+    ScanState.RELEASED: "Flagged as malware, released by an administrator",
+}
 
 # Set by the server; FHIR lets a server ignore what a client sends for these.
 SERVER_MANAGED = frozenset(
@@ -73,6 +109,12 @@ def _b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
 
+def scan_security(version: DocumentVersion) -> dict[str, str]:
+    """The ``meta.security`` coding that states the version's malware scan."""
+    state = ScanState(version.scan_state)
+    return {"system": SCAN_STATE_SYSTEM, "code": state.value, "display": SCAN_STATE_DISPLAY[state]}
+
+
 def attachment(document: Document, version: DocumentVersion, base: str) -> dict[str, Any]:
     item: dict[str, Any] = {
         "extension": [{"url": SHA256_EXTENSION, "valueBase64Binary": _b64(version.sha256)}],
@@ -81,8 +123,8 @@ def attachment(document: Document, version: DocumentVersion, base: str) -> dict[
         "size": version.size,
     }
     if version.sha1:
-        # R4 defines Attachment.hash as the base64 SHA-1; versions stored before the
-        # vault computed it leave it out rather than claim a hash nobody checked.
+        # R4 defines Attachment.hash as the base64 SHA-1. It is left out until the
+        # fhir-sha1 job (or backfill-hashes) computed it, never guessed or claimed.
         item["hash"] = _b64(version.sha1)
     item["title"] = document.title
     item["creation"] = instant(version.created_at)
@@ -104,6 +146,7 @@ def to_resource(
         "meta": {
             "versionId": version_token(document.updated_at),
             "lastUpdated": instant(document.updated_at),
+            "security": [scan_security(version)],
         },
         # Each version is a distinct document in the IHE sense, with its own unique id.
         "masterIdentifier": {"system": RFC3986, "value": f"urn:uuid:{version.id}"},

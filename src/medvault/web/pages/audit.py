@@ -9,24 +9,33 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.responses import RedirectResponse, Response
 
 from medvault.access.audit_reach import own_patient, require_audit_events, require_whole_log
 from medvault.access.denials import Denial, denied
 from medvault.audit import queries
 from medvault.audit import service as audit
 from medvault.audit.repository import EventFilters
-from medvault.audit.verify import verify_log
+from medvault.audit.verify_job import MAX_ATTEMPTS as VERIFY_ATTEMPTS
 from medvault.deps import AuthReadSession, ClinicalSession, RuntimeDep
+from medvault.kit.ids import parse_id
 from medvault.kit.problems import Forbidden, NotFound
+from medvault.processing import kinds, queue
+from medvault.processing.models import Job
 from medvault.web import presenters
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
 from medvault.web.templating import render
+from medvault.web.verify_view import verify_view
 
 router = APIRouter(prefix="/audit", include_in_schema=False)
 
 PAGE_SIZE = 50
+# One verification at a time, whoever asks: a second request joins the running one.
+VERIFY_DEDUPE_KEY = "audit-verify"
+REFRESH_SECONDS = 2
 T = TypeVar("T")
 
 
@@ -159,42 +168,72 @@ def access_history_page(
 
 
 @router.post("/verify")
-async def verify_now(
-    request: Request,
-    runtime: RuntimeDep,
+def verify_now(
     session: ClinicalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
-    """Recompute every leaf, node and checkpoint signature, as `medvault audit verify`."""
+    """Queue a full verification (as `medvault audit verify`) and go to its progress page.
+
+    A large log takes tens of seconds, too long for a request: a job worker runs it
+    (``audit.verify_job``). One at a time: while one is queued or running, asking again
+    leads to that one; a finished one is run again.
+    """
     require_whole_log(principal)
-    started = datetime.now(UTC)
-    report = await run_in_threadpool(verify_log, runtime=runtime)
-    seconds = (datetime.now(UTC) - started).total_seconds()
-    summary = report.summary()
+    job = _enqueue_verify(session, principal.actor_id)
     audit.record(
         session=session,
         context=context,
-        action="audit.verify",
+        action="audit.verify.requested",
         resource_type="AuditLog",
-        details={
-            "healthy": report.healthy,
-            "tree_size": report.tree_size,
-            "first_bad_index": report.first_bad_index,
-            "via": "portal",
-        },
+        details={"job_id": str(job.id), "via": "portal"},
     )
     audit.commit_or_refuse(session)
+    return RedirectResponse(f"/audit/verify/{job.id}", status_code=303)
+
+
+def _enqueue_verify(session: Session, requested_by: str) -> Job:
+    payload = {"requested_by": requested_by}
+    try:
+        # A savepoint: two auditors asking at once race on the dedupe key's unique index
+        # (PostgreSQL); the loser joins the winner's job instead of failing.
+        with session.begin_nested():
+            return queue.enqueue(
+                session,
+                kinds.AUDIT_VERIFY,
+                payload,
+                dedupe_key=VERIFY_DEDUPE_KEY,
+                max_attempts=VERIFY_ATTEMPTS,
+            )
+    except IntegrityError:
+        return session.scalars(select(Job).where(Job.dedupe_key == VERIFY_DEDUPE_KEY)).one()
+
+
+@router.get("/verify/{job_id}")
+def verify_page(
+    job_id: str,
+    request: Request,
+    session: ClinicalSession,
+    principal: PortalPrincipal,
+    # "off": the visitor stopped the automatic refresh (WCAG 2.2.1, timing adjustable).
+    refresh: Annotated[str, Query(max_length=8)] = "",
+) -> Response:
+    """A verification's progress (refreshing itself every 2 s, no script) or its result."""
+    require_whole_log(principal)
+    job = session.get(Job, parse_id(job_id))
+    # Only verification jobs: other jobs' rows name documents and versions.
+    if job is None or job.kind != kinds.AUDIT_VERIFY:
+        raise NotFound("No audit log verification with this id.")
+    view = verify_view(job)
+    session.rollback()
     return render(
         request,
         "audit/verify.html",
         {
             "nav": "audit",
             "page_title": "Audit log verification",
-            "report": report,
-            "summary": summary,
-            "seconds": seconds,
-            "findings": report.findings[:20],
+            "job": view,
+            "refresh_seconds": REFRESH_SECONDS if view.active and refresh != "off" else None,
         },
     )

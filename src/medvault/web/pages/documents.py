@@ -25,6 +25,7 @@ from medvault.runtime import Runtime
 from medvault.shares import service as shares
 from medvault.web import presenters
 from medvault.web.listing import PAGE_SIZE, DocumentQuery
+from medvault.web.scan_status import active_content_notes, has_active_content, scan_status
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal, form_data
 from medvault.web.templating import render
 
@@ -53,15 +54,22 @@ def _rows(
     people = presenters.readable_patients_by_id(
         session, principal, (item.patient_id for item in items)
     )
+    blocking = _blocking(runtime)
     return [
         {
             "doc": item,
             "type_label": presenters.type_label(item.document_type),
             "uploaded_by": presenters.actor_name(names, item.uploaded_by),
             "patient": presenters.patient_label(people.get(item.patient_id)),
+            "scan": scan_status(item.scan, None, blocking=blocking),
+            "active_content": has_active_content(item.active_content),
         }
         for item in items
     ]
+
+
+def _blocking(runtime: Runtime) -> bool:
+    return runtime.settings.scan_policy == "blocking"
 
 
 def _list_page(
@@ -178,6 +186,20 @@ def document_page(
     patient = presenters.readable_patients_by_id(session, principal, [document.patient_id])
     audit.commit_or_refuse(session)
     can_read_content = allows(principal, Permission.CONTENT_READ)
+    # The same authorship rule (access.authorship) that refuses the upload at POST, so
+    # a patient is never shown a form onto a clinician's letter.
+    can_upload = (
+        allows(principal, Permission.DOCUMENT_WRITE)
+        and (principal.role is not Role.PATIENT or runtime.settings.patient_self_upload)
+        and authored.may_change
+    )
+    blocking = _blocking(runtime)
+    status = scan_status(
+        current.scan if current else document.scan,
+        current.state if current else None,
+        blocking=blocking,
+        can_upload=can_upload and document.status != "deleted",
+    )
     return render(
         request,
         "documents/detail.html",
@@ -185,23 +207,27 @@ def document_page(
             "nav": "documents",
             "page_title": document.title,
             "doc": document,
-            "versions": versions.items,
+            "versions": [
+                (v, scan_status(v.scan, v.state, blocking=blocking)) for v in versions.items
+            ],
+            "scan": status,
+            "active_content": active_content_notes(document.active_content),
+            "active_content_found": has_active_content(document.active_content),
             "names": names,
             "name_of": presenters.actor_name,
             "type_label": presenters.type_label(document.document_type),
             "patient": presenters.patient_label(patient.get(document.patient_id)),
             "deleted": document.status == "deleted",
             "can_read_content": can_read_content,
-            "inline": can_read_content and document.content_type in INLINE_TYPES,
+            "readable": can_read_content and status.readable,
+            "inline": can_read_content
+            and status.readable
+            and document.content_type in INLINE_TYPES,
             "is_image": document.content_type.startswith("image/"),
             "created": authored,
             "current": current,
-            # Offered only where the upload would be accepted: the same authorship rule
-            # (access.authorship) that refuses it at POST, so a patient is never shown a
-            # form onto a clinician's letter.
-            "can_upload": allows(principal, Permission.DOCUMENT_WRITE)
-            and (principal.role is not Role.PATIENT or runtime.settings.patient_self_upload)
-            and authored.may_change,
+            # Offered only where the upload would be accepted.
+            "can_upload": can_upload,
             "can_delete": allows(principal, Permission.DOCUMENT_DELETE),
             "max_upload_bytes": runtime.settings.max_upload_bytes,
             "allowed_types": runtime.settings.allowed_types,

@@ -1,4 +1,4 @@
-"""jobs, job_workers, and each version's malware-scan state and PDF active content
+"""jobs, job_workers, and each version's malware-scan state, PDF active content and scrub time
 
 Existing versions become ``not-scanned``: `medvault scan --all` scans them once a
 scanner is configured.
@@ -63,6 +63,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("scan_signature", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("scanned_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("active_content", sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_document_versions_scan", ["scan_state"], unique=False)
 
 
@@ -70,6 +71,7 @@ def downgrade() -> None:
     with op.batch_alter_table("document_versions", schema=None) as batch_op:
         batch_op.drop_index("ix_document_versions_scan")
         for column in (
+            "verified_at",
             "active_content",
             "scanned_at",
             "scan_signature",

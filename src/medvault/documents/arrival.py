@@ -1,0 +1,119 @@
+"""What happens to every new version besides being stored: checks before its row
+commits, and the background jobs armed in the same transaction.
+
+Every face that adds a version (REST upload, FHIR Binary, DocumentReference and
+transaction) calls both steps:
+
+1. :func:`inspect` runs on the durable blob, before the transaction: it refuses an
+   upload whose blob is too old to commit safely (the reconciler's grace period), and
+   looks for active content in PDFs (refused when ``MEDVAULT_REFUSE_ACTIVE_PDF``).
+2. :func:`arm` runs inside the transaction that adds the row: it sets the scan state
+   and enqueues the version's jobs. They are rows in the same transaction (a
+   transactional outbox), so a version that commits always gets its jobs, and a
+   rolled-back one never does.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from medvault.documents.active_content import UnreadablePdf, find_active_content
+from medvault.documents.ingest import IngestResult
+from medvault.documents.models import DocumentVersion, ScanState
+from medvault.documents.plaintext_file import PlaintextFile
+from medvault.kit.clock import utcnow
+from medvault.kit.problems import Problem
+from medvault.processing import kinds, queue
+from medvault.processing.reconcile import upload_deadline
+from medvault.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+PDF = "application/pdf"
+# Recorded instead of a list of kinds when the file claims to be a PDF but qpdf cannot
+# parse it: nothing can be said about what it would do in a reader.
+UNREADABLE_PDF = "unreadable"
+
+
+class ActiveContentRefused(Problem):
+    status, slug, title = 422, "active-content", "The PDF holds active content"
+
+
+class UploadExpired(Problem):
+    status, slug, title = 408, "upload-expired", "The upload took too long to complete"
+
+
+@dataclass(frozen=True)
+class Inspection:
+    # Comma-separated ActiveContent kinds ("" for none); None for anything but a PDF.
+    active_content: str | None = None
+
+
+def inspect(runtime: Runtime, result: IngestResult) -> Inspection:
+    """Checks on a stored blob before its row is written; raises a problem to refuse it."""
+    settings = runtime.settings
+    if utcnow() - result.started_at > upload_deadline(settings.reconcile_grace_seconds):
+        # Past this, the reconciler may already count the blob as an orphan.
+        raise UploadExpired("The upload took too long; send it again.")
+    if result.content_type != PDF:
+        return Inspection()
+    found = _active_content(runtime, result)
+    if found and settings.refuse_active_pdf:
+        # Fail closed: what cannot be parsed cannot be shown to be free of scripts.
+        what = (
+            "could not be read as a PDF, so it cannot be checked for active content"
+            if found == UNREADABLE_PDF
+            else "contains active content (scripts, automatic actions, launch actions or "
+            "embedded files)"
+        )
+        raise ActiveContentRefused(
+            f"This file {what}, which this vault does not accept. Print it to a new PDF "
+            "and upload that.",
+            active_content=found.split(","),
+        )
+    return Inspection(active_content=found)
+
+
+def _active_content(runtime: Runtime, result: IngestResult) -> str:
+    # A row that is never added to a session: PlaintextFile needs only where the blob is
+    # and how to unwrap its key.
+    transient = DocumentVersion(
+        id=result.version_id,
+        storage_key=result.storage_key,
+        kek_id=result.kek_id,
+        wrapped_dek=result.wrapped_dek,
+        size=result.size,
+        sha256=result.sha256,
+    )
+    with io.BufferedReader(PlaintextFile(runtime, transient)) as source:
+        try:
+            return ",".join(sorted(find_active_content(source, size=result.size)))
+        except UnreadablePdf:
+            return UNREADABLE_PDF
+
+
+def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
+    """Set the new version's scan state and enqueue its jobs, in the caller's transaction."""
+    settings = runtime.settings
+    if settings.clamd_url is not None:
+        version.scan_state = ScanState.PENDING
+        queue.enqueue(
+            session,
+            kinds.SCAN,
+            {"version_id": str(version.id)},
+            dedupe_key=kinds.scan_key(version.id),
+        )
+    else:
+        version.scan_state = ScanState.NOT_SCANNED
+    if settings.fhir_attachment_sha1 and version.sha1 is None:
+        queue.enqueue(
+            session,
+            kinds.FHIR_SHA1,
+            {"version_id": str(version.id)},
+            dedupe_key=kinds.sha1_key(version.id),
+        )
+    session.flush()

@@ -1,0 +1,24 @@
+"""The names of the job kinds, in one place.
+
+Enqueuers (an upload, the portal) and the wiring that registers handlers
+(``medvault.jobs``) both name kinds; keeping the strings here means neither imports
+the other, and a typo is an import error rather than a job no worker ever claims.
+"""
+
+from __future__ import annotations
+
+SCAN = "scan"
+FHIR_SHA1 = "fhir-sha1"
+RECONCILE = "reconcile"
+FHIR_DRAFT_EXPIRY = "fhir-draft-expiry"
+INTEGRITY_SCRUB = "integrity-scrub"
+AUDIT_VERIFY = "audit-verify"
+
+
+def scan_key(version_id: object) -> str:
+    """One live scan per version: a rescan re-arms the same row."""
+    return f"{SCAN}:{version_id}"
+
+
+def sha1_key(version_id: object) -> str:
+    return f"{FHIR_SHA1}:{version_id}"

@@ -1,0 +1,121 @@
+"""What the portal tells a person about a version's malware scan and active content.
+
+Whether the portal offers a version's content follows from the very rule the content
+routes enforce (``documents.reading.refusal``): a page never shows a Download button
+that would only lead to a refusal, and never hides one the routes would honour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medvault.documents import reading
+from medvault.documents.active_content import ActiveContent
+from medvault.documents.models import DocumentVersion, ScanState, VersionState
+from medvault.documents.schemas import ScanOut
+
+UNREADABLE_PDF = "unreadable"  # documents.arrival.UNREADABLE_PDF
+
+
+@dataclass(frozen=True)
+class ScanStatus:
+    state: str
+    # The badge: a word or two, shown in lists and beside each version.
+    label: str
+    # The badge's colour (a CSS class); the label carries the meaning, never the colour.
+    tone: str
+    # One sentence for the document's details.
+    description: str
+    # Whether the content routes serve it now.
+    readable: bool
+    # Said prominently on the document page when the content is unavailable or notable.
+    notice: str | None = None
+
+
+_LABELS: dict[ScanState, tuple[str, str, str]] = {
+    ScanState.NOT_SCANNED: (
+        "Not scanned",
+        "neutral",
+        "Not checked for malware: no scanner was running when it was stored.",
+    ),
+    ScanState.PENDING: ("Scanning…", "warn", "Being checked for malware."),
+    ScanState.CLEAN: ("Clean", "ok", "Checked for malware: nothing found."),
+    ScanState.INFECTED: ("Quarantined", "danger", "The malware scanner flagged this file."),
+    ScanState.FAILED: (
+        "Scan failed",
+        "warn",
+        "The malware check could not finish; it is retried automatically.",
+    ),
+    ScanState.RELEASED: (
+        "Released",
+        "neutral",
+        "The malware scanner flagged this file; an administrator reviewed it and released it.",
+    ),
+}
+
+
+def scan_status(
+    scan: ScanOut, version_state: str | None, *, blocking: bool, can_upload: bool = False
+) -> ScanStatus:
+    """The badge and notice for one version.
+
+    ``version_state`` is None where only the document's summary is known (the list): a
+    destroyed version is still infected by its scan state, so it is never offered.
+    ``blocking`` is the ``scan_policy``: pending and failed versions are refused until
+    clean under it, and served meanwhile without it.
+    """
+    state = ScanState(scan.state)
+    # A transient row, never added to a session: the reading rule needs only these two.
+    probe = DocumentVersion(scan_state=state, state=version_state or VersionState.AVAILABLE)
+    readable = reading.refusal(probe, blocking=blocking) is None
+    clean_copy = " You can upload a clean copy." if can_upload else ""
+    if version_state == VersionState.DESTROYED:
+        return ScanStatus(
+            state=state.value,
+            label="Removed",
+            tone="danger",
+            description="An administrator removed this file after the malware scanner flagged it.",
+            readable=False,
+            notice="An administrator removed this file's content after our malware scanner "
+            "flagged it. Its details and history are kept." + clean_copy,
+        )
+    label, tone, description = _LABELS[state]
+    notice: str | None = None
+    if state == ScanState.INFECTED:
+        notice = (
+            "Our malware scanner flagged this file, so it cannot be opened. An "
+            "administrator has been alerted." + clean_copy
+        )
+    elif state in (ScanState.PENDING, ScanState.FAILED):
+        notice = (
+            "This file is still being checked for malware. It will be available shortly: "
+            "reload this page in a moment."
+            if not readable
+            else "This file is still being checked for malware. You can open it meanwhile."
+        )
+    return ScanStatus(state.value, label, tone, description, readable, notice)
+
+
+_ACTIVE_CONTENT = {
+    ActiveContent.JAVASCRIPT.value: "This PDF contains scripts (JavaScript).",
+    ActiveContent.AUTO_ACTION.value: "This PDF runs actions by itself, for example when it "
+    "is opened.",
+    ActiveContent.LAUNCH.value: "This PDF can start other programs or send data elsewhere.",
+    ActiveContent.EMBEDDED_FILE.value: "This PDF carries other files inside it.",
+    ActiveContent.XFA.value: "This PDF holds an XFA form, which has scripting of its own.",
+    UNREADABLE_PDF: "This file could not be checked for active content: it is not a "
+    "well-formed PDF.",
+}
+
+
+def active_content_notes(kinds: list[str] | None) -> list[str]:
+    """One plain sentence per kind of active content found in a PDF ([] for none)."""
+    return [
+        _ACTIVE_CONTENT.get(kind, f"This PDF holds active content ({kind}).")
+        for kind in kinds or ()
+    ]
+
+
+def has_active_content(kinds: list[str] | None) -> bool:
+    """Whether a PDF holds active content (an unparseable one is flagged, not counted)."""
+    return any(kind != UNREADABLE_PDF for kind in kinds or ())
