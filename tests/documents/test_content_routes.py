@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -46,17 +47,20 @@ class World:
         return f'"{hashlib.sha256(self.content).hexdigest()}"'
 
 
-@pytest.fixture
-def world(
-    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
+@contextmanager
+def content_world(
+    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory, content: bytes
 ) -> Iterator[World]:
-    content = pdf_bytes(2 * 64 * 1024 + 333)  # three segments
+    """``content`` uploaded over REST, a signed link issued now, and a reader per route."""
     patient = create_patient(client)
-    document_id = upload_raw(client, patient, content).json()["id"]
+    uploaded = upload_raw(client, patient, content)
+    assert uploaded.status_code == 201, uploaded.text
+    document_id = str(uploaded.json()["id"])
     with runtime.clinical.read_session() as session:
         version = repository.version(session, uuid.UUID(document_id), 1)
         assert version is not None
-    link = client.post(f"/api/v1/documents/{document_id}/download-url").json()["url"]
+    issued = client.post(f"/api/v1/documents/{document_id}/download-url")
+    assert issued.status_code == 201, issued.text
     user = make_user(Role.PATIENT, patient_id=patient)
     with (
         TestClient(app, raise_server_exceptions=False) as portal,
@@ -70,9 +74,18 @@ def world(
             anonymous=anonymous,
             document_id=document_id,
             binary_id=str(version.id),
-            link_path=link.split("testserver", 1)[1],
+            link_path=str(issued.json()["url"]).split("testserver", 1)[1],
             content=content,
         )
+
+
+@pytest.fixture
+def world(
+    app: FastAPI, runtime: Runtime, client: TestClient, make_user: UserFactory
+) -> Iterator[World]:
+    content = pdf_bytes(2 * 64 * 1024 + 333)  # three segments
+    with content_world(app, runtime, client, make_user, content) as built:
+        yield built
 
 
 # route name -> (which client, the path, the action its audit event names, disposition)

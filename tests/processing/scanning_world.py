@@ -18,7 +18,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from medvault.auth.principal import Role
 from medvault.documents import repository
 from medvault.documents.models import DocumentVersion
 from medvault.fhir.wire.outcome import PROBLEM_SYSTEM
@@ -28,12 +27,11 @@ from medvault.processing import kinds
 from medvault.processing.models import Job
 from medvault.runtime import Runtime
 from tests.documents.test_content_routes import ROUTES, World, _caller
+from tests.documents.test_content_routes import content_world as build_world
 from tests.fhir.support import validate_response
 from tests.support.backends import Backend
 from tests.support.clamd import BODY_SIGNATURE_NAME, EICAR, ClamdServer
-from tests.support.factories import create_patient, upload_raw
 from tests.support.inspect import audit_rows
-from tests.support.portal import portal_login
 from tests.support.users import UserFactory
 
 # The vault only takes real document types, so EICAR travels inside a PDF; the body
@@ -95,28 +93,8 @@ def content_world(
     """
     # Every /fhir answer, refusals included, must parse as a FHIR R4 resource.
     client.event_hooks["response"] = [validate_response]
-    patient = create_patient(client)
-    uploaded = upload_raw(client, patient, content)
-    assert uploaded.status_code == 201, uploaded.text
-    document_id = str(uploaded.json()["id"])
-    issued = client.post(f"/api/v1/documents/{document_id}/download-url")
-    assert issued.status_code == 201, issued.text
-    user = make_user(Role.PATIENT, patient_id=patient)
-    with (
-        TestClient(app, raise_server_exceptions=False) as portal,
-        TestClient(app, raise_server_exceptions=False) as anonymous,
-    ):
-        assert portal_login(portal, user.username, user.password).status_code == 303
-        yield World(
-            runtime=runtime,
-            api=client,
-            portal=portal,
-            anonymous=anonymous,
-            document_id=document_id,
-            binary_id=str(version_row(runtime, document_id).id),
-            link_path=str(issued.json()["url"]).split("testserver", 1)[1],
-            content=content,
-        )
+    with build_world(app, runtime, client, make_user, content) as world:
+        yield world
 
 
 def attempts(route: str) -> list[dict[str, str]]:

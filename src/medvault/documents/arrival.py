@@ -100,13 +100,7 @@ def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
     """Set the new version's scan state and enqueue its jobs, in the caller's transaction."""
     settings = runtime.settings
     if settings.clamd_url is not None:
-        version.scan_state = ScanState.PENDING
-        queue.enqueue(
-            session,
-            kinds.SCAN,
-            {"version_id": str(version.id)},
-            dedupe_key=kinds.scan_key(version.id),
-        )
+        queue_scan(session, version)
     else:
         version.scan_state = ScanState.NOT_SCANNED
     if settings.fhir_attachment_sha1 and version.sha1 is None:
@@ -117,3 +111,19 @@ def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
             dedupe_key=kinds.sha1_key(version.id),
         )
     session.flush()
+
+
+def queue_scan(session: Session, version: DocumentVersion) -> None:
+    """Enqueue a scan (or rescan) of ``version``; one live scan job per version.
+
+    A version without a verdict (new, never scanned, or failed) shows pending until the
+    job runs; a verdict it already has stands until the rescan replaces it.
+    """
+    if version.scan_state in (None, ScanState.NOT_SCANNED, ScanState.FAILED):
+        version.scan_state = ScanState.PENDING
+    queue.enqueue(
+        session,
+        kinds.SCAN,
+        {"version_id": str(version.id)},
+        dedupe_key=kinds.scan_key(version.id),
+    )

@@ -124,6 +124,26 @@ def _infected(
     return document, version
 
 
+def _record_decision(
+    session: Session,
+    context: AuditContext,
+    action: str,
+    document: Document,
+    version: DocumentVersion,
+    reason: str,
+) -> None:
+    session.flush()
+    audit.record(
+        session=session,
+        context=context,
+        action=action,
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+        details={"version": version.version, "signature": version.scan_signature, "reason": reason},
+    )
+
+
 def release(
     *,
     session: Session,
@@ -136,16 +156,7 @@ def release(
     action = "document.version.released"
     document, version = _infected(session, principal, document_id, number, action)
     version.scan_state = ScanState.RELEASED
-    session.flush()
-    audit.record(
-        session=session,
-        context=context,
-        action=action,
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-        details={"version": version.version, "signature": version.scan_signature, "reason": reason},
-    )
+    _record_decision(session, context, action, document, version, reason)
     return _out(document, version)
 
 
@@ -163,16 +174,7 @@ def destroy(
     document, version = _infected(session, principal, document_id, number, action)
     version.state = VersionState.DESTROYED
     document.updated_at = utcnow()
-    session.flush()
-    audit.record(
-        session=session,
-        context=context,
-        action=action,
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-        details={"version": version.version, "signature": version.scan_signature, "reason": reason},
-    )
+    _record_decision(session, context, action, document, version, reason)
     return _out(document, version), version.storage_key
 
 

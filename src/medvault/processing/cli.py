@@ -188,8 +188,8 @@ def scan(
     """Queue malware scans; running workers with a scanner pick them up."""
     from sqlalchemy import select
 
-    from medvault.documents.models import DocumentVersion, ScanState, VersionState
-    from medvault.processing import kinds, queue
+    from medvault.documents.arrival import queue_scan
+    from medvault.documents.models import DocumentVersion, VersionState
 
     if not scan_all:
         fail("Say what to scan: --all.", code=2)
@@ -212,14 +212,7 @@ def scan(
                 batch = list(session.scalars(query))
                 for version in batch:
                     after = version.id
-                    if version.scan_state in (ScanState.NOT_SCANNED, ScanState.FAILED):
-                        version.scan_state = ScanState.PENDING
-                    queue.enqueue(
-                        session,
-                        kinds.SCAN,
-                        {"version_id": str(version.id)},
-                        dedupe_key=kinds.scan_key(version.id),
-                    )
+                    queue_scan(session, version)
                 session.commit()
             queued += len(batch)
             if len(batch) < 500:
