@@ -84,7 +84,7 @@ from common import (
 
 NAME = "large_files"
 TARGETS = {
-    "raw_vs_baseline_min_ratio": 0.8,
+    "raw_vs_baseline_min_ratio": 0.9,  # issue 11: with FHIR on
     "multipart_min_mb_s": 250.0,
     "download_min_mb_s": 500.0,
     "rss_growth_max_mib": 64.0,
@@ -384,11 +384,11 @@ def plot(
     bases = [summary[k]["median_mb_s"] for k in BASELINE_KINDS if k in summary]
     if bases:
         ax_tp.axhline(
-            0.8 * max(bases),
+            TARGETS["raw_vs_baseline_min_ratio"] * max(bases),
             color="#1f77b4",
             ls="--",
             lw=1.2,
-            label="raw target: 0.8 x best baseline",
+            label=f"raw target: {TARGETS['raw_vs_baseline_min_ratio']} x best baseline",
         )
     ax_tp.set_ylabel("MB/s (10^6 B/s); bar = median, dots = rounds")
     ax_tp.set_title(f"{size / GiB:g} GiB over 127.0.0.1 (curl client)")
@@ -621,10 +621,11 @@ def main() -> int:
         ]
     )
     download = summary["vault_download"]["median_mb_s"]
+    min_ratio = TARGETS["raw_vs_baseline_min_ratio"]
     targets = {
         "raw_vs_baseline": {
             "value": round(ratio, 3),
-            "target": f">= 0.8 x {reference} median ({base} MB/s)",
+            "target": f">= {min_ratio} x {reference} median ({base} MB/s)",
             "met": ratio >= TARGETS["raw_vs_baseline_min_ratio"],
         },
         "multipart_mb_s": {
