@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 as_root apt-get update -qq
 as_root apt-get install -y -qq --no-install-recommends \
     python3-venv postgresql postgresql-client redis-server ca-certificates nginx \
-    clamav-daemon >/dev/null
+    clamav-daemon tesseract-ocr tesseract-ocr-eng >/dev/null
 # clamav-daemon: tests/processing starts its own clamd on a free port with a signature
 # database it builds (freshclam cannot download signatures here); the package's own
 # service is not used.

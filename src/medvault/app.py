@@ -18,6 +18,7 @@ from medvault.audit.sealer import start_sealer
 from medvault.auth.router import admin_router
 from medvault.auth.router import router as auth_router
 from medvault.config import Settings
+from medvault.documents.preview_router import router as preview_router
 from medvault.documents.quarantine_router import router as quarantine_router
 from medvault.documents.router import router as documents_router
 from medvault.fhir import openapi as fhir_openapi
@@ -149,6 +150,7 @@ def create_app(
         access_history_router,
         patients_router,
         documents_router,
+        preview_router,
         quarantine_router,
         shares_router,
     ):

@@ -155,6 +155,28 @@ class Settings(BaseSettings):
     scrub_period_days: int = Field(default=30, ge=1, le=3650)
     scrub_max_bytes_per_second: int = Field(default=20 * MiB, ge=64 * 1024)
 
+    # Previews and text extraction (README "Previews, text and search"). Every document is
+    # parsed in a child process with these limits, so a hostile file cannot take down a
+    # worker; what a limit stops is recorded on the version.
+    previews: bool = True
+    # MEDVAULT_FULLTEXT=off: no text is extracted and no content goes into the search
+    # index (titles, descriptions and file names are still searchable).
+    fulltext: bool = True
+    # Tesseract language codes joined by "+", e.g. "eng+deu" (each needs its
+    # tesseract-ocr-<lang> package).
+    ocr_languages: str = Field(default="eng", pattern=r"^[a-z_]{3,8}(\+[a-z_]{3,8})*$")
+    # PostgreSQL text search configuration for the index (e.g. english, german, simple).
+    search_text_config: str = Field(default="english", pattern=r"^[a-z_]{1,63}$")
+    # Pages read for text (and OCRed when a page has no text layer).
+    derive_max_pages: int = Field(default=50, ge=1, le=10000)
+    # Pixels of any decoded image or rendered page; larger ones are refused, not decoded.
+    derive_max_pixels: int = Field(default=60_000_000, ge=1_000_000, le=1_000_000_000)
+    # Bytes of a document read into the child; larger documents get no preview or text.
+    derive_max_input_bytes: int = Field(default=256 * MiB, ge=1 * MiB)
+    derive_memory_mib: int = Field(default=1024, ge=128, le=64 * 1024)
+    derive_cpu_seconds: int = Field(default=120, ge=1, le=3600)
+    derive_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+
     @field_validator(
         "database_url",
         "auth_database_url",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -18,12 +19,14 @@ from medvault.fhir.drafts import expire_drafts
 from medvault.fhir.hashing import run_sha1_job
 from medvault.processing import kinds
 from medvault.processing.clamd import ClamdClient
+from medvault.processing.derivation import run_preview_job, run_text_job
 from medvault.processing.monitoring import observe
 from medvault.processing.reconcile import reconcile, record_report
 from medvault.processing.scan import run_scan
 from medvault.processing.scrub import RUN_EVERY, scrub
 from medvault.processing.worker import JobContext, JobKind, JobRegistry, Worker
 from medvault.runtime import Runtime
+from medvault.search import index as search_index
 
 logger = logging.getLogger("medvault.processing")
 
@@ -93,6 +96,35 @@ def build_registry(runtime: Runtime) -> JobRegistry:
 
     # Its attempts are set where it is enqueued (verify_job.MAX_ATTEMPTS).
     registry.register(JobKind(kinds.AUDIT_VERIFY, verify_job))
+
+    # Parsing runs in a confined child with its own time limit; heartbeats keep the
+    # lease alive meanwhile, and the lease outlasts the limit if the worker dies.
+    derive_lease = timedelta(seconds=max(300.0, 2 * settings.derive_timeout_seconds))
+    registry.register(
+        JobKind(
+            kinds.PREVIEW, lambda job: run_preview_job(runtime, job.payload), lease=derive_lease
+        )
+    )
+    registry.register(
+        JobKind(kinds.TEXT, lambda job: run_text_job(runtime, job.payload), lease=derive_lease)
+    )
+
+    def index_job(job: JobContext) -> dict[str, Any]:
+        document_id = uuid.UUID(str(job.payload["document_id"]))
+        with runtime.clinical.session() as session:
+            search_index.index_document(session, runtime, document_id)
+            session.commit()
+        return {"outcome": "indexed"}
+
+    registry.register(JobKind(kinds.SEARCH_INDEX, index_job))
+
+    def reindex_job(job: JobContext) -> dict[str, Any]:
+        done = search_index.reindex_all(
+            runtime, progress=lambda done, total: job.progress(done=done, total=total)
+        )
+        return {"documents": done}
+
+    registry.register(JobKind(kinds.SEARCH_REINDEX, reindex_job, lease=timedelta(minutes=10)))
     return registry
 
 

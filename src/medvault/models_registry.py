@@ -13,6 +13,7 @@ from medvault.documents import models as document_models
 from medvault.fhir import models as fhir_models
 from medvault.patients import models as patient_models
 from medvault.processing import models as processing_models
+from medvault.search import models as search_models
 
 __all__ = [
     "access_models",
@@ -22,4 +23,5 @@ __all__ = [
     "fhir_models",
     "patient_models",
     "processing_models",
+    "search_models",
 ]

@@ -46,8 +46,10 @@ from tests.support.factories import (
     patient_payload,
     pdf_bytes,
     put_on_care_team,
+    text_pdf_bytes,
     upload_raw,
 )
+from tests.support.jobs import run_due_jobs
 from tests.support.users import UserFactory, login
 
 ROLES = ("service", "admin", "clinician", "patient", "auditor")
@@ -461,6 +463,27 @@ SPECS: dict[tuple[str, str], Spec] = {
             "auditor": 403,
         },
     ),
+    # A preview shows the content: the content's rules (the world's jobs made them).
+    ("GET", "/api/v1/documents/{document_id}/preview"): Spec(
+        doc("/preview", params={"size": "thumbnail"}),
+        {
+            "service": (200, 200, 410),
+            "admin": 403,
+            "clinician": (200, 404, 410),
+            "patient": (200, 404, 410),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/api/v1/documents/{document_id}/versions/{number}/preview"): Spec(
+        doc("/versions/1/preview"),
+        {
+            "service": (200, 200, 410),
+            "admin": 403,
+            "clinician": (200, 404, 410),
+            "patient": (200, 404, 410),
+            "auditor": 403,
+        },
+    ),
     ("POST", "/api/v1/documents/{document_id}/download-url"): Spec(
         doc("/download-url", "POST"),
         {
@@ -739,10 +762,14 @@ def world(
         service.event_hooks["response"] = [validate_response]
         own, foreign = create_patient(service), create_patient(service)
         documents = {
-            "own": upload_raw(service, own, pdf_bytes()).json()["id"],
-            "foreign": upload_raw(service, foreign, pdf_bytes()).json()["id"],
-            "deleted": upload_raw(service, own, pdf_bytes()).json()["id"],
+            # Real PDFs, so that their previews and text exist (see run_due_jobs below).
+            "own": upload_raw(service, own, text_pdf_bytes("Own letter")).json()["id"],
+            "foreign": upload_raw(service, foreign, text_pdf_bytes("Foreign")).json()["id"],
+            "deleted": upload_raw(service, own, text_pdf_bytes("Deleted")).json()["id"],
         }
+        # Previews and text, so that reading them is allowed or refused by the policy,
+        # not missing.
+        run_due_jobs(runtime)
         service.delete(f"/api/v1/documents/{documents['deleted']}", params={"reason": "matrix"})
         made = {
             "admin": make_user(Role.ADMIN),

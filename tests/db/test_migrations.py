@@ -12,14 +12,22 @@ from sqlalchemy import MetaData, text
 
 from medvault.db.base import AuthBase, ClinicalBase
 from medvault.db.engine import Database
-from medvault.db.migrate import DatabaseName, alembic_config, current_revision
+from medvault.db.migrate import (
+    DatabaseName,
+    alembic_config,
+    current_revision,
+    modelled_only,
+)
 from medvault.runtime import Runtime
 from tests.support.services import PostgresDatabases, unavailable
 
 
 def _drift(database: Database, metadata: MetaData) -> list[object]:
     with database.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection,
+            opts={"compare_type": True, "include_name": modelled_only(metadata)},
+        )
         return list(compare_metadata(context, metadata))
 
 

@@ -124,7 +124,8 @@ def test_a_cursor_only_works_with_its_own_sort(client: TestClient) -> None:
     assert replay.json()["type"].endswith(":invalid-cursor")
 
 
-def test_text_search_matches_title_or_description_literally(client: TestClient) -> None:
+def test_q_searches_words_in_title_or_description(client: TestClient) -> None:
+    """`q` is a full-text search now (tests/search/ has the rest): words, not substrings."""
     patient = create_patient(client)
     ids = [
         upload_raw(client, patient, pdf_bytes(), title=title, description=description).json()["id"]
@@ -137,7 +138,7 @@ def test_text_search_matches_title_or_description_literally(client: TestClient) 
     ]
     assert set(walk(client, q="BLOOD")) == {ids[0], ids[1]}
     assert walk(client, q="100%") == [ids[1]]
-    # % and _ are literal characters, not wildcards.
-    assert walk(client, q="%") == [ids[1]]
-    assert walk(client, q="e_letter") == []  # as a wildcard, _ would match "e letter"
+    # % and _ are separators, never wildcards; punctuation alone is nothing to find.
+    assert client.get("/api/v1/documents", params={"q": "%"}).status_code == 400
+    assert walk(client, q="e_letter") == []
     assert walk(client, q="lipid_") == [ids[3]]

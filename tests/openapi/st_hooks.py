@@ -28,6 +28,9 @@ STATE_DEPENDENT_REFUSALS = frozenset(
         # Opaque values only the server issues (a page cursor, a signed link).
         "invalid-cursor",
         "signed-url-invalid",
+        # Free search text whose words are all exclusions (`-a`) or punctuation: what
+        # counts as a word (Unicode letters and digits) is beyond a JSON Schema pattern.
+        "invalid-search-text",
         # Depends on the stored document: its length, its version, whether it is deleted.
         "range-not-satisfiable",
         "precondition-failed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import struct
@@ -26,6 +27,26 @@ def pdf_bytes(size: int = 4096) -> bytes:
     """A PDF-looking payload: correct magic bytes, random body, unique per call."""
     head = b"%PDF-1.7\n%synthetic\n"
     return head + os.urandom(max(0, size - len(head)))
+
+
+def text_pdf_bytes(*lines: str) -> bytes:
+    """A real one-page PDF with a text layer (reportlab), unique per call.
+
+    For tests that need the file parsed (previews, text extraction, search), where
+    :func:`pdf_bytes`'s random body would only ever be "unreadable".
+    """
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer, pagesize=A4)
+    y = 780
+    for line in (*lines, f"Reference {uuid.uuid4()}"):
+        page.drawString(72, y, line)
+        y -= 18
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
 
 
 def png_bytes() -> bytes:

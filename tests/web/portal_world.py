@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from medvault.auth.principal import Role
 from medvault.runtime import Runtime
-from tests.support.factories import create_patient, pdf_bytes, put_on_care_team, upload_raw
+from tests.support.factories import create_patient, put_on_care_team, text_pdf_bytes, upload_raw
+from tests.support.jobs import run_due_jobs
 from tests.support.portal import portal_login
 from tests.support.users import MadeUser, UserFactory
 
@@ -42,8 +43,12 @@ def build_practice(
 ) -> Practice:
     own = create_patient(service, family_name="Ownfamily", given_name="Alicia")
     foreign = create_patient(service, family_name="Otherfamily", given_name="Boris")
-    own_doc = upload_raw(service, own, pdf_bytes(), title="Own lab report").json()["id"]
-    foreign_doc = upload_raw(service, foreign, pdf_bytes(), title="Foreign scan").json()["id"]
+    own_doc = upload_raw(
+        service, own, text_pdf_bytes("Haemoglobin 135 g/L"), title="Own lab report"
+    ).json()["id"]
+    foreign_doc = upload_raw(
+        service, foreign, text_pdf_bytes("Chest X-ray"), title="Foreign scan"
+    ).json()["id"]
     users = {
         "admin": make_user(Role.ADMIN),
         "clinician": make_user(Role.CLINICIAN),
@@ -51,4 +56,6 @@ def build_practice(
         "auditor": make_user(Role.AUDITOR),
     }
     put_on_care_team(runtime, clinician_id=users["clinician"].id, patient_id=own)
+    # Previews and text, as a running worker would have made them by now.
+    run_due_jobs(runtime)
     return Practice(app, runtime, service, own, foreign, own_doc, foreign_doc, users)

@@ -219,13 +219,25 @@ def test_copy_link_issues_a_working_time_limited_link(practice: Practice) -> Non
 
 
 def test_search_sort_and_filters_are_posted_and_scoped(practice: Practice) -> None:
-    for title in ("Haemoglobin trend", "Chest X-ray report", "Haematology referral"):
-        upload_raw(practice.service, practice.own, pdf_bytes(), title=title)
+    for title, description in (
+        ("Haemoglobin trend", "falling slowly"),
+        ("Chest X-ray report", "clear"),
+        ("Referral", "to haematology <b>urgent</b>"),
+    ):
+        upload_raw(
+            practice.service, practice.own, pdf_bytes(), title=title, description=description
+        )
     upload_raw(practice.service, practice.foreign, pdf_bytes(), title="Haematology foreign")
     with practice.browser("clinician") as browser:
-        found = post_form(browser, "/documents", {"q": "haem", "sort": "title"})
+        # Search mode: ranked by relevance (a title match first) whatever the sort says.
+        found = post_form(
+            browser, "/documents", {"q": "haematology or haemoglobin", "sort": "title"}
+        )
         titles = re.findall(r'<a href="/documents/[0-9a-f-]{36}">([^<]+)</a>', found.text)
-        assert titles == ["Haematology referral", "Haemoglobin trend"]
+        assert titles == ["Haemoglobin trend", "Referral"]
+        # Snippets are highlighted with <mark>, and the document's own text is escaped.
+        assert "to <mark>haematology</mark> &lt;b&gt;urgent&lt;/b&gt;" in found.text
+        assert "Haematology foreign" not in found.text
         typed = post_form(browser, "/documents", {"document_type": "18842-5"})
         assert "No documents match these filters" in typed.text
         bad = post_form(
@@ -252,7 +264,7 @@ def test_paging_forward_and_back(practice: Practice) -> None:
 
 def test_no_patient_data_in_any_url(practice: Practice) -> None:
     """Names, identifiers and search words never appear in links, forms or redirects."""
-    secret_words = ("Ownfamily", "Alicia", "Own lab report", "haem")
+    secret_words = ("Ownfamily", "Alicia", "Own lab report", "haem", "trend")
     with practice.browser("clinician") as browser:
         pages = [
             browser.get("/documents"),
@@ -262,6 +274,7 @@ def test_no_patient_data_in_any_url(practice: Practice) -> None:
             browser.get("/upload"),
             browser.get("/compose"),
             post_form(browser, "/documents", {"q": "haem"}),
+            post_form(browser, "/documents", {"q": "haemoglobin trend"}),
             post_form(browser, "/patients", {"text": "Ownfamily"}),
         ]
         for page in pages:

@@ -66,6 +66,7 @@ GET_SPECS: dict[str, tuple[Build, Mapping[str, int | tuple[int, int]]]] = {
     "/documents/{document_id}": (doc(), DOC_META),
     "/documents/{document_id}/download": (doc("/download"), DOC_CONTENT),
     "/documents/{document_id}/view": (doc("/view"), DOC_CONTENT),
+    "/documents/{document_id}/preview": (doc("/preview?size=thumbnail"), DOC_CONTENT),
     "/documents/{document_id}/delete": (doc("/delete"), DOC_DELETE),
     "/upload": (fixed("/upload"), {**STAFF, "patient": 200, "admin": 403}),
     "/compose": (fixed("/compose"), {**STAFF, "admin": 403}),

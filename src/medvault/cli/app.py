@@ -17,6 +17,7 @@ from medvault.cli import client_commands, server
 from medvault.documents import cli as documents_cli
 from medvault.fhir.cli import fhir_app
 from medvault.processing import cli as processing_cli
+from medvault.processing import derivation_cli
 
 app = typer.Typer(no_args_is_help=True, help="medvault: an encrypted clinical document vault.")
 
@@ -40,3 +41,5 @@ app.add_typer(client_commands.patient_app, name="patient")
 app.add_typer(documents_cli.keys_app, name="keys")
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(processing_cli.jobs_app, name="jobs")
+app.add_typer(derivation_cli.previews_app, name="previews")
+app.add_typer(derivation_cli.search_app, name="search")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from alembic import command, context
 from alembic.config import Config
@@ -37,6 +38,21 @@ def current_revision(name: DatabaseName, database: Database) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def modelled_only(metadata: MetaData) -> Callable[[str | None, str, Any], bool]:
+    """Alembic ``include_name`` hook: skip what the models do not describe on purpose.
+
+    A domain lists the objects its migrations create by hand (an FTS5 virtual table
+    and its shadow tables, a GIN index) in ``metadata.info["unmodelled"]``, so that a
+    comparison with the models neither reports them nor proposes to drop them.
+    """
+    unmodelled = frozenset(metadata.info.get("unmodelled", ()))
+
+    def include(name: str | None, type_: str, parent_names: Any) -> bool:
+        return name not in unmodelled
+
+    return include
+
+
 def run_env(metadata: MetaData) -> None:
     """Body of each history's ``env.py``: migrate through the app's own engine."""
     config = context.config
@@ -55,6 +71,7 @@ def run_env(metadata: MetaData) -> None:
                 target_metadata=metadata,
                 render_as_batch=database.is_sqlite,
                 compare_type=True,
+                include_name=modelled_only(metadata),
             )
             with context.begin_transaction():
                 context.run_migrations()

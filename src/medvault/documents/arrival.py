@@ -23,13 +23,14 @@ from sqlalchemy.orm import Session
 
 from medvault.documents.active_content import UnreadablePdf, find_active_content
 from medvault.documents.ingest import IngestResult
-from medvault.documents.models import DocumentVersion, ScanState
+from medvault.documents.models import DeriveState, DocumentVersion, ScanState
 from medvault.documents.plaintext_file import PlaintextFile
 from medvault.kit.clock import utcnow
 from medvault.kit.problems import Problem
 from medvault.processing import kinds, queue
 from medvault.processing.reconcile import upload_deadline
 from medvault.runtime import Runtime
+from medvault.storage.base import BlobStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,11 @@ def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
     settings = runtime.settings
     if settings.clamd_url is not None:
         queue_scan(session, version)
+        # Previews and text wait for the clean verdict (processing.scan arms them).
+        mark_derivation_pending(runtime, version)
     else:
         version.scan_state = ScanState.NOT_SCANNED
+        queue_derivation(session, runtime, version)
     if settings.fhir_attachment_sha1 and version.sha1 is None:
         queue.enqueue(
             session,
@@ -127,3 +131,44 @@ def queue_scan(session: Session, version: DocumentVersion) -> None:
         {"version_id": str(version.id)},
         dedupe_key=kinds.scan_key(version.id),
     )
+
+
+def mark_derivation_pending(
+    runtime: Runtime, version: DocumentVersion, *, preview: bool = True, text: bool = True
+) -> None:
+    """Show the preview and text as coming, before the scan that must precede them."""
+    settings = runtime.settings
+    if preview and settings.previews:
+        version.preview_state = DeriveState.PENDING
+    if text and settings.fulltext:
+        version.text_state = DeriveState.PENDING
+
+
+def queue_derivation(
+    session: Session,
+    runtime: Runtime,
+    version: DocumentVersion,
+    *,
+    preview: bool = True,
+    text: bool = True,
+) -> None:
+    """Enqueue the preview and text jobs of a version parsers may now read.
+
+    Called in the transaction that makes it readable: the upload when no scanner is
+    configured, the clean verdict, an admin's release, or a backfill.
+    """
+    mark_derivation_pending(runtime, version, preview=preview, text=text)
+    settings = runtime.settings
+    payload = {"version_id": str(version.id)}
+    if preview and settings.previews:
+        queue.enqueue(session, kinds.PREVIEW, payload, dedupe_key=kinds.preview_key(version.id))
+    if text and settings.fulltext:
+        queue.enqueue(session, kinds.TEXT, payload, dedupe_key=kinds.text_key(version.id))
+
+
+def discard_derived(runtime: Runtime, storage_key: str) -> None:
+    """Delete a derived blob after its row is gone; the reconciler retries a failure."""
+    try:
+        runtime.blobs.delete(storage_key)
+    except BlobStoreError:
+        logger.warning("could not delete a derived blob now; the reconciler will")

@@ -16,8 +16,10 @@ import hashlib
 import logging
 import re
 import unicodedata
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import quote
 
 from prometheus_client import Counter
@@ -102,8 +104,25 @@ def report_corruption(
         logger.exception("could not mark version %s corrupt", version.id)
 
 
-def open_reader(runtime: Runtime, version: DocumentVersion) -> EnvelopeReader:
-    """Read and check the blob header, and unwrap the version's data key."""
+class Sealed(Protocol):
+    """An encrypted blob and what opens it: a version, or something derived from one."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def storage_key(self) -> str: ...
+    @property
+    def kek_id(self) -> str: ...
+    @property
+    def wrapped_dek(self) -> bytes: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+def open_reader(runtime: Runtime, version: Sealed) -> EnvelopeReader:
+    """Read and check the blob header, and unwrap the blob's data key."""
     try:
         head = b"".join(runtime.blobs.read(version.storage_key, offset=0, length=MAX_HEADER_BYTES))
     except BlobNotFound:
@@ -116,7 +135,7 @@ def open_reader(runtime: Runtime, version: DocumentVersion) -> EnvelopeReader:
 
 
 def iter_plaintext(
-    runtime: Runtime, version: DocumentVersion, first: int, last: int, *, verify_hash: bool
+    runtime: Runtime, version: Sealed, first: int, last: int, *, verify_hash: bool
 ) -> Iterator[bytes]:
     """Decrypted bytes ``first..last`` in ~1 MiB pieces; raises IntegrityError on any fault."""
     reader = open_reader(runtime, version)

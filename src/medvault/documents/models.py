@@ -56,6 +56,27 @@ class ScanState(StrEnum):
     RELEASED = "released"
 
 
+class DeriveState(StrEnum):
+    """Where a version stands with a derived artifact: its preview, or its text."""
+
+    # Never attempted: stored before previews/text existed, or the feature is off.
+    # `medvault previews backfill` / `medvault search reindex --extract` catch up.
+    NONE = "none"
+    # Waiting for the scan to say clean (or for the job to run).
+    PENDING = "pending"
+    READY = "ready"
+    # A limit stopped it or the file could not be read; the note says which.
+    FAILED = "failed"
+    # Not a type this vault renders or reads (DICOM, say): the portal shows a type icon.
+    UNSUPPORTED = "unsupported"
+
+
+class DerivedKind(StrEnum):
+    THUMBNAIL = "thumbnail"
+    PREVIEW = "preview"
+    TEXT = "text"
+
+
 class DocumentOrigin(StrEnum):
     """Who authored a document: decides who may change it (see ``access.authorship``)."""
 
@@ -139,3 +160,47 @@ class DocumentVersion(ClinicalBase):
     # When the integrity scrub last re-read and verified it; NULL: never, so it is due
     # a scrub period after created_at (processing.scrub).
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Previews and extracted text (``processing.derivation``); the notes hold a reason
+    # code such as "too-many-pixels" when a limit stopped them, never document content.
+    preview_state: Mapped[str] = mapped_column(
+        String(16), default=DeriveState.NONE, server_default=DeriveState.NONE.value
+    )
+    preview_note: Mapped[str | None] = mapped_column(String(64))
+    text_state: Mapped[str] = mapped_column(
+        String(16), default=DeriveState.NONE, server_default=DeriveState.NONE.value
+    )
+    text_note: Mapped[str | None] = mapped_column(String(64))
+    # "text-layer", "ocr" or "mixed": where the extracted text came from.
+    text_source: Mapped[str | None] = mapped_column(String(16))
+
+
+class VersionDerivative(ClinicalBase):
+    """Something made from a version (a thumbnail, a page preview, its text), encrypted.
+
+    Stored like a version: its own data key wrapped by the keyring, the same segmented
+    envelope, an immutable key under ``derived/`` bound to this row's id. So a preview
+    or an extracted text is never in plaintext outside the process that made it, and
+    key rotation rewraps these keys with the versions'.
+    """
+
+    __tablename__ = "version_derivatives"
+    __table_args__ = (
+        UniqueConstraint("version_id", "kind", name="uq_version_derivatives_kind"),
+        Index("ix_version_derivatives_kek", "kek_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("document_versions.id", ondelete="RESTRICT")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    media_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255), unique=True)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary(255))
+    # Pixels of an image derivative; NULL for text.
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -26,7 +26,7 @@ from medvault.access.policy import Permission, require
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
-from medvault.documents import repository
+from medvault.documents import arrival, repository
 from medvault.documents.models import Document, DocumentVersion, ScanState, VersionState
 from medvault.documents.service import readable_or_404
 from medvault.kit.clock import utcnow
@@ -147,6 +147,7 @@ def _record_decision(
 def release(
     *,
     session: Session,
+    runtime: Runtime,
     principal: Principal,
     context: AuditContext,
     document_id: uuid.UUID,
@@ -156,6 +157,8 @@ def release(
     action = "document.version.released"
     document, version = _infected(session, principal, document_id, number, action)
     version.scan_state = ScanState.RELEASED
+    # Readable again, so previews and text may be made from it now.
+    arrival.queue_derivation(session, runtime, version)
     _record_decision(session, context, action, document, version, reason)
     return _out(document, version)
 

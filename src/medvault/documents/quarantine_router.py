@@ -46,10 +46,12 @@ def release_version(
     session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
+    runtime: RuntimeDep,
 ) -> QuarantinedVersion:
     """A false positive: the version is served again."""
     released = quarantine.release(
         session=session,
+        runtime=runtime,
         principal=principal,
         context=context,
         document_id=parse_id(document_id),

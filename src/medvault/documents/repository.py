@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, select, update
 from sqlalchemy.orm import Session
 
 from medvault.access.policy import readable_documents
@@ -23,14 +23,6 @@ class ListFilters:
     created_after: datetime | None = None
     created_before: datetime | None = None
     status: DocumentStatus | None = DocumentStatus.CURRENT
-    # Case-insensitive substring of the title or description.
-    text: str | None = None
-
-
-def _like_pattern(text: str) -> str:
-    """A LIKE pattern matching ``text`` literally (its own % and _ are escaped)."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _with_current_version(principal: Principal) -> Select[Document, DocumentVersion]:
@@ -56,15 +48,12 @@ def readable(
     return (row[0], row[1]) if row else None
 
 
-def page(
-    session: Session,
-    principal: Principal,
-    *,
-    filters: ListFilters,
-    cursor: SortCursor | None,
-    limit: int,
-    order: DocumentSort = DocumentSort.NEWEST,
-) -> list[tuple[Document, DocumentVersion]]:
+def filtered(principal: Principal, filters: ListFilters) -> Select[Document, DocumentVersion]:
+    """The caller's readable documents (with their current version) that pass ``filters``.
+
+    The base of every listing and of every search (``search.query`` joins its matches
+    onto it), so both see exactly the same documents.
+    """
     query = _with_current_version(principal)
     if filters.patient_id is not None:
         query = query.where(Document.patient_id == filters.patient_id)
@@ -76,14 +65,19 @@ def page(
         query = query.where(Document.created_at < filters.created_before)
     if filters.status is not None:
         query = query.where(Document.status == filters.status.value)
-    if filters.text:
-        pattern = _like_pattern(filters.text)
-        query = query.where(
-            or_(
-                func.lower(Document.title).like(pattern, escape="\\"),
-                func.lower(Document.description).like(pattern, escape="\\"),
-            )
-        )
+    return query
+
+
+def page(
+    session: Session,
+    principal: Principal,
+    *,
+    filters: ListFilters,
+    cursor: SortCursor | None,
+    limit: int,
+    order: DocumentSort = DocumentSort.NEWEST,
+) -> list[tuple[Document, DocumentVersion]]:
+    query = filtered(principal, filters)
     spec = SORTS[order]
     if cursor is not None:
         query = query.where(beyond(cursor, spec.column, Document.id, descending=spec.descending))

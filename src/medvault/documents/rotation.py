@@ -1,5 +1,8 @@
 """Key rotation: a new active KEK, then every version's DEK re-wrapped under it.
 
+Derived artifacts (previews, extracted text: ``documents.derived``) have data keys of
+their own, wrapped the same way, and are re-wrapped in the same pass.
+
 Only the ``kek_id``/``wrapped_dek`` columns change; blobs are never touched. The order
 is what makes a crash safe: the new KEK is durable in the keyring file *before* any
 row is wrapped with it, so no row can ever name a key that was lost. Rows are
@@ -17,16 +20,20 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.crypto.errors import CryptoError, KeyringError
 from medvault.crypto.keyring import WrappedDek, load_keyring, write_keyring_file
 from medvault.documents import repository
+from medvault.documents.models import DocumentVersion, VersionDerivative
 from medvault.kit.private_files import make_private_dirs
 from medvault.runtime import Runtime
 
@@ -98,18 +105,51 @@ def _add_active_kek(runtime: Runtime, context: AuditContext) -> str:
     return current.active_id
 
 
+Wrapped = DocumentVersion | VersionDerivative
+# Rows after an id, in id order: one keyset batch of a table whose rows carry a wrap.
+BatchLoader = Callable[[Session, uuid.UUID | None, int], Sequence[Wrapped]]
+
+
+def _versions_after(
+    session: Session, after: uuid.UUID | None, limit: int
+) -> Sequence[DocumentVersion]:
+    return repository.versions_after(session, after, limit=limit)
+
+
+def _derivatives_after(
+    session: Session, after: uuid.UUID | None, limit: int
+) -> Sequence[VersionDerivative]:
+    query = select(VersionDerivative).order_by(VersionDerivative.id).limit(limit)
+    if after is not None:
+        query = query.where(VersionDerivative.id > after)
+    return list(session.scalars(query))
+
+
 def _rewrap_all(
     runtime: Runtime,
     result: RotationResult,
     batch_size: int,
     on_progress: Callable[[int], None] | None,
 ) -> None:
+    seen = 0
+    loaders: tuple[BatchLoader, ...] = (_versions_after, _derivatives_after)
+    for load in loaders:
+        seen = _rewrap_table(runtime, result, batch_size, on_progress, load, seen)
+
+
+def _rewrap_table(
+    runtime: Runtime,
+    result: RotationResult,
+    batch_size: int,
+    on_progress: Callable[[int], None] | None,
+    load: BatchLoader,
+    seen: int,
+) -> int:
     keyring = runtime.keyring
     after: uuid.UUID | None = None
-    seen = 0
     while True:
         with runtime.clinical.session() as session:
-            versions = repository.versions_after(session, after, limit=batch_size)
+            versions = load(session, after, batch_size)
             for version in versions:
                 if version.kek_id == keyring.active_id:
                     result.already_current += 1
@@ -131,7 +171,7 @@ def _rewrap_all(
                 result.rewrapped += 1
             session.commit()
         if not versions:
-            return
+            return seen
         after = versions[-1].id
         seen += len(versions)
         if on_progress is not None:

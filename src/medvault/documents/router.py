@@ -33,6 +33,8 @@ from medvault.kit.ids import parse_id
 from medvault.kit.problems import NotFound
 from medvault.kit.text import NONBLANK_TEXT_PATTERN
 from medvault.kit.timestamps import IsoDateTime
+from medvault.search import service as search
+from medvault.search.schemas import SearchPage
 
 router = APIRouter(prefix="/api/v1/documents", tags=["documents"])
 
@@ -114,25 +116,46 @@ async def upload_document(
     return created
 
 
-@router.get("", response_model=DocumentPage)
+_SEARCH_DESCRIPTION = (
+    "Full-text search: words to find in titles, descriptions, file names and (when "
+    'content indexing is on and you may read content) the documents\' text. `"a phrase"`, '
+    "`-excluded`, `a or b`; words match their other forms (`reports` finds `report`). "
+    "With `q`, the list is in search mode: ranked by relevance (`sort` is ignored), and "
+    "each item carries `rank` and a highlighted `snippet`. "
+    "A `q` with no letters or digits to look for is a 400 `invalid-search-text`."
+)
+
+
+@router.get(
+    "",
+    response_model=DocumentPage | SearchPage,
+    responses={400: {"description": "Invalid cursor, or a search with nothing to find"}},
+)
 def list_documents(
     session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
+    runtime: RuntimeDep,
     patient_id: Annotated[str | None, Query()] = None,
     document_type: Annotated[str | None, Query(max_length=16)] = None,
     created_after: IsoDateTime | None = None,
     created_before: IsoDateTime | None = None,
     status: Literal["current", "deleted", "all"] = "current",
-    q: Annotated[
-        str | None, Query(max_length=200, description="Words in the title or description")
-    ] = None,
-    sort: DocumentSort = DocumentSort.NEWEST,
+    q: Annotated[str | None, Query(max_length=200, description=_SEARCH_DESCRIPTION)] = None,
+    sort: DocumentSort | Literal["relevance"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> DocumentPage:
-    """Newest first unless `sort` says otherwise, with keyset pagination: pass
-    `next_cursor` back as `cursor` (with the same `sort`)."""
+) -> DocumentPage | SearchPage:
+    """List documents, or search them (`q`): one route, two modes.
+
+    Without `q`: newest first unless `sort` says otherwise. With `q`: search mode, the
+    documents matching the words, best first (then newest), each with `rank` and
+    `snippet`. Search is a mode of the list rather than its own endpoint because it is
+    the same question (which of my documents, filtered by patient, type, dates and
+    status) with a different order: the filters, scoping and paging are the list's.
+    Both modes page with keyset cursors: pass `next_cursor` back as `cursor` with the
+    same parameters. Search words are never logged or audited in clear.
+    """
     require(principal, Permission.DOCUMENT_READ)
     filters = ListFilters(
         patient_id=parse_id(patient_id) if patient_id else None,
@@ -140,19 +163,32 @@ def list_documents(
         created_after=_as_utc(created_after),
         created_before=_as_utc(created_before),
         status=None if status == "all" else DocumentStatus(status),
-        text=q.strip() or None if q else None,
     )
-    page = service.list_page(
-        session=session,
-        principal=principal,
-        filters=filters,
-        cursor=cursor,
-        limit=limit,
-        context=context,
-        order=sort,
-    )
+    result: DocumentPage | SearchPage
+    if q is not None and q.strip():
+        result = search.search_page(
+            session=session,
+            runtime=runtime,
+            principal=principal,
+            text=q,
+            filters=filters,
+            cursor=cursor,
+            limit=limit,
+            context=context,
+        )
+    else:
+        result = service.list_page(
+            session=session,
+            principal=principal,
+            filters=filters,
+            cursor=cursor,
+            limit=limit,
+            context=context,
+            # "relevance" without words to rank by is the default order.
+            order=sort if isinstance(sort, DocumentSort) else DocumentSort.NEWEST,
+        )
     audit.commit_or_refuse(session)
-    return page
+    return result
 
 
 @router.get("/{document_id}", response_model=DocumentOut)

@@ -10,7 +10,13 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from medvault.documents.active_content import ActiveContent
-from medvault.documents.models import Classification, DocumentStatus, ScanState, VersionState
+from medvault.documents.models import (
+    Classification,
+    DeriveState,
+    DocumentStatus,
+    ScanState,
+    VersionState,
+)
 from medvault.kit.text import CleanTextModel
 
 # The columns are 32-bit on PostgreSQL: a larger number is a 422, not a driver overflow.
@@ -81,6 +87,30 @@ class ScanOut(BaseModel):
     scanned_at: datetime | None = Field(description="When the last verdict was recorded")
 
 
+class DerivedOut(BaseModel):
+    """What was derived from one version: its preview and its searchable text."""
+
+    preview: DeriveState = Field(
+        description="none: not made (stored before previews existed, or previews are off); "
+        "pending: waiting for the malware scan or the worker; ready: "
+        "`GET .../preview` serves it; failed: a limit stopped it or the file could not be "
+        "read (`preview_reason` says which); unsupported: a type without previews"
+    )
+    preview_reason: str | None = Field(
+        description="Why there is no preview: a stable code such as `too-many-pixels`, "
+        "`unreadable`, `timeout` or `memory`"
+    )
+    text: DeriveState = Field(
+        description="The same states for the text extracted for full-text search"
+    )
+    text_reason: str | None = Field(
+        description="Why there is no text, or `truncated` when only the first pages were read"
+    )
+    text_source: str | None = Field(
+        description="`text-layer` (the PDF's own text), `ocr` (Tesseract) or `mixed`"
+    )
+
+
 class DocumentOut(BaseModel):
     id: uuid.UUID
     patient_id: uuid.UUID
@@ -100,6 +130,7 @@ class DocumentOut(BaseModel):
     uploaded_by: str
     scan: ScanOut = Field(description="The current version's malware scan")
     active_content: list[str] | None = Field(description=ACTIVE_CONTENT_DESCRIPTION)
+    derived: DerivedOut = Field(description="The current version's preview and text")
     deleted_at: datetime | None = None
     deleted_by: str | None = None
     delete_reason: str | None = None
@@ -117,6 +148,7 @@ class VersionOut(BaseModel):
     uploaded_by: str
     scan: ScanOut
     active_content: list[str] | None = Field(description=ACTIVE_CONTENT_DESCRIPTION)
+    derived: DerivedOut
 
 
 class DocumentPage(BaseModel):

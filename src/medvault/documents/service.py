@@ -19,10 +19,11 @@ from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
 from medvault.documents import repository
 from medvault.documents.filenames import served_filename
-from medvault.documents.models import Document, DocumentStatus, DocumentVersion
+from medvault.documents.models import DeriveState, Document, DocumentStatus, DocumentVersion
 from medvault.documents.ordering import SORTS, DocumentSort
 from medvault.documents.repository import ListFilters
 from medvault.documents.schemas import (
+    DerivedOut,
     DocumentOut,
     DocumentPage,
     ScanOut,
@@ -54,6 +55,7 @@ def to_out(document: Document, version: DocumentVersion) -> DocumentOut:
         uploaded_by=version.created_by,
         scan=scan_of(version),
         active_content=active_content_of(version),
+        derived=derived_of(version),
         deleted_at=document.deleted_at,
         deleted_by=document.deleted_by,
         delete_reason=document.delete_reason,
@@ -73,6 +75,7 @@ def version_to_out(version: DocumentVersion) -> VersionOut:
         uploaded_by=version.created_by,
         scan=scan_of(version),
         active_content=active_content_of(version),
+        derived=derived_of(version),
     )
 
 
@@ -82,6 +85,16 @@ def scan_of(version: DocumentVersion) -> ScanOut:
         engine=version.scan_engine,
         signature=version.scan_signature,
         scanned_at=version.scanned_at,
+    )
+
+
+def derived_of(version: DocumentVersion) -> DerivedOut:
+    return DerivedOut(
+        preview=DeriveState(version.preview_state),
+        preview_reason=version.preview_note,
+        text=DeriveState(version.text_state),
+        text_reason=version.text_note,
+        text_source=version.text_source,
     )
 
 
@@ -192,11 +205,11 @@ def list_page(
         action="document.list",
         resource_type="Document",
         patient_id=filters.patient_id,
-        # The search text is left out on purpose: it may hold clinical words or names.
+        # A search is audited by search.service (the same action, never its words).
         details={
             "results": len(rows),
             "document_type": filters.document_type,
-            "searched": bool(filters.text),
+            "searched": False,
             "sort": order.value,
         },
     )

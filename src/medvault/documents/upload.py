@@ -70,6 +70,7 @@ from medvault.kit.problems import (
 from medvault.kit.text import require_clean_text
 from medvault.patients import repository as patients
 from medvault.runtime import Runtime
+from medvault.search import index as search_index
 
 # Room for form fields and part headers on top of the file itself.
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
@@ -442,6 +443,7 @@ def _store_new_document(
         session.add(version)
         action = "document.create"
     arrival.arm(session, stored.runtime, version)
+    search_index.index_document(session, stored.runtime, document.id)
     _record_upload(session, context, action, document, version)
     if stored.on_commit is not None:
         stored.on_commit(session, document, version)
@@ -479,6 +481,7 @@ def _commit_new_version(
             _reject_duplicate(session, document.patient_id, stored.result, fields.on_duplicate)
             version = _append_version(session, document, stored)
             arrival.arm(session, stored.runtime, version)
+            search_index.index_document(session, stored.runtime, document.id)
             _record_upload(session, stored.context, "document.version.create", document, version)
             if stored.on_commit is not None:
                 stored.on_commit(session, document, version)

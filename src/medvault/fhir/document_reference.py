@@ -40,6 +40,8 @@ from medvault.fhir.wire.references import (
 )
 from medvault.kit.clock import utcnow
 from medvault.kit.problems import Conflict, NotFound
+from medvault.runtime import Runtime
+from medvault.search import index as search_index
 
 # The one reach check (``documents.service.readable_or_404``), worded for FHIR.
 _MISSING = "No DocumentReference with this id."
@@ -218,6 +220,7 @@ def _record_update(
 def update(
     *,
     session: Session,
+    runtime: Runtime,
     principal: Principal,
     raw_id: str,
     body: dict[str, Any],
@@ -272,12 +275,14 @@ def update(
         _touch(document)
         session.flush()
         _record_update(session, context, document, changed)
+        search_index.index_document(session, runtime, document.id)
     return resource(session, document, version, base)
 
 
 def describe_binary(
     *,
     session: Session,
+    runtime: Runtime,
     principal: Principal,
     given: mapping.DocumentInput,
     context: AuditContext,
@@ -329,6 +334,7 @@ def describe_binary(
     _touch(document)
     session.flush()
     _record_update(session, context, document, changed, described=True)
+    search_index.index_document(session, runtime, document.id)
     return mapping.to_resource(document, version, base=base)
 
 

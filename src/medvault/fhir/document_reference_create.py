@@ -109,7 +109,12 @@ def _describe(
             hashing.ensure_sha1(runtime, version_id)
     with runtime.clinical.session() as session:
         resource = document_reference.describe_binary(
-            session=session, principal=principal, given=given, context=context, base=base
+            session=session,
+            runtime=runtime,
+            principal=principal,
+            given=given,
+            context=context,
+            base=base,
         )
         session.commit()
     return Created(resource, uuid.UUID(resource["id"]))

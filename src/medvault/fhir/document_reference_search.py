@@ -15,15 +15,23 @@ from sqlalchemy.orm import Session
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
+from medvault.documents.models import Document, DocumentVersion
 from medvault.fhir import repository
 from medvault.fhir.mapping import document_reference as mapping
 from medvault.fhir.mapping.codes import CATEGORY_SYSTEM, LOINC
 from medvault.fhir.repository import DocumentFilters
 from medvault.fhir.wire import search as fhir_search
 from medvault.fhir.wire.bundle import searchset
+from medvault.fhir.wire.outcome import InvalidSearch
 from medvault.fhir.wire.references import DocumentId, parse_document_id, parse_uuid, split_reference
+from medvault.kit.keyset import InvalidCursor
+from medvault.runtime import Runtime
+from medvault.search import query as search_query
+from medvault.search import service as search_service
+from medvault.search import terms
 
-SORTS = {"-date": True, "date": False}
+# "relevance" (best first) is the order of a _content search that names no _sort.
+SORTS = {"-date": True, "date": False, "relevance": True}
 DEFAULT_SORT = "-date"
 STATUSES = frozenset({"current", "superseded", "entered-in-error"})
 
@@ -38,8 +46,21 @@ def _patient_ids(value: str, base: str) -> frozenset[uuid.UUID]:
     return frozenset(found)
 
 
+def _content_text(value: str) -> terms.SearchText:
+    # Comma-separated values are alternatives, as for every FHIR string parameter.
+    alternatives = fhir_search.split_values(value)
+    try:
+        return terms.parse(" or ".join(alternatives))
+    except terms.InvalidSearchText as exc:
+        raise InvalidSearch(f"_content: {exc.detail}") from exc
+
+
 def parse_search(
-    params: Sequence[tuple[str, str]], *, strict: bool, base: str
+    params: Sequence[tuple[str, str]],
+    *,
+    strict: bool,
+    base: str,
+    engine: search_query.Engine | None = None,
 ) -> tuple[DocumentFilters, fhir_search.ParsedSearch]:
     ids: list[frozenset[DocumentId]] = []
     patients: list[frozenset[uuid.UUID]] = []
@@ -47,6 +68,7 @@ def parse_search(
     categories: list[frozenset[str]] = []
     dates: list[tuple[fhir_search.DateBound, ...]] = []
     statuses: list[frozenset[str]] = []
+    contents: list[terms.SearchText] = []
 
     def on_id(modifier: str | None, value: str) -> None:
         fhir_search.no_modifier("_id", modifier)
@@ -89,6 +111,12 @@ def parse_search(
         fhir_search.no_modifier("status", modifier)
         statuses.append(frozenset(fhir_search.split_values(value)) & STATUSES)
 
+    def on_content(modifier: str | None, value: str) -> None:
+        fhir_search.no_modifier("_content", modifier)
+        if contents:
+            raise InvalidSearch("_content may be given once (use commas for alternatives).")
+        contents.append(_content_text(value))
+
     parsed = fhir_search.parse(
         params,
         handlers={
@@ -99,11 +127,19 @@ def parse_search(
             "category": on_category,
             "date": on_date,
             "status": on_status,
+            "_content": on_content,
         },
         sorts=SORTS,
         default_sort=DEFAULT_SORT,
         strict=strict,
     )
+    explicit_sort = any(name == "_sort" for name, _ in params)
+    if contents and not explicit_sort:
+        parsed.sort, parsed.descending = "relevance", True
+        if parsed.cursor is not None and parsed.cursor.sort != "relevance":
+            raise InvalidCursor("Follow the Bundle's next or prev link as it is.")
+    if parsed.sort == "relevance" and not contents:
+        raise InvalidSearch("_sort=relevance needs _content, the words to search for.")
     filters = DocumentFilters(
         ids=tuple(ids),
         patients=tuple(patients),
@@ -111,6 +147,11 @@ def parse_search(
         categories=tuple(categories),
         dates=tuple(dates),
         statuses=tuple(statuses),
+        content=(
+            search_query.ContentQuery(contents[0], engine or search_query.Engine(sqlite=True))
+            if contents
+            else None
+        ),
     )
     return filters, parsed
 
@@ -125,6 +166,7 @@ def _only(groups: Sequence[frozenset[Any]]) -> Any:
 def search(
     *,
     session: Session,
+    runtime: Runtime,
     principal: Principal,
     params: Sequence[tuple[str, str]],
     strict: bool,
@@ -132,16 +174,31 @@ def search(
     base: str,
 ) -> dict[str, Any]:
     """A searchset of the DocumentReferences the caller may read, one page at a time."""
-    filters, parsed = parse_search(params, strict=strict, base=base)
+    engine = search_service.engine_for(runtime, principal)
+    filters, parsed = parse_search(params, strict=strict, base=base, engine=engine)
     total = repository.count_documents(session, principal, filters) if parsed.total else None
+    by_relevance = parsed.sort == "relevance"
     rows = (
-        repository.page_documents(session, principal, filters, repository.page_window(parsed))
+        repository.page_documents(
+            session, principal, filters, repository.page_window(parsed), by_relevance=by_relevance
+        )
         if parsed.count
         else []
     )
-    page = fhir_search.page_of(
-        rows, parsed, lambda row: fhir_search.Position(row[1].created_at, row[1].id)
-    )
+
+    def position(row: tuple[Document, DocumentVersion, float | None]) -> fhir_search.Position:
+        value = row[2] if by_relevance else row[1].created_at
+        return fhir_search.Position(value, row[1].id)
+
+    page = fhir_search.page_of(rows, parsed, position)
+    details: dict[str, Any] = {"results": len(page.rows), "document_type": _only(filters.types)}
+    if filters.content is not None:
+        # That a full-text search happened, never its words (search.service's digest).
+        details |= {
+            "searched": True,
+            "full_text": engine.content,
+            "search_digest": terms.digest(runtime.secret_key, filters.content.search),
+        }
     audit.record(
         session=session,
         context=context,
@@ -149,13 +206,13 @@ def search(
         resource_type="Document",
         patient_id=_only(filters.patients),
         # Codes and counts only: never free text a client might have put in a filter.
-        details={"results": len(page.rows), "document_type": _only(filters.types)},
+        details=details,
     )
     draft_ids = repository.drafts(
-        session, [doc.id for doc, ver in page.rows if ver.version == doc.current_version]
+        session, [doc.id for doc, ver, _ in page.rows if ver.version == doc.current_version]
     )
     entries = []
-    for document, version in page.rows:
+    for document, version, _ in page.rows:
         draft = document.id in draft_ids and version.version == document.current_version
         item = mapping.to_resource(document, version, base=base, draft=draft)
         entries.append((f"{base}/DocumentReference/{item['id']}", item))

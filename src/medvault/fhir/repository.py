@@ -26,6 +26,8 @@ from medvault.fhir.models import BinaryDraft
 from medvault.fhir.wire.references import DocumentId
 from medvault.fhir.wire.search import DateBound, ParsedSearch, Position
 from medvault.patients.models import Patient
+from medvault.search import query as search_query
+from medvault.search.query import ContentQuery
 
 T = TypeVar("T")
 Group = frozenset[T]
@@ -113,6 +115,8 @@ class DocumentFilters:
     categories: tuple[Group[str], ...] = ()
     dates: tuple[tuple[DateBound, ...], ...] = ()
     statuses: tuple[Group[str], ...] = ()
+    # _content: full-text words, matched on each document's current version.
+    content: ContentQuery | None = None
 
 
 def _document_rows(principal: Principal) -> Select[tuple[Document, DocumentVersion]]:
@@ -169,6 +173,14 @@ def _filtered(principal: Principal, filters: DocumentFilters) -> Select[Any]:
         query = query.where(_any_of(_status_condition(s) for s in statuses))
     for condition in _dates(DocumentVersion.created_at, filters.dates):
         query = query.where(condition)
+    if filters.content is not None:
+        # The index holds each document's current version: superseded ones never match.
+        hits = search_query.matches(filters.content.search, filters.content.engine)
+        query = (
+            query.add_columns(hits.c.rank)
+            .join(hits, hits.c.document_id == Document.id)
+            .where(DocumentVersion.version == Document.current_version)
+        )
     return query
 
 
@@ -177,12 +189,24 @@ def count_documents(session: Session, principal: Principal, filters: DocumentFil
 
 
 def page_documents(
-    session: Session, principal: Principal, filters: DocumentFilters, window: Window
-) -> list[tuple[Document, DocumentVersion]]:
-    query, backwards = _keyset(
-        _filtered(principal, filters), DocumentVersion.created_at, DocumentVersion.id, window
-    )
-    rows = [(row[0], row[1]) for row in session.execute(query)]
+    session: Session,
+    principal: Principal,
+    filters: DocumentFilters,
+    window: Window,
+    *,
+    by_relevance: bool = False,
+) -> list[tuple[Document, DocumentVersion, float | None]]:
+    """A page of (document, version, rank); rank is None without ``_content``."""
+    query = _filtered(principal, filters)
+    if by_relevance:
+        if filters.content is None:
+            raise ValueError("relevance needs _content")
+        rank = list(query.selected_columns)[-1]  # the rank _filtered added last
+        query, backwards = _keyset(query, rank, DocumentVersion.id, window)
+    else:
+        query, backwards = _keyset(query, DocumentVersion.created_at, DocumentVersion.id, window)
+    searched = filters.content is not None
+    rows = [(row[0], row[1], float(row[2]) if searched else None) for row in session.execute(query)]
     return rows[::-1] if backwards else rows
 
 

@@ -49,6 +49,7 @@ from medvault.kit.clock import utcnow
 from medvault.kit.problems import DuplicateDocument, UnknownPatient
 from medvault.patients import repository as patients
 from medvault.runtime import Runtime
+from medvault.search import index as search_index
 
 MAX_ENTRIES = 100
 MAX_PAYLOADS = 20
@@ -304,6 +305,7 @@ def _add(
     session.add(version)
     session.flush()
     arrival.arm(session, runtime, version)
+    search_index.index_document(session, runtime, document.id)
     # As for every upload: no title or file name in the event, they may name the patient.
     audit.record(
         session=session,

@@ -51,6 +51,15 @@ def content_route(app: FastAPI, *, extra: frozenset[int] = frozenset()) -> Speci
     )
 
 
+# Previews are WebP; 410: the version's content was destroyed, 403: quarantined.
+PREVIEW_ROUTE = Special(
+    statuses=frozenset({403, 410}),
+    success_media_types=("image/webp",),
+    success_schema=_BYTES,
+    success_headers={"ETag": {"type": "string", "description": "The SHA-256 of the image"}},
+)
+
+
 def _fields_schema(model: type[DocumentFields] | type[VersionFields]) -> dict[str, Any]:
     # The model the upload is validated with, so the documented fields cannot drift.
     schema = model.model_json_schema()
@@ -179,6 +188,8 @@ def rest_specials() -> SpecialTable:
         ("POST", "/api/v1/quarantine/{document_id}/versions/{number}/destroy"): Special(
             statuses=frozenset({409})
         ),
+        ("GET", "/api/v1/documents/{document_id}/preview"): PREVIEW_ROUTE,
+        ("GET", "/api/v1/documents/{document_id}/versions/{number}/preview"): PREVIEW_ROUTE,
         # No token: the link is the credential, refused with 403 signed-url-*.
         ("GET", "/api/v1/download/{token}"): lambda app: content_route(app, extra=frozenset({403})),
     }

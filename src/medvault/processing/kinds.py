@@ -13,6 +13,10 @@ RECONCILE = "reconcile"
 FHIR_DRAFT_EXPIRY = "fhir-draft-expiry"
 INTEGRITY_SCRUB = "integrity-scrub"
 AUDIT_VERIFY = "audit-verify"
+PREVIEW = "preview"
+TEXT = "text"
+SEARCH_INDEX = "search-index"
+SEARCH_REINDEX = "search-reindex"
 
 
 def scan_key(version_id: object) -> str:
@@ -22,3 +26,16 @@ def scan_key(version_id: object) -> str:
 
 def sha1_key(version_id: object) -> str:
     return f"{FHIR_SHA1}:{version_id}"
+
+
+def preview_key(version_id: object) -> str:
+    return f"{PREVIEW}:{version_id}"
+
+
+def text_key(version_id: object) -> str:
+    return f"{TEXT}:{version_id}"
+
+
+def search_index_key(document_id: object) -> str:
+    """One pending reindex per document: several changes before it runs need one pass."""
+    return f"{SEARCH_INDEX}:{document_id}"

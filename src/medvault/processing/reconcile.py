@@ -3,6 +3,8 @@
 What it removes:
 - blobs under the version prefix that no version row points to (a crash between the
   blob becoming durable and the row committing), once older than the grace period;
+- likewise blobs under ``derived/`` (previews, extracted text) that no artifact row
+  points to: the preview and text jobs follow the same order and the same deadline;
 - writes that never committed: S3 multipart uploads, temp files on a filesystem.
 
 Why it cannot delete a blob an upload still needs: an upload refuses to commit its row
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
+from medvault.documents import derived
 from medvault.documents.integrity import find_orphans, is_version_blob
 from medvault.kit.clock import utcnow
 from medvault.processing import kinds
@@ -76,10 +79,30 @@ def reconcile(runtime: Runtime, *, grace_seconds: float, dry_run: bool = False) 
             runtime.blobs.delete(blob.key)
         report.orphan_blobs += 1
         report.orphan_bytes += blob.size
+    _remove_derived_orphans(runtime, report, cutoff=cutoff, dry_run=dry_run)
     report.incomplete_writes = runtime.blobs.sweep_incomplete(
         older_than_seconds=grace_seconds, dry_run=dry_run
     )
     return report
+
+
+def _remove_derived_orphans(
+    runtime: Runtime, report: ReconcileReport, *, cutoff: datetime, dry_run: bool
+) -> None:
+    for blob in runtime.blobs.list_blobs(derived.DERIVED_BLOB_PREFIX):
+        # One short read session per blob, the last look before deleting; derived
+        # blobs are few next to versions (two or three per version, a few KiB each).
+        with runtime.clinical.read_session() as session:
+            referenced = derived.is_derived_blob(session, blob.key)
+        if referenced:
+            continue
+        if blob.modified >= cutoff:
+            report.young_orphans += 1
+            continue
+        if not dry_run:
+            runtime.blobs.delete(blob.key)
+        report.orphan_blobs += 1
+        report.orphan_bytes += blob.size
 
 
 def record_report(runtime: Runtime, report: ReconcileReport, *, actor: str) -> None:

@@ -18,11 +18,11 @@ from prometheus_client import Counter
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.crypto.errors import CryptoError, IntegrityError
-from medvault.documents import repository
+from medvault.documents import arrival, derived, repository
 from medvault.documents.content import iter_plaintext, report_corruption
-from medvault.documents.models import DocumentVersion, ScanState, VersionState
+from medvault.documents.models import DeriveState, DocumentVersion, ScanState, VersionState
 from medvault.kit.clock import utcnow
-from medvault.processing import kinds
+from medvault.processing import kinds, queue
 from medvault.processing.clamd import ClamdClient, ScannerError, ScanVerdict
 from medvault.processing.queue import SafeJobError
 from medvault.processing.worker import JobInterrupted
@@ -109,6 +109,21 @@ def _record_verdict(
         row.scan_engine = verdict.engine[:200]
         row.scan_signature = (verdict.signature or "")[:200] or None
         row.scanned_at = utcnow()
+        if state == ScanState.CLEAN and previous != ScanState.CLEAN:
+            # Now, and only now, may a parser see it: previews and text.
+            arrival.queue_derivation(session, runtime, row)
+        stale: list[str] = []
+        if state == ScanState.INFECTED and previous != state:
+            # A rescan with newer signatures caught what an older scan passed: what was
+            # derived from it goes too, and its words leave the search index.
+            stale = derived.remove_for_version(session, row.id)
+            row.preview_state = row.text_state = DeriveState.NONE.value
+            queue.enqueue(
+                session,
+                kinds.SEARCH_INDEX,
+                {"document_id": str(row.document_id)},
+                dedupe_key=kinds.search_index_key(row.document_id),
+            )
         if verdict.infected and previous != state:
             audit.record(
                 session=session,
@@ -126,6 +141,8 @@ def _record_verdict(
                 },
             )
         session.commit()
+    for key in stale:
+        arrival.discard_derived(runtime, key)
     SCAN_VERDICTS.labels(state.value).inc()
     if state == ScanState.INFECTED:
         logger.error(

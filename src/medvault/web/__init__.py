@@ -15,7 +15,16 @@ from starlette.types import Message, Receive, Scope, Send
 
 from medvault.kit.problem_handlers import register_problem_renderer
 from medvault.web.errors import render_portal_problem
-from medvault.web.pages import admin, audit, auth, compose, documents, patients, upload
+from medvault.web.pages import (
+    admin,
+    audit,
+    auth,
+    compose,
+    documents,
+    patients,
+    previews,
+    upload,
+)
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Errors under these paths are shown as pages; everything else keeps problem+json
@@ -46,7 +55,7 @@ class _CachedStatic(StaticFiles):
 
 
 def install_portal(app: FastAPI) -> None:
-    for module in (auth, documents, upload, compose, patients, admin, audit):
+    for module in (auth, documents, previews, upload, compose, patients, admin, audit):
         app.include_router(module.router)
     app.mount("/static", _CachedStatic(directory=STATIC_DIR), name="static")
     for prefix in PORTAL_PREFIXES:

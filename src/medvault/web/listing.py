@@ -61,7 +61,6 @@ class DocumentQuery(BaseModel):
                 start_of(self.uploaded_to + timedelta(days=1)) if self.uploaded_to else None
             ),
             status=DocumentStatus(self.status),
-            text=self.q or None,
         )
 
     @property

@@ -102,3 +102,62 @@ def patient_choices(
         }
         for p in ordered
     ]
+
+
+# Short labels for the type icon shown where there is no preview.
+_FILE_KINDS = {
+    "application/pdf": "PDF",
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/tiff": "TIFF",
+    "application/dicom": "DICOM",
+}
+
+
+def file_kind(content_type: str) -> str:
+    return _FILE_KINDS.get(content_type, content_type.rsplit("/", 1)[-1][:8].upper() or "FILE")
+
+
+# documents.models.DeriveState -> what the portal says about a missing preview.
+_PREVIEW_NOTES = {
+    "none": "No preview has been made of this file.",
+    "pending": "The preview is being made. Reload the page in a moment.",
+    "unsupported": "Files of this type have no preview. Download the file to open it.",
+    "failed": "No preview could be made of this file. Download it to open it.",
+}
+_REASONS = {
+    "too-many-pixels": "the image is too large",
+    "too-large": "the file is too large",
+    "unreadable": "the file could not be read",
+    "timeout": "it took too long",
+    "cpu": "it took too long",
+    "memory": "it needed too much memory",
+}
+
+
+def preview_note(state: str, reason: str | None, *, readable: bool) -> str:
+    if not readable:
+        return "There is no preview while the file cannot be opened."
+    note = _PREVIEW_NOTES.get(state, "No preview is available.")
+    if state == "failed" and reason in _REASONS:
+        note = f"No preview could be made of this file: {_REASONS[reason]}. Download it to open it."
+    return note
+
+
+def text_note(state: str, source: str | None, reason: str | None) -> str:
+    """How the document's words got into search (or why they did not)."""
+    if state == "ready":
+        origin = {
+            "text-layer": "from the PDF's own text",
+            "ocr": "read from the image by text recognition (OCR)",
+            "mixed": "from the PDF's text, and by OCR for scanned pages",
+        }.get(source or "", "extracted")
+        suffix = " (first pages only)" if reason == "truncated" else ""
+        return f"Yes, {origin}{suffix}."
+    if state == "pending":
+        return "Being extracted."
+    if state == "failed":
+        return "No: the text could not be extracted."
+    if state == "unsupported":
+        return "No: files of this type have no text."
+    return "No: only the title and description are searchable."

@@ -53,6 +53,7 @@ def search(
     require(principal, Permission.DOCUMENT_READ)
     bundle = document_reference_search.search(
         session=session,
+        runtime=request.app.state.runtime,
         principal=principal,
         params=query_params(request),
         strict=strict(request),
@@ -75,6 +76,7 @@ async def search_by_post(
         media_type,
         lambda session, params: document_reference_search.search(
             session=session,
+            runtime=runtime,
             principal=principal,
             params=params,
             strict=strict(request),
@@ -176,6 +178,7 @@ def _update(
     with runtime.clinical.session() as session:
         resource = service.update(
             session=session,
+            runtime=runtime,
             principal=principal,
             raw_id=resource_id,
             body=body,

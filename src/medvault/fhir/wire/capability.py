@@ -74,6 +74,15 @@ def _document_reference() -> dict[str, Any]:
             _param("category", "token", "urn:medvault:document-category (follows the type)."),
             _param("date", "date", "When the version was stored; eq ne gt lt ge le sa eb."),
             _param("status", "token", "current | superseded | entered-in-error."),
+            _param(
+                "_content",
+                "string",
+                "IHE MHD Full-Text Search Option: words in the title, description, file "
+                'name and extracted text of the current version ("a phrase", -excluded, '
+                "a or b; commas are alternatives too). Results are ranked by relevance "
+                "unless _sort is given; text is searched only where content indexing is "
+                "on and the caller may read content.",
+            ),
         ],
     }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -284,6 +285,11 @@ class PageCursor:
                 value = datetime.fromisoformat(value)
                 if value.tzinfo is None:
                     raise ValueError("naive timestamp")
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                # A relevance rank (``_content`` searches), exactly as the database gave it.
+                if not math.isfinite(value):
+                    raise ValueError("rank is not finite")
+                value = float(value)
             elif value is not None:
                 raise TypeError("unexpected cursor value")
             ident = data["i"]

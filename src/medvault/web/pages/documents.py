@@ -19,9 +19,13 @@ from medvault.deps import ClinicalSession, RuntimeDep
 from medvault.documents import reading, service
 from medvault.documents.http_content import Conditions, streamed
 from medvault.documents.ordering import DocumentSort
-from medvault.documents.schemas import DocumentOut, DownloadUrlRequest
+from medvault.documents.schemas import DocumentOut, DocumentPage, DownloadUrlRequest
 from medvault.kit.ids import parse_id
+from medvault.kit.keyset import InvalidCursor
 from medvault.runtime import Runtime
+from medvault.search import service as search
+from medvault.search.schemas import SearchPage, SnippetSegment
+from medvault.search.terms import InvalidSearchText
 from medvault.shares import service as shares
 from medvault.web import presenters
 from medvault.web.listing import PAGE_SIZE, DocumentQuery
@@ -82,16 +86,40 @@ def _list_page(
     errors: list[str] | None = None,
 ) -> Response:
     require(principal, Permission.DOCUMENT_READ)
-    page = service.list_page(
-        session=session,
-        principal=principal,
-        filters=query.filters(),
-        cursor=query.cursor or None,
-        limit=PAGE_SIZE,
-        context=context,
-        order=query.sort,
-    )
-    rows = _rows(runtime, session, principal, page.items)
+    page: DocumentPage | SearchPage
+    snippets: list[list[SnippetSegment]] = []
+    if query.q:
+        # Search mode: ranked by relevance whatever the sort says, with snippets.
+        try:
+            page = search.search_page(
+                session=session,
+                runtime=runtime,
+                principal=principal,
+                text=query.q,
+                filters=query.filters(),
+                cursor=query.cursor or None,
+                limit=PAGE_SIZE,
+                context=context,
+            )
+        except (InvalidSearchText, InvalidCursor) as problem:
+            session.rollback()
+            page = DocumentPage(items=[], next_cursor=None)
+            errors = [*(errors or []), f"The search text: {problem.detail}"]
+        else:
+            snippets = [hit.snippet for hit in page.items]
+    else:
+        page = service.list_page(
+            session=session,
+            principal=principal,
+            filters=query.filters(),
+            cursor=query.cursor or None,
+            limit=PAGE_SIZE,
+            context=context,
+            order=query.sort,
+        )
+    rows = _rows(runtime, session, principal, list(page.items))
+    for row, snippet in zip(rows, snippets, strict=False):
+        row["snippet"] = snippet
     audit.commit_or_refuse(session)
     return render(
         request,
@@ -224,6 +252,16 @@ def document_page(
             and status.readable
             and document.content_type in INLINE_TYPES,
             "is_image": document.content_type.startswith("image/"),
+            "file_kind": presenters.file_kind(document.content_type),
+            "preview_alt": f"First page of {document.title}",
+            "preview_note": presenters.preview_note(
+                document.derived.preview,
+                document.derived.preview_reason,
+                readable=status.readable,
+            ),
+            "text_note": presenters.text_note(
+                document.derived.text, document.derived.text_source, document.derived.text_reason
+            ),
             "created": authored,
             "current": current,
             # Offered only where the upload would be accepted.

@@ -1,0 +1,1 @@
+"""Full-text search: the index (PostgreSQL tsvector + GIN, SQLite FTS5) and its queries."""

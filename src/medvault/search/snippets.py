@@ -1,0 +1,148 @@
+"""A short excerpt of a matching document with the searched words marked.
+
+Segments, not HTML: ``[Segment("…blood ", False), Segment("pressure", True), …]``, so
+the API generates no markup and the portal's templates escape every piece.
+
+A word matches a searched word when, after case folding and removing diacritics, the
+two share a stem (a light English suffix strip: ``reports``/``reported``/``reporting``
+all become ``report``) or the word starts with the searched word's stem. That is
+deliberately close to what the index's stemmers (PostgreSQL's english Snowball,
+FTS5's porter) treat as the same word, so the highlighted words are the ones that
+made the document match; it is a presentation aid and never decides what matches.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+WIDTH = 220
+_WORD = re.compile(r"[^\W_]+")
+_SPACE = re.compile(r"\s+")
+# Suffixes stripped by _stem, longest first; each keeps a stem of at least 3 letters.
+_SUFFIXES = (
+    "ational",
+    "ations",
+    "ation",
+    "ingly",
+    "ings",
+    "ing",
+    "edly",
+    "ness",
+    "ment",
+    "ies",
+    "ied",
+    "es",
+    "ed",
+    "ly",
+    "s",
+    "e",
+)
+_MIN_PREFIX = 4
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    match: bool
+
+
+def fold(word: str) -> str:
+    """Case-folded, without diacritics (``Café`` -> ``cafe``), as ``remove_diacritics``."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _stem(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            stem = word[: -len(suffix)]
+            if suffix in ("ies", "ied"):
+                stem += "y"
+            elif suffix in ("s", "es") and word.endswith("ss"):
+                continue
+            return stem
+    return word
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """Decides whether a word of a text is one of the searched words."""
+
+    stems: frozenset[str]
+
+    @classmethod
+    def for_words(cls, words: Iterable[str]) -> Matcher:
+        return cls(frozenset(_stem(fold(w)) for w in words if w))
+
+    def __call__(self, word: str) -> bool:
+        folded = fold(word)
+        if _stem(folded) in self.stems:
+            return True
+        return any(len(s) >= _MIN_PREFIX and folded.startswith(s) for s in self.stems)
+
+
+def _spans(text: str, matcher: Matcher) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in _WORD.finditer(text) if matcher(m.group())]
+
+
+def _window(text: str, spans: Sequence[tuple[int, int]], width: int) -> tuple[int, int]:
+    """The stretch of about ``width`` characters holding the most matches."""
+    if not spans:
+        return 0, min(len(text), width)
+    best_start, best_count = spans[0][0], 0
+    for index, (start, _) in enumerate(spans):
+        count = sum(1 for s, _ in spans[index:] if s < start + width * 3 // 4)
+        if count > best_count:
+            best_start, best_count = start, count
+    begin = max(0, best_start - width // 4)
+    if begin > 0:
+        space = text.rfind(" ", 0, begin)
+        begin = space + 1 if space != -1 and begin - space < 30 else begin
+    end = min(len(text), begin + width)
+    if end < len(text):
+        space = text.find(" ", end)
+        end = space if space != -1 and space - end < 30 else end
+    return begin, end
+
+
+def excerpt(text: str, matcher: Matcher, *, width: int = WIDTH) -> list[Segment]:
+    """Up to ``width`` characters of ``text`` around its matches, matches marked."""
+    spans = _spans(text, matcher)
+    begin, end = _window(text, spans, width)
+    segments: list[Segment] = []
+    position = begin
+    for start, stop in spans:
+        if start < begin or stop > end:
+            continue
+        if start > position:
+            segments.append(Segment(text[position:start], False))
+        segments.append(Segment(text[start:stop], True))
+        position = stop
+    if position < end:
+        segments.append(Segment(text[position:end], False))
+    if begin > 0:
+        segments.insert(0, Segment("…", False))
+    if end < len(text):
+        segments.append(Segment("…", False))
+    return [Segment(_SPACE.sub(" ", s.text), s.match) for s in segments if s.text]
+
+
+def has_match(text: str, matcher: Matcher) -> bool:
+    return any(matcher(m.group()) for m in _WORD.finditer(text))
+
+
+def snippet(sources: Sequence[str | None], words: Iterable[str]) -> list[Segment]:
+    """An excerpt of the first source with a match (content, then metadata).
+
+    When no source holds a searched word (a match in a field not shown, say), the first
+    non-empty source is excerpted unmarked.
+    """
+    matcher = Matcher.for_words(words)
+    present = [s for s in sources if s and s.strip()]
+    for source in present:
+        if has_match(source, matcher):
+            return excerpt(source, matcher)
+    return excerpt(present[0], matcher) if present else []
