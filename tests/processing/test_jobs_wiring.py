@@ -47,7 +47,9 @@ def test_the_registry_binds_every_kind_and_scans_only_with_a_scanner(
     runtime: Runtime, make_settings: SettingsFactory
 ) -> None:
     registry = build_registry(runtime)
-    assert set(registry.kinds) == {kinds.FHIR_SHA1, kinds.AUDIT_VERIFY, *PERIODIC}
+    on_demand = {kinds.FHIR_SHA1, kinds.AUDIT_VERIFY, kinds.PREVIEW, kinds.TEXT}
+    on_demand |= {kinds.SEARCH_INDEX, kinds.SEARCH_REINDEX}
+    assert set(registry.kinds) == {*on_demand, *PERIODIC}
     assert {k.name for k in registry.kinds.values() if k.every is not None} == PERIODIC
     scanning = build_runtime(make_settings(clamd_url="tcp://127.0.0.1:3310"))
     try:

@@ -241,6 +241,9 @@ def test_medvault_worker_once_drains_due_jobs_and_exits_0(
         kinds.FHIR_DRAFT_EXPIRY: JobState.READY,
         kinds.INTEGRITY_SCRUB: JobState.READY,
         "no-worker-runs-this": JobState.READY,
+        # Every upload's preview and text ran too (each kind's rows are all done).
+        kinds.PREVIEW: JobState.DONE,
+        kinds.TEXT: JobState.DONE,
     }
     assert sorted(sha1_states) == [JobState.DONE] * 3 + [JobState.READY]
     assert stored_job(runtime, later).state == JobState.READY

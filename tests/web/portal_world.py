@@ -44,7 +44,7 @@ def build_practice(
     own = create_patient(service, family_name="Ownfamily", given_name="Alicia")
     foreign = create_patient(service, family_name="Otherfamily", given_name="Boris")
     own_doc = upload_raw(
-        service, own, text_pdf_bytes("Haemoglobin 135 g/L"), title="Own lab report"
+        service, own, text_pdf_bytes("Full blood count"), title="Own lab report"
     ).json()["id"]
     foreign_doc = upload_raw(
         service, foreign, text_pdf_bytes("Chest X-ray"), title="Foreign scan"

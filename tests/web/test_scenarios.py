@@ -310,7 +310,7 @@ def test_a_newcomer_on_a_fresh_vault_files_finds_and_deletes_a_document(
     desktop.locator("#files").set_input_files(letter)
     expect(desktop.locator(".upload-item.done")).to_have_count(1, timeout=30_000)
     desktop.get_by_role("link", name="Documents", exact=True).click()
-    desktop.get_by_label("Search titles and descriptions").fill("referral")
+    desktop.get_by_label("Search documents").fill("referral")
     desktop.get_by_role("button", name="Apply").click()
     desktop.get_by_role("link", name="referral-letter.pdf", exact=True).click()
     with desktop.expect_download() as download:

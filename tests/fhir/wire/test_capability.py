@@ -84,4 +84,4 @@ def test_every_listed_search_parameter_is_understood(
                 headers={"Prefer": "handling=strict"},
             )
             assert refused.status_code == 400
-    assert checked == 20
+    assert checked == 21  # DocumentReference _content (IHE MHD full-text search) included
