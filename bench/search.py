@@ -15,7 +15,8 @@ Measured over HTTP, one keep-alive client, interleaved, after a warm-up:
 * ``common_page_1`` / ``common_page_N``: ``q=<most common word>``, first page and the
   page reached by walking ``next_cursor`` (default page 20);
 * ``rare_page_1``: ``q=<a word in about 50 documents>``;
-* ``phrase_page_1``: two common words as a phrase.
+* ``pct1_page_1`` / ``pct10_page_1``: words in about 1 % and 10 % of the documents;
+* ``two_words_page_1``: the two most common words (both must match).
 
 Snippets are computed from decrypted text in the vault; here no document has a text
 artifact, so they come from the metadata and the numbers are the index's cost.
@@ -88,6 +89,10 @@ def index_corpus(db: str, *, seed_value: int = 7) -> dict[str, Any]:
         conn.commit()
     common = words[0]
     rare = min(words, key=lambda w: abs(document_frequency[w] - 50))
+    # Words in about 10 % and 1 % of the documents: where the cost of ranking every
+    # match crosses the target lies between these and the word in every document.
+    tenth = min(words, key=lambda w: abs(document_frequency[w] - len(ids) // 10))
+    hundredth = min(words, key=lambda w: abs(document_frequency[w] - len(ids) // 100))
     second = words[1]
     return {
         "seconds": time.perf_counter() - started,
@@ -96,6 +101,10 @@ def index_corpus(db: str, *, seed_value: int = 7) -> dict[str, Any]:
         "second": second,
         "rare": rare,
         "rare_docs": document_frequency[rare],
+        "tenth": tenth,
+        "tenth_docs": document_frequency[tenth],
+        "hundredth": hundredth,
+        "hundredth_docs": document_frequency[hundredth],
     }
 
 
@@ -179,7 +188,9 @@ def main() -> int:
                     "common_page_1": common,
                     f"common_page_{deep}": common | {"cursor": deep_cursor},
                     "rare_page_1": {"q": corpus["rare"], "limit": str(PAGE)},
-                    "phrase_page_1": {
+                    "pct1_page_1": {"q": corpus["hundredth"], "limit": str(PAGE)},
+                    "pct10_page_1": {"q": corpus["tenth"], "limit": str(PAGE)},
+                    "two_words_page_1": {
                         "q": f"{corpus['common']} {corpus['second']}",
                         "limit": str(PAGE),
                     },
@@ -212,6 +223,8 @@ def main() -> int:
             "text_search_config": "english",
             "common_word_documents": corpus["common_docs"],
             "rare_word_documents": corpus["rare_docs"],
+            "pct1_word_documents": corpus["hundredth_docs"],
+            "pct10_word_documents": corpus["tenth_docs"],
             "deep_page": deep,
             "client": "httpx.Client, one keep-alive connection, sequential requests",
             "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],

@@ -20,11 +20,14 @@ from medvault.documents import derived
 from medvault.documents.models import DocumentVersion, VersionDerivative
 from medvault.documents.rotation import rotate_keys
 from medvault.kit.clock import utcnow
-from medvault.processing import kinds
+from medvault.processing import derivation, kinds
+from medvault.processing.derive import ExtractedText
 from medvault.processing.models import Job
 from medvault.processing.reconcile import reconcile
 from medvault.runtime import Runtime
+from medvault.search import index as search_index
 from tests.processing.derive_samples import png_header_only
+from tests.search.support import search
 from tests.support.factories import create_patient, dicom_bytes, text_pdf_bytes, upload_raw
 from tests.support.inspect import audit_events
 from tests.support.jobs import run_due_jobs
@@ -220,3 +223,34 @@ def test_a_bad_size_is_a_clean_422(client: TestClient, runtime: Runtime, size: s
     response = client.get(f"/api/v1/documents/{document}/preview", params={"size": size})
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_text_extracted_again_replaces_its_words_without_a_rebuild(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = _upload_and_derive(client, runtime, text_pdf_bytes(f"{MARKER} first reading"))
+    assert search(client, MARKER) == [document]
+    # A newer extractor (or OCR language pack) reads the same version differently.
+    newer = "Qwelmorantix second reading"
+    monkeypatch.setattr(
+        derivation,
+        "extract_text",
+        lambda *_args: ExtractedText(newer, "text-layer", 1, 1, truncated=False),
+    )
+
+    def no_rebuild(*_args: object, **_kwargs: object) -> int:
+        raise AssertionError("the old words should be withdrawn, not the index rebuilt")
+
+    # SQLite's FTS5 needs the old text to remove its tokens: the job hands it over
+    # before the old artifact goes, so no full rebuild is needed.
+    monkeypatch.setattr(search_index, "_rebuild_fts", no_rebuild)
+    outcome = derivation.run_text_job(runtime, {"version_id": str(_version(runtime, document).id)})
+    assert outcome["outcome"] == "ready"
+    run_due_jobs(runtime)
+    assert search(client, MARKER) == []
+    assert search(client, "qwelmorantix") == [document]
+    with runtime.clinical.read_session() as session:
+        texts = session.scalars(
+            select(VersionDerivative).where(VersionDerivative.kind == "text")
+        ).all()
+    assert len(texts) == 1  # the first reading's artifact was replaced, not kept

@@ -57,6 +57,14 @@ def corpus(client: TestClient, runtime: Runtime) -> dict[str, str]:
         # File names are indexed.
         ("fbc", {"bloods"}),
         ("nothingmatchesthis", set()),
+        # A lone word also finds the words it begins, in any field; quoted, it is whole.
+        ("haem", {"bloods"}),
+        ('"haem"', set()),
+        ("echocardio", {"echo"}),
+        ("radiolog", {"xray"}),
+        ("ventr -pressure", {"echo"}),
+        # Under three letters a word is only ever whole ("no" is not "normal").
+        ("ve", set()),
     ],
 )
 def test_the_same_documents_are_found_on_both_backends(

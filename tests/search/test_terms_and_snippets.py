@@ -9,22 +9,36 @@ from medvault.search.terms import InvalidSearchText, digest, parse
 
 
 @pytest.mark.parametrize(
-    ("raw", "fts5", "websearch"),
+    ("raw", "fts5", "tsquery", "canonical"),
     [
-        ("Blood", '"blood"', "blood"),
-        ("blood  pressure", '"blood" AND "pressure"', "blood pressure"),
-        ('"blood pressure"', '"blood pressure"', '"blood pressure"'),
-        ("x-ray chest", '"x ray" AND "chest"', '"x ray" chest'),
-        ("blood -sugar", '("blood") NOT "sugar"', "blood -sugar"),
-        ("heart or lung", '("heart") OR ("lung")', "heart or lung"),
-        ('NEAR("a" b)*', '"near" AND "a" AND "b"', "near a b"),
-        ("title:café", '"title cafe"', '"title cafe"'),
+        # A lone word of three letters or more also finds the words it begins.
+        ("Blood", '"blood"*', "('blood':*)", "blood"),
+        (
+            "blood  pressure",
+            '"blood"* AND "pressure"*',
+            "('blood':* & 'pressure':*)",
+            "blood pressure",
+        ),
+        ('"blood pressure"', '"blood pressure"', "('blood' <-> 'pressure')", '"blood pressure"'),
+        # Quoted, a word is asked for whole; shorter than three letters, always whole.
+        ('"haem"', '"haem"', "('haem')", '"haem"'),
+        ("hb a1c", '"hb" AND "a1c"*', "('hb' & 'a1c':*)", "hb a1c"),
+        ("x-ray chest", '"x ray" AND "chest"*', "('x' <-> 'ray' & 'chest':*)", '"x ray" chest'),
+        # Exclusions are exact: "-sugar" must not also exclude "sugary".
+        ("blood -sugar", '("blood"*) NOT "sugar"', "('blood':* & !('sugar'))", 'blood -"sugar"'),
+        ("heart or lung", '("heart"*) OR ("lung"*)', "('heart':*) | ('lung':*)", "heart or lung"),
+        ('NEAR("a" b)*', '"near"* AND "a" AND "b"', "('near':* & 'a' & 'b')", "near a b"),
+        ("title:café", '"title cafe"', "('title' <-> 'cafe')", '"title cafe"'),
+        ("it's", '"it s"', "('it' <-> 's')", '"it s"'),
     ],
 )
-def test_queries_are_built_from_words_only(raw: str, fts5: str, websearch: str) -> None:
+def test_queries_are_built_from_words_only(
+    raw: str, fts5: str, tsquery: str, canonical: str
+) -> None:
     parsed = parse(raw)
     assert parsed.fts5().replace("(", "").replace(")", "") == fts5.replace("(", "").replace(")", "")
-    assert parsed.canonical() == websearch
+    assert parsed.tsquery() == tsquery
+    assert parsed.canonical() == canonical
 
 
 @pytest.mark.parametrize("raw", ["", "!!!", '""', "-alone", "- -", "or", "x" * 201])
@@ -42,6 +56,8 @@ def test_digest_is_keyed_and_normalised() -> None:
     assert digest(key, parse("Blood  Pressure")) == digest(key, parse("blood pressure"))
     assert digest(key, parse("blood")) != digest(b"x" * 32, parse("blood"))
     assert "blood" not in digest(key, parse("blood"))
+    # A word asked for whole is another search than the word and the words it begins.
+    assert digest(key, parse('"blood"')) != digest(key, parse("blood"))
 
 
 def test_snippet_marks_stemmed_forms_case_and_accents() -> None:

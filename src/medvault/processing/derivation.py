@@ -44,6 +44,7 @@ from medvault.processing.derive import (
 from medvault.processing.queue import SafeJobError
 from medvault.processing.reconcile import upload_deadline
 from medvault.runtime import Runtime
+from medvault.search import index as search_index
 from medvault.storage.base import BlobStoreError
 
 logger = logging.getLogger("medvault.processing.derivation")
@@ -200,6 +201,9 @@ def _store_text(runtime: Runtime, version: DocumentVersion, extracted: Extracted
             row = repository.version_by_id(session, version.id)
             if row is None or row.state != VersionState.AVAILABLE:
                 raise _Gone
+            # Before the old text's row is replaced: FTS5 removes a contentless row's
+            # tokens only by being given the old text again (else a full rebuild).
+            search_index.withdraw_text(session, runtime, row.id)
             stale = derived.record(
                 session, row, DerivedKind.TEXT, sealed, media_type=derived.TEXT_MEDIA_TYPE
             )

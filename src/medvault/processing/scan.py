@@ -27,6 +27,7 @@ from medvault.processing.clamd import ClamdClient, ScannerError, ScanVerdict
 from medvault.processing.queue import SafeJobError
 from medvault.processing.worker import JobInterrupted
 from medvault.runtime import Runtime
+from medvault.search import index as search_index
 from medvault.storage.base import BlobStoreError
 
 logger = logging.getLogger("medvault.processing.scan")
@@ -116,6 +117,7 @@ def _record_verdict(
         if state == ScanState.INFECTED and previous != state:
             # A rescan with newer signatures caught what an older scan passed: what was
             # derived from it goes too, and its words leave the search index.
+            search_index.withdraw_text(session, runtime, row.id)
             stale = derived.remove_for_version(session, row.id)
             row.preview_state = row.text_state = DeriveState.NONE.value
             queue.enqueue(

@@ -4,8 +4,12 @@ The matches are only ever joined onto a query that starts from the access policy
 ``readable_documents`` (through ``documents.repository.filtered``), so a search can
 return, count or rank nothing the caller could not list anyway.
 
-**Rank.** PostgreSQL ranks with ``ts_rank_cd`` over the weighted tsvector (title A,
-description B, file names C, content D). SQLite does *not* use FTS5's ``bm25()``: its
+**Rank.** PostgreSQL ranks with ``ts_rank`` over the weighted tsvector (title A,
+description B, file names C, content D): how often and in which fields the words occur.
+Not ``ts_rank_cd`` (cover density, which also rewards words standing close together):
+it must walk every match's positions, and at 100,000 documents holding a common word
+it doubled the query's CPU time (111 ms against 51 ms to score them all, measured on
+``bench/search.py``'s corpus); phrases already ask for adjacency explicitly. SQLite does *not* use FTS5's ``bm25()``: its
 score depends on statistics of the whole index (how many documents hold a word,
 their average length), every patient's documents included, so a returned score, or
 even the order of one's own results, would tell a caller something about documents
@@ -102,11 +106,11 @@ def _sqlite_matches(search: SearchText, content: bool) -> Subquery:
 
 
 def _postgres_matches(search: SearchText, config: str, content: bool) -> Subquery:
-    query = func.websearch_to_tsquery(regconfig(config), literal(search.canonical()))
+    query = func.to_tsquery(regconfig(config), literal(search.tsquery()))
     # The GIN index finds candidates; without content rights, the lexemes of weight D
     # (content) are filtered out before the real match and the rank.
     vector = SearchEntry.tsv if content else func.ts_filter(SearchEntry.tsv, text("'{a,b,c}'"))
-    rank = cast(func.ts_rank_cd(vector, query), DOUBLE_PRECISION)
+    rank = cast(func.ts_rank(vector, query), DOUBLE_PRECISION)
     found = select(SearchEntry.document_id.label("document_id"), rank.label("rank")).where(
         SearchEntry.tsv.op("@@")(query)
     )

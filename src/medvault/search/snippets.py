@@ -40,7 +40,8 @@ _SUFFIXES = (
     "s",
     "e",
 )
-_MIN_PREFIX = 4
+# As search.terms.MIN_PREFIX: a lone word that short also found the words it begins.
+_MIN_PREFIX = 3
 
 
 @dataclass(frozen=True)

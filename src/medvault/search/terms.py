@@ -10,7 +10,11 @@ agree on what was asked and no input can reach FTS5's query syntax (``"``, ``*``
   several words (``x-ray`` is the phrase ``x ray``);
 * ``-word`` (or ``-"a phrase"``) excludes; ``or`` between words offers alternatives;
   the rest must all match. This is the subset of PostgreSQL's ``websearch_to_tsquery``
-  syntax that FTS5 can express too.
+  syntax that FTS5 can express too;
+* a word typed on its own, of at least :data:`MIN_PREFIX` letters, also finds the
+  words it begins (``haem`` finds ``haemoglobin``), as the portal's old substring
+  search did for titles; quoting it (``"haem"``) asks for the word alone. Both
+  engines stem the prefix as they stem words (``reports`` -> ``report``).
 
 A search left with no word to look for (``!!!``, ``-alone``) is refused with a 400
 ``invalid-search-text`` rather than silently listing everything.
@@ -30,6 +34,9 @@ MAX_SEARCH_CHARS = 200
 # Words beyond this are ignored: a longer query is a paste, not a search.
 MAX_WORDS = 32
 _WORD = re.compile(r"[^\W_]+")
+# Shorter lone words match only whole: "a" or "of" as prefixes would match nearly
+# every document, and cost the index a scan of every word they begin.
+MIN_PREFIX = 3
 
 
 class InvalidSearchText(BadRequest):
@@ -42,6 +49,8 @@ class Clause:
 
     words: tuple[str, ...]
     negated: bool = False
+    # A lone, unquoted, positive word: also matches the words it begins.
+    prefix: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,8 +65,17 @@ class SearchText:
         return [w for group in self.groups for c in group if not c.negated for w in c.words]
 
     def canonical(self) -> str:
-        """The query in PostgreSQL's websearch syntax, built only from the parsed words."""
+        """The query in websearch syntax (what the audit's digest is taken of), built
+        only from the parsed words."""
         return " or ".join(" ".join(_websearch(c) for c in group) for group in self.groups)
+
+    def tsquery(self) -> str:
+        """The query in PostgreSQL's ``to_tsquery`` syntax (which, unlike websearch's,
+        has prefixes), built only from the parsed words: each is letters and digits,
+        so quoting it in ``'...'`` needs no escaping."""
+        return " | ".join(
+            "(" + " & ".join(_tsquery(c) for c in group) + ")" for group in self.groups
+        )
 
     def fts5(self, column: str | None = None) -> str:
         """An FTS5 MATCH expression: every word quoted, operators written by us.
@@ -69,13 +87,21 @@ class SearchText:
 
 
 def _websearch(clause: Clause) -> str:
-    text = f'"{" ".join(clause.words)}"' if len(clause.words) > 1 else clause.words[0]
+    # A lone word is quoted when it was asked for whole, so "haem" and haem differ.
+    whole = len(clause.words) > 1 or (not clause.prefix and len(clause.words[0]) >= MIN_PREFIX)
+    text = f'"{" ".join(clause.words)}"' if whole else clause.words[0]
     return f"-{text}" if clause.negated else text
+
+
+def _tsquery(clause: Clause) -> str:
+    text = " <-> ".join(f"'{word}'" for word in clause.words)
+    text = f"{text}:*" if clause.prefix else text
+    return f"!({text})" if clause.negated else text
 
 
 def _fts5_phrase(clause: Clause) -> str:
     # Words hold letters and digits only, so they need no escaping inside the quotes.
-    return '"' + " ".join(clause.words) + '"'
+    return '"' + " ".join(clause.words) + '"' + ("*" if clause.prefix else "")
 
 
 def _fts5_group(group: tuple[Clause, ...]) -> str:
@@ -147,7 +173,8 @@ def parse(raw: str) -> SearchText:
         if not words:
             continue
         budget -= len(words)
-        groups[-1].append(Clause(words, negated))
+        prefix = not quoted and not negated and len(words) == 1 and len(words[0]) >= MIN_PREFIX
+        groups[-1].append(Clause(words, negated, prefix))
         if budget <= 0:
             break
     kept = tuple(tuple(g) for g in groups if any(not c.negated for c in g))

@@ -11,6 +11,8 @@ from medvault.audit.context import AuditContext
 from medvault.auth import repository as auth_repository
 from medvault.auth.principal import Principal, PrincipalKind
 from medvault.documents.compose.document_types import DOCUMENT_TYPES
+from medvault.documents.models import DeriveState
+from medvault.documents.schemas import DocumentOut
 from medvault.patients import repository as patients
 from medvault.patients import service as patient_service
 from medvault.patients.models import Patient
@@ -116,6 +118,21 @@ _FILE_KINDS = {
 
 def file_kind(content_type: str) -> str:
     return _FILE_KINDS.get(content_type, content_type.rsplit("/", 1)[-1][:8].upper() or "FILE")
+
+
+def shows_thumbnail(document: DocumentOut, *, content: bool, readable: bool) -> bool:
+    """Whether a list row shows the document's thumbnail rather than its type icon.
+
+    Only for callers who may read content (a thumbnail shows it), for a current version
+    the scanner lets through, and only once the preview exists: an <img> for a missing
+    one would cost a request, an audited refusal and a broken-image box.
+    """
+    return (
+        content
+        and readable
+        and document.status != "deleted"
+        and document.derived.preview == DeriveState.READY
+    )
 
 
 # documents.models.DeriveState -> what the portal says about a missing preview.

@@ -59,17 +59,25 @@ def _rows(
         session, principal, (item.patient_id for item in items)
     )
     blocking = _blocking(runtime)
-    return [
-        {
-            "doc": item,
-            "type_label": presenters.type_label(item.document_type),
-            "uploaded_by": presenters.actor_name(names, item.uploaded_by),
-            "patient": presenters.patient_label(people.get(item.patient_id)),
-            "scan": scan_status(item.scan, None, blocking=blocking),
-            "active_content": has_active_content(item.active_content),
-        }
-        for item in items
-    ]
+    content = allows(principal, Permission.CONTENT_READ)
+    rows = []
+    for item in items:
+        scan = scan_status(item.scan, None, blocking=blocking)
+        rows.append(
+            {
+                "doc": item,
+                "type_label": presenters.type_label(item.document_type),
+                "uploaded_by": presenters.actor_name(names, item.uploaded_by),
+                "patient": presenters.patient_label(people.get(item.patient_id)),
+                "scan": scan,
+                "active_content": has_active_content(item.active_content),
+                "thumbnail": presenters.shows_thumbnail(
+                    item, content=content, readable=scan.readable
+                ),
+                "file_kind": presenters.file_kind(item.content_type),
+            }
+        )
+    return rows
 
 
 def _blocking(runtime: Runtime) -> bool:
