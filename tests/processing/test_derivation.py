@@ -8,6 +8,7 @@ Pillow, Tesseract where a test needs OCR).
 from __future__ import annotations
 
 import io
+import shutil
 import uuid
 from datetime import timedelta
 
@@ -26,11 +27,13 @@ from medvault.processing.models import Job
 from medvault.processing.reconcile import reconcile
 from medvault.runtime import Runtime
 from medvault.search import index as search_index
+from tests.processing import derive_samples as samples
 from tests.processing.derive_samples import png_header_only
 from tests.search.support import search
 from tests.support.factories import create_patient, dicom_bytes, text_pdf_bytes, upload_raw
 from tests.support.inspect import audit_events
 from tests.support.jobs import run_due_jobs
+from tests.support.services import unavailable
 
 MARKER = "Zyxquorbalid"  # a word that appears nowhere but in the test documents
 
@@ -254,3 +257,38 @@ def test_text_extracted_again_replaces_its_words_without_a_rebuild(
             select(VersionDerivative).where(VersionDerivative.kind == "text")
         ).all()
     assert len(texts) == 1  # the first reading's artifact was replaced, not kept
+
+
+def test_scanned_uploads_are_found_by_their_words_through_ocr(
+    client: TestClient, runtime: Runtime
+) -> None:
+    if shutil.which("tesseract") is None:
+        unavailable("tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
+    patient = create_patient(client)
+    picture = upload_raw(
+        client,
+        patient,
+        samples.png(samples.words_image()),
+        filename="scan.png",
+        content_type="image/png",
+        title="Photographed letter",
+    ).json()["id"]
+    scanned = upload_raw(
+        client,
+        patient,
+        samples.image_pdf(samples.words_image()),
+        filename="scan.pdf",
+        title="Scanned letter",
+    ).json()["id"]
+    run_due_jobs(runtime)
+    for document in (picture, scanned):
+        derived_state = client.get(f"/api/v1/documents/{document}").json()["derived"]
+        assert (derived_state["text"], derived_state["text_source"]) == ("ready", "ocr")
+    # Words only in the pictures' pixels (not in titles or file names) find both.
+    assert set(search(client, "zebracorn")) == {picture, scanned}
+    assert set(search(client, '"quokka"')) == {picture, scanned}
+    page = client.get("/api/v1/documents", params={"q": "zebracorn"}).json()
+    assert all(
+        any(s["match"] and s["text"].lower() == "zebracorn" for s in item["snippet"])
+        for item in page["items"]
+    )
