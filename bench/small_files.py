@@ -1,33 +1,48 @@
-"""Many small files: 16 concurrent clients upload unique 10 KB PDFs, then download them.
+"""Many small files: the vault against a naive peer, in the same run, with the same clients.
 
-Phase 1 (upload, ``--duration`` seconds): every client loops ``POST /api/v1/documents``
-with a fresh random 10 KB PDF (raw body by default, ``--mode multipart`` for forms)
-for its own patient. Phase 2 (download, same duration): the clients loop ``GET
-/api/v1/documents/{id}/content`` over the documents phase 1 created, in a shuffled
-order, checking every body's length. Both phases report requests/s over the phase
-and p50/p95/p99 latency per request.
+For each backend (SQLite, PostgreSQL) this starts ``medvault serve`` and the naive peer
+(``naive_peer.py``: a bare Starlette app that writes the upload to disk and inserts one
+row into the same kind of database, with no auth, encryption, audit or fsync), both on
+the same uvicorn settings. Then, for each round and each client (``httpx``, ``wrk``),
+it runs against each server in turn:
 
-The client is httpx on asyncio, split over ``--procs`` processes (default 2, each
-running clients/procs concurrent connections) because one Python process cannot
-drive the server hard enough by itself. Client and server share the machine's 2
-cores, so these numbers are a floor for a server with cores of its own; the JSON
-records how much CPU each side used.
+1. **upload** (``--duration`` s): ``--connections`` concurrent connections, each
+   looping a POST of a fresh, unique 10 KB PDF (raw body by default, ``--mode
+   multipart`` for forms). On the vault, each connection uploads for its own patient.
+2. **download** (same duration): the same connections loop GETs over the ids phase 1
+   created, checking every body's length.
 
-    .venv/bin/python bench/small_files.py                 # 30 s per phase
-    .venv/bin/python bench/small_files.py --duration 5    # quick check
+The order of the two servers flips every round, so drift and other work on the
+machine hit both. Every phase reports requests/s, p50/p95/p99 latency of successful
+requests, errors, and the server's CPU time (its whole process tree) per request; the
+summary gives each server's median over the rounds and the median of the per-round
+ratios vault / peer. Client and server share the machine's cores, so absolute numbers
+are a floor for a server with cores of its own; the JSON records how busy each side was.
+
+The vault's job worker is off (``MEDVAULT_EMBEDDED_WORKER=false``) unless
+``--embedded-worker``: every upload still enqueues its preview and text jobs, in its own
+transaction, but nothing runs them. Running them costs far more CPU than the upload
+itself (bench/derive.py measures it), so their backlog would take the CPU of whichever
+phase came next, the peer's included.
+
+    .venv/bin/python bench/small_files.py                    # both backends and clients
+    .venv/bin/python bench/small_files.py --duration 3 --rounds 1     # smoke run
+    .venv/bin/python bench/small_files.py --backend sqlite --client httpx --rounds 1
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import math
-import multiprocessing
 import os
 import random
-import time
+import signal
+import statistics
+import sys
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,282 +51,301 @@ import psutil
 from common import (
     VaultServer,
     create_patient,
-    latency_summary_ms,
     machine_info,
     new_figure,
-    percentile,
     save_figure,
     synthetic_pdf,
     write_json,
 )
+from listing import PG_URL, bench_databases
+from naive_peer import PeerServer, pg_database
+from small_files_clients import Load, Target, run_phase, settle
 
 NAME = "small_files"
 DOC_TYPE = "11502-2"
-
-
-@dataclass(frozen=True)
-class Job:
-    """What one client process does: ``tasks`` concurrent loops until the deadline."""
-
-    phase: str  # "upload" | "download"
-    base_url: str
-    token: str
-    tasks: int
-    start_at: float  # wall clock (time.time), shared by every process
-    duration: float
-    size: int
-    mode: str  # "raw" | "multipart"
-    targets: list[str]  # patient ids (upload: one per task) or document ids (download)
-
-
-# One record per request: (seconds since phase start at completion, latency s, outcome, id)
-Record = tuple[float, float, str, str]
-
-
-async def _upload_loop(client: httpx.AsyncClient, job: Job, patient_id: str) -> list[Record]:
-    records: list[Record] = []
-    deadline = job.start_at + job.duration
-    while time.time() < deadline:
-        data = synthetic_pdf(job.size)
-        started = time.perf_counter()
-        try:
-            if job.mode == "multipart":
-                response = await client.post(
-                    "/api/v1/documents",
-                    data={"patient_id": patient_id, "document_type": DOC_TYPE},
-                    files={"file": ("scan.pdf", data, "application/pdf")},
-                )
-            else:
-                response = await client.post(
-                    "/api/v1/documents",
-                    params={"patient_id": patient_id, "document_type": DOC_TYPE,
-                            "filename": "scan.pdf"},
-                    content=data,
-                    headers={"Content-Type": "application/pdf"},
-                )  # fmt: skip
-            latency = time.perf_counter() - started
-            ok = response.status_code == 201
-            outcome = "ok" if ok else f"http_{response.status_code}"
-            doc_id = response.json()["id"] if ok else ""
-        except httpx.HTTPError as exc:
-            latency, outcome, doc_id = time.perf_counter() - started, type(exc).__name__, ""
-        records.append((time.time() - job.start_at, latency, outcome, doc_id))
-    return records
-
-
-async def _download_loop(client: httpx.AsyncClient, job: Job, ids: list[str]) -> list[Record]:
-    records: list[Record] = []
-    deadline = job.start_at + job.duration
-    position = 0
-    while time.time() < deadline and ids:
-        doc_id = ids[position % len(ids)]
-        position += 1
-        started = time.perf_counter()
-        try:
-            response = await client.get(f"/api/v1/documents/{doc_id}/content")
-            latency = time.perf_counter() - started
-            if response.status_code != 200:
-                outcome = f"http_{response.status_code}"
-            elif len(response.content) != job.size:
-                outcome = "wrong_length"
-            else:
-                outcome = "ok"
-        except httpx.HTTPError as exc:
-            latency, outcome = time.perf_counter() - started, type(exc).__name__
-        records.append((time.time() - job.start_at, latency, outcome, doc_id))
-    return records
-
-
-async def _run_job(job: Job) -> list[Record]:
-    limits = httpx.Limits(max_connections=job.tasks, max_keepalive_connections=job.tasks)
-    async with httpx.AsyncClient(
-        base_url=job.base_url,
-        headers={"Authorization": f"Bearer {job.token}"},
-        limits=limits,
-        timeout=60.0,
-    ) as client:
-        await asyncio.sleep(max(0.0, job.start_at - time.time()))
-        if job.phase == "upload":
-            loops = [_upload_loop(client, job, pid) for pid in job.targets]
-        else:
-            shares = [job.targets[i :: job.tasks] for i in range(job.tasks)]
-            loops = [_download_loop(client, job, ids) for ids in shares if ids]
-        results = await asyncio.gather(*loops)
-    return [record for records in results for record in records]
-
+BACKENDS = ("sqlite", "postgres")
+CLIENTS = ("httpx", "wrk")
+PHASES = ("upload", "download")
+SERVERS = ("medvault", "peer")
+# Issue 13's targets, drawn on the figure and kept in the JSON; nothing asserts them.
+RATIO_TARGET = 0.5
+P99_TARGET_MS = 50.0  # at 16 connections
+CPU_TARGET_MS = {"upload": 3.0, "download": 2.0}
+TARGETS = {
+    "requests_per_s_ratio_min": RATIO_TARGET,
+    "p99_ms_max_at_16_connections": P99_TARGET_MS,
+    "server_cpu_ms_per_request_max": CPU_TARGET_MS,
+}
+METRICS = ("requests_per_s", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_request")
 
 # Extra server settings for experiments (comma-separated KEY=VALUE), e.g.
 # BENCH_SERVER_ENV=MEDVAULT_AUDIT_SEAL_INTERVAL_SECONDS=60; bench/auth_overhead.py uses it.
+# Both servers get them, so MEDVAULT_* server options stay the same on both.
 EXTRA_ENV = dict(
     item.split("=", 1) for item in os.environ.get("BENCH_SERVER_ENV", "").split(",") if "=" in item
 )
 
 
-def run_job(job: Job) -> list[Record]:
-    """Entry point of a client process."""
-    return asyncio.run(_run_job(job))
+@contextlib.contextmanager
+def servers(backend: str, args: argparse.Namespace) -> Iterator[tuple[VaultServer, PeerServer]]:
+    """The vault and the peer on ``backend``; fresh databases are dropped afterwards."""
+    vault_env = {
+        # The per-principal upload limit still runs on every request, but above the load
+        # one token can offer here: the benchmark measures the work, not the refusals.
+        "MEDVAULT_UPLOAD_RATE_LIMIT": "1000000/minute",
+        "MEDVAULT_EMBEDDED_WORKER": "true" if args.embedded_worker else "false",
+        "MEDVAULT_SERVER_WORKERS": str(args.server_processes),
+    }
+    with contextlib.ExitStack() as stack:
+        peer_url = None
+        if backend == "postgres":
+            dbs = stack.enter_context(bench_databases())
+            vault_env["MEDVAULT_DATABASE_URL"] = PG_URL.format(db=dbs["clinical"])
+            vault_env["MEDVAULT_AUTH_DATABASE_URL"] = PG_URL.format(db=dbs["auth"])
+            peer_url = stack.enter_context(pg_database())
+        vault = stack.enter_context(VaultServer(extra_env={**vault_env, **EXTRA_ENV}))
+        peer = stack.enter_context(
+            PeerServer(database_url=peer_url, workers=args.server_processes, extra_env=EXTRA_ENV)
+        )
+        yield vault, peer
 
 
-def run_phase(
-    *, phase: str, vault: VaultServer, args: argparse.Namespace, targets: list[str]
-) -> dict[str, Any]:
-    """Run one phase across the client processes and summarise it."""
-    procs = max(1, min(args.procs, args.clients))
-    per_proc = [
-        args.clients // procs + (1 if i < args.clients % procs else 0) for i in range(procs)
-    ]
-    start_at = time.time() + 2.0  # room for every process to start and connect
-    jobs: list[Job] = []
-    first = 0
-    for index, tasks in enumerate(per_proc):
-        # Upload: each client its own patient. Download: every process a stripe of ids.
-        mine = targets[first : first + tasks] if phase == "upload" else targets[index::procs]
-        first += tasks
-        jobs.append(Job(phase, vault.base_url, vault.token, tasks, start_at, args.duration,
-                        args.size_kib * 1024, args.mode, mine))  # fmt: skip
-
-    server = psutil.Process(vault.pid)
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(procs) as pool:
-        pending = pool.map_async(run_job, jobs)
-        time.sleep(max(0.0, start_at - time.time()))
-        cpu0 = sum(server.cpu_times()[:2])
-        busy0 = _busy()
-        wall0 = time.perf_counter()
-        parts = pending.get(timeout=args.duration + 600)
-        wall = time.perf_counter() - wall0
-        server_cpu = sum(server.cpu_times()[:2]) - cpu0
-        busy = _busy() - busy0
-    records = [r for part in parts for r in part]
-    ok = [r for r in records if r[2] == "ok"]
-    elapsed = max((r[0] for r in records), default=args.duration)
+def make_targets(vault: VaultServer, peer: PeerServer, connections: int) -> dict[str, Target]:
+    with vault.client(timeout=30.0) as http:
+        patients = tuple(create_patient(http) for _ in range(connections))
     return {
-        "records": records,
-        "summary": {
-            "requests": len(records),
-            "ok": len(ok),
-            "errors": dict(Counter(r[2] for r in records if r[2] != "ok")),
-            "elapsed_s": round(elapsed, 3),
-            "requests_per_s": round(len(ok) / elapsed, 1),
-            "latency": latency_summary_ms([r[1] for r in ok]),
-            "server_cpu_cores": round(server_cpu / wall, 2),
-            "machine_busy_cores": round(busy / wall, 2),
-            "client_processes": procs,
-        },
+        "medvault": Target(
+            name="medvault",
+            base_url=vault.base_url,
+            pid=vault.pid,
+            token=vault.token,
+            upload_path="/api/v1/documents",
+            download_path="/api/v1/documents/{id}/content",
+            upload_fields=(("document_type", DOC_TYPE),),
+            conn_field="patient_id",
+            conn_values=patients,
+        ),
+        "peer": Target(
+            name="peer",
+            base_url=peer.base_url,
+            pid=peer.pid,
+            token=None,
+            upload_path="/upload",
+            download_path="/files/{id}",
+        ),
     }
 
 
-def _busy() -> float:
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+def warm_up(target: Target, size: int) -> None:
+    """One upload and one download, so imports, pools and caches are ready."""
+    with httpx.Client(base_url=target.base_url, headers=target.headers(), timeout=30.0) as http:
+        response = http.post(target.upload_path,
+                             params={**target.fields(0), "filename": "warm.pdf"},
+                             content=synthetic_pdf(size),
+                             headers={"Content-Type": "application/pdf"})  # fmt: skip
+        response.raise_for_status()
+        http.get(target.download_path.format(id=response.json()["id"])).raise_for_status()
 
 
-def plot(phases: dict[str, dict[str, Any]], args: argparse.Namespace) -> Any:
-    fig, (ax_rate, ax_cdf) = new_figure(2, width=6.2, height=4.4)
-    colors = {"upload": "#1f77b4", "download": "#d62728"}
-    lines: list[str] = []
-    for phase, data in phases.items():
-        records = data["records"]
-        # Whole seconds inside the phase only; requests still running at the deadline
-        # finish in a partial last second that would look like a drop.
-        seconds = math.floor(args.duration)
-        per_second = Counter(int(r[0]) for r in records if r[2] == "ok")
-        xs = list(range(seconds))
-        overall = data["summary"]["requests_per_s"]
-        ax_rate.plot(xs, [per_second.get(x, 0) for x in xs], color=colors[phase],
-                     label=f"{phase} ({overall:.0f} req/s overall)")  # fmt: skip
-        lat = sorted(r[1] * 1000 for r in records if r[2] == "ok")
-        if lat:
-            ax_cdf.plot(lat, [(i + 1) / len(lat) * 100 for i in range(len(lat))],
-                        color=colors[phase], label=phase)  # fmt: skip
-            for pct, style in ((50, ":"), (95, "--"), (99, "-.")):
-                ax_cdf.axvline(percentile(lat, pct), color=colors[phase], ls=style, lw=0.8)
-            lines.append(
-                f"{phase:<8} p50 {percentile(lat, 50):6.1f}  p95 {percentile(lat, 95):6.1f}  "
-                f"p99 {percentile(lat, 99):6.1f} ms"
-            )
-    ax_cdf.text(0.98, 0.04, "\n".join(lines), transform=ax_cdf.transAxes, ha="right",
-                va="bottom", family="monospace", fontsize=8,
-                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#999999"})  # fmt: skip
-    ax_rate.set_xlabel("seconds into the phase")
-    ax_rate.set_ylabel("completed requests per second")
-    ax_rate.set_title(f"{args.clients} clients, {args.size_kib} KB PDFs ({args.mode} upload)")
-    ax_rate.set_ylim(bottom=0)
-    ax_rate.legend(fontsize=8, loc="lower right")
-    ax_cdf.set_xscale("log")
-    ax_cdf.set_xlabel("latency (ms, log scale)")
-    ax_cdf.set_ylabel("% of requests at or below")
-    ax_cdf.set_title("Latency distribution (lines: p50 / p95 / p99)")
-    ax_cdf.set_ylim(0, 101)
-    ax_cdf.legend(fontsize=8, loc="upper left")
-    return save_figure(fig, NAME)
+def process_count(pid: int) -> int:
+    return 1 + len(psutil.Process(pid).children(recursive=True))
+
+
+def run_backend(backend: str, args: argparse.Namespace, load: Load) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    with servers(backend, args) as (vault, peer):
+        targets = make_targets(vault, peer, load.connections)
+        for target in targets.values():
+            warm_up(target, load.size)
+        processes = {name: process_count(t.pid) for name, t in targets.items()}
+        pids = [t.pid for t in targets.values()]
+        for round_index in range(args.rounds):
+            order = SERVERS if round_index % 2 == 0 else SERVERS[::-1]
+            for client in args.clients:
+                for name in order:
+                    target = targets[name]
+                    ids: list[str] = []
+                    for phase in PHASES:
+                        settled = settle(pids)
+                        print(f"  {backend:<8} round {round_index + 1}  {client:<5} "
+                              f"{name:<8} {phase:<8} ...", flush=True)  # fmt: skip
+                        result = run_phase(client, target, phase, load, ids)
+                        runs.append({"backend": backend, "round": round_index, "client": client,
+                                     "server": name, "phase": phase, "settled_s": settled,
+                                     **result.summary})  # fmt: skip
+                        if phase == "upload":
+                            if not result.ids:
+                                raise RuntimeError(f"{name} created nothing: {result.summary}")
+                            ids = result.ids
+                            random.shuffle(ids)
+        rss = {name: psutil.Process(t.pid).memory_info().rss for name, t in targets.items()}
+    return {
+        "runs": runs,
+        "server_processes": processes,
+        "server_rss_mib_at_end": {k: round(v / 2**20, 1) for k, v in rss.items()},
+    }
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def metric(run: dict[str, Any], key: str) -> float:
+    value = run[key] if key in run else run["latency"][key]
+    return math.nan if value is None else float(value)  # None: wrk's JSON null (no 2xx)
+
+
+def finite_median(values: list[float]) -> float:
+    kept = [v for v in values if math.isfinite(v)]
+    return statistics.median(kept) if kept else math.nan
+
+
+def summarise_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per backend x client x phase: each server's medians, and median per-round ratios."""
+    groups: list[dict[str, Any]] = []
+    keyed: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        keyed.setdefault((run["backend"], run["client"], run["phase"]), []).append(run)
+    for (backend, client, phase), mine in keyed.items():
+        by_server = {s: {r["round"]: r for r in mine if r["server"] == s} for s in SERVERS}
+        group: dict[str, Any] = {"backend": backend, "client": client, "phase": phase}
+        for server, rounds in by_server.items():
+            errors: Counter[str] = Counter()
+            for one in rounds.values():
+                errors.update(one["errors"])
+            group[server] = {m: finite_median([metric(r, m) for r in rounds.values()])
+                             for m in METRICS} | {"errors": dict(errors),
+                                                  "rounds": len(rounds)}  # fmt: skip
+        paired = sorted(set(by_server["medvault"]) & set(by_server["peer"]))
+        group["ratio_medvault_to_peer"] = {
+            m: finite_median([metric(by_server["medvault"][i], m) / metric(by_server["peer"][i], m)
+                              for i in paired if metric(by_server["peer"][i], m) > 0])
+            for m in METRICS
+        }  # fmt: skip
+        groups.append(group)
+    return groups
+
+
+def print_table(groups: list[dict[str, Any]]) -> None:
+    print(f"\n{'backend':<9}{'client':<7}{'phase':<9}{'server':<9}{'req/s':>8}{'p50':>8}"
+          f"{'p95':>8}{'p99':>8}{'cpu ms/req':>11}  errors")  # fmt: skip
+    for g in groups:
+        label = f"{g['backend']:<9}{g['client']:<7}{g['phase']:<9}"
+        for server in (*SERVERS, "ratio"):
+            row = g["ratio_medvault_to_peer"] if server == "ratio" else g[server]
+            unit = "x" if server == "ratio" else ""
+            cells = "".join(f"{row[m]:>{7 if unit else 8}.2f}{unit}" for m in METRICS[:4])
+            cpu = row["server_cpu_ms_per_request"]
+            errors = "" if server == "ratio" else (row["errors"] or 0)
+            print(f"{label}{server:<9}{cells}{cpu:>{10 if unit else 11}.2f}{unit}  {errors}")
+            label = " " * 25
+
+
+def plot(groups: list[dict[str, Any]], args: argparse.Namespace) -> Path:
+    fig, axes = new_figure(3, width=5.6, height=4.6)
+    labels = [f"{g['backend']}\n{g['client']}\n{g['phase']}" for g in groups]
+    xs = range(len(groups))
+    colors = {"medvault": "#1f77b4", "peer": "#999999"}
+    width = 0.38
+    panels = (
+        ("requests_per_s", "successful requests / s", "Throughput (label: medvault / peer)"),
+        ("p99_ms", "p99 latency (ms, log scale)", "p99 latency"),
+        ("server_cpu_ms_per_request", "server CPU ms per request", "Server CPU per request"),
+    )
+    for ax, (key, ylabel, title) in zip(axes, panels, strict=True):
+        for offset, server in ((-width / 2, "medvault"), (width / 2, "peer")):
+            ax.bar([x + offset for x in xs], [g[server][key] for g in groups], width,
+                   color=colors[server], label=server)  # fmt: skip
+        ax.set_xticks(list(xs), labels, fontsize=7)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    rate_ax, p99_ax, cpu_ax = axes
+    for x, g in zip(xs, groups, strict=True):
+        ratio = g["ratio_medvault_to_peer"]["requests_per_s"]
+        top = max(g["medvault"]["requests_per_s"], g["peer"]["requests_per_s"])
+        rate_ax.annotate(f"{ratio:.2f}x", (x, top), ha="center", va="bottom", fontsize=8)
+        cpu_ax.hlines(
+            CPU_TARGET_MS[g["phase"]], x - 0.45, x + 0.45, colors="#d62728", linestyles="--", lw=1
+        )
+    p99_ax.set_yscale("log")
+    p99_ax.axhline(P99_TARGET_MS, color="#d62728", ls="--", lw=1)
+    rate_ax.set_ylim(top=rate_ax.get_ylim()[1] * 1.1)
+    fig.suptitle(f"{args.connections} connections, {args.size_kib} KB PDFs ({args.mode} upload), "
+                 f"{args.duration:g} s per phase, medians of {args.rounds} round(s); "
+                 "red dashes: targets", fontsize=10)  # fmt: skip
+    return save_figure(fig, args.name)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Small-file upload/download throughput.")
+    parser = argparse.ArgumentParser(description="Small files: the vault against a naive peer.")
+    parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
+    parser.add_argument("--client", choices=(*CLIENTS, "both"), default="both")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds (server order flips)")
     parser.add_argument("--duration", type=float, default=30.0, help="Seconds per phase")
-    parser.add_argument("--clients", type=int, default=16, help="Concurrent clients")
-    parser.add_argument("--procs", type=int, default=2, help="Client processes")
+    parser.add_argument("--connections", "--clients", type=int, default=16,
+                        help="Concurrent connections")  # fmt: skip
+    parser.add_argument("--procs", type=int, default=2, help="httpx client processes")
     parser.add_argument("--size-kib", type=int, default=10, help="File size in KiB")
     parser.add_argument("--mode", choices=("raw", "multipart"), default="raw")
+    parser.add_argument(
+        "--server-processes",
+        type=int,
+        default=1,
+        help="Processes of each server (MEDVAULT_SERVER_WORKERS, peer workers)",
+    )
+    parser.add_argument(
+        "--embedded-worker",
+        action="store_true",
+        help="Let the vault run its preview/text jobs during the run",
+    )
+    parser.add_argument("--name", default=NAME, help="Output name under bench/results/")
     args = parser.parse_args()
+    # SIGTERM (e.g. from `timeout`) would end Python without unwinding, leaving both
+    # servers running and the PostgreSQL databases behind; exiting runs the cleanup.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    args.clients = CLIENTS if args.client == "both" else (args.client,)
+    backends = BACKENDS if args.backend == "both" else (args.backend,)
+    load = Load(args.connections, args.duration, args.size_kib * 1024, args.mode, args.procs)
 
     load_before = os.getloadavg()
-    # The per-principal upload limit still runs on every request, but above the load one
-    # token can offer here: the benchmark measures the work, not the limiter's refusals.
-    with VaultServer(
-        extra_env={"MEDVAULT_UPLOAD_RATE_LIMIT": "1000000/minute", **EXTRA_ENV}
-    ) as vault:
-        with vault.client(timeout=30.0) as http:
-            patients = [create_patient(http) for _ in range(args.clients)]
-            # Warm-up: one upload and one download, so imports and pools are ready.
-            body = synthetic_pdf(args.size_kib * 1024)
-            warm = http.post("/api/v1/documents",
-                             params={"patient_id": patients[0], "document_type": DOC_TYPE},
-                             content=body, headers={"Content-Type": "application/pdf"})  # fmt: skip
-            warm.raise_for_status()
-            http.get(f"/api/v1/documents/{warm.json()['id']}/content").raise_for_status()
-
-        print(f"upload: {args.clients} clients for {args.duration:g} s ...")
-        upload = run_phase(phase="upload", vault=vault, args=args, targets=patients)
-        ids = [r[3] for r in upload["records"] if r[2] == "ok"]
-        random.shuffle(ids)
-        print(f"download: {args.clients} clients for {args.duration:g} s over {len(ids)} docs ...")
-        download = run_phase(phase="download", vault=vault, args=args, targets=ids)
-        server_rss = psutil.Process(vault.pid).memory_info().rss
+    per_backend = {}
+    for backend in backends:
+        print(f"{backend}: medvault and the naive peer ...", flush=True)
+        per_backend[backend] = run_backend(backend, args, load)
     load_after = os.getloadavg()
 
-    phases = {"upload": upload, "download": download}
+    runs = [run for data in per_backend.values() for run in data["runs"]]
+    groups = summarise_runs(runs)
     result = {
         "benchmark": NAME,
         "machine": machine_info(),
         "config": {
-            "clients": args.clients,
-            "client_processes": args.procs,
-            "client": "httpx.AsyncClient, keep-alive, one connection per client",
+            "backends": list(backends),
+            "clients": list(args.clients),
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "httpx_client_processes": args.procs,
+            "wrk": "Debian wrk 4.1, -t = -c, per-request latency timed in bench/wrk/lib.lua",
             "duration_s_per_phase": args.duration,
-            "size_bytes": args.size_kib * 1024,
+            "size_bytes": load.size,
             "upload_mode": args.mode,
-            "storage": "embedded default: SQLite (WAL) + filesystem blobs",
-            "note": "client and server share the same 2 cores",
+            "server_processes": args.server_processes,
+            "vault_embedded_worker": args.embedded_worker,
+            "extra_server_env": EXTRA_ENV,
+            "note": "client and server share the machine's cores",
             "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         },
-        "upload": upload["summary"],
-        "download": download["summary"],
-        "server_rss_mib_at_end": round(server_rss / 2**20, 1),
+        "targets": TARGETS,
+        "summary": groups,
+        "per_backend": {
+            backend: {k: v for k, v in data.items() if k != "runs"}
+            for backend, data in per_backend.items()
+        },
+        "runs": runs,
     }
-    json_path = write_json(NAME, result)
-    png_path = plot(phases, args)
-
-    for phase in ("upload", "download"):
-        s = result[phase]
-        lat = s["latency"]
-        print(
-            f"  {phase:<8} {s['requests_per_s']:7.1f} req/s  p50 {lat['p50_ms']:6.1f} ms  "
-            f"p95 {lat['p95_ms']:6.1f} ms  p99 {lat['p99_ms']:6.1f} ms  ok {s['ok']}  "
-            f"errors {s['errors'] or 0}  server {s['server_cpu_cores']} cores, "
-            f"machine {s['machine_busy_cores']} cores busy"
-        )
+    json_path = write_json(args.name, result)
+    png_path = plot(groups, args)
+    print_table(groups)
     print(f"wrote {json_path} and {png_path}")
     return 0
 
