@@ -9,7 +9,9 @@ description B, file names C, content D): how often and in which fields the words
 Not ``ts_rank_cd`` (cover density, which also rewards words standing close together):
 it must walk every match's positions, and at 100,000 documents holding a common word
 it doubled the query's CPU time (111 ms against 51 ms to score them all, measured on
-``bench/search.py``'s corpus); phrases already ask for adjacency explicitly. SQLite does *not* use FTS5's ``bm25()``: its
+``bench/search.py``'s corpus); phrases already ask for adjacency explicitly.
+
+SQLite does *not* use FTS5's ``bm25()``: its
 score depends on statistics of the whole index (how many documents hold a word,
 their average length), every patient's documents included, so a returned score, or
 even the order of one's own results, would tell a caller something about documents
