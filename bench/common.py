@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import matplotlib
@@ -142,7 +142,51 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-class VaultServer:
+class ManagedServer:
+    """A benchmark's server subprocess with its own temporary folder, as a context
+    manager: started and answering ``/healthz`` on entry, stopped and its folder
+    removed on exit, its log tail printed when something went wrong."""
+
+    name: str
+    base_url: str
+    data_dir: Path
+    server: ServerProcess
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def _ready(self) -> None:
+        """Anything to do once the server answers (a token, say)."""
+
+    def __enter__(self) -> Self:
+        try:
+            self.server.start()
+            assert self.server.proc is not None
+            wait_for_http(f"{self.base_url}/healthz", proc=self.server.proc)
+            self._ready()
+        except BaseException:
+            print(self.server.log_tail(), file=sys.stderr)
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            print(f"--- {self.name} log tail ---\n{self.server.log_tail()}", file=sys.stderr)
+        self.close()
+
+    def close(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class VaultServer(ManagedServer):
     """``medvault serve`` on a free port with a temporary data dir and an admin API token.
 
     Use as a context manager; ``extra_env`` adds or overrides ``MEDVAULT_*`` settings
@@ -172,38 +216,11 @@ class VaultServer:
         )
 
     @property
-    def pid(self) -> int:
-        return self.server.pid
-
-    @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def __enter__(self) -> VaultServer:
-        try:
-            self.server.start()
-            assert self.server.proc is not None
-            wait_for_http(f"{self.base_url}/healthz", proc=self.server.proc)
-            self.token = create_token(self.env)
-        except BaseException:
-            print(self.server.log_tail(), file=sys.stderr)
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None:
-            print(f"--- {self.name} log tail ---\n{self.server.log_tail()}", file=sys.stderr)
-        self.close()
-
-    def close(self) -> None:
-        self.server.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+    def _ready(self) -> None:
+        self.token = create_token(self.env)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers=self.headers, **kwargs)

@@ -27,14 +27,12 @@ import argparse
 import contextlib
 import os
 import secrets
-import shutil
 import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -60,7 +58,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from common import HOST, ServerProcess, free_port, wait_for_http
+from common import HOST, ManagedServer, ServerProcess, free_port
 
 # Set by main() for uvicorn's app factory, which is how several worker processes get it.
 DATABASE_ENV = "NAIVE_PEER_DATABASE_URL"
@@ -220,7 +218,7 @@ def main() -> None:
     )
 
 
-class PeerServer:
+class PeerServer(ManagedServer):
     """The naive peer as a subprocess on a free port, with a throw-away directory.
 
     ``database_url`` is a SQLAlchemy URL (a fresh PostgreSQL database, see
@@ -250,35 +248,6 @@ class PeerServer:
             env={**os.environ, **(extra_env or {})},
             log_path=self.data_dir / "server.log",
         )
-
-    @property
-    def pid(self) -> int:
-        return self.server.pid
-
-    def __enter__(self) -> PeerServer:
-        try:
-            self.server.start()
-            assert self.server.proc is not None
-            wait_for_http(f"{self.base_url}/healthz", proc=self.server.proc)
-        except BaseException:
-            print(self.server.log_tail(), file=sys.stderr)
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None:
-            print(f"--- {self.name} log tail ---\n{self.server.log_tail()}", file=sys.stderr)
-        self.close()
-
-    def close(self) -> None:
-        self.server.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
