@@ -13,6 +13,7 @@ from medvault.documents import reading
 from medvault.documents.active_content import ActiveContent
 from medvault.documents.models import DocumentVersion, ScanState, VersionState
 from medvault.documents.schemas import ScanOut
+from medvault.runtime import Runtime
 
 UNREADABLE_PDF = "unreadable"  # documents.arrival.UNREADABLE_PDF
 
@@ -119,3 +120,8 @@ def active_content_notes(kinds: list[str] | None) -> list[str]:
 def has_active_content(kinds: list[str] | None) -> bool:
     """Whether a PDF holds active content (an unparseable one is flagged, not counted)."""
     return any(kind != UNREADABLE_PDF for kind in kinds or ())
+
+
+def holds_unscanned(runtime: Runtime) -> bool:
+    """Whether unscanned versions are held back (MEDVAULT_SCAN_POLICY=blocking)."""
+    return runtime.settings.scan_policy == "blocking"

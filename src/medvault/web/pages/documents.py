@@ -29,7 +29,12 @@ from medvault.search.terms import InvalidSearchText
 from medvault.shares import service as shares
 from medvault.web import presenters
 from medvault.web.listing import PAGE_SIZE, DocumentQuery
-from medvault.web.scan_status import active_content_notes, has_active_content, scan_status
+from medvault.web.scan_status import (
+    active_content_notes,
+    has_active_content,
+    holds_unscanned,
+    scan_status,
+)
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal, form_data
 from medvault.web.templating import render
 
@@ -58,7 +63,7 @@ def _rows(
     people = presenters.readable_patients_by_id(
         session, principal, (item.patient_id for item in items)
     )
-    blocking = _blocking(runtime)
+    blocking = holds_unscanned(runtime)
     content = allows(principal, Permission.CONTENT_READ)
     rows = []
     for item in items:
@@ -78,10 +83,6 @@ def _rows(
             }
         )
     return rows
-
-
-def _blocking(runtime: Runtime) -> bool:
-    return runtime.settings.scan_policy == "blocking"
 
 
 def _list_page(
@@ -229,7 +230,7 @@ def document_page(
         and (principal.role is not Role.PATIENT or runtime.settings.patient_self_upload)
         and authored.may_change
     )
-    blocking = _blocking(runtime)
+    blocking = holds_unscanned(runtime)
     status = scan_status(
         current.scan if current else document.scan,
         current.state if current else None,

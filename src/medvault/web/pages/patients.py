@@ -26,7 +26,7 @@ from medvault.kit.problems import DuplicatePatient, Problem
 from medvault.patients import service as patients
 from medvault.patients.schemas import PatientCreate, PatientOut
 from medvault.web import presenters
-from medvault.web.scan_status import scan_status
+from medvault.web.scan_status import holds_unscanned, scan_status
 from medvault.web.session import (
     CsrfChecked,
     PortalAuditCtx,
@@ -210,14 +210,14 @@ def patient_page(
     names = presenters.actor_names(runtime, (d.uploaded_by for d in recent.items))
     audit.commit_or_refuse(session)
     content = allows(principal, Permission.CONTENT_READ)
-    blocking = runtime.settings.scan_policy == "blocking"
+    held = holds_unscanned(runtime)
     rows: list[dict[str, Any]] = [
         {
             "doc": d,
             "type_label": presenters.type_label(d.document_type),
             "uploaded_by": presenters.actor_name(names, d.uploaded_by),
             "thumbnail": presenters.shows_thumbnail(
-                d, content=content, readable=scan_status(d.scan, None, blocking=blocking).readable
+                d, content=content, readable=scan_status(d.scan, None, blocking=held).readable
             ),
             "file_kind": presenters.file_kind(d.content_type),
         }
