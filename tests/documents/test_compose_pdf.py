@@ -256,14 +256,23 @@ def test_another_process_renders_the_same_bytes() -> None:
 
 
 def test_concurrent_renders_do_not_disturb_each_other() -> None:
-    # The registered fonts are shared by every thread; each render keeps its own subsets.
+    # The registered fonts are shared by every thread, and reportlab's font subsetter
+    # reads the shared font file through one read position. A switch interval of a
+    # microsecond makes threads interleave inside it: without the build lock this
+    # raised KeyError/IndexError in makeSubset in about one run in ten rounds (CI saw it
+    # at the default interval).
     drafts = [clinical_draft(notes=f"{long_notes(6)} {n} ÀÉÎÕÜ€") for n in range(6)]
     patient = patient_record()
     expected = [render(draft, patient=patient) for draft in drafts]
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        for _ in range(2):
-            got = list(pool.map(lambda d: render(d, patient=patient), drafts))
-            assert got == expected
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            for _ in range(10):
+                got = list(pool.map(lambda d: render(d, patient=patient), drafts))
+                assert got == expected
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def _largest_draft(patient: PatientOut) -> ClinicalDocumentDraft:

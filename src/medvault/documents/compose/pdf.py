@@ -21,6 +21,7 @@ different from "no known allergies", so the PDF says which one it is.
 from __future__ import annotations
 
 import io
+import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -283,6 +284,14 @@ def _details(
     return Table(rows, colWidths=[32 * mm, FRAME_WIDTH - 32 * mm], style=_DETAILS, hAlign="LEFT")
 
 
+# reportlab subsets an embedded TrueType font by seeking and reading through the one
+# parsed font file the registered TTFont shares between documents (TTFontFile keeps its
+# read position on the object), so two documents saved at once can read each other's
+# glyph offsets: CI saw a KeyError from makeSubset under a six-thread render. Rendering
+# is CPU-bound Python under the GIL, so serialising the build costs no throughput.
+_BUILD_LOCK = threading.Lock()
+
+
 def render_pdf(
     draft: ClinicalDocumentDraft,
     *,
@@ -331,7 +340,8 @@ def render_pdf(
         Spacer(1, 4 * mm),
         *_sections(draft),
     ]
-    document.build(
-        story, canvasmaker=partial(_NumberedCanvas, running=running, created_at=created_at)
-    )
+    with _BUILD_LOCK:
+        document.build(
+            story, canvasmaker=partial(_NumberedCanvas, running=running, created_at=created_at)
+        )
     return buffer.getvalue()
