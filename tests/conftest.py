@@ -76,6 +76,8 @@ def _clean_postgres(runtime: Runtime) -> None:
         conn.execute(text(f"TRUNCATE {', '.join(CLINICAL_TABLES)} RESTART IDENTITY CASCADE"))
     with runtime.auth.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(AUTH_TABLES)} CASCADE"))
+        # The migration's one epoch row: without it no principal is ever cached.
+        conn.execute(text("INSERT INTO auth_epoch (id, value) VALUES (1, 0)"))
 
 
 @pytest.fixture(params=["sqlite-fs", "pg-s3"])

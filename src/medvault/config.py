@@ -7,6 +7,7 @@ placeholder secrets, because several stateless instances must share the same key
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -83,6 +84,9 @@ class Settings(BaseSettings):
     # Identity and sessions
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300, le=90 * 86400)
+    # How long a process may reuse a resolved principal (0: look it up on every request).
+    # Revocations end it at once through the auth epoch; this bounds anything else.
+    principal_cache_seconds: int = Field(default=10, ge=0, le=300)
     jwt_private_key: str | None = Field(default=None, description="Ed25519 PEM (else file)")
     bootstrap_admin_password: str | None = Field(
         default=None, description="First-start admin password (else one is generated)"
@@ -106,7 +110,9 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=1 * MiB)
     # argon2id needs 64 MiB per verification: this many at once, then 503 + Retry-After.
     max_concurrent_password_checks: int = Field(default=4, ge=1, le=256)
-    # Open connections + running requests before uvicorn answers 503.
+    # Server processes `medvault serve` runs on this host; unset: one per CPU core.
+    server_workers: int | None = Field(default=None, ge=1, le=64)
+    # Open connections + running requests (per server process) before uvicorn answers 503.
     server_limit_concurrency: int = Field(default=1000, ge=10)
     server_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
     # Seconds a client has to send a complete request head (slowloris guard).
@@ -227,6 +233,10 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_server_workers(self) -> int:
+        return self.server_workers or os.cpu_count() or 1
 
     @property
     def clinical_database_url(self) -> str:

@@ -62,11 +62,19 @@ def get_auth_read_session(runtime: RuntimeDep) -> Iterator[Session]:
 AuthReadSession = Annotated[Session, Depends(get_auth_read_session)]
 
 
+def _resolve_bearer(runtime: Runtime, token: str) -> Principal | None:
+    # Through the principal cache: no auth-database session when the caller was
+    # resolved a moment ago and nothing was revoked since (auth.principal_cache).
+    return auth_service.resolve_bearer(
+        cache=runtime.principals.bearer,
+        read_session=runtime.auth.read_session,
+        jwt_key=runtime.jwt_key,
+        token=token,
+    )
+
+
 def _authenticate(runtime: Runtime, token: str) -> Principal:
-    with runtime.auth.read_session() as session:
-        principal = auth_service.authenticate_bearer(
-            session=session, jwt_key=runtime.jwt_key, token=token
-        )
+    principal = _resolve_bearer(runtime, token)
     if principal is None:
         raise Unauthorized("The token is unknown, revoked, expired or not for this vault.")
     return principal
@@ -112,10 +120,7 @@ def get_principal_if_valid(
     must not stop the refresh token in the same request from ending its session."""
     if credentials is None:
         return None
-    with runtime.auth.read_session() as session:
-        return auth_service.authenticate_bearer(
-            session=session, jwt_key=runtime.jwt_key, token=credentials.credentials
-        )
+    return _resolve_bearer(runtime, credentials.credentials)
 
 
 PrincipalIfValid = Annotated[Principal | None, Depends(get_principal_if_valid)]

@@ -11,6 +11,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
+from medvault.auth.principal_cache import PrincipalCaches
 from medvault.config import Settings
 from medvault.crypto.errors import UnknownKekError
 from medvault.crypto.keyring import Keyring, WrappedDek, load_keyring
@@ -35,6 +36,8 @@ class Runtime:
     secret_key: bytes
     jwt_key: SigningKey
     audit_key: SigningKey
+    # Resolved credentials, reused while the auth epoch stands (auth.principal_cache).
+    principals: PrincipalCaches
     _keyring_lock: threading.Lock = field(default_factory=threading.Lock)
     _keyring_mtime: int | None = None
 
@@ -79,6 +82,7 @@ class Runtime:
     def close(self) -> None:
         self.clinical.dispose()
         self.auth.dispose()
+        self.principals.close()
 
 
 def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtime:
@@ -89,10 +93,14 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
     exposure = exposure_warning(settings.resolved_data_dir)
     if exposure:
         logger.warning(exposure)
+    auth = Database(settings.auth_db_url)
     runtime = Runtime(
         settings=settings,
         clinical=Database(settings.clinical_database_url),
-        auth=Database(settings.auth_db_url),
+        auth=auth,
+        principals=PrincipalCaches.create(
+            url=auth.url, ttl_seconds=settings.principal_cache_seconds
+        ),
         blobs=open_blob_store(
             settings.blob_storage_url,
             s3_endpoint_url=settings.s3_endpoint_url,

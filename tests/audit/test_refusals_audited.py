@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from medvault.audit.models import AuditEvent
 from medvault.auth.principal import Role
+from medvault.documents.upload_target import EARLY_CHECK_MIN_BYTES
 from medvault.runtime import Runtime
 from tests.fhir.support import b64, document_reference, post_resource
 from tests.support.factories import (
@@ -33,6 +34,7 @@ from tests.support.factories import (
     upload_multipart,
     upload_raw,
 )
+from tests.support.inspect import stored_state
 from tests.support.portal import csrf_token, portal_login
 from tests.support.users import UserFactory, bearer, login
 
@@ -110,6 +112,38 @@ def test_a_rest_upload_to_a_patient_outside_the_care_team_is_audited(ward: Ward)
         assert event.details["permission"] == "documents:write"
         # Nothing was stored, and the caller cannot tell the record from an absent one.
         same_answer(refused, send(ward.clinician, str(uuid.uuid4()), pdf_bytes()))
+
+
+@pytest.mark.parametrize("size", [4096, EARLY_CHECK_MIN_BYTES + 4096])
+def test_a_refused_file_for_a_foreign_patient_is_refused_for_the_patient_first(
+    ward: Ward, size: int
+) -> None:
+    # Small bodies stream before the patient check (it is deferred to the commit, see
+    # documents/upload_target.py), large ones after it. Either way a file that is also
+    # refused for its type gets the patient's answer, as it always did, and the
+    # refusal is on record as a denial on that patient.
+    executable = b"MZ\x90\x00" + bytes(size)
+    for send in (upload_raw, upload_multipart):
+        mark, before = ward.mark(), stored_state(ward.runtime)
+        refused = send(ward.clinician, ward.foreign, executable)
+        assert refused.status_code == 422
+        assert refused.json()["type"] == "urn:medvault:problem:unknown-patient"
+        event = only(ward.events_since(mark), "access.denied", "denied")
+        assert str(event.patient_id) == ward.foreign
+        assert stored_state(ward.runtime) == before
+
+
+@pytest.mark.parametrize("size", [4096, EARLY_CHECK_MIN_BYTES + 4096])
+def test_a_refused_file_for_an_own_patient_is_an_audited_failed_attempt(
+    ward: Ward, size: int
+) -> None:
+    executable = b"MZ\x90\x00" + bytes(size)
+    mark, before = ward.mark(), stored_state(ward.runtime)
+    refused = upload_raw(ward.clinician, ward.own, executable)
+    assert refused.status_code == 415
+    event = only(ward.events_since(mark), "document.create", "failure")
+    assert str(event.patient_id) == ward.own
+    assert stored_state(ward.runtime) == before
 
 
 def test_an_absent_patient_is_refused_alike_but_names_no_patient(ward: Ward) -> None:

@@ -204,3 +204,40 @@ def test_the_real_upload_routes_are_limited_per_principal(
     )
     assert_rate_limited(version, at_most=60)
     assert stored_state(runtime) == before
+
+
+def test_server_processes_without_redis_each_enforce_a_share(runtime: Runtime) -> None:
+    # `serve --workers 3` without Redis: three processes, three sets of counters.
+    # Each allows a third (rounded up), so together they never allow much more than
+    # the configured limit however the kernel spreads a client's connections.
+    settings = runtime.settings.model_copy(
+        update={
+            "redis_url": None,
+            "login_rate_limit_account": "5/minute",
+            "login_rate_limit_ip": "30/minute",
+            "upload_rate_limit": "600/minute",
+        }
+    )
+    shared = RateLimits.from_settings(settings, processes=3)
+    assert (shared.login_account.amount, shared.login_ip.amount, shared.upload.amount) == (
+        2,
+        10,
+        200,
+    )
+    assert shared.login_account.get_expiry() == 60
+    one = RateLimits.from_settings(settings, processes=1)
+    assert (one.login_account.amount, one.upload.amount) == (5, 600)
+
+
+def test_server_processes_with_redis_share_the_whole_limit(
+    runtime: Runtime, redis_url: str, redis_prefix: str
+) -> None:
+    # Redis counts for every process and host at once: no share is needed.
+    settings = runtime.settings.model_copy(
+        update={"redis_url": redis_url, "login_rate_limit_account": "5/minute"}
+    )
+    limits = RateLimits.from_settings(settings, key_prefix=redis_prefix, processes=3)
+    try:
+        assert limits.login_account.amount == 5
+    finally:
+        limits.reset()

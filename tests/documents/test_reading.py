@@ -1,16 +1,19 @@
 """The one content-reading use case (``documents.reading``), called as every face calls it.
 
-Against the real filesystem store and SQLite: authorise, resolve, plan and audit, with
-the request's session left for the route to commit. The faces themselves are pinned in
-``test_content_routes.py``.
+Against the real filesystem store and SQLite: authorise, resolve, plan and audit, the
+event committed (through the database's group commit) before the plan is returned. The
+faces themselves are pinned in ``test_content_routes.py``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -71,13 +74,6 @@ def stored(client: TestClient) -> Stored:
     return Stored(uuid.UUID(doc["id"]), uuid.UUID(patient), content)
 
 
-@pytest.fixture
-def session(runtime: Runtime) -> Iterator[Session]:
-    """The request's session, as a route holds it: the read adds its event here."""
-    with runtime.clinical.session() as session:
-        yield session
-
-
 def version_row(runtime: Runtime, stored: Stored) -> DocumentVersion:
     with runtime.clinical.read_session() as session:
         row = repository.version(session, stored.document_id, 1)
@@ -87,13 +83,11 @@ def version_row(runtime: Runtime, stored: Stored) -> DocumentVersion:
 
 def read(
     runtime: Runtime,
-    session: Session,
     authorise: reading.Authorise,
     conditions: ReadConditions | None = None,
 ) -> ContentPlan:
     return reading.read_content(
         runtime=runtime,
-        session=session,
         context=CONTEXT,
         authorise=authorise,
         conditions=conditions or ReadConditions(),
@@ -111,18 +105,17 @@ def committed_actions(runtime: Runtime) -> list[str]:
         return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
 
 
-def test_a_full_read_is_planned_and_audited_in_the_callers_session(
-    runtime: Runtime, session: Session, stored: Stored
+def test_a_full_read_is_planned_and_its_event_committed_before_it_returns(
+    runtime: Runtime, stored: Stored
 ) -> None:
-    plan = read(runtime, session, reading.for_principal(SERVICE, stored.document_id))
+    plan = read(runtime, reading.for_principal(SERVICE, stored.document_id))
 
     assert plan.status == 200
     assert plan.headers["ETag"] == stored.etag
     assert plan.headers["Content-Length"] == str(len(stored.content))
     assert plan.headers["Content-Disposition"].startswith("attachment;")
-    # Added and flushed, not committed: the route commits it before the first byte.
-    assert reading.CONTENT_READ not in committed_actions(runtime)
-    session.commit()
+    # On record before the caller has streamed a byte.
+    assert reading.CONTENT_READ in committed_actions(runtime)
     assert body(plan) == stored.content
     (event,) = audit_rows(runtime, reading.CONTENT_READ)
     assert event.resource_id == str(stored.document_id)
@@ -131,31 +124,28 @@ def test_a_full_read_is_planned_and_audited_in_the_callers_session(
     assert event.details == {"version": 1, "status": 200, "range": None}
 
 
-def test_ranges_and_validators_are_honoured(
-    runtime: Runtime, session: Session, stored: Stored
-) -> None:
+def test_ranges_and_validators_are_honoured(runtime: Runtime, stored: Stored) -> None:
     authorise = reading.for_principal(SERVICE, stored.document_id, 1)
     piece = ByteRange(first=70_000, last=70_009)
 
-    fresh = read(runtime, session, authorise, ReadConditions(range=piece, if_range=stored.etag))
+    fresh = read(runtime, authorise, ReadConditions(range=piece, if_range=stored.etag))
     assert fresh.status == 206 and body(fresh) == stored.content[70_000:70_010]
     assert fresh.headers["Content-Range"] == f"bytes 70000-70009/{len(stored.content)}"
 
-    stale = read(runtime, session, authorise, ReadConditions(range=piece, if_range='"old"'))
+    stale = read(runtime, authorise, ReadConditions(range=piece, if_range='"old"'))
     assert stale.status == 200 and body(stale) == stored.content
 
-    unchanged = read(runtime, session, authorise, ReadConditions(if_none_match=(stored.etag,)))
+    unchanged = read(runtime, authorise, ReadConditions(if_none_match=(stored.etag,)))
     assert unchanged.status == 304 and unchanged.body is None
 
     with pytest.raises(RangeNotSatisfiable):
-        read(runtime, session, authorise, ReadConditions(range=ByteRange(10**9, None)))
-    session.commit()
+        read(runtime, authorise, ReadConditions(range=ByteRange(10**9, None)))
     statuses = [event.details["status"] for event in audit_rows(runtime, reading.CONTENT_READ)]
     assert statuses == [206, 200, 304]  # one event per answer; a 416 reads nothing
 
 
 def test_a_document_out_of_reach_is_not_found_and_its_denial_is_carried(
-    runtime: Runtime, session: Session, stored: Stored
+    runtime: Runtime, stored: Stored
 ) -> None:
     stranger = Principal(
         kind=PrincipalKind.USER,
@@ -165,48 +155,54 @@ def test_a_document_out_of_reach_is_not_found_and_its_denial_is_carried(
         patient_id=uuid.uuid4(),
     )
     with pytest.raises(NotFound) as refused:
-        read(runtime, session, reading.for_principal(stranger, stored.document_id))
+        read(runtime, reading.for_principal(stranger, stored.document_id))
     absent = uuid.uuid4()
     with pytest.raises(NotFound) as missing:
-        read(runtime, session, reading.for_principal(stranger, absent))
+        read(runtime, reading.for_principal(stranger, absent))
 
     # The same answer for both; the handler audits each denial in its own transaction.
     assert refused.value.detail == missing.value.detail
     assert isinstance(refused.value.denial, Denial) and isinstance(missing.value.denial, Denial)
     assert refused.value.denial.patient_id == stored.patient_id
     assert missing.value.denial.patient_id is None
-    assert not session.new and reading.CONTENT_READ not in committed_actions(runtime)
+    assert reading.CONTENT_READ not in committed_actions(runtime)
 
 
 def test_a_deleted_document_is_gone_and_recorded_as_a_failed_read(
-    client: TestClient, runtime: Runtime, session: Session, stored: Stored
+    client: TestClient, runtime: Runtime, stored: Stored
 ) -> None:
     client.delete(f"/api/v1/documents/{stored.document_id}", params={"reason": "test"})
     with pytest.raises(Gone) as gone:
-        read(runtime, session, reading.for_principal(SERVICE, stored.document_id))
+        read(runtime, reading.for_principal(SERVICE, stored.document_id))
     denial = gone.value.denial
     assert isinstance(denial, Denial)
     assert (denial.action, denial.outcome) == (reading.CONTENT_READ, "failure")
 
 
-def test_the_lookup_runs_apart_from_the_request_session(
-    runtime: Runtime, session: Session, stored: Stored
-) -> None:
-    """Authorisation gets a read-only session of its own: the request's stays unused
-    until the audit event, so marking a corrupt version never waits on it (SQLite)."""
-    seen: list[Session] = []
+def test_the_lookup_holds_no_write_lock(runtime: Runtime, stored: Stored) -> None:
+    """Authorisation runs in a read-only session: on SQLite it takes no writer lock, so
+    marking a corrupt version (its own write) never waits on the read that found it."""
+    lock_file = Path(f"{runtime.clinical.url.database}.writer-lock")
+    free: list[bool] = []
     by_service = reading.for_principal(SERVICE, stored.document_id)
 
     def authorise(lookup: Session) -> reading.ReadGrant:
-        seen.append(lookup)
-        assert not session.in_transaction()
-        return by_service(lookup)
+        grant = by_service(lookup)
+        fd = os.open(lock_file, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free.append(True)
+        except BlockingIOError:
+            free.append(False)
+        finally:
+            os.close(fd)
+        return grant
 
-    read(runtime, session, authorise)
-    assert seen and seen[0] is not session
+    read(runtime, authorise)
+    assert free == [True]
 
 
-def test_a_custom_grant_names_the_event(runtime: Runtime, session: Session, stored: Stored) -> None:
+def test_a_custom_grant_names_the_event(runtime: Runtime, stored: Stored) -> None:
     """How signed links are audited: their own action, with the link in the details."""
     by_service = reading.for_principal(SERVICE, stored.document_id)
 
@@ -215,8 +211,7 @@ def test_a_custom_grant_names_the_event(runtime: Runtime, session: Session, stor
         details = {"link_id": "abc"}
         return reading.ReadGrant(grant.document, grant.version, "document.link.use", details)
 
-    read(runtime, session, by_link, ReadConditions(range=ByteRange(first=None, last=5)))
-    session.commit()
+    read(runtime, by_link, ReadConditions(range=ByteRange(first=None, last=5)))
     (event,) = audit_rows(runtime, "document.link.use")
     expected_range = f"bytes {len(stored.content) - 5}-{len(stored.content) - 1}"
     assert event.details == {
@@ -228,7 +223,7 @@ def test_a_custom_grant_names_the_event(runtime: Runtime, session: Session, stor
 
 
 def test_tampered_bytes_raise_the_integrity_alarm_before_any_answer(
-    runtime: Runtime, session: Session, stored: Stored
+    runtime: Runtime, stored: Stored
 ) -> None:
     store = runtime.blobs
     assert isinstance(store, FilesystemBlobStore)
@@ -238,12 +233,12 @@ def test_tampered_bytes_raise_the_integrity_alarm_before_any_answer(
     blob.write_bytes(bytes(tampered))
 
     with pytest.raises(IntegrityFailure):
-        read(runtime, session, reading.for_principal(SERVICE, stored.document_id))
+        read(runtime, reading.for_principal(SERVICE, stored.document_id))
 
     assert version_row(runtime, stored).state == VersionState.CORRUPT
     actions = committed_actions(runtime)
     assert "document.version.integrity_failed" in actions
-    assert reading.CONTENT_READ not in actions and not session.new
+    assert reading.CONTENT_READ not in actions
 
 
 class _UnreachableStore(FilesystemBlobStore):
@@ -254,14 +249,14 @@ class _UnreachableStore(FilesystemBlobStore):
 
 
 def test_a_store_outage_is_a_503_that_marks_nothing_corrupt(
-    runtime: Runtime, session: Session, stored: Stored
+    runtime: Runtime, stored: Stored
 ) -> None:
     store = runtime.blobs
     assert isinstance(store, FilesystemBlobStore)
     runtime.blobs = _UnreachableStore(store.root)
     try:
         with pytest.raises(ServiceUnavailable) as outage:
-            read(runtime, session, reading.for_principal(SERVICE, stored.document_id))
+            read(runtime, reading.for_principal(SERVICE, stored.document_id))
     finally:
         runtime.blobs = store
     assert outage.value.headers.get("Retry-After")

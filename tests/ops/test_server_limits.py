@@ -12,7 +12,6 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.support.raw_http import dribble_head_until_closed, head_for, raw_request
@@ -41,8 +40,7 @@ def admin_token(vault: VaultProcess) -> str:
 
 
 def rss_mib(vault: VaultProcess) -> float:
-    assert vault.pid is not None
-    return float(psutil.Process(vault.pid).memory_info().rss) / MiB
+    return vault.rss_bytes() / MiB
 
 
 def zeros(total: int, chunk: int = 64 * 1024) -> Iterator[bytes]:

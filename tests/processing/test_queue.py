@@ -9,7 +9,8 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from medvault.kit.clock import utcnow
 from medvault.processing import queue
@@ -63,6 +64,33 @@ def test_a_dedupe_key_keeps_one_live_job_and_rearms_a_finished_one(runtime: Runt
         session.commit()
     job = _job(runtime, rearmed.id)
     assert (rearmed.id, job.state, job.attempts, job.result) == (first.id, "ready", 0, None)
+
+
+def test_a_fresh_job_skips_the_lookup_and_its_unique_key_still_guards(runtime: Runtime) -> None:
+    # An upload's jobs name a version made in the same transaction: no lookup, and the
+    # INSERTs wait for one flush. Wrongly claiming "fresh" cannot make a duplicate.
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.clinical.engine, "before_cursor_execute", seen)
+    try:
+        with runtime.clinical.session() as session:
+            queue.enqueue(session, "preview", {"v": 1}, dedupe_key="preview:v1", fresh=True)
+            queue.enqueue(session, "text", {"v": 1}, dedupe_key="text:v1", fresh=True)
+            assert statements == []  # nothing sent yet: no SELECT, no INSERT
+            session.commit()
+    finally:
+        event.remove(runtime.clinical.engine, "before_cursor_execute", seen)
+    assert not any(s.lstrip().upper().startswith("SELECT") for s in statements), statements
+    with runtime.clinical.read_session() as session:
+        keys = session.scalars(select(Job.dedupe_key).order_by(Job.dedupe_key)).all()
+        assert list(keys) == ["preview:v1", "text:v1"]
+    with runtime.clinical.session() as session:
+        queue.enqueue(session, "preview", {"v": 1}, dedupe_key="preview:v1", fresh=True)
+        with pytest.raises(IntegrityError):
+            session.flush()
 
 
 def test_claims_take_due_jobs_of_the_asked_kinds_oldest_first(runtime: Runtime) -> None:

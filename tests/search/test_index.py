@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect, select, text
+from sqlalchemy import event, inspect, select, text
 
 from medvault.app import create_app
 from medvault.documents.models import DerivedKind, Document, VersionDerivative
@@ -164,3 +164,40 @@ def test_sqlite_rebuilds_when_indexed_text_can_no_longer_be_read(
             select(SearchEntry).where(SearchEntry.document_id == uuid.UUID(victim))
         )
         assert entry is not None and entry.content_sha256 is None
+
+
+def test_an_upload_indexes_exactly_what_a_full_reindex_would(
+    client: TestClient, runtime: Runtime
+) -> None:
+    # Uploads take a shortcut (search.index.index_upload: no lookups for what a new
+    # version cannot have yet). Re-indexing the general way afterwards must find
+    # nothing to change, for a new document and for a new version of one.
+    patient = create_patient(client)
+    created = upload_raw(client, patient, pdf_bytes(), filename="first-letter.pdf").json()
+    again = client.post(
+        f"/api/v1/documents/{created['id']}/versions",
+        params={"filename": "second-letter.pdf"},
+        content=pdf_bytes(5000),
+        headers={"content-type": "application/pdf"},
+    )
+    assert again.status_code == 201, again.text
+    writes: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if not statement.lstrip().upper().startswith(("SELECT", "BEGIN", "PRAGMA")):
+            writes.append(statement)
+
+    document_id = uuid.UUID(created["id"])
+    event.listen(runtime.clinical.engine, "before_cursor_execute", seen)
+    try:
+        with runtime.clinical.session() as session:
+            index_document(session, runtime, document_id)
+            session.flush()
+            entry = session.scalars(
+                select(SearchEntry).where(SearchEntry.document_id == document_id)
+            ).one()
+            assert entry.filenames is not None and "second-letter" in entry.filenames
+            session.rollback()
+    finally:
+        event.remove(runtime.clinical.engine, "before_cursor_execute", seen)
+    assert [w for w in writes if not w.strip().upper().startswith("ROLLBACK")] == []

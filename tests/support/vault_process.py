@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import psutil
 
 from tests.support.services import free_port
 
@@ -147,27 +148,66 @@ class VaultProcess:
             f"(start #{self.starts}):\n{self.log_tail()}"
         )
 
+    def server_pids(self) -> list[int]:
+        """The processes answering requests: the children of ``serve --workers N``, or
+        the one process itself when it serves alone."""
+        if self._proc is None:
+            return []
+        servers = []
+        for child in psutil.Process(self._proc.pid).children():
+            try:
+                # uvicorn spawns its children through multiprocessing, which may also
+                # start a resource tracker: that one answers nothing.
+                if "spawn_main" in " ".join(child.cmdline()):
+                    servers.append(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return servers or [self._proc.pid]
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the whole server: the supervisor and every child."""
+        assert self._proc is not None
+        root = psutil.Process(self._proc.pid)
+        return sum(proc.memory_info().rss for proc in [root, *root.children(recursive=True)])
+
     def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no flushing, exactly like a power cut to the process."""
+        """SIGKILL: no shutdown hooks, no flushing, exactly like a power cut to the process.
+
+        Sent to the whole process group (the server runs in its own session), so every
+        server process dies at once, as in a power cut, rather than the children being
+        told to shut down gracefully when their supervisor disappears.
+        """
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
-        os.kill(proc.pid, signal.SIGKILL)
+        members = self._group()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+        psutil.wait_procs(members, timeout=STOP_TIMEOUT_SECONDS)
         self.kills += 1
         self._log_marker(f"SIGKILL #{self.kills} (pid {proc.pid})")
+
+    def _group(self) -> list[psutil.Process]:
+        assert self._proc is not None
+        try:
+            return psutil.Process(self._proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), falling back to SIGKILL."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        members = self._group()
         proc.terminate()
         try:
             proc.wait(timeout=STOP_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+        # The next start may reuse the port and the data folder's locks.
+        psutil.wait_procs(members, timeout=STOP_TIMEOUT_SECONDS)
         self._log_marker(f"stopped (pid {proc.pid}, exit {proc.returncode})")
 
     def restart(self, *, timeout: float = START_TIMEOUT_SECONDS) -> None:

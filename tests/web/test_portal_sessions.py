@@ -103,6 +103,9 @@ def test_idle_sessions_expire(practice: Practice) -> None:
                 update(WebSession).values(last_seen_at=utcnow() - timedelta(seconds=idle + 5))
             )
             session.commit()
+        # The edit stands in for time passing, which no cached resolution outlives (its
+        # valid_until ends before the idle limit: tests/auth/test_principal_cache.py).
+        practice.runtime.principals.web.clear()
         response = browser.get("/documents", follow_redirects=False)
         assert response.status_code == 303
         assert response.headers["location"] == "/login?next=/documents"
@@ -162,6 +165,7 @@ def test_activity_keeps_a_session_alive_with_throttled_writes(practice: Practice
         with practice.runtime.auth.session() as session:
             session.execute(update(WebSession).values(last_seen_at=utcnow() - timedelta(minutes=5)))
             session.commit()
+        practice.runtime.principals.web.clear()  # as above: time passing, by hand
         assert browser.get("/documents", follow_redirects=False).status_code == 200
         moved = last_seen()
         assert isinstance(moved, datetime) and utcnow() - moved < timedelta(seconds=30)

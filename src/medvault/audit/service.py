@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from medvault.audit.context import AuditContext
 from medvault.audit.models import AuditEvent
+from medvault.db.engine import Database
+from medvault.db.group_commit import GroupCommitFailed
 from medvault.kit.clock import utcnow
 from medvault.kit.problems import ServiceUnavailable
 
@@ -25,9 +27,8 @@ class Outcome(StrEnum):
     FAILURE = "failure"
 
 
-def record(
+def build(
     *,
-    session: Session,
     context: AuditContext,
     action: str,
     outcome: Outcome = Outcome.SUCCESS,
@@ -36,7 +37,8 @@ def record(
     patient_id: uuid.UUID | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    event = AuditEvent(
+    """One event, not yet added to any session."""
+    return AuditEvent(
         occurred_at=utcnow(),
         actor_id=context.actor_id,
         actor_role=context.actor_role,
@@ -51,6 +53,29 @@ def record(
         details=details or {},
         break_glass_reason=context.break_glass_reason,
     )
+
+
+def record(
+    *,
+    session: Session,
+    context: AuditContext,
+    action: str,
+    outcome: Outcome = Outcome.SUCCESS,
+    resource_type: str | None = None,
+    resource_id: uuid.UUID | str | None = None,
+    patient_id: uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add an event to ``session``: it commits or rolls back with the change it describes."""
+    event = build(
+        context=context,
+        action=action,
+        outcome=outcome,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        patient_id=patient_id,
+        details=details,
+    )
     session.add(event)
     try:
         session.flush()
@@ -61,6 +86,21 @@ def record(
             "The action could not be recorded in the audit log, so it was refused."
         ) from exc
     return event
+
+
+def record_read(database: Database, event: AuditEvent) -> None:
+    """Make a read's event durable before any data leaves: no audit, no access (503).
+
+    A read changes nothing else, so its event alone is its transaction, and concurrent
+    reads share one commit (``db.group_commit``): on SQLite one fsync for the batch
+    instead of one each, queued on the writer lock; on PostgreSQL one commit round trip.
+    """
+    try:
+        database.group_commit.commit([event])
+    except GroupCommitFailed as exc:
+        raise ServiceUnavailable(
+            "The access could not be recorded in the audit log, so it was refused."
+        ) from exc
 
 
 def commit_or_refuse(session: Session) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 
@@ -32,6 +32,9 @@ class AccessClaims:
     patient_id: uuid.UUID | None
     session_id: uuid.UUID
     token_id: str
+    # When the decoder stops accepting it: ``exp`` plus the clock-skew leeway. A cached
+    # principal for this token must end at exactly this instant too.
+    valid_until: datetime
 
 
 def issue_access_token(
@@ -90,6 +93,7 @@ def decode_access_token(*, key: SigningKey, token: str) -> AccessClaims | None:
             patient_id=uuid.UUID(str(pid)) if pid is not None else None,
             session_id=uuid.UUID(str(claims["sid"])),
             token_id=str(claims["jti"]),
+            valid_until=datetime.fromtimestamp(int(claims["exp"]) + CLOCK_SKEW_SECONDS, UTC),
         )
     except (jwt.PyJWTError, ValueError, TypeError):
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Uuid
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medvault.db.base import AuthBase
@@ -89,3 +89,19 @@ class WebSession(AuthBase):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     break_glass_reason: Mapped[str | None] = mapped_column(String(500))
     break_glass_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthEpoch(AuthBase):
+    """One row whose counter moves with every change that can narrow a live credential.
+
+    Revoking a token or a session, disabling a user, changing a password, starting or
+    ending break-glass: each bumps ``value`` in the same transaction as the change. A
+    principal cached by any instance (``auth.principal_cache``) is served only while
+    the counter still reads what it read before the principal was looked up, so the
+    change takes effect on the very next request everywhere, with no time window.
+    """
+
+    __tablename__ = "auth_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

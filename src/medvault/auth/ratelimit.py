@@ -1,7 +1,8 @@
 """Rate limits for failed logins and for uploads (moving windows, the `limits` library).
 
 With ``MEDVAULT_REDIS_URL`` the counters live in Redis and hold across every
-instance; without it they are per process, which is right for the embedded default.
+instance; without it they are per process, and the ``medvault serve --workers N``
+processes of one host each enforce 1/N of every limit (rounded up).
 
 Login attempts count twice: per account (slows guessing one user's password from many
 addresses) and per client address (slows spraying one password over many users).
@@ -44,6 +45,20 @@ class TooManyRequests(Problem):
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
 
 
+def _shared(item: RateLimitItem, processes: int) -> RateLimitItem:
+    """One process's share of a limit that ``processes`` enforce between them.
+
+    However a client's attempts fall on the processes (the kernel hands each new
+    connection to one of them), together they allow at most
+    ``processes * ceil(amount / processes)``: the configured amount, rounded up to a
+    multiple of the process count. One keep-alive connection meets a single share.
+    """
+    if processes <= 1:
+        return item
+    amount = max(1, math.ceil(item.amount / processes))
+    return type(item)(amount, item.multiples, item.namespace)
+
+
 def _account_key(username: str) -> str:
     # Hashed: attempted usernames are sometimes passwords typed into the wrong field,
     # and must not sit in Redis in plain text.
@@ -63,8 +78,11 @@ class RateLimits:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, key_prefix: str = DEFAULT_KEY_PREFIX
+        cls, settings: Settings, *, key_prefix: str = DEFAULT_KEY_PREFIX, processes: int = 1
     ) -> RateLimits:
+        """``processes``: server processes on this host sharing the limits. Without
+        Redis each keeps its own counters, so each allows its share of every limit."""
+        share = 1 if settings.redis_url else processes
         if settings.redis_url:
             storage = storage_from_string(
                 settings.redis_url,
@@ -80,9 +98,9 @@ class RateLimits:
         return cls(
             storage=storage,
             limiter=MovingWindowRateLimiter(storage),
-            login_account=parse(settings.login_rate_limit_account),
-            login_ip=parse(settings.login_rate_limit_ip),
-            upload=parse(settings.upload_rate_limit),
+            login_account=_shared(parse(settings.login_rate_limit_account), share),
+            login_ip=_shared(parse(settings.login_rate_limit_ip), share),
+            upload=_shared(parse(settings.upload_rate_limit), share),
             password_slots=PasswordCheckSlots(settings.max_concurrent_password_checks),
         )
 

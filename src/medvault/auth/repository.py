@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from medvault.auth.models import ApiToken, RefreshToken, User, WebSession
+from medvault.auth.models import ApiToken, AuthEpoch, RefreshToken, User, WebSession
 
 
 def token_by_hash(session: Session, token_hash: str) -> ApiToken | None:
@@ -176,3 +176,27 @@ def touch_web_session(
         .execution_options(synchronize_session=False)
     )
     return _rowcount(result) == 1
+
+
+# -- the auth epoch (see auth.principal_cache) ---------------------------------------------
+
+AUTH_EPOCH_ROW = 1
+# A plain string, run on a bare autocommit connection: this is read on every request
+# that carries a credential, so it skips the ORM and a transaction of its own.
+# (The row id is written out: a constant, not a value from anywhere else.)
+READ_AUTH_EPOCH_SQL = "SELECT value FROM auth_epoch WHERE id = 1"
+
+
+def bump_auth_epoch(session: Session) -> None:
+    """Move the epoch on, in the caller's transaction: cached principals die with its commit.
+
+    Call it after the transaction's other auth writes. On PostgreSQL the UPDATE locks
+    the one epoch row until commit; a transaction that takes that lock last and then
+    writes nothing else in the auth database cannot be part of a lock cycle.
+    """
+    session.execute(
+        update(AuthEpoch)
+        .where(AuthEpoch.id == AUTH_EPOCH_ROW)
+        .values(value=AuthEpoch.value + 1)
+        .execution_options(synchronize_session=False)
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +16,8 @@ from medvault.audit import service as audit
 from medvault.auth import repository
 from medvault.auth.models import ApiToken
 from medvault.auth.principal import Principal, PrincipalKind, Role
-from medvault.auth.sessions import authenticate_access_token
+from medvault.auth.principal_cache import Expiring, PrincipalCache, credential_key
+from medvault.auth.sessions import access_token_principal
 from medvault.auth.tokens import hash_token, looks_like_token, new_token
 from medvault.crypto.signing_keys import SigningKey
 from medvault.kit.clock import utcnow
@@ -79,6 +82,12 @@ def create_api_token(
 
 def authenticate_token(*, session: Session, token: str) -> Principal | None:
     """The principal for a live token, or None (unknown, revoked or expired)."""
+    found = api_token_principal(session=session, token=token)
+    return found.value if found is not None else None
+
+
+def api_token_principal(*, session: Session, token: str) -> Expiring[Principal] | None:
+    """As :func:`authenticate_token`, with the instant the token expires (None: never)."""
     if not looks_like_token(token):
         return None
     row = repository.token_by_hash(session, hash_token(token))
@@ -94,7 +103,7 @@ def authenticate_token(*, session: Session, token: str) -> Principal | None:
         # The patient in context for SMART patient/ scopes; nothing else reads it for
         # API tokens, so a token's reach only narrows when such a scope asks for it.
         patient_id = owner.patient_id
-    return Principal(
+    principal = Principal(
         kind=PrincipalKind.API_TOKEN,
         subject_id=row.id,
         name=row.name,
@@ -102,6 +111,7 @@ def authenticate_token(*, session: Session, token: str) -> Principal | None:
         scopes=frozenset(row.scopes),
         patient_id=patient_id,
     )
+    return Expiring(principal, row.expires_at)
 
 
 def list_api_tokens(*, session: Session) -> list[ApiToken]:
@@ -117,14 +127,43 @@ def revoke_api_token(*, session: Session, token_id: uuid.UUID) -> bool:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()
+        repository.bump_auth_epoch(session)  # cached principals of this token die at commit
     return True
 
 
 def authenticate_bearer(*, session: Session, jwt_key: SigningKey, token: str) -> Principal | None:
     """The principal for an API token (``mvt_…``) or a JWT access token, else None."""
+    found = _bearer_principal(session=session, jwt_key=jwt_key, token=token)
+    return found.value if found is not None else None
+
+
+def _bearer_principal(
+    *, session: Session, jwt_key: SigningKey, token: str
+) -> Expiring[Principal] | None:
     if looks_like_token(token):
-        return authenticate_token(session=session, token=token)
-    return authenticate_access_token(session=session, key=jwt_key, token=token)
+        return api_token_principal(session=session, token=token)
+    return access_token_principal(session=session, key=jwt_key, token=token)
+
+
+def resolve_bearer(
+    *,
+    cache: PrincipalCache[Principal],
+    read_session: Callable[[], AbstractContextManager[Session]],
+    jwt_key: SigningKey,
+    token: str,
+) -> Principal | None:
+    """:func:`authenticate_bearer` through the process's principal cache.
+
+    A hit opens no session and skips the JWT signature check: its key is the digest of
+    these exact token bytes, which were verified when the entry was made. The session
+    is opened only on a miss (see ``auth.principal_cache`` for why a hit is safe).
+    """
+
+    def load() -> Expiring[Principal] | None:
+        with read_session() as session:
+            return _bearer_principal(session=session, jwt_key=jwt_key, token=token)
+
+    return cache.resolve(credential_key("bearer", token), load)
 
 
 def commit_with_audit(*, auth_session: Session, clinical_session: Session) -> None:

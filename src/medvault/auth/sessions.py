@@ -31,6 +31,7 @@ from medvault.auth.models import RefreshToken, User
 from medvault.auth.password_slots import PasswordCheckSlots
 from medvault.auth.passwords import hash_password, needs_rehash, verify_password
 from medvault.auth.principal import Principal, PrincipalKind, Role
+from medvault.auth.principal_cache import Expiring
 from medvault.config import Settings
 from medvault.crypto.signing_keys import SigningKey
 from medvault.kit.clock import utcnow
@@ -231,6 +232,7 @@ def refresh(
         return None  # disabling revoked every session already
     if not repository.mark_refresh_token_used(auth_session, row.id, now):
         revoked = repository.revoke_family(auth_session, row.family_id, now)
+        repository.bump_auth_epoch(auth_session)
         audit.record(
             session=clinical_session,
             context=user_actor(context, user),
@@ -277,6 +279,7 @@ def logout(
         return 0
     now = utcnow()
     revoked = sum(repository.revoke_family(auth_session, family, now) for family in families)
+    repository.bump_auth_epoch(auth_session)  # last auth write (see bump_auth_epoch)
     user = repository.user_by_id(auth_session, owner) if owner is not None else None
     audit.record(
         session=clinical_session,
@@ -295,6 +298,14 @@ def authenticate_access_token(*, session: Session, key: SigningKey, token: str) 
     Role and patient come from the user row, not the token: a changed role or a
     disabled account applies from the next request, not when the token expires.
     """
+    found = access_token_principal(session=session, key=key, token=token)
+    return found.value if found is not None else None
+
+
+def access_token_principal(
+    *, session: Session, key: SigningKey, token: str
+) -> Expiring[Principal] | None:
+    """As :func:`authenticate_access_token`, with the instant the token stops working."""
     claims = decode_access_token(key=key, token=token)
     if claims is None:
         return None
@@ -304,7 +315,7 @@ def authenticate_access_token(*, session: Session, key: SigningKey, token: str) 
     user, live = found
     if not live or user.disabled_at is not None:
         return None
-    return Principal(
+    principal = Principal(
         kind=PrincipalKind.USER,
         subject_id=user.id,
         name=user.username,
@@ -312,3 +323,4 @@ def authenticate_access_token(*, session: Session, key: SigningKey, token: str) 
         patient_id=user.patient_id,
         session_id=claims.session_id,
     )
+    return Expiring(principal, claims.valid_until)

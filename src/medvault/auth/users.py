@@ -160,6 +160,7 @@ def disable(
     user.disabled_at = user.updated_at = now
     revoked = repository.revoke_user_sessions(auth_session, user.id, now)
     auth_session.flush()
+    repository.bump_auth_epoch(auth_session)  # last auth write (see bump_auth_epoch)
     _record(
         session=clinical_session,
         context=context,
@@ -180,6 +181,9 @@ def enable(
     user.disabled_at = None
     user.updated_at = utcnow()
     auth_session.flush()
+    # Not needed for safety (a refusal is never cached), but every change to who may
+    # do what moves the epoch, so no reader has to reason about which ones may not.
+    repository.bump_auth_epoch(auth_session)
     _record(session=clinical_session, context=context, action="user.enable", user=user)
     return user
 
@@ -208,6 +212,7 @@ def change_password(
     user.updated_at = now
     revoked = repository.revoke_user_sessions(auth_session, user.id, now)
     auth_session.flush()
+    repository.bump_auth_epoch(auth_session)  # last auth write (see bump_auth_epoch)
     _record(
         session=clinical_session,
         context=context,

@@ -17,6 +17,8 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +30,7 @@ from medvault.auth import repository
 from medvault.auth.models import User, WebSession
 from medvault.auth.password_slots import PasswordCheckSlots
 from medvault.auth.principal import Principal, PrincipalKind, Role
+from medvault.auth.principal_cache import Expiring, PrincipalCache, credential_key
 from medvault.auth.sessions import check_password, user_actor
 from medvault.config import Settings
 from medvault.kit.clock import utcnow
@@ -55,6 +58,10 @@ class ActiveWebSession:
     principal: Principal
     break_glass_until: datetime | None
     needs_touch: bool = False
+    # Until when this resolution stays exactly true with no further read: the session's
+    # absolute end, its next activity write (so never past the idle limit either), and
+    # the end of break-glass. A principal cache must not serve it from this instant on.
+    valid_until: datetime | None = None
 
 
 def hash_session_token(token: str) -> str:
@@ -157,13 +164,39 @@ def resolve(*, session: Session, settings: Settings, token: str) -> ActiveWebSes
     ):
         return None
     principal = _principal(user, row, now)
+    break_glass_until = row.break_glass_until if principal.break_glass_reason else None
+    # TOUCH_INTERVAL is shorter than any idle limit (>= 60 s), so an answer served
+    # until the next touch is due is never served past the idle limit.
+    ends = [row.expires_at, row.last_seen_at + TOUCH_INTERVAL]
     return ActiveWebSession(
         session_id=row.id,
         token_hash=row.token_hash,
         principal=principal,
-        break_glass_until=row.break_glass_until if principal.break_glass_reason else None,
+        break_glass_until=break_glass_until,
         needs_touch=now - row.last_seen_at >= TOUCH_INTERVAL,
+        valid_until=min([*ends, break_glass_until] if break_glass_until else ends),
     )
+
+
+def resolve_cached(
+    *,
+    cache: PrincipalCache[ActiveWebSession],
+    read_session: Callable[[], AbstractContextManager[Session]],
+    settings: Settings,
+    token: str,
+) -> ActiveWebSession | None:
+    """:func:`resolve` through the process's principal cache (``auth.principal_cache``).
+
+    A resolution that needs its activity write is never served from the cache (its
+    ``valid_until`` is already over), so ``touch`` still runs when it is due.
+    """
+
+    def load() -> Expiring[ActiveWebSession] | None:
+        with read_session() as session:
+            active = resolve(session=session, settings=settings, token=token)
+        return Expiring(active, active.valid_until) if active is not None else None
+
+    return cache.resolve(credential_key("web", token), load)
 
 
 def touch(*, session: Session, settings: Settings, session_id: uuid.UUID) -> bool:
@@ -184,6 +217,7 @@ def end(
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         auth_session.flush()
+        repository.bump_auth_epoch(auth_session)  # cached resolutions die at commit
     audit.record(
         session=clinical_session,
         context=user_actor(context, user),
@@ -216,6 +250,8 @@ def declare_break_glass(
     row.break_glass_reason = reason
     row.break_glass_until = until
     auth_session.flush()
+    # Widens rather than narrows, but the declaration must apply at the next click.
+    repository.bump_auth_epoch(auth_session)
     audit.record(
         session=clinical_session,
         context=context,
@@ -240,6 +276,7 @@ def end_break_glass(
     row.break_glass_reason = None
     row.break_glass_until = None
     auth_session.flush()
+    repository.bump_auth_epoch(auth_session)
     audit.record(
         session=clinical_session,
         context=context,

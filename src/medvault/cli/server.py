@@ -27,6 +27,12 @@ def serve(
     ssl_keyfile: Path | None = typer.Option(
         None, "--ssl-keyfile", exists=True, dir_okay=False, help="TLS private key (PEM)"
     ),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        max=64,
+        help="Server processes (default MEDVAULT_SERVER_WORKERS, else one per CPU core)",
+    ),
 ) -> None:
     """Apply migrations and run the vault (over TLS when given a certificate and key)."""
     import uvicorn
@@ -45,27 +51,45 @@ def serve(
     exposure = exposure_warning(settings.resolved_data_dir)
     if exposure:
         err.print(f"[yellow]warning:[/yellow] {escape(exposure)}")
-    runtime = open_runtime(settings, run_migrations=True)
-    _announce_first_users(runtime)
-    application = create_app(runtime=runtime, run_sealer=True, run_worker=settings.embedded_worker)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         fail("Give both --ssl-certfile and --ssl-keyfile, or neither.", code=2)
+    processes = workers or settings.effective_server_workers
+    # Migrations, keys and the first users, once, before any server process starts.
+    runtime = open_runtime(settings, run_migrations=True)
+    _announce_first_users(runtime)
     bind_host, bind_port = host or settings.host, port if port is not None else settings.port
     scheme = "https" if ssl_certfile else "http"
+    common = {
+        "host": bind_host,
+        "port": bind_port,
+        "log_level": "warning",
+        "access_log": False,
+        "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
+        "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None,
+        **uvicorn_options(settings),
+    }
     err.print(
-        f"medvault listening on {scheme}://{bind_host}:{bind_port}/  "
+        f"medvault listening on {scheme}://{bind_host}:{bind_port}/ with {processes} "
+        f"server process{'es' if processes > 1 else ''}  "
         "(portal: open it in a browser; API docs: /docs)"
     )
-    uvicorn.run(
-        application,
-        host=bind_host,
-        port=bind_port,
-        log_level="warning",
-        access_log=False,
-        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
-        **uvicorn_options(settings),
-    )
+    if processes == 1:
+        application = create_app(
+            runtime=runtime, run_sealer=True, run_worker=settings.embedded_worker
+        )
+        uvicorn.run(application, **common)
+        return
+    from medvault.ops.server import HeadTimeoutProtocol
+    from medvault.ops.server_processes import supervisor_environment
+
+    runtime.close()  # each process opens its own; none is shared across the spawn
+    with supervisor_environment(processes):
+        uvicorn.run(
+            "medvault.ops.server_processes:child_app",
+            factory=True,
+            workers=processes,
+            **(common | {"http": HeadTimeoutProtocol}),
+        )
 
 
 def _announce_first_users(runtime: Runtime) -> None:

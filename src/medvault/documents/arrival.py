@@ -100,24 +100,27 @@ def _active_content(runtime: Runtime, result: IngestResult) -> str:
 def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
     """Set the new version's scan state and enqueue its jobs, in the caller's transaction."""
     settings = runtime.settings
+    # The version is new in this transaction, so its jobs are too (``fresh``): no
+    # lookups for existing ones, and one flush below inserts them all.
     if settings.clamd_url is not None:
-        queue_scan(session, version)
+        queue_scan(session, version, fresh=True)
         # Previews and text wait for the clean verdict (processing.scan arms them).
         mark_derivation_pending(runtime, version)
     else:
         version.scan_state = ScanState.NOT_SCANNED
-        queue_derivation(session, runtime, version)
+        queue_derivation(session, runtime, version, fresh=True)
     if settings.fhir_attachment_sha1 and version.sha1 is None:
         queue.enqueue(
             session,
             kinds.FHIR_SHA1,
             {"version_id": str(version.id)},
             dedupe_key=kinds.sha1_key(version.id),
+            fresh=True,
         )
     session.flush()
 
 
-def queue_scan(session: Session, version: DocumentVersion) -> None:
+def queue_scan(session: Session, version: DocumentVersion, *, fresh: bool = False) -> None:
     """Enqueue a scan (or rescan) of ``version``; one live scan job per version.
 
     A version without a verdict (new, never scanned, or failed) shows pending until the
@@ -130,6 +133,7 @@ def queue_scan(session: Session, version: DocumentVersion) -> None:
         kinds.SCAN,
         {"version_id": str(version.id)},
         dedupe_key=kinds.scan_key(version.id),
+        fresh=fresh,
     )
 
 
@@ -151,6 +155,7 @@ def queue_derivation(
     *,
     preview: bool = True,
     text: bool = True,
+    fresh: bool = False,
 ) -> None:
     """Enqueue the preview and text jobs of a version parsers may now read.
 
@@ -161,9 +166,11 @@ def queue_derivation(
     settings = runtime.settings
     payload = {"version_id": str(version.id)}
     if preview and settings.previews:
-        queue.enqueue(session, kinds.PREVIEW, payload, dedupe_key=kinds.preview_key(version.id))
+        key = kinds.preview_key(version.id)
+        queue.enqueue(session, kinds.PREVIEW, payload, dedupe_key=key, fresh=fresh)
     if text and settings.fulltext:
-        queue.enqueue(session, kinds.TEXT, payload, dedupe_key=kinds.text_key(version.id))
+        key = kinds.text_key(version.id)
+        queue.enqueue(session, kinds.TEXT, payload, dedupe_key=key, fresh=fresh)
 
 
 def discard_derived(runtime: Runtime, storage_key: str) -> None:

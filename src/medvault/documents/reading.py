@@ -17,16 +17,16 @@ The steps, and why in this order:
    are audited like any other denied read, signed links included.
 3. Plan the content, pulling its first piece: a missing or tampered blob becomes a clean
    error (integrity alarm; 503 when the store is down), never a cut connection.
-4. Add the audit event to the request's session, naming the answer (status, range).
-
-Like every service this flushes and never commits: the route commits the event once,
-before the first byte leaves (``audit.commit_or_refuse``: no audit, no bytes, a 503).
+4. Commit the audit event, naming the answer (status, range), before returning: the
+   read is on record before the first byte leaves (no audit, no bytes: a 503). A read
+   changes nothing else, so unlike other services this one commits, and its event
+   shares a commit with concurrent reads' (``audit.record_read``, ``db.group_commit``).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,13 +99,12 @@ def for_principal(
 def read_content(
     *,
     runtime: Runtime,
-    session: Session,
     context: AuditContext,
     authorise: Authorise,
     conditions: ReadConditions,
     disposition: str = "attachment",
 ) -> ContentPlan:
-    """Authorise, resolve, plan and audit one content read; the caller commits, then streams.
+    """Authorise, resolve, plan and durably audit one content read; the caller streams.
 
     Refuses with the problem ``authorise`` raises (404, 410, 403), 416 for a range past
     the end, and an integrity failure or 503 when the stored bytes cannot be served.
@@ -116,8 +115,7 @@ def read_content(
     plan = plan_content(
         runtime=runtime, version=grant.version, conditions=conditions, disposition=disposition
     )
-    audit.record(
-        session=session,
+    event = audit.build(
         context=context,
         action=grant.action,
         resource_type="Document",
@@ -130,6 +128,12 @@ def read_content(
             **grant.details,
         },
     )
+    try:
+        audit.record_read(runtime.clinical, event)
+    except BaseException:
+        if isinstance(plan.body, Generator):
+            plan.body.close()  # the blob stream opened for step 3 is not needed now
+        raise
     return plan
 
 

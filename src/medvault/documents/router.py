@@ -252,7 +252,6 @@ def _serve(
     *,
     number: int | None,
     document_id: str,
-    session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
@@ -262,20 +261,17 @@ def _serve(
     require(principal, Permission.CONTENT_READ)
     plan = reading.read_content(
         runtime=runtime,
-        session=session,
         context=context,
         authorise=reading.for_principal(principal, parse_id(document_id), number),
         conditions=conditions,
         disposition=disposition,
     )
-    audit.commit_or_refuse(session)  # the read is on record before the first byte leaves
     return streamed(plan)
 
 
 @router.get("/{document_id}/content", response_class=StreamingResponse)
 def get_content(
     document_id: str,
-    session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
@@ -286,7 +282,6 @@ def get_content(
     return _serve(
         number=None,
         document_id=document_id,
-        session=session,
         principal=principal,
         context=context,
         runtime=runtime,
@@ -299,7 +294,6 @@ def get_content(
 def get_version_content(
     document_id: str,
     number: str,
-    session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
@@ -314,7 +308,6 @@ def get_version_content(
     return _serve(
         number=int(number),
         document_id=document_id,
-        session=session,
         principal=principal,
         context=context,
         runtime=runtime,

@@ -16,21 +16,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 from anyio import to_thread
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from medvault.access.authorship import origin_for, require_change
 from medvault.access.denials import (
-    Denial,
     audited_attempt,
-    denied,
     failed_attempt,
-    record_unless_audited,
 )
-from medvault.access.policy import Permission, reaches_every_patient, reaches_patient
+from medvault.access.policy import reaches_every_patient
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -48,6 +43,7 @@ from medvault.documents.schemas import (
     VersionFields,
 )
 from medvault.documents.sniffing import extension_for
+from medvault.documents.upload_target import UploadTarget, check_patient
 from medvault.kit.clock import utcnow
 from medvault.kit.multipart import (
     FileChunk,
@@ -62,8 +58,6 @@ from medvault.kit.problems import (
     DuplicateDocument,
     MissingFile,
     PayloadTooLarge,
-    Problem,
-    UnknownPatient,
     ValidationFailed,
     VersionConflict,
 )
@@ -77,96 +71,9 @@ MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 FILE_FIELD = "file"
 VERSION_RETRIES = 5
 
-FieldsT = TypeVar("FieldsT", bound=BaseModel)
 # Runs inside the upload's own transaction, just before it commits: rows that must
 # exist exactly when the document does (e.g. the FHIR Binary draft marker).
 OnCommit = Callable[[Session, Document, DocumentVersion], None]
-
-
-def _validate(model: type[FieldsT], raw: Mapping[str, str]) -> FieldsT:
-    cleaned = {key: value for key, value in raw.items() if value != ""}
-    try:
-        return model.model_validate(cleaned)
-    except ValidationError as exc:
-        errors = [
-            {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
-            for err in exc.errors()
-        ]
-        raise ValidationFailed(
-            "Some upload fields are missing or invalid.", errors=errors
-        ) from None
-
-
-@dataclass
-class _Target:
-    """What the upload will become: a new document (fields) or a version of one."""
-
-    runtime: Runtime
-    principal: Principal
-    document_id: uuid.UUID | None
-    # Set once the precheck found the record this upload writes to: from then on, any
-    # refusal (too large, wrong type, a client gone mid-file) is an audited attempt.
-    attempt: Denial | None = None
-
-    def validate(self, raw: Mapping[str, str]) -> DocumentFields | VersionFields:
-        if self.document_id is None:
-            return _validate(DocumentFields, raw)
-        return _validate(VersionFields, raw)
-
-    def precheck(self, fields: DocumentFields | VersionFields) -> None:
-        """Fail before streaming when the patient or document is already known to be wrong."""
-        with self.runtime.clinical.read_session() as session:
-            if isinstance(fields, DocumentFields):
-                check_patient(session, self.principal, fields.patient_id)
-                self.attempt = failed_attempt(
-                    self.principal,
-                    "document.create",
-                    resource_type="Document",
-                    resource_id=None,
-                    patient_id=fields.patient_id,
-                )
-            else:
-                assert self.document_id is not None
-                document, _ = documents.resolve_version(
-                    session=session,
-                    principal=self.principal,
-                    document_id=self.document_id,
-                    number=None,
-                    attempt="document.version.create",
-                )
-                require_change(self.principal, document)
-                self.attempt = failed_attempt(
-                    self.principal,
-                    "document.version.create",
-                    resource_type="Document",
-                    resource_id=document.id,
-                    patient_id=document.patient_id,
-                )
-
-    def note_refusal(self, error: BaseException) -> None:
-        if isinstance(error, Problem) and self.attempt is not None:
-            record_unless_audited(error, self.attempt)
-
-
-def check_patient(
-    session: Session,
-    principal: Principal,
-    patient_id: uuid.UUID,
-    *,
-    problem: UnknownPatient | None = None,
-) -> None:
-    """Refuse an upload to a patient the caller does not reach, or who does not exist.
-
-    Both answer the same 422 and are audited alike (one ``access.denied`` event), so
-    neither the answer nor its timing tells them apart; the event names the patient
-    only when there is a real record, an attempt on which is always in the audit log.
-    """
-    if reaches_patient(session, principal, patient_id):
-        return
-    refused = problem or UnknownPatient("No patient with this patient_id.")
-    real = patient_id if patients.get(session, patient_id) is not None else None
-    write = Permission.DOCUMENT_WRITE.value
-    raise denied(refused, Denial(principal, "Patient", patient_id, real, write))
 
 
 async def upload(
@@ -199,7 +106,7 @@ async def upload(
         raise PayloadTooLarge(
             f"The file is larger than the limit of {limit} bytes.", max_bytes=limit
         )
-    target = _Target(runtime, principal, document_id)
+    target = UploadTarget(runtime, principal, document_id, declared_bytes=content_length)
     pipeline = IngestPipeline(runtime=runtime, sha1=sha1)
     try:
         if multipart:
@@ -209,9 +116,9 @@ async def upload(
         else:
             raw_fields, client_filename = dict(query), query.get("filename")
             if fields_after_body is None:
-                await to_thread.run_sync(target.precheck, target.validate(raw_fields))
+                await target.check_early(target.validate(raw_fields))
             else:
-                await _precheck_if_complete(target, raw_fields)
+                await target.check_early_if_complete(raw_fields)
             await pump(body, pipeline)
             if fields_after_body is not None:
                 raw_fields.update(await fields_after_body())
@@ -222,7 +129,7 @@ async def upload(
         inspection = await to_thread.run_sync(arrival.inspect, runtime, result)
     except BaseException as error:
         await to_thread.run_sync(pipeline.discard)
-        target.note_refusal(error)
+        await target.refused(error)
         raise
     stored = _StoredUpload(
         runtime, principal, context, result, inspection, client_filename, on_commit
@@ -237,21 +144,12 @@ def _check_client_filename(name: str | None) -> None:
         raise ValidationFailed(f"A file name is at most {MAX_FILENAME_CHARS} characters.")
 
 
-async def _precheck_if_complete(target: _Target, raw: Mapping[str, str]) -> None:
-    """Fail fast on what is already known; incomplete fields are validated after the body."""
-    try:
-        early = target.validate(raw)
-    except ValidationFailed:
-        return
-    await to_thread.run_sync(target.precheck, early)
-
-
 async def _receive_multipart(
     body: AsyncIterator[bytes],
     content_type: str,
     pipeline: IngestPipeline,
     fields: dict[str, str],
-    target: _Target,
+    target: UploadTarget,
 ) -> tuple[dict[str, str], str | None]:
     boundary = boundary_from_content_type(content_type)
     events = aiter(iter_multipart(body, boundary))
@@ -278,7 +176,7 @@ async def _receive_multipart(
             seen_file = True
             filename = event.filename
             # Fields sent before the file let us refuse a bad upload before reading it.
-            await _precheck_if_complete(target, fields)
+            await target.check_early_if_complete(fields)
             await pump(file_data(), pipeline)
     if not seen_file:
         raise MissingFile("Send the document in a form field named 'file'.")
@@ -443,7 +341,8 @@ def _store_new_document(
         session.add(version)
         action = "document.create"
     arrival.arm(session, stored.runtime, version)
-    search_index.index_document(session, stored.runtime, document.id)
+    new_document = action == "document.create"
+    search_index.index_upload(session, stored.runtime, document, version, new_document=new_document)
     _record_upload(session, context, action, document, version)
     if stored.on_commit is not None:
         stored.on_commit(session, document, version)
@@ -481,7 +380,9 @@ def _commit_new_version(
             _reject_duplicate(session, document.patient_id, stored.result, fields.on_duplicate)
             version = _append_version(session, document, stored)
             arrival.arm(session, stored.runtime, version)
-            search_index.index_document(session, stored.runtime, document.id)
+            search_index.index_upload(
+                session, stored.runtime, document, version, new_document=False
+            )
             _record_upload(session, stored.context, "document.version.create", document, version)
             if stored.on_commit is not None:
                 stored.on_commit(session, document, version)

@@ -138,7 +138,6 @@ class ResourceForm:
 def resource_form(
     *,
     runtime: Runtime,
-    session: Session,
     principal: Principal,
     version: DocumentVersion,
     context: AuditContext,
@@ -159,7 +158,6 @@ def resource_form(
         )
     plan = reading.read_content(
         runtime=runtime,
-        session=session,
         context=context,
         authorise=for_binary(principal, str(version.id), details={"format": "fhir+json"}),
         conditions=ReadConditions(),

@@ -35,7 +35,7 @@ from medvault.documents.filenames import sanitize_filename
 from medvault.documents.ingest import IngestPipeline, IngestResult, pump
 from medvault.documents.models import Classification, Document, DocumentStatus, DocumentVersion
 from medvault.documents.sniffing import extension_for
-from medvault.documents.upload import check_patient
+from medvault.documents.upload_target import check_patient
 from medvault.fhir.mapping import document_reference as mapping
 from medvault.fhir.mapping.codes import version_token
 from medvault.fhir.wire.base64_stream import base64_decoded
@@ -305,7 +305,7 @@ def _add(
     session.add(version)
     session.flush()
     arrival.arm(session, runtime, version)
-    search_index.index_document(session, runtime, document.id)
+    search_index.index_upload(session, runtime, document, version, new_document=True)
     # As for every upload: no title or file name in the event, they may name the patient.
     audit.record(
         session=session,

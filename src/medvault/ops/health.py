@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
 from medvault.access.policy import Permission, require
@@ -65,10 +75,35 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
+class _Snapshot(Collector):
+    """Metrics read for this scrape only (the queue's gauges)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def _process_metrics() -> bytes:
+    """Counters and histograms of every server process on this host.
+
+    ``medvault serve --workers N`` sets PROMETHEUS_MULTIPROC_DIR for its processes, so
+    each records into files there and any of them can answer for all; a single
+    process answers from its own registry.
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+    return generate_latest(registry)
+
+
 @router.get("/metrics", response_class=Response)
 def metrics(principal: CurrentPrincipal, runtime: RuntimeDep) -> Response:
     """Prometheus metrics, for operators (counters reveal activity patterns)."""
     require(principal, Permission.METRICS_READ)
     # The queue's gauges are read from the table now, so any instance reports them all.
-    queue_health(runtime.clinical)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    snapshot = CollectorRegistry()
+    snapshot.register(_Snapshot(queue_health(runtime.clinical).metric_families()))
+    return Response(_process_metrics() + generate_latest(snapshot), media_type=CONTENT_TYPE_LATEST)

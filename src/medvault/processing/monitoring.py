@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
 from medvault.db.engine import Database
@@ -27,12 +28,6 @@ JOB_SECONDS = Histogram(
     ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
 )
-QUEUE_DEPTH = Gauge("medvault_jobs", "Jobs in the queue by kind and state", ["kind", "state"])
-OLDEST_DUE = Gauge(
-    "medvault_jobs_oldest_due_seconds", "Age of the oldest job due to run, by kind", ["kind"]
-)
-WORKERS_ALIVE = Gauge("medvault_workers_alive", "Workers that reported in recently")
-
 # A worker refreshes its beat every HOUSEKEEPING_SECONDS; three missed beats is dead.
 ALIVE_WITHIN = timedelta(seconds=3 * HOUSEKEEPING_SECONDS)
 # A due job waiting this long means the workers are not keeping up (or there are none).
@@ -51,6 +46,9 @@ class QueueHealth:
     due: int
     oldest_due_seconds: float
     dead: int
+    # (kind, state, count) and (kind, age of its oldest due job in seconds).
+    depths: tuple[tuple[str, str, int], ...] = ()
+    oldest_by_kind: tuple[tuple[str, float], ...] = ()
 
     @property
     def stalled(self) -> bool:
@@ -61,9 +59,32 @@ class QueueHealth:
     def backlogged(self) -> bool:
         return self.oldest_due_seconds > BACKLOG_AFTER.total_seconds()
 
+    def metric_families(self) -> list[Metric]:
+        """The queue's gauges as of this reading, for one scrape.
+
+        Built per scrape rather than kept in ``Gauge`` objects: a process's gauge holds
+        the last value it set, and with several server processes (prometheus_client's
+        multiprocess mode) each would report its own stale copy of the queue.
+        """
+        depth = GaugeMetricFamily(
+            "medvault_jobs", "Jobs in the queue by kind and state", labels=["kind", "state"]
+        )
+        for kind, state, count in self.depths:
+            depth.add_metric([kind, state], count)
+        oldest = GaugeMetricFamily(
+            "medvault_jobs_oldest_due_seconds",
+            "Age of the oldest job due to run, by kind",
+            labels=["kind"],
+        )
+        for kind, age in self.oldest_by_kind:
+            oldest.add_metric([kind], age)
+        alive = GaugeMetricFamily("medvault_workers_alive", "Workers that reported in recently")
+        alive.add_metric([], self.workers_alive)
+        return [depth, oldest, alive]
+
 
 def queue_health(db: Database) -> QueueHealth:
-    """Read the queue's shape, and refresh the gauges from it."""
+    """Read the queue's shape from the table."""
     now = utcnow()
     with db.read_session() as session:
         counts = session.execute(
@@ -79,19 +100,15 @@ def queue_health(db: Database) -> QueueHealth:
             .select_from(WorkerBeat)
             .where(WorkerBeat.seen_at >= now - ALIVE_WITHIN)
         )
-    QUEUE_DEPTH.clear()
-    OLDEST_DUE.clear()
-    due = dead = 0
-    for kind, state, count in counts:
-        QUEUE_DEPTH.labels(kind, state).set(count)
-        dead += count if state == JobState.DEAD else 0
-    oldest_seconds = 0.0
-    for kind, run_after, count in oldest:
-        age = max(0.0, (now - run_after).total_seconds())
-        OLDEST_DUE.labels(kind).set(age)
-        oldest_seconds = max(oldest_seconds, age)
-        due += count
-    WORKERS_ALIVE.set(alive or 0)
+    dead = sum(count for _, state, count in counts if state == JobState.DEAD)
+    ages = tuple(
+        (kind, max(0.0, (now - run_after).total_seconds())) for kind, run_after, _ in oldest
+    )
     return QueueHealth(
-        workers_alive=alive or 0, due=due, oldest_due_seconds=oldest_seconds, dead=dead
+        workers_alive=alive or 0,
+        due=sum(count for _, _, count in oldest),
+        oldest_due_seconds=max((age for _, age in ages), default=0.0),
+        dead=dead,
+        depths=tuple((kind, str(state), count) for kind, state, count in counts),
+        oldest_by_kind=ages,
     )

@@ -68,14 +68,20 @@ def enqueue(
     dedupe_key: str | None = None,
     delay: timedelta = timedelta(0),
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    fresh: bool = False,
 ) -> Job:
     """Add a job to the caller's transaction. With a ``dedupe_key``, at most one is live.
 
     A finished job with the same key is re-armed instead of duplicated, so "scan this
     version again" reuses its row and its history stays in one place.
+
+    ``fresh``: the key names something made in this very transaction (a new version),
+    so no job can hold it yet: skip the lookup, and leave the INSERT to the caller's
+    next flush, where SQLAlchemy batches it with the others. The key's unique index
+    still refuses a duplicate should that ever be wrong.
     """
     now = utcnow()
-    if dedupe_key is not None:
+    if dedupe_key is not None and not fresh:
         existing = session.scalars(select(Job).where(Job.dedupe_key == dedupe_key)).first()
         if existing is not None:
             if existing.state not in _ACTIVE:
@@ -95,7 +101,8 @@ def enqueue(
         updated_at=now,
     )
     session.add(job)
-    session.flush()
+    if not fresh:
+        session.flush()
     return job
 
 

@@ -32,14 +32,11 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Text,
     delete,
     func,
-    literal,
     literal_column,
     select,
     text,
-    update,
 )
 from sqlalchemy.orm import Session
 
@@ -176,36 +173,67 @@ def regconfig(config: str) -> ColumnElement[Any]:
     return literal_column(f"'{config}'::regconfig")
 
 
-def _tsvector(config: str, entry: SearchEntry, content: str) -> ColumnElement[Any]:
-    """The weighted tsvector, computed by PostgreSQL from bound parameters."""
-    parts = (
-        (entry.title, "A"),
-        (entry.description, "B"),
-        (entry.filenames, "C"),
-        (content, "D"),
-    )
-    pieces: list[ColumnElement[Any]] = [
-        func.setweight(
-            func.to_tsvector(regconfig(config), literal(words_only(value), Text())),
-            literal_column(f"'{weight}'"),
-        )
-        for value, weight in parts
-    ]
-    vector = pieces[0]
-    for piece in pieces[1:]:
-        vector = vector.op("||")(piece)
-    return vector
+# The weighted vector (title A, description B, file names C, text D), as one fixed
+# statement compiled once: building it as an expression tree per upload was 12% of a
+# PostgreSQL upload's CPU. The text configuration is a bound parameter, cast there.
+_SET_VECTOR = text(
+    "UPDATE search_entries SET tsv = "
+    "setweight(to_tsvector(CAST(:config AS regconfig), :title), 'A') || "
+    "setweight(to_tsvector(CAST(:config AS regconfig), :description), 'B') || "
+    "setweight(to_tsvector(CAST(:config AS regconfig), :filenames), 'C') || "
+    "setweight(to_tsvector(CAST(:config AS regconfig), :content), 'D') "
+    "WHERE id = :id"
+)
 
 
 def _pg_vector(session: Session, runtime: Runtime, entry: SearchEntry, content: str) -> None:
-    vector = _tsvector(runtime.settings.search_text_config, entry, content)
-    session.execute(update(SearchEntry).where(SearchEntry.id == entry.id).values(tsv=vector))
+    session.execute(
+        _SET_VECTOR,
+        {
+            "config": runtime.settings.search_text_config,
+            "title": words_only(entry.title),
+            "description": words_only(entry.description),
+            "filenames": words_only(entry.filenames),
+            "content": words_only(content),
+            "id": entry.id,
+        },
+    )
     session.expire(entry, ["tsv"])
 
 
 def index_document(session: Session, runtime: Runtime, document_id: uuid.UUID) -> None:
     """(Re)index one document in the caller's transaction; a no-op if nothing changed."""
     _index(session, runtime, document_id, force=False)
+
+
+def index_upload(
+    session: Session,
+    runtime: Runtime,
+    document: Document,
+    version: DocumentVersion,
+    *,
+    new_document: bool,
+) -> None:
+    """Index an upload's new version in its transaction, knowing what is new.
+
+    The general path looks up the current version, its text and the entry; for an
+    upload the caller holds the first, a version made in this transaction has no text
+    yet, and a new document has no entry. Those lookups were a third of the upload's
+    time under SQLite's write lock.
+    """
+    wanted = _Wanted(
+        version_id=version.id,
+        title=document.title,
+        description=document.description or "",
+        filenames=_filenames(version),
+        artifact=None,
+    )
+    entry = None if new_document else _entry(session, document.id)
+    _apply(session, runtime, document.id, wanted, entry, force=False)
+
+
+def _entry(session: Session, document_id: uuid.UUID) -> SearchEntry | None:
+    return session.scalar(select(SearchEntry).where(SearchEntry.document_id == document_id))
 
 
 def _index(session: Session, runtime: Runtime, document_id: uuid.UUID, *, force: bool) -> None:
@@ -215,7 +243,18 @@ def _index(session: Session, runtime: Runtime, document_id: uuid.UUID, *, force:
         return
     version = _current_version(session, document)
     wanted = _wanted(session, runtime, document, version)
-    entry = session.scalar(select(SearchEntry).where(SearchEntry.document_id == document_id))
+    _apply(session, runtime, document_id, wanted, _entry(session, document_id), force=force)
+
+
+def _apply(
+    session: Session,
+    runtime: Runtime,
+    document_id: uuid.UUID,
+    wanted: _Wanted,
+    entry: SearchEntry | None,
+    *,
+    force: bool,
+) -> None:
     if entry is not None and not force and _unchanged(entry, wanted):
         return
     content = _new_text(runtime, document_id, wanted)

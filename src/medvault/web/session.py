@@ -92,10 +92,15 @@ def login_csrf_matches(request: Request, presented: str | None) -> bool:
 
 
 def _resolve(runtime: Runtime, token: str) -> ActiveWebSession | None:
-    # Looked up read-only: on SQLite a write session would take the auth database's
+    # Reused from the principal cache while nothing was revoked (auth.principal_cache),
+    # else looked up read-only: on SQLite a write session would take the auth database's
     # only write lock on every page view, not just every TOUCH_INTERVAL.
-    with runtime.auth.read_session() as session:
-        active = web_sessions.resolve(session=session, settings=runtime.settings, token=token)
+    active = web_sessions.resolve_cached(
+        cache=runtime.principals.web,
+        read_session=runtime.auth.read_session,
+        settings=runtime.settings,
+        token=token,
+    )
     if active is not None and active.needs_touch:
         with runtime.auth.session() as session:
             live = web_sessions.touch(

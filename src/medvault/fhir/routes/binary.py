@@ -10,8 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from medvault.access.policy import Permission, require, require_upload
-from medvault.audit import service as audit
-from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep, UploadRateLimit
+from medvault.deps import AuditCtx, CurrentPrincipal, RuntimeDep, UploadRateLimit
 from medvault.documents import reading, repository
 from medvault.documents.http_content import Conditions, streamed
 from medvault.documents.schemas import DocumentOut
@@ -30,7 +29,6 @@ def _read(
     *,
     resource_id: str,
     request: Request,
-    session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
@@ -41,24 +39,20 @@ def _read(
         # The raw bytes, read exactly as the REST content route reads them.
         plan = reading.read_content(
             runtime=runtime,
-            session=session,
             context=context,
             authorise=service.for_binary(principal, resource_id),
             conditions=conditions,
         )
-        audit.commit_or_refuse(session)  # the read is on record before the first byte
         return streamed(plan)
     media_type = negotiate(request)
     raw_url = f"{base_url(request, runtime.settings)}/Binary/{version.id}"
     form = service.resource_form(
         runtime=runtime,
-        session=session,
         principal=principal,
         version=version,
         context=context,
         raw_url=raw_url,
     )
-    audit.commit_or_refuse(session)
     return StreamingResponse(
         form.body, headers=form.headers, media_type=f"{media_type}; charset=utf-8"
     )
@@ -68,7 +62,6 @@ def _read(
 def read(
     resource_id: str,
     request: Request,
-    session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
@@ -78,7 +71,6 @@ def read(
     return _read(
         resource_id=resource_id,
         request=request,
-        session=session,
         principal=principal,
         context=context,
         runtime=runtime,
@@ -91,7 +83,6 @@ def vread(
     resource_id: str,
     version_id: str,
     request: Request,
-    session: ClinicalSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
@@ -104,7 +95,6 @@ def vread(
     return _read(
         resource_id=resource_id,
         request=request,
-        session=session,
         principal=principal,
         context=context,
         runtime=runtime,

@@ -286,7 +286,6 @@ def _content(
     document_id: str,
     version: int | None,
     disposition: Literal["attachment", "inline"],
-    session: ClinicalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     runtime: RuntimeDep,
@@ -295,13 +294,11 @@ def _content(
     require(principal, Permission.CONTENT_READ)
     plan = reading.read_content(
         runtime=runtime,
-        session=session,
         context=context,
         authorise=reading.for_principal(principal, parse_id(document_id), version),
         conditions=conditions,
         disposition=disposition,
     )
-    audit.commit_or_refuse(session)  # the read is on record before the first byte leaves
     response = streamed(plan)
     if disposition == "inline":
         response.headers["Content-Security-Policy"] = VIEW_CSP
@@ -315,22 +312,18 @@ VersionParam = Annotated[int | None, Query(ge=1)]
 @router.get("/documents/{document_id}/download")
 def download(
     document_id: str,
-    session: ClinicalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     runtime: RuntimeDep,
     conditions: Conditions,
     version: VersionParam = None,
 ) -> Response:
-    return _content(
-        document_id, version, "attachment", session, principal, context, runtime, conditions
-    )
+    return _content(document_id, version, "attachment", principal, context, runtime, conditions)
 
 
 @router.get("/documents/{document_id}/view")
 def view(
     document_id: str,
-    session: ClinicalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     runtime: RuntimeDep,
@@ -338,9 +331,7 @@ def view(
     version: VersionParam = None,
 ) -> Response:
     """Inline, for the browser's PDF viewer and <img>; other types download instead."""
-    return _content(
-        document_id, version, "inline", session, principal, context, runtime, conditions
-    )
+    return _content(document_id, version, "inline", principal, context, runtime, conditions)
 
 
 @router.get("/documents/{document_id}/delete")
