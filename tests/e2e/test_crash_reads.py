@@ -14,17 +14,16 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from medvault.audit.models import AuditEvent
 from medvault.documents.reading import CONTENT_READ
 from medvault.runtime import build_runtime
-from tests.e2e.test_crash_safety import CrashBackend, crash_backend  # noqa: F401 (fixture)
+
+# The crash tests' backends and their vault (a VaultProcess on each), shared as fixtures.
+from tests.e2e.test_crash_safety import CrashBackend, crash_backend, vault  # noqa: F401
 from tests.support.factories import patient_payload, pdf_bytes
 from tests.support.vault_process import VaultProcess
 
@@ -33,22 +32,10 @@ READERS = 8
 SECONDS_BEFORE_KILL = 3.0
 
 
-@pytest.fixture
-def reads_vault(crash_backend: CrashBackend, tmp_path: Path) -> Iterator[VaultProcess]:  # noqa: F811
-    process = VaultProcess(
-        tmp_path / "data", log_path=tmp_path / "server.log", env=crash_backend.env()
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
 def test_sigkill_during_downloads_loses_no_delivered_reads_event(
-    reads_vault: VaultProcess,
+    vault: VaultProcess,  # noqa: F811
     crash_backend: CrashBackend,  # noqa: F811
 ) -> None:
-    vault = reads_vault
     vault.start()
     headers = {"Authorization": f"Bearer {vault.create_token('crash-reads')}"}
     with httpx.Client(base_url=vault.url, headers=headers, timeout=60) as http:

@@ -159,21 +159,35 @@ def test_concurrent_writes_from_both_processes_are_all_durable(
     assert report["findings"] == [], report
 
 
-def test_exactly_one_process_runs_the_embedded_worker_and_jobs_run(
-    vault: VaultProcess, http: httpx.Client, patient_id: str
-) -> None:
-    ready = _ready_lines(vault)
-    assert len(ready) >= PROCESSES
-    workers = [pid for pid, runs in ready if runs and pid in vault.server_pids()]
-    assert len(workers) == 1, ready
+def _live_workers(vault: VaultProcess) -> list[int]:
+    """The live server processes that announced they run the embedded job worker."""
+    pids = vault.server_pids()
+    return [pid for pid, runs in _ready_lines(vault) if runs and pid in pids]
+
+
+def _upload(http: httpx.Client, patient_id: str, filename: str, words: str) -> str:
     uploaded = http.post(
         "/api/v1/documents",
         data={"patient_id": patient_id, "document_type": DOCUMENT_TYPE},
-        files={"file": ("scan.pdf", text_pdf_bytes("preview me"), "application/pdf")},
+        files={"file": (filename, text_pdf_bytes(words), "application/pdf")},
     )
     assert uploaded.status_code == 201
-    preview = f"/api/v1/documents/{uploaded.json()['id']}/preview"
-    _wait_for(lambda: http.get(preview).status_code == 200, "the preview job")
+    return str(uploaded.json()["id"])
+
+
+def _wait_for_preview(http: httpx.Client, document_id: str, what: str) -> None:
+    """A preview exists only once the embedded worker ran the document's preview job."""
+    preview = f"/api/v1/documents/{document_id}/preview"
+    _wait_for(lambda: http.get(preview).status_code == 200, what)
+
+
+def test_exactly_one_process_runs_the_embedded_worker_and_jobs_run(
+    vault: VaultProcess, http: httpx.Client, patient_id: str
+) -> None:
+    assert len(_ready_lines(vault)) >= PROCESSES
+    assert len(_live_workers(vault)) == 1, _ready_lines(vault)
+    document_id = _upload(http, patient_id, "scan.pdf", "preview me")
+    _wait_for_preview(http, document_id, "the preview job")
 
 
 def test_metrics_cover_every_process(
@@ -181,16 +195,9 @@ def test_metrics_cover_every_process(
 ) -> None:
     # Jobs run only in the worker process, so a process that reported only its own
     # counters would show no job runs at all.
-    uploaded = http.post(
-        "/api/v1/documents",
-        data={"patient_id": patient_id, "document_type": DOCUMENT_TYPE},
-        files={"file": ("jobs.pdf", text_pdf_bytes("count my jobs"), "application/pdf")},
-    )
-    assert uploaded.status_code == 201
-    ready = _ready_lines(vault)
-    pids = vault.server_pids()
-    worker = next(pid for pid, runs in ready if runs and pid in pids)
-    other = next(pid for pid in pids if pid != worker)
+    _upload(http, patient_id, "jobs.pdf", "count my jobs")
+    [worker] = _live_workers(vault)
+    other = next(pid for pid in vault.server_pids() if pid != worker)
     _wait_for(lambda: _job_runs(vault, worker, token) > 0, "a job run counted")
     from_worker = _job_runs(vault, worker, token)
     from_other = _job_runs(vault, other, token)
@@ -216,8 +223,7 @@ def _job_runs(vault: VaultProcess, pid: int, token: str) -> float:
 def test_a_dead_worker_process_is_replaced_and_its_claim_taken_over(
     vault: VaultProcess, http: httpx.Client, patient_id: str
 ) -> None:
-    pids = vault.server_pids()
-    worker = next(pid for pid, runs in _ready_lines(vault) if runs and pid in pids)
+    [worker] = _live_workers(vault)
     psutil.Process(worker).kill()
     # uvicorn's supervisor notices within its health-check period and starts another;
     # the kernel released the dead child's flock, so one of the live ones claims it.
@@ -225,21 +231,9 @@ def test_a_dead_worker_process_is_replaced_and_its_claim_taken_over(
         lambda: len(vault.server_pids()) == PROCESSES and worker not in vault.server_pids(),
         "a replacement process",
     )
-    _wait_for(
-        lambda: any(
-            runs and pid in vault.server_pids() and pid != worker
-            for pid, runs in _ready_lines(vault)
-        ),
-        "a new embedded worker",
-    )
-    uploaded = http.post(
-        "/api/v1/documents",
-        data={"patient_id": patient_id, "document_type": DOCUMENT_TYPE},
-        files={"file": ("after.pdf", text_pdf_bytes("after the crash"), "application/pdf")},
-    )
-    assert uploaded.status_code == 201
-    preview = f"/api/v1/documents/{uploaded.json()['id']}/preview"
-    _wait_for(lambda: http.get(preview).status_code == 200, "a preview after the takeover")
+    _wait_for(lambda: len(_live_workers(vault)) == 1, "a new embedded worker")
+    document_id = _upload(http, patient_id, "after.pdf", "after the crash")
+    _wait_for_preview(http, document_id, "a preview after the takeover")
 
 
 def test_first_start_bootstraps_once_and_children_die_with_the_supervisor(

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from medvault.access.policy import Permission, require
 from medvault.deps import CurrentPrincipal, RuntimeDep
+from medvault.ops.server_processes import METRICS_ENV
 from medvault.processing.monitoring import queue_health
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def _process_metrics() -> bytes:
     each records into files there and any of them can answer for all; a single
     process answers from its own registry.
     """
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not os.environ.get(METRICS_ENV):
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
