@@ -38,12 +38,14 @@ def serve(
     import uvicorn
 
     from medvault.app import create_app
+    from medvault.kit.allocator import keep_buffers_mapped
     from medvault.kit.private_files import exposure_warning
     from medvault.ops.server import uvicorn_options
 
     # Belt and braces to the explicit modes in kit.private_files: anything else this
     # process writes (a library's temp file, a SQLite journal) is owner-only too.
     os.umask(0o077)
+    keep_buffers_mapped()
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"

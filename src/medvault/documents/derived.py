@@ -71,7 +71,7 @@ def seal(runtime: Runtime, data: bytes) -> SealedArtifact:
     writer = runtime.blobs.writer(key)
     try:
         writer.write(envelope.header_bytes())
-        writer.write(envelope.update(data))
+        writer.write(envelope.update_view(data))
         writer.write(envelope.finalize())
         writer.commit()
     except BaseException:

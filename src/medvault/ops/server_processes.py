@@ -88,11 +88,13 @@ def child_app() -> FastAPI:
     """uvicorn's app factory, run once in each child process."""
     from medvault.app import create_app
     from medvault.auth.ratelimit import RateLimits
+    from medvault.kit.allocator import keep_buffers_mapped
     from medvault.ops.server import HeadTimeoutProtocol
     from medvault.runtime import build_runtime
 
     _die_with_parent()
     os.umask(0o077)
+    keep_buffers_mapped()
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -47,7 +47,9 @@ def worker(
     import logging
 
     from medvault.jobs import build_worker
+    from medvault.kit.allocator import keep_buffers_mapped
 
+    keep_buffers_mapped()  # scans and derivations stream whole documents too
     runtime = server_runtime(run_migrations=True)
     logging.basicConfig(
         level=runtime.settings.log_level,

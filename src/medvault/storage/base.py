@@ -33,8 +33,12 @@ class BlobInfo:
 
 
 class BlobWriter(Protocol):
-    def write(self, data: bytes) -> None:
-        """Append ciphertext; may upload or flush part of it already."""
+    def write(self, data: bytes | memoryview) -> None:
+        """Append ciphertext; may upload or flush part of it already.
+
+        ``data`` is consumed before this returns: it may be a view of a buffer the
+        caller reuses for the next write, so keep a copy, never the object.
+        """
 
     def commit(self) -> None:
         """Make the blob durable under its final key. Afterwards it is readable."""

@@ -49,7 +49,7 @@ class FilesystemBlobWriter:
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._done = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             written = self._file.write(view)

@@ -51,7 +51,7 @@ class S3BlobWriter:
         )
         self._parts.append({"ETag": response["ETag"], "PartNumber": number})
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._buffer += data
         part_size = self._store.part_size
         try:
