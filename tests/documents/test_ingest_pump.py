@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -22,16 +20,6 @@ from medvault.kit.problems import PayloadTooLarge
 from medvault.runtime import Runtime
 
 PDF_HEAD = b"%PDF-1.7\n"
-
-
-@dataclass(frozen=True)
-class Stored:
-    id: uuid.UUID
-    storage_key: str
-    kek_id: str
-    wrapped_dek: bytes
-    size: int
-    sha256: str
 
 
 async def chunked(data: bytes, sizes: list[int]) -> AsyncIterator[bytes]:
@@ -63,15 +51,7 @@ def test_any_chunking_stores_exactly_the_bytes_sent(runtime: Runtime, sizes: lis
     try:
         assert result.size == len(data)
         assert result.sha256 == hashlib.sha256(data).hexdigest()
-        stored = Stored(
-            result.version_id,
-            result.storage_key,
-            result.kek_id,
-            result.wrapped_dek,
-            result.size,
-            result.sha256,
-        )
-        back = b"".join(iter_plaintext(runtime, stored, 0, len(data) - 1, verify_hash=True))
+        back = b"".join(iter_plaintext(runtime, result, 0, len(data) - 1, verify_hash=True))
         assert back == data
     finally:
         runtime.blobs.delete(result.storage_key)

@@ -80,17 +80,7 @@ def inspect(runtime: Runtime, result: IngestResult) -> Inspection:
 
 
 def _active_content(runtime: Runtime, result: IngestResult) -> str:
-    # A row that is never added to a session: PlaintextFile needs only where the blob is
-    # and how to unwrap its key.
-    transient = DocumentVersion(
-        id=result.version_id,
-        storage_key=result.storage_key,
-        kek_id=result.kek_id,
-        wrapped_dek=result.wrapped_dek,
-        size=result.size,
-        sha256=result.sha256,
-    )
-    with io.BufferedReader(PlaintextFile(runtime, transient)) as source:
+    with io.BufferedReader(PlaintextFile(runtime, result)) as source:
         try:
             return ",".join(sorted(find_active_content(source, size=result.size)))
         except UnreadablePdf:

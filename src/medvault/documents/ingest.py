@@ -68,6 +68,12 @@ class IngestResult:
     # commit fills it in (fhir.hashing), off the upload's hot path.
     sha1: str | None = None
 
+    @property
+    def id(self) -> uuid.UUID:
+        """The blob's id (its envelope's associated data), so a result opens like any
+        sealed blob (``documents.content.Sealed``) before its row exists."""
+        return self.version_id
+
 
 class IngestPipeline:
     def __init__(

@@ -14,12 +14,11 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from medvault.crypto.envelope import EnvelopeReader
-from medvault.documents.content import open_reader
+from medvault.documents.content import Sealed, open_reader
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-    from medvault.documents.models import DocumentVersion
     from medvault.runtime import Runtime
 
 # Decrypted segments kept per open file. Segments are 64 KiB by default (up to 16 MiB):
@@ -28,7 +27,7 @@ CACHE_BYTES = 4 * 1024 * 1024
 
 
 class PlaintextFile(io.RawIOBase):
-    def __init__(self, runtime: Runtime, version: DocumentVersion) -> None:
+    def __init__(self, runtime: Runtime, version: Sealed) -> None:
         self._runtime = runtime
         self._key = version.storage_key
         self._reader: EnvelopeReader = open_reader(runtime, version)
