@@ -36,7 +36,7 @@ def seal(plaintext: bytes, *, version_id: uuid.UUID, dek: bytes, pieces: int = 3
     out = [writer.header_bytes()]
     step = max(1, len(plaintext) // pieces)
     for start in range(0, len(plaintext), step):
-        out.append(writer.update(plaintext[start : start + step]))
+        out.append(bytes(writer.update_view(plaintext[start : start + step])))
     out.append(writer.finalize())
     return b"".join(out)
 

@@ -54,7 +54,7 @@ def _encrypt(vector: dict[str, Any], *, chunk: int | None = None) -> bytes:
     out = [writer.header_bytes()]
     step = chunk or len(plaintext)
     for start in range(0, len(plaintext), step):
-        out.append(writer.update(plaintext[start : start + step]))
+        out.append(bytes(writer.update_view(plaintext[start : start + step])))
     out.append(writer.finalize())
     return b"".join(out)
 

@@ -148,20 +148,17 @@ class EnvelopeWriter:
         self._index += 1
         return nonce
 
-    def update(self, plaintext: bytes) -> bytes:
-        """Ciphertext for every segment that is now complete and known not to be last."""
-        return bytes(self.update_view(plaintext))
-
     def update_view(self, plaintext: bytes | bytearray | memoryview) -> memoryview:
-        """Like :meth:`update`, but the ciphertext is a view of a buffer this writer reuses.
+        """Ciphertext for every segment that is now complete and known not to be last.
 
-        The view is only valid until the next call; hand it to something that consumes
-        it at once (a blob writer). Why: a 1 GiB upload through :meth:`update` made a
-        fresh ~1 MiB ciphertext buffer per batch (plus a copy of every segment), and
-        glibc hands buffers that size straight back to the kernel, so every page of
-        every batch faulted in again: ~250k minor faults per GiB uploaded, and 0.7 s
-        more system time on the thread doing the work than a bare write loop. With
-        this (and ``pump``'s reused batches) an upload faults ~3,400 times per GiB.
+        It is a view of a buffer this writer reuses, valid only until the next call:
+        hand it to something that consumes it at once (a blob writer), or copy it. Why:
+        a 1 GiB upload that got fresh bytes per call made a new ~1 MiB ciphertext
+        buffer per batch (plus a copy of every segment), and glibc hands buffers that
+        size straight back to the kernel, so every page of every batch faulted in
+        again: ~250k minor faults per GiB uploaded, and 0.7 s more system time on the
+        thread doing the work than a bare write loop. With this (and ``pump``'s reused
+        batches) an upload faults ~3,400 times per GiB.
         Segments are sealed with ``encrypt_into`` straight from the caller's buffer into
         this one; only the held-back tail (at most one segment) is copied.
         """
