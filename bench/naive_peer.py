@@ -15,7 +15,7 @@ commit is still durable the way the database makes it by default: SQLite's defau
 and SQLite's default 5 s busy timeout apply, as they would for naive code.
 
 It runs under uvicorn with the vault's own server options (``uvicorn_options``, the
-same h11 protocol with its head timeout, the default loop), so the ratio vault / peer
+same httptools protocol with its head guards, the default loop), so the ratio vault / peer
 isolates what the vault's request path costs, not what the server stack costs.
 
 Run: ``python bench/naive_peer.py --port 8124 --dir /tmp/somewhere [--database-url URL]``
@@ -170,11 +170,11 @@ def build_app(database_url: str, storage: Path) -> Starlette:
 def create_app() -> Starlette:
     """uvicorn's app factory (``--workers`` > 1), configured through the environment."""
     from medvault.config import Settings
-    from medvault.ops.server import HeadTimeoutProtocol
+    from medvault.ops.server import configure_guarded_protocol
 
-    # The protocol crosses the spawn by import path, so its timeout is set where it runs,
+    # The protocol crosses the spawn by import path, so its limits are set where it runs,
     # as `medvault serve` does for its own worker processes.
-    HeadTimeoutProtocol.head_timeout_seconds = Settings().server_header_timeout_seconds
+    configure_guarded_protocol(Settings())
     return build_app(os.environ[DATABASE_ENV], Path(os.environ[STORAGE_ENV]))
 
 
@@ -188,7 +188,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from medvault.config import Settings
-    from medvault.ops.server import HeadTimeoutProtocol, uvicorn_options
+    from medvault.ops.server import GuardedHttpProtocol, uvicorn_options
 
     storage: Path = args.dir / "files"
     storage.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,7 @@ def main() -> None:
         "naive_peer:create_app",
         factory=True,
         workers=args.workers,
-        **(options | {"http": HeadTimeoutProtocol}),
+        **(options | {"http": GuardedHttpProtocol}),
     )
 
 

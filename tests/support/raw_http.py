@@ -29,7 +29,7 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -83,7 +83,7 @@ def raw_request(
         sock.sendall(head)
         sender = threading.Thread(target=send_body, daemon=True)
         sender.start()
-        status, headers, payload = _read_response(sock)
+        status, headers, payload = read_response(sock)
         with contextlib.suppress(OSError):  # the server may have closed first
             sock.shutdown(socket.SHUT_RDWR)  # also stops the sender
         sender.join(timeout=timeout)

@@ -81,7 +81,7 @@ def serve(
         )
         uvicorn.run(application, **common)
         return
-    from medvault.ops.server import HeadTimeoutProtocol
+    from medvault.ops.server import GuardedHttpProtocol
     from medvault.ops.server_processes import supervisor_environment
 
     runtime.close()  # each process opens its own; none is shared across the spawn
@@ -90,7 +90,7 @@ def serve(
             "medvault.ops.server_processes:child_app",
             factory=True,
             workers=processes,
-            **(common | {"http": HeadTimeoutProtocol}),
+            **(common | {"http": GuardedHttpProtocol}),
         )
 
 

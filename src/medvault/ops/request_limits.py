@@ -6,8 +6,8 @@ is cut here at ``MAX_JSON_BODY_BYTES``: up front when ``Content-Length`` says to
 much, and while streaming when the client sends chunks (or lies about the length).
 Memory then stays flat whatever an anonymous client sends to ``/auth/refresh``.
 
-The header check is exact, unlike h11's, which only limits an *incomplete* head:
-a 100 KB head that arrives in one read passes h11 and would reach the app.
+The header check is exact. The server's own guard (``ops.server``) only bounds an
+*incomplete* head: a 100 KB head that arrives in one read passes it and reaches here.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class RequestLimitsMiddleware:
         try:
             declared = int(Headers(scope=scope).get("content-length", "0"))
         except ValueError:
-            declared = 0  # h11 refuses malformed lengths before we get here
+            declared = 0  # llhttp refuses malformed lengths before we get here
         if declared > limit:
             refused = PayloadTooLarge(
                 f"Request bodies on this route are at most {limit} bytes.", max_bytes=limit

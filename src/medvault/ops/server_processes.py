@@ -89,7 +89,7 @@ def child_app() -> FastAPI:
     from medvault.app import create_app
     from medvault.auth.ratelimit import RateLimits
     from medvault.kit.allocator import keep_buffers_mapped
-    from medvault.ops.server import HeadTimeoutProtocol
+    from medvault.ops.server import configure_guarded_protocol
     from medvault.runtime import build_runtime
 
     _die_with_parent()
@@ -101,7 +101,7 @@ def child_app() -> FastAPI:
     )
     # The protocol class is named by import path across the spawn, so its timeout is
     # set here, in the process that uses it.
-    HeadTimeoutProtocol.head_timeout_seconds = settings.server_header_timeout_seconds
+    configure_guarded_protocol(settings)
     runtime = build_runtime(settings, run_migrations=False)
     run_worker = settings.embedded_worker and claim_embedded_worker(settings.resolved_data_dir)
     app = create_app(runtime=runtime, run_sealer=True, run_worker=run_worker)
