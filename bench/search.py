@@ -18,6 +18,11 @@ Measured over HTTP, one keep-alive client, interleaved, after a warm-up:
 * ``pct1_page_1`` / ``pct10_page_1``: words in about 1 % and 10 % of the documents;
 * ``two_words_page_1``: the two most common words (both must match).
 
+A search ranks only the newest ``MEDVAULT_SEARCH_RANK_WINDOW`` (1,000) of the matching
+documents (``search.query``); the JSON records, per scenario, whether the search
+matched more than that (``older_matches_unranked``). The deep page (default 20, at 50
+per page) is the last page of that window.
+
 Snippets are computed from decrypted text in the vault; here no document has a text
 artifact, so they come from the metadata and the numbers are the index's cost.
 
@@ -195,6 +200,11 @@ def main() -> int:
                         "limit": str(PAGE),
                     },
                 }
+                # Whether each search matched more than the vault ranks (its rank window).
+                unranked = {
+                    name: bool(get(client, params)[1].get("older_matches_unranked", False))
+                    for name, params in scenarios.items()
+                }
                 results: dict[str, list[float]] = {name: [] for name in scenarios}
                 for _ in range(args.reps):
                     for name, params in scenarios.items():
@@ -231,6 +241,7 @@ def main() -> int:
         },
         "seed_seconds": round(seeded["seconds"] + corpus["seconds"], 2),
         "latency": summaries,
+        "older_matches_unranked": unranked,
         "p50_ratio_to_list_page_1": ratios,
         "targets": targets,
     }

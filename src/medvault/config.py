@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     # MAX_UPLOAD_BYTES; every other request body is cut at MAX_JSON_BODY_BYTES while it
     # streams, so an anonymous client cannot make the server buffer megabytes of JSON.
     max_json_body_bytes: int = Field(default=1 * MiB, ge=1024, le=64 * MiB)
-    # Header bytes per request (uvicorn's h11 limit, and an exact check in the app).
+    # Header bytes per request (the server's bound on an incomplete head, and an exact
+    # check in the app).
     max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=1 * MiB)
     # argon2id needs 64 MiB per verification: this many at once, then 503 + Retry-After.
     max_concurrent_password_checks: int = Field(default=4, ge=1, le=256)
@@ -173,6 +174,9 @@ class Settings(BaseSettings):
     ocr_languages: str = Field(default="eng", pattern=r"^[a-z_]{3,8}(\+[a-z_]{3,8})*$")
     # PostgreSQL text search configuration for the index (e.g. english, german, simple).
     search_text_config: str = Field(default="english", pattern=r"^[a-z_]{1,63}$")
+    # A search ranks the newest this many of the caller's matching documents; a search
+    # matching more says so (README "Previews, text and search": why a window).
+    search_rank_window: int = Field(default=1000, ge=50, le=100_000)
     # Pages read for text (and OCRed when a page has no text layer).
     derive_max_pages: int = Field(default=50, ge=1, le=10000)
     # Pixels of any decoded image or rendered page; larger ones are refused, not decoded.

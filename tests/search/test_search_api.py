@@ -9,9 +9,11 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy import text as sql
 
 from medvault.audit.models import AuditEvent
 from medvault.runtime import Runtime
+from medvault.search.query import plan_for_the_words
 from tests.search.support import search, store_text
 from tests.support.factories import create_patient, pdf_bytes, upload_raw
 
@@ -227,3 +229,57 @@ def test_search_terms_never_reach_audit_or_logs(
     assert first.details["results"] == 1 and first.details["full_text"] is True
     # The same search, typed differently: the same digest, so an auditor can correlate.
     assert first.details["search_digest"] == second.details["search_digest"]
+
+
+def test_a_search_ranks_the_newest_window_of_matches_and_says_so(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    patient = create_patient(client)
+    other = create_patient(client)
+    # The oldest match is the best one (its title holds the word) ...
+    best = upload_raw(client, other, pdf_bytes(), title="Pathology result").json()["id"]
+    # ... then four newer ones that hold it only in their descriptions.
+    newer = [
+        upload_raw(client, patient, pdf_bytes(), title=f"Note {n}", description="pathology").json()[
+            "id"
+        ]
+        for n in range(4)
+    ]
+    monkeypatch.setattr(runtime.settings, "search_rank_window", 3)
+
+    page = client.get("/api/v1/documents", params={"q": "pathology"}).json()
+    assert page["rank_window"] == 3
+    assert page["older_matches_unranked"] is True
+    assert set(search(client, "pathology")) == set(newer[-3:])
+    # The window is taken after the filters, so narrowing brings older matches back.
+    assert search(client, "pathology", patient_id=other) == [best]
+    narrowed = client.get("/api/v1/documents", params={"q": "pathology result"}).json()
+    assert [item["id"] for item in narrowed["items"]] == [best]
+    assert narrowed["older_matches_unranked"] is False
+
+    monkeypatch.setattr(runtime.settings, "search_rank_window", 5)
+    whole = client.get("/api/v1/documents", params={"q": "pathology"}).json()
+    assert whole["older_matches_unranked"] is False
+    # Within the window the rank decides, not the age: the title match comes first.
+    assert whole["items"][0]["id"] == best
+    assert {item["id"] for item in whole["items"]} == {best, *newer}
+
+
+def test_a_search_plans_for_its_words_only_in_its_own_transaction(
+    client: TestClient, runtime: Runtime, corpus: dict[str, str]
+) -> None:
+    planner = ("plan_cache_mode", "random_page_cost", "max_parallel_workers_per_gather")
+    with runtime.clinical.session() as session:
+        if runtime.clinical.is_sqlite:
+            plan_for_the_words(session)  # nothing to set: SQLite plans every statement
+            assert session.execute(sql("SELECT 1")).scalar() == 1
+            return
+        before = [session.execute(sql(f"SHOW {name}")).scalar() for name in planner]
+        plan_for_the_words(session)
+        during = [session.execute(sql(f"SHOW {name}")).scalar() for name in planner]
+        session.commit()
+        after = [session.execute(sql(f"SHOW {name}")).scalar() for name in planner]
+    assert during == ["force_custom_plan", "1.1", "0"]
+    assert after == before != during
+    # And a search through the API still finds what it should under those settings.
+    assert corpus["bloods"] in search(client, "haemoglobin")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from medvault.search.snippets import Segment, snippet
+from medvault.search import snippets
+from medvault.search.snippets import SCAN_CHARS, Matcher, Segment, snippet
 from medvault.search.terms import InvalidSearchText, digest, parse
 
 
@@ -76,3 +79,44 @@ def test_snippet_windows_long_text_and_falls_back_to_metadata() -> None:
     assert sum(len(s.text) for s in segments) < 300
     assert snippet([None, "", "Biopsy letter"], ["biopsy"])[0] == Segment("Biopsy", True)
     assert snippet([None, "Plain title"], ["absent"]) == [Segment("Plain title", False)]
+
+
+def _densest_start_by_counting(spans: list[tuple[int, int]], width: int) -> int:
+    """The window's start as first written: one count over the later spans per span."""
+    best_start, best_count = spans[0][0], 0
+    for index, (start, _) in enumerate(spans):
+        count = sum(1 for s, _ in spans[index:] if s < start + width * 3 // 4)
+        if count > best_count:
+            best_start, best_count = start, count
+    return best_start
+
+
+@given(
+    starts=st.lists(st.integers(min_value=0, max_value=5000), min_size=1, max_size=200),
+    width=st.integers(min_value=10, max_value=400),
+)
+def test_the_one_pass_window_picks_what_counting_picked(starts: list[int], width: int) -> None:
+    spans = [(start, start + 3) for start in sorted(set(starts))]
+    text = "x" * (spans[-1][1] + 10)
+    begin, _ = snippets._window(text, spans, width)
+    expected = _densest_start_by_counting(spans, width)
+    # _window then backs off a quarter width (and snaps to a space: none in this text).
+    assert begin == max(0, expected - width // 4)
+
+
+def test_a_matcher_decides_each_word_once_and_the_same_way() -> None:
+    matcher = Matcher.for_words(["report"])
+    first = [matcher(word) for word in ("Reports", "reported", "REPORTS", "other")]
+    assert first == [True, True, True, False]
+    assert [matcher(word) for word in ("Reports", "reported", "REPORTS", "other")] == first
+
+
+def test_only_the_start_of_a_long_text_is_scanned_for_the_excerpt() -> None:
+    early = "biopsy " + "filler " * (SCAN_CHARS // 7)
+    assert Segment("biopsy", True) in snippet([early], ["biopsy"])
+    late = "filler " * (SCAN_CHARS // 7 + 10) + "biopsy"
+    # Found by the index, but past the scanned part: the metadata's excerpt is shown.
+    assert snippet([late, "Biopsy letter"], ["biopsy"])[0] == Segment("Biopsy", True)
+    unmarked = snippet([late], ["biopsy"])
+    assert not any(segment.match for segment in unmarked)
+    assert unmarked[0].text.startswith("filler")

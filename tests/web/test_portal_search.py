@@ -55,3 +55,18 @@ def test_auditor_cannot_search(practice: Practice) -> None:
         page = post_form(browser, "/documents", {"q": "report"})
         assert page.status_code == 403
         assert practice.own_doc not in page.text and practice.foreign_doc not in page.text
+
+
+def test_a_search_past_the_rank_window_says_so(
+    practice: Practice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with practice.browser("admin") as browser:
+        wide = post_form(browser, "/documents", {"q": "report or scan"})
+        assert "data-window-notice" not in wide.text
+        assert practice.own_doc in wide.text and practice.foreign_doc in wide.text
+        monkeypatch.setattr(practice.runtime.settings, "search_rank_window", 1)
+        narrow = post_form(browser, "/documents", {"q": "report or scan"})
+        assert narrow.status_code == 200
+        assert "data-window-notice" in narrow.text
+        assert "the best of the newest 1 matches" in narrow.text
+        assert (practice.own_doc in narrow.text) != (practice.foreign_doc in narrow.text)

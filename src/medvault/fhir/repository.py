@@ -185,6 +185,8 @@ def _filtered(principal: Principal, filters: DocumentFilters) -> Select[Any]:
 
 
 def count_documents(session: Session, principal: Principal, filters: DocumentFilters) -> int:
+    if filters.content is not None:
+        search_query.plan_for_the_words(session)
     return _count(session, _filtered(principal, filters))
 
 
@@ -206,6 +208,8 @@ def page_documents(
     else:
         query, backwards = _keyset(query, DocumentVersion.created_at, DocumentVersion.id, window)
     searched = filters.content is not None
+    if searched:
+        search_query.plan_for_the_words(session)
     rows = [(row[0], row[1], float(row[2]) if searched else None) for row in session.execute(query)]
     return rows[::-1] if backwards else rows
 

@@ -32,3 +32,14 @@ class SearchPage(BaseModel):
         "and file names only, because content indexing is off or the caller may not "
         "read content)"
     )
+    older_matches_unranked: bool = Field(
+        default=False,
+        description="Whether more of the caller's documents match than one search ranks: "
+        "the results are the best of the newest `rank_window` matches, and older ones "
+        "are left out. Narrow the search (more words, a patient, a type or dates) to "
+        "reach them.",
+    )
+    rank_window: int = Field(
+        description="How many of the newest matching documents a search ranks "
+        "(MEDVAULT_SEARCH_RANK_WINDOW)"
+    )

@@ -40,6 +40,7 @@ def engine_for(runtime: Runtime, principal: Principal) -> query.Engine:
         sqlite=runtime.clinical.is_sqlite,
         text_config=settings.search_text_config,
         content=settings.fulltext and allows(principal, Permission.CONTENT_READ),
+        rank_window=settings.search_rank_window,
     )
 
 
@@ -113,7 +114,7 @@ def search_page(
     """One page of the caller's readable documents matching ``text``, best first."""
     search = terms.parse(text)
     engine = engine_for(runtime, principal)
-    hits = query.page(
+    ranked = query.page(
         session,
         principal,
         search=search,
@@ -122,8 +123,8 @@ def search_page(
         cursor=query.RankCursor.decode(cursor) if cursor else None,
         limit=limit + 1,
     )
-    more = len(hits) > limit
-    hits = hits[:limit]
+    more = len(ranked.hits) > limit
+    hits = ranked.hits[:limit]
     audit_search(
         session=session,
         runtime=runtime,
@@ -135,10 +136,11 @@ def search_page(
     )
     items = []
     artifacts = _texts(session, hits) if engine.content else {}
+    matcher = snippets.Matcher.for_words(search.words)
     for hit in hits:
         content = _text_of(runtime, hit, artifacts.get(hit.version.id))
         sources = [content, hit.document.description, hit.document.title]
-        segments = snippets.snippet(sources, search.words)
+        segments = snippets.snippet(sources, matcher)
         out = documents.to_out(hit.document, hit.version)
         items.append(
             SearchHit(
@@ -151,4 +153,6 @@ def search_page(
         items=items,
         next_cursor=query.cursor_after(hits[-1]).encode() if more else None,
         full_text=engine.content,
+        older_matches_unranked=ranked.older_matches_unranked,
+        rank_window=engine.rank_window,
     )
