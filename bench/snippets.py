@@ -20,7 +20,7 @@ text repeats a few thousand distinct words. Three searches: a word in the text
 only in the title (the text is scanned in vain, then the title is excerpted). Each
 variant excerpts the whole page ``--rounds`` times, alternating which goes first;
 medians of the per-page wall times (``time.perf_counter``) are reported, with the
-ratio old / new. Both must mark a match for the in-text words.
+ratio old / new. The new code must mark every hit for the common word.
 
     .venv/bin/python bench/snippets.py                  # 50 hits x 15,000 words, 5 rounds
     .venv/bin/python bench/snippets.py --rounds 1 --hits 5   # quick check
@@ -37,7 +37,7 @@ from typing import Any
 
 from common import machine_info, new_figure, save_figure, write_json
 from medvault.search.snippets import _WORD as WORD
-from medvault.search.snippets import SCAN_CHARS, Matcher, Segment, fold, snippet
+from medvault.search.snippets import SCAN_CHARS, Matcher, Segment, around, fold, snippet
 from medvault.search.snippets import _stem as stem
 
 NAME = "snippets"
@@ -76,15 +76,8 @@ def _old_window(text: str, spans: Sequence[tuple[int, int]], width: int) -> tupl
         count = sum(1 for s, _ in spans[index:] if s < start + width * 3 // 4)
         if count > best_count:
             best_start, best_count = start, count
-    begin = max(0, best_start - width // 4)
-    if begin > 0:
-        space = text.rfind(" ", 0, begin)
-        begin = space + 1 if space != -1 and begin - space < 30 else begin
-    end = min(len(text), begin + width)
-    if end < len(text):
-        space = text.find(" ", end)
-        end = space if space != -1 and space - end < 30 else end
-    return begin, end
+    # Cutting the stretch at spaces is unchanged, so the current code does it.
+    return around(text, best_start, width)
 
 
 def _old_excerpt(text: str, stems: frozenset[str], width: int = 220) -> list[Segment]:
@@ -166,9 +159,9 @@ def main() -> int:
                 seconds, hits_marked = excerpt_page(variant, texts, word)
                 results[name][variant].append(seconds)
                 marked[name][variant] = hits_marked
-    for name in ("in_text_common", "in_text_rare"):
-        if marked[name]["new"] == 0:
-            raise RuntimeError(f"{name}: the new code marked no match")
+    # A rare word may lie past SCAN_CHARS in every text; the common one may not.
+    if marked["in_text_common"]["new"] != args.hits:
+        raise RuntimeError("in_text_common: the new code left a hit unmarked")
 
     summary = {
         name: {

@@ -283,18 +283,8 @@ def _best(
     return scored.order_by(*order).limit(limit).subquery("hits")
 
 
-def page_query(
-    principal: Principal,
-    *,
-    search: SearchText,
-    engine: Engine,
-    filters: ListFilters,
-    cursor: RankCursor | None,
-    limit: int,
-) -> Select[Any]:
+def _page_query(hits: Subquery) -> Select[Any]:
     """(Document, current DocumentVersion, rank, found) rows of one page, best first."""
-    window = _window(principal, search, engine, filters)
-    hits = _best(window, search, engine, cursor, limit)
     # The window was taken from the readable, filtered documents, so this only fetches
     # the page's rows by primary key. Joining the window onto every readable document
     # instead made PostgreSQL hash-join it with a scan of the whole table (31 of 118 ms
@@ -354,9 +344,8 @@ def page(
     limit: int,
 ) -> RankedPage:
     """One page of the caller's readable documents that match, best first."""
-    query = page_query(
-        principal, search=search, engine=engine, filters=filters, cursor=cursor, limit=limit
-    )
+    window = _window(principal, search, engine, filters)
+    query = _page_query(_best(window, search, engine, cursor, limit))
     plan_for_the_words(session)
     rows = session.execute(query).all()
     return RankedPage(

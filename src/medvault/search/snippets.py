@@ -109,6 +109,11 @@ def _window(text: str, spans: Sequence[tuple[int, int]], width: int) -> tuple[in
     """The stretch of about ``width`` characters holding the most matches."""
     if not spans:
         return 0, min(len(text), width)
+    return around(text, densest_start(spans, width), width)
+
+
+def densest_start(spans: Sequence[tuple[int, int]], width: int) -> int:
+    """Where the most matches start within three quarters of ``width`` (spans non-empty)."""
     best_start, best_count = spans[0][0], 0
     # Spans are in text order, so the matches within reach of each start are a run
     # that only moves forward: one pass, not one count per span.
@@ -120,7 +125,12 @@ def _window(text: str, spans: Sequence[tuple[int, int]], width: int) -> tuple[in
         count = reach - index
         if count > best_count:
             best_start, best_count = start, count
-    begin = max(0, best_start - width // 4)
+    return best_start
+
+
+def around(text: str, start: int, width: int) -> tuple[int, int]:
+    """About ``width`` characters from a quarter width before ``start``, cut at spaces."""
+    begin = max(0, start - width // 4)
     if begin > 0:
         space = text.rfind(" ", 0, begin)
         begin = space + 1 if space != -1 and begin - space < 30 else begin
