@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 WIDTH = 220
 # How much of each source is looked at for an excerpt: about six pages of text. A page
-# of 50 hits scans at most 50 of these (~4 ms each), whatever the documents' length;
-# a match further in is still found by the index, it is just not what the excerpt shows.
+# of 50 hits scans at most 50 of these (about 3 ms each, bench/snippets.py), whatever the
+# documents' length. A match further in is still found by the index; it is just not
+# what the excerpt shows.
 SCAN_CHARS = 20_000
 _WORD = re.compile(r"[^\W_]+")
 _SPACE = re.compile(r"\s+")
@@ -168,10 +169,6 @@ def excerpt(
     if end < len(text):
         segments.append(Segment("…", False))
     return [Segment(_SPACE.sub(" ", s.text), s.match) for s in segments if s.text]
-
-
-def has_match(text: str, matcher: Matcher) -> bool:
-    return any(matcher(m.group()) for m in _WORD.finditer(text))
 
 
 def snippet(sources: Sequence[str | None], words: Matcher | Iterable[str]) -> list[Segment]:
