@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
+from medvault.kit.process_groups import wait_for_group_exit
+
 logger = logging.getLogger("medvault.processing.derive")
 
 PDF = "application/pdf"
@@ -317,6 +319,10 @@ class _ConfinedChild:
         with self._lock:
             self._deadline.cancel()
             _kill_group(pid)
+            # SIGKILL arrives asynchronously: an orphaned tesseract may still be exiting.
+            # The child, unreaped, keeps the group id from being reused meanwhile.
+            if not wait_for_group_exit(pid):
+                logger.warning("a derivation's process group outlived SIGKILL for 2 s")
             _, status, usage = os.wait4(pid, 0)
             self._reaped = True
         self._process.returncode = os.waitstatus_to_exitcode(status)
