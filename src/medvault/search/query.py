@@ -126,8 +126,7 @@ def _postgres_matches(search: SearchText, engine: Engine) -> Subquery:
     # The GIN index finds candidates; without content rights, the lexemes of weight D
     # (content) are filtered out before the real match and the rank.
     tsquery, condition = _postgres_condition(search, engine)
-    vector = SearchEntry.tsv if engine.content else _metadata_vector()
-    rank = cast(func.ts_rank(vector, tsquery), DOUBLE_PRECISION)
+    rank = _postgres_rank(tsquery, engine)
     found = select(SearchEntry.document_id.label("document_id"), rank.label("rank"))
     return found.where(condition).subquery("hits")
 
@@ -204,6 +203,12 @@ def _postgres_condition(search: SearchText, engine: Engine) -> tuple[Any, Column
     return tsquery, condition
 
 
+def _postgres_rank(tsquery: Any, engine: Engine) -> ColumnElement[float]:
+    """``ts_rank`` over the fields the caller may match, as an exact double."""
+    vector = SearchEntry.tsv if engine.content else _metadata_vector()
+    return cast(func.ts_rank(vector, tsquery), DOUBLE_PRECISION)
+
+
 def _metadata_vector() -> ColumnElement[Any]:
     # Lexemes of weight D are the content's.
     return func.ts_filter(SearchEntry.tsv, text("'{a,b,c}'"))
@@ -263,9 +268,7 @@ def _best(
         ).join(scores, scores.c.document_id == window.c.document_id)
         rank: ColumnElement[float] = scores.c.rank
     else:
-        tsquery, _ = _postgres_condition(search, engine)
-        vector = SearchEntry.tsv if engine.content else _metadata_vector()
-        rank = cast(func.ts_rank(vector, tsquery), DOUBLE_PRECISION)
+        rank = _postgres_rank(_postgres_condition(search, engine)[0], engine)
         scored = select(
             window.c.document_id, window.c.created_at, rank.label("rank"), window.c.found
         ).join(SearchEntry, SearchEntry.id == window.c.entry_id)

@@ -142,16 +142,8 @@ def around(text: str, start: int, width: int) -> tuple[int, int]:
     return begin, end
 
 
-def excerpt(
-    text: str,
-    matcher: Matcher,
-    *,
-    width: int = WIDTH,
-    spans: Sequence[tuple[int, int]] | None = None,
-) -> list[Segment]:
-    """Up to ``width`` characters of ``text`` around its matches, matches marked."""
-    if spans is None:
-        spans = _spans(text, matcher)
+def excerpt(text: str, spans: Sequence[tuple[int, int]], *, width: int = WIDTH) -> list[Segment]:
+    """Up to ``width`` characters of ``text`` around its matches (``spans``), marked."""
     begin, end = _window(text, spans, width)
     segments: list[Segment] = []
     position = begin
@@ -183,5 +175,5 @@ def snippet(sources: Sequence[str | None], words: Matcher | Iterable[str]) -> li
     for source in present:
         spans = _spans(source, matcher)
         if spans:
-            return excerpt(source, matcher, spans=spans)
-    return excerpt(present[0], matcher, spans=[]) if present else []
+            return excerpt(source, spans)
+    return excerpt(present[0], []) if present else []

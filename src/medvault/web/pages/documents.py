@@ -97,7 +97,8 @@ def _list_page(
     require(principal, Permission.DOCUMENT_READ)
     page: DocumentPage | SearchPage
     snippets: list[list[SnippetSegment]] = []
-    older_unranked = False
+    # Set when a search matched more than it ranks: the window it ranked.
+    unranked_beyond: int | None = None
     if query.q:
         # Search mode: ranked by relevance whatever the sort says, with snippets.
         try:
@@ -117,7 +118,8 @@ def _list_page(
             errors = [*(errors or []), f"The search text: {problem.detail}"]
         else:
             snippets = [hit.snippet for hit in page.items]
-            older_unranked = page.older_matches_unranked
+            if page.older_matches_unranked:
+                unranked_beyond = page.rank_window
     else:
         page = service.list_page(
             session=session,
@@ -141,8 +143,7 @@ def _list_page(
             "rows": rows,
             "query": query,
             "next_cursor": page.next_cursor,
-            "older_unranked": older_unranked,
-            "rank_window": runtime.settings.search_rank_window,
+            "unranked_beyond": unranked_beyond,
             "errors": errors or [],
             "types": sorted(presenters.TYPE_LABELS.items(), key=lambda kv: kv[1]),
             "sorts": SORT_LABELS,
