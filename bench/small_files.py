@@ -40,6 +40,7 @@ import random
 import signal
 import statistics
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ from typing import Any
 
 import httpx
 import psutil
+import psycopg
 
 from common import (
     VaultServer,
@@ -57,7 +59,7 @@ from common import (
     synthetic_pdf,
     write_json,
 )
-from listing import PG_URL, bench_databases
+from listing import PG_ADMIN, PG_URL, bench_databases
 from naive_peer import PeerServer, pg_database
 from small_files_clients import Load, Target, run_phase, settle
 
@@ -87,8 +89,11 @@ EXTRA_ENV = dict(
 
 
 @contextlib.contextmanager
-def servers(backend: str, args: argparse.Namespace) -> Iterator[tuple[VaultServer, PeerServer]]:
-    """The vault and the peer on ``backend``; fresh databases are dropped afterwards."""
+def servers(
+    backend: str, args: argparse.Namespace
+) -> Iterator[tuple[VaultServer, PeerServer, dict[str, list[str]]]]:
+    """The vault and the peer on ``backend``, and each one's PostgreSQL databases by
+    server name (none on SQLite); fresh databases are dropped afterwards."""
     vault_env = {
         # The per-principal upload limit still runs on every request, but above the load
         # one token can offer here: the benchmark measures the work, not the refusals.
@@ -98,16 +103,32 @@ def servers(backend: str, args: argparse.Namespace) -> Iterator[tuple[VaultServe
     }
     with contextlib.ExitStack() as stack:
         peer_url = None
+        databases: dict[str, list[str]] = {}
         if backend == "postgres":
             dbs = stack.enter_context(bench_databases())
             vault_env["MEDVAULT_DATABASE_URL"] = PG_URL.format(db=dbs["clinical"])
             vault_env["MEDVAULT_AUTH_DATABASE_URL"] = PG_URL.format(db=dbs["auth"])
             peer_url = stack.enter_context(pg_database())
+            databases = {"medvault": list(dbs.values()), "peer": [peer_url.rsplit("/", 1)[1]]}
         vault = stack.enter_context(VaultServer(extra_env={**vault_env, **EXTRA_ENV}))
         peer = stack.enter_context(
             PeerServer(database_url=peer_url, workers=args.server_processes, extra_env=EXTRA_ENV)
         )
-        yield vault, peer
+        yield vault, peer, databases
+
+
+def sessions_opened(databases: list[str]) -> int:
+    """Connections ever opened to ``databases`` (pg_stat_database.sessions, PG 14+)."""
+    if not databases:
+        return 0
+    # A backend reports its connection when it flushes its statistics: at the latest
+    # when it exits, which is when a pool that is too small closes one.
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT coalesce(sum(sessions), 0) FROM pg_stat_database WHERE datname = ANY(%s)",
+            (databases,),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def make_targets(vault: VaultServer, peer: PeerServer, connections: int) -> dict[str, Target]:
@@ -153,7 +174,7 @@ def process_count(pid: int) -> int:
 
 def run_backend(backend: str, args: argparse.Namespace, load: Load) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
-    with servers(backend, args) as (vault, peer):
+    with servers(backend, args) as (vault, peer, databases):
         targets = make_targets(vault, peer, load.connections)
         for target in targets.values():
             warm_up(target, load.size)
@@ -169,9 +190,17 @@ def run_backend(backend: str, args: argparse.Namespace, load: Load) -> dict[str,
                         settled = settle(pids)
                         print(f"  {backend:<8} round {round_index + 1}  {client:<5} "
                               f"{name:<8} {phase:<8} ...", flush=True)  # fmt: skip
+                        opened = sessions_opened(databases.get(name, []))
                         result = run_phase(client, target, phase, load, ids)
+                        # New database connections during the phase: a pool too small
+                        # for the load closes and reopens them (issue 13).
+                        time.sleep(1.0 if databases else 0.0)
+                        opened = sessions_opened(databases.get(name, [])) - opened
+                        if databases:
+                            print(f"    {opened} new database connections", flush=True)
                         runs.append({"backend": backend, "round": round_index, "client": client,
                                      "server": name, "phase": phase, "settled_s": settled,
+                                     "db_sessions_opened": opened if databases else None,
                                      **result.summary})  # fmt: skip
                         if phase == "upload":
                             if not result.ids:

@@ -91,7 +91,9 @@ def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
     """Set the new version's scan state and enqueue its jobs, in the caller's transaction."""
     settings = runtime.settings
     # The version is new in this transaction, so its jobs are too (``fresh``): no
-    # lookups for existing ones, and one flush below inserts them all.
+    # lookups for existing ones. The caller's next flush inserts them together with the
+    # version and the rest of the upload, in one unit of work: on SQLite the upload's
+    # rows are written under the one write lock, where every flush's bookkeeping counts.
     if settings.clamd_url is not None:
         queue_scan(session, version, fresh=True)
         # Previews and text wait for the clean verdict (processing.scan arms them).
@@ -107,7 +109,6 @@ def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
             dedupe_key=kinds.sha1_key(version.id),
             fresh=True,
         )
-    session.flush()
 
 
 def queue_scan(session: Session, version: DocumentVersion, *, fresh: bool = False) -> None:
