@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from medvault.app import create_app
 from medvault.auth.jwt_tokens import decode_access_token
-from medvault.auth.principal_cache import Expiring, PrincipalCache, credential_key
+from medvault.auth.principal_cache import (
+    EPOCH_POOL_SIZE,
+    Expiring,
+    PrincipalCache,
+    credential_key,
+)
 from medvault.auth.repository import READ_AUTH_EPOCH_SQL
 from medvault.auth.web_sessions import TOUCH_INTERVAL
 from medvault.kit.clock import utcnow
@@ -221,3 +227,26 @@ def test_zero_seconds_turns_the_cache_off(
         assert epoch == []
     finally:
         off.close()
+
+
+def test_concurrent_requests_do_not_keep_opening_epoch_connections(
+    vault: Instance, creds: Credentials
+) -> None:
+    """The epoch pool holds its connections: no overflow to close and reopen under load
+    (a pool of 4 + 16 overflow opened a new connection for many requests)."""
+    epoch_engine = vault.runtime.principals.epoch.engine
+    opened = [0]
+
+    def on_connect(*_args: object) -> None:
+        opened[0] += 1
+
+    event.listen(epoch_engine, "connect", on_connect)
+    try:
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            codes = list(
+                pool.map(lambda _: vault.get_me(creds.api_token).status_code, range(24 * 25))
+            )
+    finally:
+        event.remove(epoch_engine, "connect", on_connect)
+    assert set(codes) == {200}
+    assert opened[0] <= EPOCH_POOL_SIZE, opened[0]

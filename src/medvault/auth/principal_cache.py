@@ -58,8 +58,11 @@ T = TypeVar("T")
 MAX_ENTRIES = 10_000
 # The epoch pool: enough for the request threads of one process; a request that cannot
 # get a connection within the timeout resolves without the cache instead of waiting.
-EPOCH_POOL_SIZE = 4
-EPOCH_POOL_OVERFLOW = 16
+# No overflow: SQLAlchemy closes an overflow connection when it is returned, so under
+# load a pool of 4 + 16 overflow kept opening new PostgreSQL connections (200 in 40 s of
+# bench/small_files.py load on two processes); 16 that stay open opened 16 in all.
+EPOCH_POOL_SIZE = 16
+EPOCH_POOL_OVERFLOW = 0
 EPOCH_POOL_TIMEOUT_SECONDS = 0.5
 
 
