@@ -10,14 +10,17 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from medvault.audit import service as audit
 from medvault.audit.models import AuditEvent
+from medvault.db.group_commit import GroupCommitFailed
 from medvault.documents.models import Document
 from medvault.kit.problems import ServiceUnavailable
 from medvault.runtime import Runtime
@@ -38,24 +41,35 @@ def _documents(runtime: Runtime) -> int:
 
 
 def _upload_in_one_batch(
-    runtime: Runtime, uploads: list[Callable[[], httpx.Response]], *, poison: bool = False
+    runtime: Runtime,
+    uploads: list[Callable[[], httpx.Response]],
+    *,
+    poison: str | None = None,
 ) -> list[httpx.Response]:
-    """Queue every upload (and, with ``poison``, a read's event that the database will
-    refuse) behind a held leader, then let them commit as one batch."""
+    """Queue every upload behind a held leader, then let them commit as one batch.
+
+    ``poison`` adds work the database will refuse: ``"read"``, a read's audit event,
+    which goes first in the batch; ``"last"``, a unit of work that runs after every
+    upload's (its order sorts after any patient id), once their rows are written.
+    """
     group = runtime.clinical.group_commit
-    queued = len(uploads) + int(poison)
+    queued = len(uploads) + int(poison is not None)
+
+    def poisoned_unit(session: Session) -> None:
+        session.add(read_event(POISON, "x"))
+
     with ThreadPoolExecutor(max_workers=queued) as pool:
         with held(group):
             futures = [pool.submit(upload) for upload in uploads]
-            read = (
-                pool.submit(audit.record_read, runtime.clinical, read_event(POISON, "x"))
-                if poison
-                else None
-            )
+            refused: Future[None] | None = None
+            if poison == "read":
+                refused = pool.submit(audit.record_read, runtime.clinical, read_event(POISON, "x"))
+            elif poison == "last":
+                refused = pool.submit(group.run, poisoned_unit, order="~")
             wait_queued(group, queued)
         responses = [future.result() for future in futures]
-        if read is not None:
-            assert isinstance(read.exception(), ServiceUnavailable)
+        if refused is not None:
+            assert isinstance(refused.exception(), ServiceUnavailable | GroupCommitFailed)
     return responses
 
 
@@ -113,16 +127,18 @@ def test_a_refused_upload_in_a_batch_reaches_only_its_caller(
     assert _documents(runtime) == before + 2
 
 
+@pytest.mark.parametrize("poison", ["read", "last"])
 def test_a_failed_batch_fails_every_upload_in_it_with_503_and_stores_nothing(
-    client: TestClient, runtime: Runtime
+    client: TestClient, runtime: Runtime, poison: str
 ) -> None:
     patient = create_patient(client)
     before = _documents(runtime)
+    blobs_before = {blob.key for blob in runtime.blobs.list_blobs()}
     with poisoned(runtime.clinical, POISON):
         responses = _upload_in_one_batch(
             runtime,
             [functools.partial(upload_raw, client, patient, pdf_bytes()) for _ in range(4)],
-            poison=True,
+            poison=poison,
         )
     for response in responses:
         assert response.status_code == 503
@@ -130,6 +146,9 @@ def test_a_failed_batch_fails_every_upload_in_it_with_503_and_stores_nothing(
         assert response.json()["type"] == "urn:medvault:problem:service-unavailable"
     assert len(responses) == 4
     assert _documents(runtime) == before
+    # The batch failed while writing, before its COMMIT was sent: nothing can have
+    # committed, so each upload removed its blob at once (no orphan for the reconciler).
+    assert {blob.key for blob in runtime.blobs.list_blobs()} == blobs_before
     with runtime.clinical.read_session() as session:
         created = session.execute(
             select(func.count())

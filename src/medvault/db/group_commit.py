@@ -62,12 +62,29 @@ class GroupCommitFailed(Exception):
 
 
 class _Ticket(Generic[T]):
-    __slots__ = ("done", "error", "isolated", "order", "own", "result", "rows", "work")
+    __slots__ = (
+        "before_commit",
+        "done",
+        "error",
+        "isolated",
+        "order",
+        "own",
+        "result",
+        "rows",
+        "work",
+    )
 
     def __init__(
-        self, work: Callable[[Session], T], *, rows: int, isolated: bool, order: str
+        self,
+        work: Callable[[Session], T],
+        *,
+        rows: int,
+        isolated: bool,
+        order: str,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
         self.work = work
+        self.before_commit = before_commit
         self.rows = rows
         self.isolated = isolated
         self.order = order
@@ -101,8 +118,19 @@ class GroupCommit:
 
         self._wait(_Ticket(add, rows=len(rows), isolated=False, order=""))
 
-    def run(self, work: Callable[[Session], T], *, order: str) -> T:
+    def run(
+        self,
+        work: Callable[[Session], T],
+        *,
+        order: str,
+        before_commit: Callable[[], None] | None = None,
+    ) -> T:
         """Run ``work`` in a savepoint of a shared transaction; return once committed.
+
+        ``before_commit`` is called (on the leader's thread) once everything in the
+        batch has been written and just before the COMMIT is sent, if ``work`` was not
+        refused: from then on the outcome may be unknown even when the commit raises.
+        A batch that fails before that point certainly committed nothing.
 
         ``work`` runs on whichever thread leads the batch, so it must take everything
         it needs as arguments, not from thread-local or context state. A problem it
@@ -110,7 +138,9 @@ class GroupCommit:
         here as is. Anything else fails the whole batch: GroupCommitFailed means the
         shared transaction failed and nothing of ``work`` exists.
         """
-        ticket = _Ticket(work, rows=UNIT_ROWS, isolated=True, order=order)
+        ticket = _Ticket(
+            work, rows=UNIT_ROWS, isolated=True, order=order, before_commit=before_commit
+        )
         self._wait(cast("_Ticket[object]", ticket))
         return cast(T, ticket.result)
 
@@ -164,6 +194,12 @@ class GroupCommit:
                             # insert does, to fail closed): the batch is lost.
                             raise
                         ticket.error, ticket.own = refusal, True
+                # Everything is written before anyone hears that the commit is under
+                # way, so a failed write is a known rollback, not an unknown outcome.
+                session.flush()
+                for ticket in batch:
+                    if ticket.before_commit is not None and not ticket.own:
+                        ticket.before_commit()
                 outer.commit()
         except BaseException as exc:  # every waiter must hear how its batch ended
             error = exc

@@ -304,13 +304,14 @@ def _commit_new_document(
             patient_id=fields.patient_id,
         )
         with audited_attempt(attempt):
-            out = _store_new_document(session, stored, fields)
-        # The batch's commit follows: from here on the blob may be referenced.
-        before_commit()
-        return out
+            return _store_new_document(session, stored, fields)
 
     try:
-        return stored.runtime.clinical.group_commit.run(work, order=str(fields.patient_id))
+        # ``before_commit`` marks the moment from which the blob may be referenced: a
+        # batch that fails before it leaves nothing, and the caller removes the blob.
+        return stored.runtime.clinical.group_commit.run(
+            work, order=str(fields.patient_id), before_commit=before_commit
+        )
     except GroupCommitFailed as exc:
         raise ServiceUnavailable(
             "The upload could not be committed, so nothing was stored. Try again."
