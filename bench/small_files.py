@@ -190,18 +190,19 @@ def run_backend(backend: str, args: argparse.Namespace, load: Load) -> dict[str,
                         settled = settle(pids)
                         print(f"  {backend:<8} round {round_index + 1}  {client:<5} "
                               f"{name:<8} {phase:<8} ...", flush=True)  # fmt: skip
-                        opened = sessions_opened(databases.get(name, []))
+                        dbs = databases.get(name, [])
+                        before = sessions_opened(dbs)
                         result = run_phase(client, target, phase, load, ids)
                         # New database connections during the phase: a pool too small
                         # for the load closes and reopens them (issue 13).
-                        time.sleep(1.0 if databases else 0.0)
-                        opened = sessions_opened(databases.get(name, [])) - opened
-                        if databases:
+                        opened: int | None = None
+                        if dbs:
+                            time.sleep(1.0)  # closed backends report as they exit
+                            opened = sessions_opened(dbs) - before
                             print(f"    {opened} new database connections", flush=True)
                         runs.append({"backend": backend, "round": round_index, "client": client,
                                      "server": name, "phase": phase, "settled_s": settled,
-                                     "db_sessions_opened": opened if databases else None,
-                                     **result.summary})  # fmt: skip
+                                     "db_sessions_opened": opened, **result.summary})  # fmt: skip
                         if phase == "upload":
                             if not result.ids:
                                 raise RuntimeError(f"{name} created nothing: {result.summary}")
