@@ -22,6 +22,9 @@ from tests.web.portal_world import Practice
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite-fs", "pg-s3"], indirect=True)
 
+# A document's title link in the table (with the list view it was opened from, if any).
+TITLE_LINK = re.compile(r'<a href="/documents/[0-9a-f-]{36}(?:\?from=[\w-]+)?">([^<]+)</a>')
+
 
 def _upload(browser: TestClient, url: str, content: bytes, **fields: str) -> httpx.Response:
     response: httpx.Response = browser.post(
@@ -233,7 +236,7 @@ def test_search_sort_and_filters_are_posted_and_scoped(practice: Practice) -> No
         found = post_form(
             browser, "/documents", {"q": "haematology or haemoglobin", "sort": "title"}
         )
-        titles = re.findall(r'<a href="/documents/[0-9a-f-]{36}">([^<]+)</a>', found.text)
+        titles = re.findall(TITLE_LINK, found.text)
         assert titles == ["Haemoglobin trend", "Referral"]
         # Snippets are highlighted with <mark>, and the document's own text is escaped.
         assert "to <mark>haematology</mark> &lt;b&gt;urgent&lt;/b&gt;" in found.text
@@ -256,7 +259,7 @@ def test_paging_forward_and_back(practice: Practice) -> None:
         second = post_form(
             browser, "/documents", {"sort": "title", "cursor": cursor.group(1), "trail": ""}
         )
-        titles = re.findall(r'<a href="/documents/[0-9a-f-]{36}">([^<]+)</a>', second.text)
+        titles = re.findall(TITLE_LINK, second.text)
         # 28 documents (with the lab report), 25 per page, sorted by title.
         assert titles == ["Note 25", "Note 26", "Own lab report"]
         assert "Previous page" in second.text and "Next page" not in second.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medvault.db.base import AuthBase
@@ -105,3 +105,26 @@ class AuthEpoch(AuthBase):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class WebSessionView(AuthBase):
+    """A portal list's filters, kept server-side behind an opaque id (``/documents?view=…``).
+
+    Search words and filters are clinical information, so they never travel in a URL,
+    a log line or the browser's history; the URL carries only ``id``, which is random
+    and useless outside its own session. ``state`` is encrypted (see
+    ``auth.session_views``): what a clinician searched for is not left readable in the
+    database either. A view dies with its session.
+    """
+
+    __tablename__ = "web_session_views"
+    __table_args__ = (
+        Index("ix_web_session_views_session", "session_id", "created_at"),
+        Index("ix_web_session_views_created", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("web_sessions.id", ondelete="CASCADE"))
+    page: Mapped[str] = mapped_column(String(32))
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
-from medvault.auth import repository
+from medvault.auth import repository, session_views
 from medvault.auth.models import User, WebSession
 from medvault.auth.password_slots import PasswordCheckSlots
 from medvault.auth.principal import Principal, PrincipalKind, Role
@@ -216,6 +216,8 @@ def end(
     row, user = found
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        # What the session searched for goes with it, not at the next sweep.
+        session_views.forget_session(auth_session, row.id)
         auth_session.flush()
         repository.bump_auth_epoch(auth_session)  # cached resolutions die at commit
     audit.record(

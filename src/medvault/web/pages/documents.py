@@ -14,8 +14,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from medvault.access.policy import Permission, allows, require
 from medvault.audit import service as audit
+from medvault.auth import session_views
 from medvault.auth.principal import Role
-from medvault.deps import ClinicalSession, RuntimeDep
+from medvault.deps import AuthSession, ClinicalSession, RuntimeDep
 from medvault.documents import reading, service
 from medvault.documents.http_content import Conditions, streamed
 from medvault.documents.ordering import DocumentSort
@@ -27,7 +28,7 @@ from medvault.search import service as search
 from medvault.search.schemas import SearchPage, SnippetSegment
 from medvault.search.terms import InvalidSearchText
 from medvault.shares import service as shares
-from medvault.web import presenters
+from medvault.web import list_views, presenters
 from medvault.web.listing import PAGE_SIZE, DocumentQuery
 from medvault.web.scan_status import (
     active_content_notes,
@@ -35,10 +36,18 @@ from medvault.web.scan_status import (
     holds_unscanned,
     scan_status,
 )
-from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal, form_data
+from medvault.web.session import (
+    CsrfChecked,
+    PortalAuditCtx,
+    PortalPrincipal,
+    PortalSession,
+    form_data,
+)
 from medvault.web.templating import render
 
 router = APIRouter(include_in_schema=False)
+# The list's name in its URL and in the session views that hold its filters.
+LIST = "documents"
 
 # Inline views are opened as a page of their own (the browser's PDF viewer) or shown
 # in an <img>; nothing in them may run script, and only the portal may frame them.
@@ -93,6 +102,9 @@ def _list_page(
     context: PortalAuditCtx,
     query: DocumentQuery,
     errors: list[str] | None = None,
+    *,
+    view_id: str | None = None,
+    notice: str | None = None,
 ) -> Response:
     require(principal, Permission.DOCUMENT_READ)
     page: DocumentPage | SearchPage
@@ -145,6 +157,8 @@ def _list_page(
             "next_cursor": page.next_cursor,
             "unranked_beyond": unranked_beyond,
             "errors": errors or [],
+            "view_id": view_id,
+            "notice": notice,
             "types": sorted(presenters.TYPE_LABELS.items(), key=lambda kv: kv[1]),
             "sorts": SORT_LABELS,
             "inline_types": INLINE_TYPES,
@@ -162,10 +176,27 @@ def documents_page(
     request: Request,
     runtime: RuntimeDep,
     session: ClinicalSession,
+    auth_session: AuthSession,
+    active: PortalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
+    view: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
-    return _list_page(request, runtime, session, principal, context, DocumentQuery())
+    """The table; ``view`` names filters a posted search kept server-side (list_views)."""
+    query, notice = DocumentQuery(), None
+    if view:
+        state = list_views.recall(
+            runtime=runtime, auth_session=auth_session, active=active, page=LIST, view_id=view
+        )
+        try:
+            query = DocumentQuery.model_validate(state) if state is not None else query
+        except ValidationError:
+            state = None  # saved by an older release whose filters no longer parse
+        if state is None:
+            view, notice = "", list_views.EXPIRED_NOTICE
+    return _list_page(
+        request, runtime, session, principal, context, query, view_id=view or None, notice=notice
+    )
 
 
 @router.post("/documents")
@@ -173,11 +204,13 @@ async def documents_search(
     request: Request,
     runtime: RuntimeDep,
     session: ClinicalSession,
+    auth_session: AuthSession,
+    active: PortalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
-    """Filters, sort and paging: posted, so that search words never appear in a URL."""
+    """Filters, sort and paging: posted, then a 303 to ``?view=<id>`` (never the words)."""
     form = await form_data(request)
     try:
         query = DocumentQuery.from_form(form)
@@ -186,7 +219,13 @@ async def documents_search(
         return _list_page(
             request, runtime, session, principal, context, DocumentQuery(), errors=errors
         )
-    return _list_page(request, runtime, session, principal, context, query)
+    return list_views.remember(
+        runtime=runtime,
+        auth_session=auth_session,
+        active=active,
+        page=LIST,
+        state=query.model_dump(mode="json"),
+    )
 
 
 def _plain(error: Any) -> str:
@@ -208,6 +247,8 @@ def document_page(
     session: ClinicalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
+    # The list view the user came from, so "← All documents" returns to its filters.
+    from_view: Annotated[str, Query(alias="from", max_length=64)] = "",
 ) -> Response:
     require(principal, Permission.DOCUMENT_READ)
     parsed = parse_id(document_id)
@@ -249,6 +290,9 @@ def document_page(
             "nav": "documents",
             "page_title": document.title,
             "doc": document,
+            "back_to": (
+                f"/{LIST}?view={from_view}" if session_views.is_view_id(from_view) else f"/{LIST}"
+            ),
             "versions": [
                 (v, scan_status(v.scan, v.state, blocking=blocking)) for v in versions.items
             ],

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
@@ -25,7 +25,7 @@ from medvault.kit.ids import parse_id
 from medvault.kit.problems import DuplicatePatient, Problem
 from medvault.patients import service as patients
 from medvault.patients.schemas import PatientCreate, PatientOut
-from medvault.web import presenters
+from medvault.web import list_views, presenters
 from medvault.web.scan_status import holds_unscanned, scan_status
 from medvault.web.session import (
     CsrfChecked,
@@ -38,6 +38,8 @@ from medvault.web.session import (
 from medvault.web.templating import render
 
 router = APIRouter(include_in_schema=False)
+# The list's name in its URL and in the session views that hold its search.
+LIST = "patients"
 
 PICKER_LIMIT = 50
 # Identifiers are digits with optional spaces or dashes (NHS 943 476 5919, MRN-0042...).
@@ -52,6 +54,7 @@ def _picker(
     *,
     text: str = "",
     flash: str | None = None,
+    notice: str | None = None,
 ) -> Response:
     require(principal, Permission.PATIENT_READ)
     require_staff(principal)
@@ -80,6 +83,7 @@ def _picker(
             "can_add": allows(principal, Permission.PATIENT_WRITE),
             "can_break_glass": can_break_glass(principal) and not principal.break_glass_reason,
             "flash": flash,
+            "notice": notice,
         },
     )
 
@@ -87,24 +91,44 @@ def _picker(
 @router.get("/patients")
 def patient_list(
     request: Request,
+    runtime: RuntimeDep,
     session: ClinicalSession,
+    auth_session: AuthSession,
+    active: PortalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
+    view: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
-    return _picker(request, session, principal, context)
+    """The picker; ``view`` names a posted search kept server-side (web.list_views)."""
+    if not view:
+        return _picker(request, session, principal, context)
+    state = list_views.recall(
+        runtime=runtime, auth_session=auth_session, active=active, page=LIST, view_id=view
+    )
+    text = state.get("text") if state is not None else None
+    if not isinstance(text, str):
+        return _picker(request, session, principal, context, notice=list_views.EXPIRED_NOTICE)
+    return _picker(request, session, principal, context, text=text)
 
 
 @router.post("/patients")
 async def patient_search(
     request: Request,
+    runtime: RuntimeDep,
     session: ClinicalSession,
+    auth_session: AuthSession,
+    active: PortalSession,
     principal: PortalPrincipal,
-    context: PortalAuditCtx,
     _csrf: CsrfChecked,
 ) -> Response:
+    """A name or identifier is patient data: posted, then a 303 to ``?view=<id>``."""
+    require(principal, Permission.PATIENT_READ)
+    require_staff(principal)
     form = await form_data(request)
     text = " ".join(form.get("text", "").split())[:200]
-    return _picker(request, session, principal, context, text=text)
+    return list_views.remember(
+        runtime=runtime, auth_session=auth_session, active=active, page=LIST, state={"text": text}
+    )
 
 
 @router.get("/patients/new")

@@ -1,0 +1,56 @@
+"""Post, redirect, get for the portal's lists: filters behind an opaque view id.
+
+A list's filter form is posted (its words are patient data and must not sit in a
+URL); the answer is a 303 to ``/<list>?view=<id>``, where the id names the filters
+kept server-side for this session (``auth.session_views``). Back, reload and the
+links back to a list then replay a GET, never a form resubmission, and the browser's
+history holds only ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.responses import RedirectResponse
+
+from medvault.auth import session_views
+from medvault.auth.web_sessions import ActiveWebSession
+from medvault.runtime import Runtime
+
+EXPIRED_NOTICE = "That list has expired, so it starts again from the beginning."
+
+
+def remember(
+    *,
+    runtime: Runtime,
+    auth_session: Session,
+    active: ActiveWebSession,
+    page: str,
+    state: dict[str, Any],
+) -> RedirectResponse:
+    """Keep ``state`` and send the browser to the GET that shows it (303: a GET follows)."""
+    view_id = session_views.save(
+        auth_session,
+        secret_key=runtime.secret_key,
+        session_id=active.session_id,
+        page=page,
+        state=state,
+        max_session_seconds=runtime.settings.web_session_max_seconds,
+    )
+    auth_session.commit()
+    return RedirectResponse(f"/{page}?view={view_id}", status_code=303)
+
+
+def recall(
+    *, runtime: Runtime, auth_session: Session, active: ActiveWebSession, page: str, view_id: str
+) -> dict[str, Any] | None:
+    """The state behind ``view_id`` for this session and page; None if it is not (or no
+    longer) there, which the page shows as a fresh list with :data:`EXPIRED_NOTICE`."""
+    return session_views.load(
+        auth_session,
+        secret_key=runtime.secret_key,
+        session_id=active.session_id,
+        page=page,
+        view_id=view_id,
+    )
