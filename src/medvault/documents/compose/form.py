@@ -32,7 +32,7 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
 }
 # Inputs a browser always sends with a value, so they cannot tell a used row from a spare one.
 _SELECTS = {"allergies": {"severity"}}
-_ROW_KEY = re.compile(r"(allergies|medications|observations)-(\d{1,4})-([a-z]+)")
+ROW_KEY = re.compile(r"(allergies|medications|observations)-(\d{1,4})-([a-z]+)")
 
 
 def _rows(
@@ -40,7 +40,7 @@ def _rows(
 ) -> tuple[dict[str, list[dict[str, str]]], dict[str, list[int]]]:
     posted: dict[str, dict[int, dict[str, str]]] = {name: {} for name in ROW_FIELDS}
     for key, value in form.items():
-        match = _ROW_KEY.fullmatch(key)
+        match = ROW_KEY.fullmatch(key)
         if match is None or not isinstance(value, str):
             continue
         name, index, field = match.group(1), int(match.group(2)), match.group(3)

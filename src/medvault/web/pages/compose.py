@@ -34,7 +34,8 @@ from medvault.documents.compose import (
     parse_form,
     render_preview,
 )
-from medvault.documents.compose.form import ROW_FIELDS
+from medvault.documents.compose.draft import MAX_ROWS
+from medvault.documents.compose.form import ROW_FIELDS, ROW_KEY
 from medvault.documents.schemas import OnDuplicate
 from medvault.kit.problems import DuplicateDocument, NotFound
 from medvault.patients import service as patients
@@ -69,13 +70,19 @@ PREVIEW_HEADERS = {
 
 
 def _rows_for(values: dict[str, str], name: str, extra: int = 0) -> int:
-    """How many rows of a list the form shows: those filled in, plus spare ones."""
-    used = [
-        int(key.split("-")[1])
+    """How many rows of a list the form shows: as many as were posted, ``extra`` more.
+
+    The form comes back exactly as the user left it, blank rows included, so adding a
+    row in one list (or a validation error) never grows the others. A fresh form shows
+    ``SPARE_ROWS``. At most ``MAX_ROWS``, the draft's own limit.
+    """
+    indexes = [
+        int(match.group(2))
         for key in values
-        if key.startswith(f"{name}-") and key.count("-") == 2 and key.split("-")[1].isdigit()
+        if (match := ROW_KEY.fullmatch(key)) is not None and match.group(1) == name
     ]
-    return (max(used) + 1 if used else 0) + SPARE_ROWS + extra
+    shown = max(indexes) + 1 if indexes else SPARE_ROWS
+    return min(shown + extra, MAX_ROWS)
 
 
 def _form_page(
@@ -108,6 +115,10 @@ def _form_page(
             "row_counts": {
                 name: _rows_for(values, name, 1 if add_row == name else 0) for name in ROW_FIELDS
             },
+            # The list a row was just added to (without JavaScript): its new row takes
+            # the focus, and the form's action carries its id so the page scrolls there.
+            "added_to": add_row,
+            "max_rows": MAX_ROWS,
             "notice": notice,
         },
         status_code=status_code,

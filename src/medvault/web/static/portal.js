@@ -62,4 +62,43 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   });
+
+  // Create document: "Add another …" adds one blank row to its own list, in place, and
+  // puts the focus in it; nothing else on the page moves. Without JavaScript the button
+  // posts the form back and the server adds the row (compose_edit).
+  document.querySelectorAll("button[data-add-row]").forEach((button) => {
+    button.addEventListener("click", (event) => {
+      const list = button.getAttribute("data-add-row");
+      const fieldset = button.closest(`[data-rows="${list}"]`);
+      const rows = fieldset ? fieldset.querySelectorAll("[data-row]") : [];
+      if (!rows.length) return; // let the form post instead
+      event.preventDefault();
+      const index = rows.length;
+      const last = rows[rows.length - 1];
+      const row = last.cloneNode(true);
+      const prefix = new RegExp(`^${list}-\\d+-`);
+      row.querySelectorAll("*").forEach((el) => {
+        for (const attr of ["id", "name", "for"]) {
+          const value = el.getAttribute(attr);
+          if (value && prefix.test(value)) {
+            el.setAttribute(attr, value.replace(prefix, `${list}-${index}-`));
+          }
+        }
+        // The copied row's errors belong to the row it was copied from.
+        el.removeAttribute("aria-invalid");
+        el.removeAttribute("aria-describedby");
+        el.removeAttribute("autofocus");
+      });
+      row.querySelectorAll("p.error").forEach((message) => message.remove());
+      row.querySelectorAll("input").forEach((input) => { input.value = ""; });
+      row.querySelectorAll("select").forEach((select) => { select.selectedIndex = 0; });
+      row.querySelectorAll(".visually-hidden").forEach((hint) => {
+        hint.textContent = hint.textContent.replace(/\d+\)$/, `${index + 1})`);
+      });
+      last.after(row);
+      const first = row.querySelector("input, select");
+      if (first) first.focus();
+      if (index + 1 >= Number(button.dataset.maxRows)) button.hidden = true;
+    });
+  });
 });
