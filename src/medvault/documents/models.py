@@ -204,3 +204,25 @@ class VersionDerivative(ClinicalBase):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ComposeDraft(ClinicalBase):
+    """A Create-document form autosaved while it is being written: one per user.
+
+    It is clinical content (a patient, a diagnosis, medications), so it is sealed like
+    a version: its own data key wrapped by the keyring (so key rotation rewraps it too),
+    AES-GCM over the form's fields with this row's id and its user as associated data.
+    Nothing of it is readable in the database. It goes when the document is stored,
+    when its author discards it, or ``compose.drafts.DRAFT_TTL`` after its last save.
+    """
+
+    __tablename__ = "compose_drafts"
+    __table_args__ = (Index("ix_compose_drafts_saved", "saved_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    # The author (a user of the auth database: no foreign key across databases).
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary(255))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    saved_at: Mapped[datetime] = mapped_column(UTCDateTime)

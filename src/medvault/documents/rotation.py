@@ -33,7 +33,7 @@ from medvault.audit.context import AuditContext
 from medvault.crypto.errors import CryptoError, KeyringError
 from medvault.crypto.keyring import WrappedDek, load_keyring, write_keyring_file
 from medvault.documents import repository
-from medvault.documents.models import DocumentVersion, VersionDerivative
+from medvault.documents.models import ComposeDraft, DocumentVersion, VersionDerivative
 from medvault.kit.private_files import make_private_dirs
 from medvault.runtime import Runtime
 
@@ -105,7 +105,7 @@ def _add_active_kek(runtime: Runtime, context: AuditContext) -> str:
     return current.active_id
 
 
-Wrapped = DocumentVersion | VersionDerivative
+Wrapped = DocumentVersion | VersionDerivative | ComposeDraft
 # Rows after an id, in id order: one keyset batch of a table whose rows carry a wrap.
 BatchLoader = Callable[[Session, uuid.UUID | None, int], Sequence[Wrapped]]
 
@@ -125,6 +125,13 @@ def _derivatives_after(
     return list(session.scalars(query))
 
 
+def _drafts_after(session: Session, after: uuid.UUID | None, limit: int) -> Sequence[ComposeDraft]:
+    query = select(ComposeDraft).order_by(ComposeDraft.id).limit(limit)
+    if after is not None:
+        query = query.where(ComposeDraft.id > after)
+    return list(session.scalars(query))
+
+
 def _rewrap_all(
     runtime: Runtime,
     result: RotationResult,
@@ -132,7 +139,7 @@ def _rewrap_all(
     on_progress: Callable[[int], None] | None,
 ) -> None:
     seen = 0
-    loaders: tuple[BatchLoader, ...] = (_versions_after, _derivatives_after)
+    loaders: tuple[BatchLoader, ...] = (_versions_after, _derivatives_after, _drafts_after)
     for load in loaders:
         seen = _rewrap_table(runtime, result, batch_size, on_progress, load, seen)
 

@@ -20,6 +20,7 @@ from medvault.web.pages import (
     audit,
     auth,
     compose,
+    compose_drafts,
     documents,
     patients,
     previews,
@@ -55,7 +56,17 @@ class _CachedStatic(StaticFiles):
 
 
 def install_portal(app: FastAPI) -> None:
-    for module in (auth, documents, previews, upload, compose, patients, admin, audit):
+    for module in (
+        auth,
+        documents,
+        previews,
+        upload,
+        compose,
+        compose_drafts,
+        patients,
+        admin,
+        audit,
+    ):
         app.include_router(module.router)
     app.mount("/static", _CachedStatic(directory=STATIC_DIR), name="static")
     for prefix in PORTAL_PREFIXES:

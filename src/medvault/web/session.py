@@ -126,6 +126,10 @@ def _portal_context(request: Request, runtime: Runtime, active: ActiveWebSession
         "portal_name": runtime.settings.portal_name,
         "break_glass_minutes": runtime.settings.web_break_glass_seconds // 60,
         "can_self_upload": runtime.settings.patient_self_upload,
+        # How long the page may stay idle for sure: the server counts idleness from its
+        # last recorded activity, which a page view moves only every TOUCH_INTERVAL.
+        "idle_seconds": runtime.settings.web_session_idle_seconds
+        - int(web_sessions.TOUCH_INTERVAL.total_seconds()),
     }
 
 

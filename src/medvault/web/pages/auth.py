@@ -19,6 +19,7 @@ from medvault.deps import (
 )
 from medvault.web.session import (
     CsrfChecked,
+    LoginRequired,
     OptionalPortalSession,
     PortalAuditCtx,
     PortalSession,
@@ -165,3 +166,21 @@ def logout(
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(request, response)
     return response
+
+
+@router.post("/session/keepalive", status_code=204)
+def keepalive(
+    runtime: RuntimeDep, active: PortalSession, _csrf: CsrfChecked, auth_session: AuthSession
+) -> Response:
+    """ "Stay signed in" in the session-expiry warning: restart the idle clock now.
+
+    An ordinary page view restarts it only every ``TOUCH_INTERVAL``; this always does,
+    so the warning's countdown can start again from the full idle limit.
+    """
+    live = web_sessions.touch(
+        session=auth_session, settings=runtime.settings, session_id=active.session_id
+    )
+    auth_session.commit()
+    if not live:
+        raise LoginRequired("Your session has ended. Please log in again.")
+    return Response(status_code=204)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
@@ -28,6 +29,7 @@ from medvault.documents.compose import (
     PreviewExpired,
     PreviewStampInvalid,
     RenderedDocument,
+    autosave,
     confirm,
     confirmation_fields,
     parse_confirmation,
@@ -96,6 +98,8 @@ def _form_page(
     add_row: str | None = None,
     status_code: int = 200,
     notice: str | None = None,
+    restored: datetime | None = None,
+    waiting: datetime | None = None,
 ) -> Response:
     choices = presenters.patient_choices(session, principal, context)
     audit.commit_or_refuse(session)
@@ -118,6 +122,9 @@ def _form_page(
             # The list a row was just added to (without JavaScript): its new row takes
             # the focus, and the form's action carries its id so the page scrolls there.
             "added_to": add_row,
+            # When an autosaved draft was put back in the form, or is waiting for it.
+            "restored_at": restored,
+            "waiting_at": waiting,
             "max_rows": MAX_ROWS,
             "notice": notice,
         },
@@ -140,14 +147,30 @@ def _patient(
 @router.get("")
 def compose_form(
     request: Request,
+    runtime: RuntimeDep,
     session: ClinicalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
 ) -> Response:
+    """The form; the author's autosaved draft comes back in it (``compose_drafts``).
+
+    A link for one patient (``?patient=``) opens a fresh form for them when the draft
+    is about someone else, and says a draft is waiting; ``?restore=1`` opens the draft.
+    """
     require(principal, Permission.PATIENT_READ)
     preselected = request.query_params.get("patient", "")
     values = {"patient_id": preselected} if preselected else {}
-    return _form_page(request, session, principal, context, values=values)
+    saved = autosave.load(session, keyring=runtime.current_keyring(), user_id=principal.subject_id)
+    restored = waiting = None
+    if saved is not None:
+        same_patient = saved.values.get("patient_id", "") in ("", preselected)
+        if not preselected or same_patient or request.query_params.get("restore") == "1":
+            values, restored = saved.values, saved.saved_at
+        else:
+            waiting = saved.saved_at
+    return _form_page(
+        request, session, principal, context, values=values, restored=restored, waiting=waiting
+    )
 
 
 @router.post("/edit")
@@ -318,4 +341,7 @@ async def compose_confirm(
     except DuplicateDocument as exc:
         existing = exc.extensions.get("existing_document_id")
         return RedirectResponse(f"/documents/{existing}", status_code=303)
+    # Stored: the autosaved draft has done its job.
+    autosave.discard(session, user_id=principal.subject_id)
+    session.commit()
     return RedirectResponse(f"/documents/{created.id}?created=1", status_code=303)

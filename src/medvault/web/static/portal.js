@@ -7,6 +7,140 @@ function csrfToken() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // Session-expiry warning: shortly before the idle limit would end the session, offer
+  // "Stay logged in". At the limit the page saves its draft, logs out (so an unattended
+  // screen shows nothing more), hides its content and offers to log in again, back here. sessionSeen() restarts the countdown whenever
+  // the server has just seen this session (a page load, an autosave, a keep-alive).
+  let sessionSeen = () => {};
+  // Set by the autosave below: save now whatever has not been saved yet.
+  let flushDraft = async () => {};
+  const idleMeta = document.querySelector('meta[name="session-idle-seconds"]');
+  const warning = document.getElementById("session-warning");
+  if (idleMeta && warning && typeof warning.showModal === "function") {
+    const idleMs = Number(idleMeta.getAttribute("content")) * 1000;
+    const leadMs = Math.min(120000, idleMs / 4);
+    const text = warning.querySelector("[data-session-warning-text]");
+    const stay = warning.querySelector("[data-stay-signed-in]");
+    const again = warning.querySelector("[data-session-ended]");
+    const drafting = document.querySelector("form[data-autosave]") !== null;
+    let warnTimer = null;
+    let endTimer = null;
+    const ended = async () => {
+      clearTimeout(warnTimer);
+      clearTimeout(endTimer);
+      await flushDraft();
+      try {
+        await fetch("/logout", {
+          method: "POST",
+          headers: { "X-CSRF-Token": csrfToken() },
+          credentials: "same-origin",
+          redirect: "manual",
+        });
+      } catch (error) {
+        // The server ends an idle session by itself anyway.
+      }
+      const main = document.getElementById("main");
+      if (main) main.hidden = true;
+      text.textContent = "You have been logged out because nothing happened for a while."
+        + (drafting ? " Your document is saved as a draft: log in again to go on with it." : "");
+      stay.hidden = true;
+      again.hidden = false;
+      again.href = `/login?next=${encodeURIComponent(window.location.pathname)}`;
+      if (!warning.open) warning.showModal();
+      again.focus();
+    };
+    sessionSeen = () => {
+      clearTimeout(warnTimer);
+      clearTimeout(endTimer);
+      warnTimer = setTimeout(() => {
+        const minutes = Math.max(1, Math.round(leadMs / 60000));
+        text.textContent = `You will be logged out in ${minutes} minute${minutes === 1 ? "" : "s"} because nothing has happened for a while.`;
+        if (!warning.open) warning.showModal();
+        stay.focus();
+      }, idleMs - leadMs);
+      endTimer = setTimeout(ended, idleMs);
+    };
+    stay.addEventListener("click", async () => {
+      try {
+        const response = await fetch("/session/keepalive", {
+          method: "POST",
+          headers: { "X-CSRF-Token": csrfToken() },
+          credentials: "same-origin",
+        });
+        if (response.ok) {
+          warning.close();
+          sessionSeen();
+          return;
+        }
+      } catch (error) {
+        // Fall through: without an answer the session cannot be known to be alive.
+      }
+      ended();
+    });
+    sessionSeen();
+  }
+
+  // Create document: autosave. While the form changes, post it at most every five
+  // seconds (the server keeps it sealed, for this user only), and once more when the
+  // page is hidden. Without JavaScript nothing autosaves.
+  const AUTOSAVE_MS = 5000;
+  document.querySelectorAll("form[data-autosave]").forEach((form) => {
+    const url = form.getAttribute("data-autosave");
+    const status = form.querySelector("[data-autosave-status]");
+    let dirty = false;
+    let saving = false;
+    let timer = null;
+    const fields = () => new URLSearchParams(new FormData(form));
+    const save = async () => {
+      timer = null;
+      if (!dirty || saving) return;
+      dirty = false;
+      saving = true;
+      try {
+        const response = await fetch(url, {
+          method: "POST",
+          body: fields(),
+          headers: { "Accept": "application/json", "X-CSRF-Token": csrfToken() },
+          credentials: "same-origin",
+        });
+        if (response.ok) {
+          const saved = await response.json();
+          const at = new Date(saved.saved_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+          status.textContent = `Draft saved at ${at}.`;
+          status.dataset.savedAt = saved.saved_at;
+          sessionSeen();
+        } else {
+          dirty = true;
+          status.textContent = "The draft could not be saved. Keep this page open.";
+        }
+      } catch (error) {
+        dirty = true;
+        status.textContent = "The draft could not be saved. Check your connection.";
+      } finally {
+        saving = false;
+        if (dirty && timer === null) timer = setTimeout(save, AUTOSAVE_MS);
+      }
+    };
+    const changed = () => {
+      dirty = true;
+      if (timer === null) timer = setTimeout(save, AUTOSAVE_MS);
+    };
+    form.addEventListener("input", changed);
+    form.addEventListener("change", changed);
+    flushDraft = async () => {
+      clearTimeout(timer);
+      timer = null;
+      await save();
+    };
+    document.addEventListener("visibilitychange", () => {
+      // A beacon cannot carry the header; the form's own csrf_token field goes instead.
+      if (document.visibilityState === "hidden" && dirty) {
+        dirty = false;
+        navigator.sendBeacon(url, fields());
+      }
+    });
+  });
+
   // Create Document preview: load the PDF into its frame as soon as the page opens.
   document.querySelectorAll("form[data-autosubmit]").forEach((form) => form.submit());
 
