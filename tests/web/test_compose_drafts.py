@@ -109,6 +109,9 @@ def test_a_stored_document_and_a_discard_end_the_draft(practice: Practice) -> No
         stored = browser.post("/compose/confirm", data=hidden, follow_redirects=False)
         assert stored.status_code == 303 and "created=1" in stored.headers["location"]
         assert _row(practice) is None
+        # "Confirm & upload" says what it did.
+        shown = browser.get(stored.headers["location"])
+        assert "The document is stored in the record." in shown.text
 
 
 def test_a_draft_for_another_patient_waits_until_asked_for(practice: Practice) -> None:

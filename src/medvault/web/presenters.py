@@ -120,6 +120,20 @@ def file_kind(content_type: str) -> str:
     return _FILE_KINDS.get(content_type, content_type.rsplit("/", 1)[-1][:8].upper() or "FILE")
 
 
+# What people call each kind of file (a media type stays under "Technical details").
+_FILE_KIND_WORDS = {
+    "application/pdf": "PDF document",
+    "image/png": "Image",
+    "image/jpeg": "Photo",
+    "image/tiff": "Scanned image",
+    "application/dicom": "Medical image (DICOM)",
+}
+
+
+def file_kind_words(content_type: str) -> str:
+    return _FILE_KIND_WORDS.get(content_type, "File")
+
+
 def shows_thumbnail(document: DocumentOut, *, content: bool, readable: bool) -> bool:
     """Whether a list row shows the document's thumbnail rather than its type icon.
 

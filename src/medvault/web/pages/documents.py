@@ -311,6 +311,7 @@ def document_page(
             and document.content_type in INLINE_TYPES,
             "is_image": document.content_type.startswith("image/"),
             "file_kind": presenters.file_kind(document.content_type),
+            "file_kind_words": presenters.file_kind_words(document.content_type),
             "preview_alt": f"First page of {document.title}",
             "preview_note": presenters.preview_note(
                 document.derived.preview,
@@ -453,7 +454,7 @@ def restore(
     parsed = parse_id(document_id)
     service.restore(session=session, principal=principal, document_id=parsed, context=context)
     session.commit()
-    return RedirectResponse(f"/documents/{parsed}", status_code=303)
+    return RedirectResponse(f"/documents/{parsed}?restored=1", status_code=303)
 
 
 @router.post("/documents/{document_id}/link")
