@@ -30,6 +30,13 @@ class AuditEvent(ClinicalBase):
         Index("ix_audit_events_occurred", "occurred_at", "id"),
         Index("ix_audit_events_actor", "actor_id", "id"),
         Index("ix_audit_events_action", "action", "id"),
+        # Emergency (break-glass) events only, newest first: the auditors' first question.
+        Index(
+            "ix_audit_events_break_glass",
+            "id",
+            postgresql_where=text("break_glass_reason IS NOT NULL"),
+            sqlite_where=text("break_glass_reason IS NOT NULL"),
+        ),
         # The sealer's work queue: only events still waiting for a leaf index.
         Index(
             "ix_audit_events_unsealed",

@@ -280,6 +280,10 @@ class EventFilters:
     action: str | None = None
     occurred_after: datetime | None = None
     occurred_before: datetime | None = None
+    # Only events made under break-glass (they carry its reason).
+    emergency_only: bool = False
+    # Leave out one actor's events: an auditor hiding their own reads of the log.
+    excluded_actor_id: str | None = None
 
 
 def events_page(
@@ -305,6 +309,11 @@ def events_page(
         query = query.where(AuditEvent.occurred_at >= filters.occurred_after)
     if filters.occurred_before is not None:
         query = query.where(AuditEvent.occurred_at < filters.occurred_before)
+    if filters.emergency_only:
+        # Walks ix_audit_events_break_glass, which holds only such events.
+        query = query.where(AuditEvent.break_glass_reason.is_not(None))
+    if filters.excluded_actor_id is not None:
+        query = query.where(AuditEvent.actor_id != filters.excluded_actor_id)
     if before_id is not None:
         query = query.where(AuditEvent.id < before_id)
     return list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))

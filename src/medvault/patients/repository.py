@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from medvault.access.policy import readable_patients
@@ -61,15 +61,7 @@ def page(
             Patient.identifier_system == identifier[0], Patient.identifier_value == identifier[1]
         )
     if name:
-        # Each word must start a given or family name: "ann smi" finds Ann Smith.
-        for word in bounded_words(name.lower(), what="name"):
-            pattern = _escape_like(word) + "%"
-            query = query.where(
-                or_(
-                    func.lower(Patient.family_name).like(pattern, escape="\\"),
-                    func.lower(Patient.given_name).like(pattern, escape="\\"),
-                )
-            )
+        query = with_name(query, name)
     if identifier_value:
         query = query.where(Patient.identifier_value == identifier_value)
     if birth_date is not None:
@@ -78,6 +70,19 @@ def page(
         query = query.where(older_than(cursor, Patient.created_at, Patient.id))
     query = query.order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit)
     return list(session.scalars(query))
+
+
+def with_name(query: Select[Patient], name: str) -> Select[Patient]:
+    """Each word must start a given or family name: "ann smi" finds Ann Smith."""
+    for word in bounded_words(name.lower(), what="name"):
+        pattern = _escape_like(word) + "%"
+        query = query.where(
+            or_(
+                func.lower(Patient.family_name).like(pattern, escape="\\"),
+                func.lower(Patient.given_name).like(pattern, escape="\\"),
+            )
+        )
+    return query
 
 
 def _escape_like(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date
 
@@ -120,6 +121,20 @@ def get(
         patient_id=patient.id,
     )
     return patient
+
+
+# What people type for an identifier: digits with optional spaces or dashes, perhaps
+# after a short prefix (NHS 943 476 5919, MRN-0042...). Anything else is a name.
+_IDENTIFIER_LIKE = re.compile(r"^[A-Za-z]{0,4}[-\s]?[\d][\d\s-]*$")
+
+
+def looks_like_identifier(text: str) -> bool:
+    return bool(_IDENTIFIER_LIKE.match(text))
+
+
+def bare_identifier(text: str) -> str:
+    """An identifier as stored: without the spaces and dashes people type in it."""
+    return re.sub(r"[\s-]", "", text)
 
 
 def parse_identifier_query(raw: str) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from medvault.web.errors import render_portal_problem
 from medvault.web.pages import (
     admin,
     audit,
+    audit_log,
     auth,
     compose,
     compose_drafts,
@@ -66,6 +67,7 @@ def install_portal(app: FastAPI) -> None:
         patients,
         admin,
         audit,
+        audit_log,
     ):
         app.include_router(module.router)
     app.mount("/static", _CachedStatic(directory=STATIC_DIR), name="static")

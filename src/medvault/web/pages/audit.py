@@ -3,10 +3,7 @@ patient's "Who viewed my documents" (their record's access history)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
@@ -18,14 +15,12 @@ from medvault.access.audit_reach import own_patient, require_audit_events, requi
 from medvault.access.denials import Denial, denied
 from medvault.audit import queries
 from medvault.audit import service as audit
-from medvault.audit.repository import EventFilters
 from medvault.audit.verify_job import MAX_ATTEMPTS as VERIFY_ATTEMPTS
-from medvault.deps import AuthReadSession, ClinicalSession, RuntimeDep
+from medvault.deps import AuthReadSession, ClinicalSession
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import Forbidden, NotFound
 from medvault.processing import kinds, queue
 from medvault.processing.models import Job
-from medvault.web import presenters
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
 from medvault.web.templating import render
 from medvault.web.verify_view import verify_view
@@ -36,96 +31,6 @@ PAGE_SIZE = 50
 # One verification at a time, whoever asks: a second request joins the running one.
 VERIFY_DEDUPE_KEY = "audit-verify"
 REFRESH_SECONDS = 2
-T = TypeVar("T")
-
-
-def _day_start(day: date | None, *, plus_days: int = 0) -> datetime | None:
-    if day is None:
-        return None
-    return datetime.combine(day + timedelta(days=plus_days), time.min, tzinfo=UTC)
-
-
-def _parse(parser: Callable[[str], T], raw: str, message: str, errors: list[str]) -> T | None:
-    if not raw:
-        return None
-    try:
-        return parser(raw)
-    except ValueError:
-        errors.append(message)
-        return None
-
-
-@router.get("")
-def audit_page(
-    request: Request,
-    runtime: RuntimeDep,
-    session: ClinicalSession,
-    principal: PortalPrincipal,
-    context: PortalAuditCtx,
-    # Ids and action names only (never names or free text), so GET is fine here.
-    patient: Annotated[str, Query(alias="patient_id", max_length=64)] = "",
-    actor: Annotated[str | None, Query(max_length=200)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    raw_from: Annotated[str, Query(alias="from", max_length=32)] = "",
-    raw_to: Annotated[str, Query(alias="to", max_length=32)] = "",
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
-) -> Response:
-    require_whole_log(principal)
-    # An empty filter box arrives as "": that means "any", not a bad value.
-    errors: list[str] = []
-    patient_id = _parse(uuid.UUID, patient.strip(), "The patient id is not a valid id.", errors)
-    occurred_from = _parse(date.fromisoformat, raw_from, "The 'from' date is not a date.", errors)
-    occurred_to = _parse(date.fromisoformat, raw_to, "The 'to' date is not a date.", errors)
-    filters = EventFilters(
-        patient_id=patient_id,
-        actor_id=actor or None,
-        action=action or None,
-        occurred_after=_day_start(occurred_from),
-        occurred_before=_day_start(occurred_to, plus_days=1),
-    )
-    page = queries.list_events(
-        session=session,
-        principal=principal,
-        context=context,
-        filters=filters,
-        cursor=cursor or None,
-        limit=PAGE_SIZE,
-    )
-    try:
-        checkpoint: Any = queries.latest_checkpoint(
-            session=session, context=context, key=runtime.audit_key
-        )
-    except NotFound:
-        checkpoint = None
-    audit.commit_or_refuse(session)
-    names = presenters.actor_names(runtime, (event.actor_id for event in page.items))
-    params = {
-        key: value
-        for key, value in {
-            "patient_id": str(patient_id) if patient_id else "",
-            "actor": actor or "",
-            "action": action or "",
-            "from": occurred_from.isoformat() if occurred_from else "",
-            "to": occurred_to.isoformat() if occurred_to else "",
-        }.items()
-        if value
-    }
-    return render(
-        request,
-        "audit/events.html",
-        {
-            "nav": "audit",
-            "page_title": "Audit log",
-            "events": page.items,
-            "names": names,
-            "name_of": presenters.actor_name,
-            "next_cursor": page.next_cursor,
-            "filters": params,
-            "checkpoint": checkpoint,
-            "errors": errors,
-        },
-        status_code=422 if errors else 200,
-    )
 
 
 @router.get("/access-history")

@@ -5,7 +5,6 @@ Searches are posted, never put in the URL: a patient's name is patient data.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -42,8 +41,6 @@ router = APIRouter(include_in_schema=False)
 LIST = "patients"
 
 PICKER_LIMIT = 50
-# Identifiers are digits with optional spaces or dashes (NHS 943 476 5919, MRN-0042...).
-_IDENTIFIER_LIKE = re.compile(r"^[A-Za-z]{0,4}[-\s]?[\d][\d\s-]*$")
 
 
 def _picker(
@@ -58,7 +55,7 @@ def _picker(
 ) -> Response:
     require(principal, Permission.PATIENT_READ)
     require_staff(principal)
-    by_identifier = bool(text) and bool(_IDENTIFIER_LIKE.match(text))
+    by_identifier = bool(text) and patients.looks_like_identifier(text)
     found = patients.search(
         session=session,
         principal=principal,
@@ -67,7 +64,7 @@ def _picker(
         cursor=None,
         context=context,
         name=text if text and not by_identifier else None,
-        identifier_value=re.sub(r"[\s-]", "", text) if by_identifier else None,
+        identifier_value=patients.bare_identifier(text) if by_identifier else None,
     )
     audit.commit_or_refuse(session)
     return render(
