@@ -6,6 +6,7 @@ principal, so the access policy and the audit trail are exactly the REST ones.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -14,6 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from medvault.access.policy import Permission, allows, require
 from medvault.audit import service as audit
+from medvault.auth import repository as auth_repository
 from medvault.auth import session_views
 from medvault.auth.principal import Role
 from medvault.deps import AuthSession, ClinicalSession, RuntimeDep
@@ -105,6 +107,7 @@ def _list_page(
     *,
     view_id: str | None = None,
     notice: str | None = None,
+    last_visit: datetime | None = None,
 ) -> Response:
     require(principal, Permission.DOCUMENT_READ)
     page: DocumentPage | SearchPage
@@ -145,6 +148,9 @@ def _list_page(
     rows = _rows(runtime, session, principal, list(page.items))
     for row, snippet in zip(rows, snippets, strict=False):
         row["snippet"] = snippet
+    for row in rows:
+        # "New": stored since the user's last visit (their previous session's last activity).
+        row["new"] = last_visit is not None and row["doc"].created_at > last_visit
     audit.commit_or_refuse(session)
     return render(
         request,
@@ -194,8 +200,19 @@ def documents_page(
             state = None  # saved by an older release whose filters no longer parse
         if state is None:
             view, notice = "", list_views.EXPIRED_NOTICE
+    last_visit = auth_repository.previous_visit_end(
+        auth_session, principal.subject_id, active.session_id
+    )
     return _list_page(
-        request, runtime, session, principal, context, query, view_id=view or None, notice=notice
+        request,
+        runtime,
+        session,
+        principal,
+        context,
+        query,
+        view_id=view or None,
+        notice=notice,
+        last_visit=last_visit,
     )
 
 

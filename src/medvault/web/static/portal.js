@@ -80,6 +80,15 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionSeen();
   }
 
+  // Phones: the documents filter folds behind one "Filter" button, so the first screen
+  // shows documents, not five fields; it stays open while a filter is in use.
+  const narrow = window.matchMedia("(max-width: 40rem)");
+  document.querySelectorAll("details[data-fold-filters]").forEach((fold) => {
+    const fit = () => { fold.open = !narrow.matches || fold.hasAttribute("data-active"); };
+    fit();
+    narrow.addEventListener("change", fit);
+  });
+
   // Create document: autosave. While the form changes, post it at most every five
   // seconds (the server keeps it sealed, for this user only), and once more when the
   // page is hidden. Without JavaScript nothing autosaves.
