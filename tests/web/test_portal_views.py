@@ -113,6 +113,12 @@ def test_patients_and_auditors_cannot_keep_patient_searches(practice: Practice) 
             answer = post_form(browser, "/patients", {"text": "Ownfamily"}, follow_redirects=False)
             assert answer.status_code == 403
             assert _view_count(practice) == before
+    # Nor may an auditor keep a documents search: refused before anything is kept.
+    with practice.browser("auditor") as auditor:
+        before = _view_count(practice)
+        answer = post_form(auditor, "/documents", {"q": "blood"}, follow_redirects=False)
+        assert answer.status_code == 403
+        assert _view_count(practice) == before
 
 
 @BOTH

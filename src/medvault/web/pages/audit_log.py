@@ -18,7 +18,7 @@ from starlette.responses import Response
 from medvault.access.audit_reach import require_whole_log
 from medvault.audit import patient_lookup, queries
 from medvault.audit import service as audit
-from medvault.deps import AuthSession, ClinicalSession, RuntimeDep
+from medvault.deps import AuthReadSession, AuthSession, ClinicalSession, RuntimeDep
 from medvault.kit.problems import NotFound
 from medvault.runtime import Runtime
 from medvault.web import list_views, presenters
@@ -105,7 +105,7 @@ def audit_page(
     request: Request,
     runtime: RuntimeDep,
     session: ClinicalSession,
-    auth_session: AuthSession,
+    auth_session: AuthReadSession,
     active: PortalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,

@@ -172,7 +172,7 @@ def logout(
 def keepalive(
     runtime: RuntimeDep, active: PortalSession, _csrf: CsrfChecked, auth_session: AuthSession
 ) -> Response:
-    """ "Stay signed in" in the session-expiry warning: restart the idle clock now.
+    """ "Stay logged in" in the session-expiry warning: restart the idle clock now.
 
     An ordinary page view restarts it only every ``TOUCH_INTERVAL``; this always does,
     so the warning's countdown can start again from the full idle limit.

@@ -18,7 +18,7 @@ from medvault.audit import service as audit
 from medvault.auth import repository as auth_repository
 from medvault.auth import session_views
 from medvault.auth.principal import Role
-from medvault.deps import AuthSession, ClinicalSession, RuntimeDep
+from medvault.deps import AuthReadSession, AuthSession, ClinicalSession, RuntimeDep
 from medvault.documents import reading, service
 from medvault.documents.http_content import Conditions, streamed
 from medvault.documents.ordering import DocumentSort
@@ -182,7 +182,7 @@ def documents_page(
     request: Request,
     runtime: RuntimeDep,
     session: ClinicalSession,
-    auth_session: AuthSession,
+    auth_session: AuthReadSession,
     active: PortalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
@@ -228,6 +228,8 @@ async def documents_search(
     _csrf: CsrfChecked,
 ) -> Response:
     """Filters, sort and paging: posted, then a 303 to ``?view=<id>`` (never the words)."""
+    # Refused before anything is kept: who may not list documents keeps no view of them.
+    require(principal, Permission.DOCUMENT_READ)
     form = await form_data(request)
     try:
         query = DocumentQuery.from_form(form)

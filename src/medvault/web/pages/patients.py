@@ -17,7 +17,7 @@ from medvault.access.policy import Permission, allows, can_break_glass, require
 from medvault.audit import service as audit
 from medvault.auth import web_sessions
 from medvault.auth.service import commit_with_audit
-from medvault.deps import AuthSession, ClinicalSession, RuntimeDep
+from medvault.deps import AuthReadSession, AuthSession, ClinicalSession, RuntimeDep
 from medvault.documents import service as documents
 from medvault.documents.repository import ListFilters
 from medvault.kit.ids import parse_id
@@ -90,7 +90,7 @@ def patient_list(
     request: Request,
     runtime: RuntimeDep,
     session: ClinicalSession,
-    auth_session: AuthSession,
+    auth_session: AuthReadSession,
     active: PortalSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
