@@ -42,8 +42,9 @@ def test_on_a_phone_the_filters_fold_behind_one_button(
     expect(search).to_be_hidden()
     # The first screen shows a document.
     first = phone.get_by_role("link", name="Own lab report", exact=True)
-    box = first.bounding_box()
-    assert box is not None and box["y"] + box["height"] <= (phone.viewport_size or {})["height"]
+    box, screen = first.bounding_box(), phone.viewport_size
+    assert box is not None and screen is not None
+    assert box["y"] + box["height"] <= screen["height"]
     phone.locator("details[data-fold-filters] > summary").click()
     expect(search).to_be_visible()
     search.fill("lab")

@@ -5,9 +5,10 @@ disclosures, GDPR Art. 15). Patients have a right to know *who* opened their rec
 *what* they did, *when*, whether it worked, and whether it was emergency access. They
 do not get what belongs to other people: staff members' client addresses, user
 agents, request ids, internal actor ids and usernames, and the free-text details and
-break-glass reasons, which may mention other patients. Staff are named by their role
-("a clinician"): the vault keeps no display names, and usernames are login
-identifiers, not names.
+break-glass reasons, which may mention other patients. Staff are named as their
+badge would name them, the display name an admin set and their role ("Dr Priya Patel,
+GP (a clinician)"), or by their role alone ("a clinician") when they have none;
+usernames are login identifiers, never shown.
 
 Who may read which events is decided in ``access.audit_reach``; every query here
 starts from its ``readable_audit_events``.
@@ -73,7 +74,10 @@ class AccessHistoryEntry(BaseModel):
 
     id: int = Field(description="The event's id (also its FHIR AuditEvent id)")
     occurred_at: datetime
-    who: str = Field(description='"you", or the role of who acted: "a clinician", "the vault"…')
+    who: str = Field(
+        description='"you", or who acted: "Dr Priya Patel, GP (a clinician)", "a clinician", '
+        '"the vault"…'
+    )
     is_you: bool = Field(description="The patient themself, or an app acting for them")
     actor_role: str = Field(description="clinician, admin, auditor, patient, service or system")
     action: str = Field(description="The vault's action name, e.g. document.content.read")
@@ -140,7 +144,8 @@ def resolve_actors(
 def _user_actor(user: User, patient_id: uuid.UUID) -> Actor:
     if user.patient_id == patient_id:
         return Actor("you", True)
-    return Actor(_ROLE_WORDS.get(user.role, "someone"), False)
+    role = _ROLE_WORDS.get(user.role, "someone")
+    return Actor(f"{user.label} ({role})" if user.display_name else role, False)
 
 
 def _token_actor(token: ApiToken, owner: User | None, patient_id: uuid.UUID) -> Actor:

@@ -43,6 +43,16 @@ class User(AuthBase):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What people read instead of the username ("Dr Priya Patel", "GP"), set by admins.
+    display_name: Mapped[str | None] = mapped_column(String(100))
+    profession: Mapped[str | None] = mapped_column(String(100))
+
+    @property
+    def label(self) -> str:
+        """How people see this user: "Dr Priya Patel, GP", "Dr Priya Patel", or the username."""
+        if self.display_name and self.profession:
+            return f"{self.display_name}, {self.profession}"
+        return self.display_name or self.username
 
 
 class RefreshToken(AuthBase):
@@ -89,6 +99,9 @@ class WebSession(AuthBase):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     break_glass_reason: Mapped[str | None] = mapped_column(String(500))
     break_glass_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the user's previous visit ended (their other sessions' last activity), set at
+    # login: "New" badges need it on every page, and it must cost no query there.
+    previous_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuthEpoch(AuthBase):

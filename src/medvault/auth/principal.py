@@ -42,6 +42,13 @@ class Principal:
     # The login session (refresh-token family) an access token belongs to: logout
     # revokes exactly this session. None for API tokens and signed URLs.
     session_id: uuid.UUID | None = None
+    # How people see a user ("Dr Priya Patel, GP"); None for tokens and signed URLs.
+    # ``name`` stays the username: APIs and logs speak of accounts, pages of people.
+    label: str | None = None
+
+    @property
+    def shown_name(self) -> str:
+        return self.label or self.name
 
     @property
     def actor_id(self) -> str:

@@ -178,14 +178,10 @@ def touch_web_session(
     return _rowcount(result) == 1
 
 
-def previous_visit_end(
-    session: Session, user_id: uuid.UUID, current_session_id: uuid.UUID
-) -> datetime | None:
-    """When this user was last active in any other portal session (their last visit)."""
+def previous_visit_end(session: Session, user_id: uuid.UUID) -> datetime | None:
+    """When this user was last active in any portal session so far (their last visit)."""
     return session.scalar(
-        select(func.max(WebSession.last_seen_at)).where(
-            WebSession.user_id == user_id, WebSession.id != current_session_id
-        )
+        select(func.max(WebSession.last_seen_at)).where(WebSession.user_id == user_id)
     )
 
 

@@ -173,6 +173,8 @@ def create_user(
         role=Role(data.role),
         patient_id=data.patient_id,
         context=context,
+        display_name=data.display_name,
+        profession=data.profession,
     )
     commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     response.headers["Location"] = f"/api/v1/users/{user.id}"

@@ -56,6 +56,9 @@ class UserCreate(CleanTextModel):
     password: SecretStr
     role: UserRole
     patient_id: uuid.UUID | None = None
+    # What people read instead of the username ("Dr Priya Patel", "GP").
+    display_name: Annotated[str, StringConstraints(max_length=100)] | None = None
+    profession: Annotated[str, StringConstraints(max_length=100)] | None = None
 
 
 class UserOut(BaseModel):
@@ -64,6 +67,8 @@ class UserOut(BaseModel):
     email: str
     role: str
     patient_id: uuid.UUID | None
+    display_name: str | None
+    profession: str | None
     created_at: datetime
     disabled_at: datetime | None
     last_login_at: datetime | None
@@ -76,6 +81,8 @@ class UserOut(BaseModel):
             email=user.email,
             role=user.role,
             patient_id=user.patient_id,
+            display_name=user.display_name,
+            profession=user.profession,
             created_at=user.created_at,
             disabled_at=user.disabled_at,
             last_login_at=user.last_login_at,

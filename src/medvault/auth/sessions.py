@@ -319,6 +319,7 @@ def access_token_principal(
         kind=PrincipalKind.USER,
         subject_id=user.id,
         name=user.username,
+        label=user.label,
         role=Role(user.role),
         patient_id=user.patient_id,
         session_id=claims.session_id,

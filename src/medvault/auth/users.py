@@ -56,6 +56,17 @@ def _normalise_email(email: str) -> str:
     return email
 
 
+MAX_LABEL = 100
+
+
+def _label(value: str | None, what: str) -> str | None:
+    """A display name or profession: trimmed, one line, at most ``MAX_LABEL``; "" is none."""
+    text = " ".join((value or "").split())
+    if len(text) > MAX_LABEL:
+        raise InvalidUser(f"The {what} may be at most {MAX_LABEL} characters.")
+    return text or None
+
+
 def _record(
     *, session: Session, context: AuditContext, action: str, user: User, **details: object
 ) -> None:
@@ -80,9 +91,13 @@ def create(
     role: Role,
     patient_id: uuid.UUID | None,
     context: AuditContext,
+    display_name: str | None = None,
+    profession: str | None = None,
 ) -> User:
     """Create a user; a patient user must name an existing patient, nobody else may."""
     username = normalise_username(username)
+    display_name = _label(display_name, "display name")
+    profession = _label(profession, "profession")
     if not USERNAME_PATTERN.fullmatch(username):
         raise InvalidUser("Usernames are 3 to 64 characters: a-z, 0-9, '.', '_' and '-'.")
     email = _normalise_email(email)
@@ -107,6 +122,8 @@ def create(
         patient_id=patient_id,
         created_at=now,
         updated_at=now,
+        display_name=display_name,
+        profession=profession,
     )
     auth_session.add(user)
     try:
@@ -168,6 +185,27 @@ def disable(
         user=user,
         tokens_revoked=revoked,
     )
+    return user
+
+
+def set_profile(
+    *,
+    auth_session: Session,
+    clinical_session: Session,
+    user_id: uuid.UUID,
+    display_name: str | None,
+    profession: str | None,
+    context: AuditContext,
+) -> User:
+    """Set the name and profession people see instead of the username ("" clears them)."""
+    user = get(session=auth_session, user_id=user_id)
+    user.display_name = _label(display_name, "display name")
+    user.profession = _label(profession, "profession")
+    user.updated_at = utcnow()
+    auth_session.flush()
+    # Cached principals carry the name (the portal's header, a letter's author).
+    repository.bump_auth_epoch(auth_session)
+    _record(session=clinical_session, context=context, action="user.profile", user=user)
     return user
 
 

@@ -58,6 +58,8 @@ class ActiveWebSession:
     principal: Principal
     break_glass_until: datetime | None
     needs_touch: bool = False
+    # When the user's previous visit ended (None on a first visit): "New" badges.
+    previous_visit_at: datetime | None = None
     # Until when this resolution stays exactly true with no further read: the session's
     # absolute end, its next activity write (so never past the idle limit either), and
     # the end of break-glass. A principal cache must not serve it from this instant on.
@@ -112,6 +114,7 @@ def start(
         created_at=now,
         last_seen_at=now,
         expires_at=now + timedelta(seconds=settings.web_session_max_seconds),
+        previous_visit_at=repository.previous_visit_end(auth_session, user.id),
     )
     auth_session.add(row)
     auth_session.flush()
@@ -136,6 +139,7 @@ def _principal(user: User, row: WebSession, now: datetime) -> Principal:
         kind=PrincipalKind.USER,
         subject_id=user.id,
         name=user.username,
+        label=user.label,
         role=Role(user.role),
         patient_id=user.patient_id,
         break_glass_reason=emergency,
@@ -174,6 +178,7 @@ def resolve(*, session: Session, settings: Settings, token: str) -> ActiveWebSes
         principal=principal,
         break_glass_until=break_glass_until,
         needs_touch=now - row.last_seen_at >= TOUCH_INTERVAL,
+        previous_visit_at=row.previous_visit_at,
         valid_until=min([*ends, break_glass_until] if break_glass_until else ends),
     )
 

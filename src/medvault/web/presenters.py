@@ -40,7 +40,11 @@ def type_label(code: str) -> str:
 
 
 def actor_names(runtime: Runtime, actor_ids: Iterable[str]) -> dict[str, str]:
-    """ "user:<id>" → the username, "api_token:<id>" → "API token <name>"."""
+    """Names people read for actor ids.
+
+    "user:<id>" → "Dr Priya Patel, GP" (else the username); "api_token:<id>" → "API token
+    <name>".
+    """
     users: set[uuid.UUID] = set()
     tokens: set[uuid.UUID] = set()
     for actor in set(actor_ids):
@@ -56,7 +60,7 @@ def actor_names(runtime: Runtime, actor_ids: Iterable[str]) -> dict[str, str]:
     names: dict[str, str] = {}
     with runtime.auth.read_session() as session:
         for user in auth_repository.users_by_ids(session, users).values():
-            names[f"{PrincipalKind.USER.value}:{user.id}"] = user.username
+            names[f"{PrincipalKind.USER.value}:{user.id}"] = user.label
         for token_id in tokens:
             token = auth_repository.token_by_id(session, token_id)
             if token is not None:

@@ -85,7 +85,8 @@ async def create_user(
     _csrf: CsrfChecked,
 ) -> Response:
     form = await form_data(request)
-    values = {k: form.get(k, "").strip() for k in ("username", "email", "role", "patient_id")}
+    fields = ("username", "email", "role", "patient_id", "display_name", "profession")
+    values = {k: form.get(k, "").strip() for k in fields}
     try:
         role = Role(values["role"])
         patient_id = uuid.UUID(values["patient_id"]) if values["patient_id"] else None
@@ -100,6 +101,8 @@ async def create_user(
             role=role,
             patient_id=patient_id,
             context=context,
+            display_name=values["display_name"],
+            profession=values["profession"],
         )
         commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     except ValueError:
@@ -154,6 +157,44 @@ def disable_user(
     )
     commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.post("/users/{user_id}/profile")
+async def set_profile(
+    user_id: str,
+    request: Request,
+    auth_session: AuthSession,
+    clinical_session: ClinicalSession,
+    principal: PortalPrincipal,
+    context: PortalAuditCtx,
+    _csrf: CsrfChecked,
+) -> Response:
+    """The name and profession everyone sees instead of the username."""
+    form = await form_data(request)
+    try:
+        user = users.set_profile(
+            auth_session=auth_session,
+            clinical_session=clinical_session,
+            user_id=parse_id(user_id),
+            display_name=form.get("display_name", ""),
+            profession=form.get("profession", ""),
+            context=context,
+        )
+        commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
+    except users.InvalidUser as exc:
+        auth_session.rollback()
+        clinical_session.rollback()
+        return _users_page(
+            request, auth_session, clinical_session, principal, context, error=exc.detail
+        )
+    return _users_page(
+        request,
+        auth_session,
+        clinical_session,
+        principal,
+        context,
+        flash=f"{user.username} is now shown as “{user.label}”.",
+    )
 
 
 @router.post("/users/{user_id}/enable")

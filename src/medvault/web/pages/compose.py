@@ -133,7 +133,7 @@ def _form_page(
 
 
 def _author(principal: Principal) -> str:
-    return principal.name
+    return principal.shown_name
 
 
 def _patient(

@@ -15,7 +15,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from medvault.access.policy import Permission, allows, require
 from medvault.audit import service as audit
-from medvault.auth import repository as auth_repository
 from medvault.auth import session_views
 from medvault.auth.principal import Role
 from medvault.deps import AuthReadSession, AuthSession, ClinicalSession, RuntimeDep
@@ -200,9 +199,6 @@ def documents_page(
             state = None  # saved by an older release whose filters no longer parse
         if state is None:
             view, notice = "", list_views.EXPIRED_NOTICE
-    last_visit = auth_repository.previous_visit_end(
-        auth_session, principal.subject_id, active.session_id
-    )
     return _list_page(
         request,
         runtime,
@@ -212,7 +208,7 @@ def documents_page(
         query,
         view_id=view or None,
         notice=notice,
-        last_visit=last_visit,
+        last_visit=active.previous_visit_at,
     )
 
 
