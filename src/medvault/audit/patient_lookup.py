@@ -23,7 +23,7 @@ from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
 from medvault.patients import repository
 from medvault.patients.models import Patient
-from medvault.patients.service import bare_identifier, looks_like_identifier
+from medvault.patients.service import bare_identifier, display_name, looks_like_identifier
 
 MAX_MATCHES = 20
 
@@ -37,7 +37,7 @@ class PatientRef:
 def _ref(patient: Patient) -> PatientRef:
     return PatientRef(
         id=patient.id,
-        label=f"{patient.family_name.upper()}, {patient.given_name} ({patient.identifier_value})",
+        label=display_name(patient.family_name, patient.given_name, patient.identifier_value),
     )
 
 

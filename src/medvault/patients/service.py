@@ -123,6 +123,12 @@ def get(
     return patient
 
 
+def display_name(family_name: str, given_name: str, identifier: str | None = None) -> str:
+    """How pages name a patient: "OWNFAMILY, Alicia", and "(9002890233)" where it helps."""
+    name = f"{family_name.upper()}, {given_name}"
+    return f"{name} ({identifier})" if identifier else name
+
+
 # What people type for an identifier: digits with optional spaces or dashes, perhaps
 # after a short prefix (NHS 943 476 5919, MRN-0042...). Anything else is a name.
 _IDENTIFIER_LIKE = re.compile(r"^[A-Za-z]{0,4}[-\s]?[\d][\d\s-]*$")

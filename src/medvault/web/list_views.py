@@ -9,7 +9,8 @@ history holds only ids.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse
@@ -17,6 +18,8 @@ from starlette.responses import RedirectResponse
 from medvault.auth import session_views
 from medvault.auth.web_sessions import ActiveWebSession
 from medvault.runtime import Runtime
+
+T = TypeVar("T")
 
 EXPIRED_NOTICE = "That list has expired, so it starts again from the beginning."
 
@@ -43,14 +46,24 @@ def remember(
 
 
 def recall(
-    *, runtime: Runtime, auth_session: Session, active: ActiveWebSession, page: str, view_id: str
-) -> dict[str, Any] | None:
-    """The state behind ``view_id`` for this session and page; None if it is not (or no
-    longer) there, which the page shows as a fresh list with :data:`EXPIRED_NOTICE`."""
-    return session_views.load(
+    *,
+    runtime: Runtime,
+    auth_session: Session,
+    active: ActiveWebSession,
+    page: str,
+    view_id: str,
+    parse: Callable[[dict[str, Any]], T | None],
+) -> T | None:
+    """The state behind ``view_id`` for this session and page, as ``parse`` reads it.
+
+    None when it is not (or no longer) there, or ``parse`` cannot read it (kept by an
+    older release): the page then shows a fresh list with :data:`EXPIRED_NOTICE`.
+    """
+    state = session_views.load(
         auth_session,
         secret_key=runtime.secret_key,
         session_id=active.session_id,
         page=page,
         view_id=view_id,
     )
+    return parse(state) if state is not None else None

@@ -10,7 +10,14 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from medvault.documents.models import DocumentStatus
 from medvault.documents.ordering import DocumentSort
@@ -47,6 +54,14 @@ class DocumentQuery(BaseModel):
         trail = form.get("trail", "")
         values["trail"] = [part for part in trail.split(" ") if part] if trail else []
         return cls.model_validate(values)
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> DocumentQuery | None:
+        """A query a session view kept; None if it no longer parses (an older release)."""
+        try:
+            return cls.model_validate(state)
+        except ValidationError:
+            return None
 
     def filters(self) -> ListFilters:
         def start_of(day: date) -> datetime:

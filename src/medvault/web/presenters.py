@@ -85,7 +85,7 @@ def readable_patients_by_id(
 def patient_label(patient: Patient | None) -> str:
     if patient is None:
         return ""
-    return f"{patient.family_name.upper()}, {patient.given_name}"
+    return patient_service.display_name(patient.family_name, patient.given_name)
 
 
 def patient_choices(
@@ -104,7 +104,7 @@ def patient_choices(
     return [
         {
             "id": str(p.id),
-            "label": f"{p.family_name.upper()}, {p.given_name} ({p.identifier.value})",
+            "label": patient_service.display_name(p.family_name, p.given_name, p.identifier.value),
         }
         for p in ordered
     ]

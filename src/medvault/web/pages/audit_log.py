@@ -118,10 +118,14 @@ def audit_page(
     require_whole_log(principal)
     state, notice = AuditFilterState(), None
     if view:
-        kept = list_views.recall(
-            runtime=runtime, auth_session=auth_session, active=active, page=LIST, view_id=view
+        restored = list_views.recall(
+            runtime=runtime,
+            auth_session=auth_session,
+            active=active,
+            page=LIST,
+            view_id=view,
+            parse=AuditFilterState.from_state,
         )
-        restored = AuditFilterState.from_state(kept) if kept is not None else None
         if restored is None:
             view, notice = "", list_views.EXPIRED_NOTICE
         else:

@@ -190,15 +190,18 @@ def documents_page(
     """The table; ``view`` names filters a posted search kept server-side (list_views)."""
     query, notice = DocumentQuery(), None
     if view:
-        state = list_views.recall(
-            runtime=runtime, auth_session=auth_session, active=active, page=LIST, view_id=view
+        kept = list_views.recall(
+            runtime=runtime,
+            auth_session=auth_session,
+            active=active,
+            page=LIST,
+            view_id=view,
+            parse=DocumentQuery.from_state,
         )
-        try:
-            query = DocumentQuery.model_validate(state) if state is not None else query
-        except ValidationError:
-            state = None  # saved by an older release whose filters no longer parse
-        if state is None:
+        if kept is None:
             view, notice = "", list_views.EXPIRED_NOTICE
+        else:
+            query = kept
     return _list_page(
         request,
         runtime,

@@ -85,6 +85,11 @@ def _picker(
     )
 
 
+def _search_text(state: dict[str, Any]) -> str | None:
+    text = state.get("text")
+    return text if isinstance(text, str) else None
+
+
 @router.get("/patients")
 def patient_list(
     request: Request,
@@ -99,11 +104,15 @@ def patient_list(
     """The picker; ``view`` names a posted search kept server-side (web.list_views)."""
     if not view:
         return _picker(request, session, principal, context)
-    state = list_views.recall(
-        runtime=runtime, auth_session=auth_session, active=active, page=LIST, view_id=view
+    text = list_views.recall(
+        runtime=runtime,
+        auth_session=auth_session,
+        active=active,
+        page=LIST,
+        view_id=view,
+        parse=_search_text,
     )
-    text = state.get("text") if state is not None else None
-    if not isinstance(text, str):
+    if text is None:
         return _picker(request, session, principal, context, notice=list_views.EXPIRED_NOTICE)
     return _picker(request, session, principal, context, text=text)
 
