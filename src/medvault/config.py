@@ -15,6 +15,8 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from medvault.kit.time_zones import known_zone
+
 MiB = 1024 * 1024
 
 DEFAULT_ALLOWED_TYPES = (
@@ -129,6 +131,9 @@ class Settings(BaseSettings):
     portal_name: str = Field(
         default="medvault", max_length=100, description="Shown in the portal and PDF headers"
     )
+    # Times are shown in each user's own zone, read from their browser at login; this
+    # one applies until a user has logged in with script enabled.
+    portal_time_zone: str = Field(default="UTC", description="IANA name, e.g. Europe/London")
 
     # Tamper-evident audit log
     audit_signing_key: str | None = Field(default=None, description="Ed25519 PEM (else file)")
@@ -226,6 +231,13 @@ class Settings(BaseSettings):
     def _split_types(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("portal_time_zone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        if known_zone(value) is None:
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. Europe/London)")
         return value
 
     @model_validator(mode="after")

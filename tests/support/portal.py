@@ -13,14 +13,19 @@ from medvault.web.session import LOGIN_CSRF_COOKIE
 _CSRF_META = re.compile(r'<meta name="csrf-token" content="([0-9a-f]{64})">')
 
 
-def portal_login(client: TestClient, username: str, password: str) -> httpx.Response:
-    """Log in as a browser would: GET the form (login CSRF cookie), then POST it."""
+def portal_login(
+    client: TestClient, username: str, password: str, *, time_zone: str = ""
+) -> httpx.Response:
+    """Log in as a browser would: GET the form (login CSRF cookie), then POST it.
+
+    ``time_zone`` is what the form's script would have read from the browser ("" is a
+    browser without script).
+    """
     client.get("/login")
     token = client.cookies.get(LOGIN_CSRF_COOKIE)
+    form = {"username": username, "password": password, "csrf_token": token or ""}
     response: httpx.Response = client.post(
-        "/login",
-        data={"username": username, "password": password, "csrf_token": token or ""},
-        follow_redirects=False,
+        "/login", data={**form, "time_zone": time_zone}, follow_redirects=False
     )
     return response
 

@@ -46,6 +46,9 @@ class User(AuthBase):
     # What people read instead of the username ("Dr Priya Patel", "GP"), set by admins.
     display_name: Mapped[str | None] = mapped_column(String(100))
     profession: Mapped[str | None] = mapped_column(String(100))
+    # The IANA zone the portal shows times in ("Europe/London"), taken from the browser
+    # at each portal login; None until then (the portal's default zone applies).
+    time_zone: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def label(self) -> str:

@@ -34,6 +34,7 @@ from medvault.auth.principal_cache import Expiring, PrincipalCache, credential_k
 from medvault.auth.sessions import check_password, user_actor
 from medvault.config import Settings
 from medvault.kit.clock import utcnow
+from medvault.kit.time_zones import known_zone
 
 SESSION_TOKEN_PREFIX = "mvw_"  # noqa: S105  (a public prefix that makes leaks greppable)
 # Activity is written at most this often: a page view should not be a database write.
@@ -60,6 +61,8 @@ class ActiveWebSession:
     needs_touch: bool = False
     # When the user's previous visit ended (None on a first visit): "New" badges.
     previous_visit_at: datetime | None = None
+    # The IANA zone the user's browser reported at a portal login; None: never reported.
+    time_zone: str | None = None
     # Until when this resolution stays exactly true with no further read: the session's
     # absolute end, its next activity write (so never past the idle limit either), and
     # the end of break-glass. A principal cache must not serve it from this instant on.
@@ -93,8 +96,14 @@ def start(
     password: str,
     context: AuditContext,
     password_slots: PasswordCheckSlots,
+    browser_time_zone: str | None = None,
 ) -> StartedWebSession | None:
-    """Check a password and open a portal session; None (audited) when the login fails."""
+    """Check a password and open a portal session; None (audited) when the login fails.
+
+    ``browser_time_zone`` is the IANA zone the login page's script read from the
+    browser; a known one becomes the user's zone for showing times, anything else
+    (no script, a made-up name) leaves the stored zone as it was.
+    """
     user = check_password(
         reader=reader,
         auth_session=auth_session,
@@ -106,6 +115,9 @@ def start(
     )
     if user is None:
         return None
+    zone = known_zone(browser_time_zone)
+    if zone is not None and zone.key != user.time_zone:
+        user.time_zone = zone.key
     now = utcnow()
     token = SESSION_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = WebSession(
@@ -179,6 +191,7 @@ def resolve(*, session: Session, settings: Settings, token: str) -> ActiveWebSes
         break_glass_until=break_glass_until,
         needs_touch=now - row.last_seen_at >= TOUCH_INTERVAL,
         previous_visit_at=row.previous_visit_at,
+        time_zone=user.time_zone,
         valid_until=min([*ends, break_glass_until] if break_glass_until else ends),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -64,12 +64,14 @@ class AuditFilterState:
             )
         )
 
-    def event_filters(self, principal: Principal) -> EventFilters:
+    def event_filters(self, principal: Principal, zone: tzinfo) -> EventFilters:
+        """The filters for the audit queries; typed dates are days in the viewer's ``zone``."""
+
         def day_start(raw: str, plus_days: int = 0) -> datetime | None:
             if not raw:
                 return None
             day = date.fromisoformat(raw) + timedelta(days=plus_days)
-            return datetime.combine(day, time.min, tzinfo=UTC)
+            return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
 
         return EventFilters(
             patient_id=uuid.UUID(self.patient_id) if self.patient_id else None,

@@ -7,7 +7,7 @@ clinical information, and URLs end up in browser history, proxies and server log
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -63,9 +63,11 @@ class DocumentQuery(BaseModel):
         except ValidationError:
             return None
 
-    def filters(self) -> ListFilters:
+    def filters(self, zone: tzinfo) -> ListFilters:
+        """The query for the service; typed dates are days in the viewer's ``zone``."""
+
         def start_of(day: date) -> datetime:
-            return datetime.combine(day, time.min, tzinfo=UTC)
+            return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
 
         return ListFilters(
             patient_id=self.patient_id,

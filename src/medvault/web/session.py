@@ -10,6 +10,7 @@ enough on older browsers or for a sibling subdomain.
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, tzinfo
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -22,6 +23,7 @@ from medvault.auth.web_sessions import ActiveWebSession
 from medvault.deps import RuntimeDep, client_ip
 from medvault.kit.problems import Forbidden, Unauthorized
 from medvault.kit.text import require_clean_text
+from medvault.kit.time_zones import known_zone
 from medvault.runtime import Runtime
 
 PLAIN_COOKIE = "medvault_session"
@@ -124,6 +126,8 @@ def _portal_context(request: Request, runtime: Runtime, active: ActiveWebSession
         "break_glass": principal.break_glass_reason,
         "break_glass_until": active.break_glass_until,
         "portal_name": runtime.settings.portal_name,
+        # Every time on the page is shown in this zone (templating's ``when``).
+        "zone": known_zone(active.time_zone) or known_zone(runtime.settings.portal_time_zone),
         "break_glass_minutes": runtime.settings.web_break_glass_seconds // 60,
         "can_self_upload": runtime.settings.patient_self_upload,
         # How long the page may stay idle for sure: the server counts idleness from its
@@ -131,6 +135,12 @@ def _portal_context(request: Request, runtime: Runtime, active: ActiveWebSession
         "idle_seconds": runtime.settings.web_session_idle_seconds
         - int(web_sessions.TOUCH_INTERVAL.total_seconds()),
     }
+
+
+def viewer_zone(request: Request) -> tzinfo:
+    """The zone this request's page shows times in, and reads typed dates in."""
+    zone = getattr(request.state, "portal_context", {}).get("zone")
+    return zone if isinstance(zone, tzinfo) else UTC
 
 
 def optional_session(request: Request, runtime: RuntimeDep) -> ActiveWebSession | None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from babel.dates import format_datetime, get_timezone_location
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -38,13 +43,46 @@ def human_size(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def human_datetime(value: datetime | None) -> str:
-    """ "23 Nov 2026, 14:05 UTC": unambiguous in every locale (no 11/12 vs 12/11)."""
+# The portal speaks British English for now; times read "4 Dec 2026, 5:31 pm".
+LOCALE = "en_GB"
+_LOCAL_PATTERN = "d MMM y, h:mm a"
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def utc_datetime(value: datetime) -> str:
+    """ "4 Dec 2026, 17:31 UTC": the unambiguous form, for tooltips and audit exports."""
+    return _aware(value).astimezone(UTC).strftime("%-d %b %Y, %H:%M UTC")
+
+
+def local_datetime(value: datetime, zone: tzinfo) -> str:
+    """ "4 Dec 2026, 5:31 pm" in ``zone``: what a person reads on a letter or a clock."""
+    return format_datetime(_aware(value), _LOCAL_PATTERN, tzinfo=zone, locale=LOCALE)
+
+
+def zone_name(zone: tzinfo) -> str:
+    """ "United Kingdom Time", "United States (New York) Time"; UTC stays "UTC"."""
+    if isinstance(zone, ZoneInfo) and zone.key not in ("UTC", "Etc/UTC"):
+        return str(get_timezone_location(zone, locale=LOCALE))
+    return "UTC"
+
+
+def _zone(context: Context) -> tzinfo:
+    zone = context.get("zone")
+    return zone if isinstance(zone, tzinfo) else UTC
+
+
+@pass_context
+def when(context: Context, value: datetime | None) -> Markup:
+    """A ``<time>`` in the viewer's zone, with the same instant in UTC as its tooltip."""
     if value is None:
-        return ""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%-d %b %Y, %H:%M UTC")
+        return Markup("")
+    return Markup('<time datetime="{iso}" title="{utc}">{local}</time>').format(
+        iso=iso(value), utc=utc_datetime(value), local=local_datetime(value, _zone(context))
+    )
 
 
 def human_date(value: Any) -> str:
@@ -63,7 +101,8 @@ def iso(value: datetime | None) -> str:
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.filters["human_size"] = human_size
-templates.env.filters["human_datetime"] = human_datetime
+templates.env.filters["when"] = when
+templates.env.filters["zone_name"] = zone_name
 templates.env.filters["human_date"] = human_date
 templates.env.filters["iso"] = iso
 templates.env.trim_blocks = True

@@ -29,6 +29,7 @@ from medvault.web.session import (
     PortalPrincipal,
     PortalSession,
     form_data,
+    viewer_zone,
 )
 from medvault.web.templating import render
 
@@ -59,7 +60,7 @@ def _events_page(
         session=session,
         principal=principal,
         context=context,
-        filters=state.event_filters(principal),
+        filters=state.event_filters(principal, viewer_zone(request)),
         cursor=cursor,
         limit=PAGE_SIZE,
     )

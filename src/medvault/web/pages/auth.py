@@ -121,6 +121,7 @@ async def login(
             password=password,
             context=context,
             password_slots=limits.password_slots,
+            browser_time_zone=form.get("time_zone", "")[:100],
         )
     except (TooManyRequests, LoginBusy) as exc:
         response = _login_page(

@@ -43,6 +43,7 @@ from medvault.web.session import (
     PortalPrincipal,
     PortalSession,
     form_data,
+    viewer_zone,
 )
 from medvault.web.templating import render
 
@@ -121,7 +122,7 @@ def _list_page(
                 runtime=runtime,
                 principal=principal,
                 text=query.q,
-                filters=query.filters(),
+                filters=query.filters(viewer_zone(request)),
                 cursor=query.cursor or None,
                 limit=PAGE_SIZE,
                 context=context,
@@ -138,7 +139,7 @@ def _list_page(
         page = service.list_page(
             session=session,
             principal=principal,
-            filters=query.filters(),
+            filters=query.filters(viewer_zone(request)),
             cursor=query.cursor or None,
             limit=PAGE_SIZE,
             context=context,

@@ -7,10 +7,16 @@ function csrfToken() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // The login form sends the browser's IANA time zone: times are then shown in it.
+  for (const field of document.querySelectorAll("input[data-browser-time-zone]")) {
+    field.value = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+  }
+
   // Session-expiry warning: shortly before the idle limit would end the session, offer
   // "Stay logged in". At the limit the page saves its draft, logs out (so an unattended
-  // screen shows nothing more), hides its content and offers to log in again, back here. sessionSeen() restarts the countdown whenever
-  // the server has just seen this session (a page load, an autosave, a keep-alive).
+  // screen shows nothing more), hides its content and offers to log in again, back
+  // here. sessionSeen() restarts the countdown whenever the server has just seen this
+  // session (a page load, an autosave, a keep-alive).
   let sessionSeen = () => {};
   // Set by the autosave below: save now whatever has not been saved yet.
   let flushDraft = async () => {};
