@@ -31,12 +31,53 @@ TYPE_LABELS: dict[str, str] = {
     "60591-5": "Patient summary",
     "28570-0": "Procedure note",
     "51851-4": "Administrative note",
+    "72170-4": "Photograph",
+    "57833-6": "Prescription",
+    "55188-7": "Patient data document",
     **{option.code: option.label for option in DOCUMENT_TYPES},
 }
 
+# The same types in a patient's words: "Test results", not "Laboratory report".
+PATIENT_TYPE_LABELS: dict[str, str] = {
+    "11502-2": "Test results",
+    "18748-4": "Scan or X-ray report",
+    "18842-5": "Letter when leaving hospital",
+    "11488-4": "Letter from a specialist",
+    "11506-3": "Notes from an appointment",
+    "57133-1": "Referral letter",
+    "34108-1": "Clinic letter",
+    "60591-5": "Health summary",
+    "28570-0": "Notes about a procedure",
+    "51851-4": "Form or administrative letter",
+    "34117-2": "Notes from an examination",
+    "72170-4": "Photo",
+    "57833-6": "Prescription or list of medicines",
+    "55188-7": "Other document",
+}
 
-def type_label(code: str) -> str:
+# "What is this?" when patients upload to their own record: what they would call it,
+# each stored as the LOINC document type a clinician would have chosen.
+PATIENT_UPLOAD_CHOICES: tuple[tuple[str, str], ...] = (
+    ("34108-1", "A letter from a doctor or hospital"),
+    ("11502-2", "Test results"),
+    ("18748-4", "A scan or X-ray report"),
+    ("72170-4", "A photo (for example of a rash or a wound)"),
+    ("57833-6", "A prescription or a list of medicines"),
+    ("55188-7", "Something else"),
+)
+
+
+def type_label(code: str, *, for_patient: bool = False) -> str:
+    """What a reader calls a LOINC document type; patients get everyday words."""
+    if for_patient:
+        return PATIENT_TYPE_LABELS.get(code) or TYPE_LABELS.get(code, "Document")
     return TYPE_LABELS.get(code, f"Type {code}")
+
+
+def type_choices(*, for_patient: bool) -> list[tuple[str, str]]:
+    """The type filter's and the upload form's options, alphabetical by what they say."""
+    labels = PATIENT_TYPE_LABELS if for_patient else TYPE_LABELS
+    return sorted(labels.items(), key=lambda kv: kv[1])
 
 
 def actor_names(runtime: Runtime, actor_ids: Iterable[str]) -> dict[str, str]:

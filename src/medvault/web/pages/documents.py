@@ -82,7 +82,9 @@ def _rows(
         rows.append(
             {
                 "doc": item,
-                "type_label": presenters.type_label(item.document_type),
+                "type_label": presenters.type_label(
+                    item.document_type, for_patient=principal.role is Role.PATIENT
+                ),
                 "uploaded_by": presenters.actor_name(names, item.uploaded_by),
                 "patient": presenters.patient_label(people.get(item.patient_id)),
                 "scan": scan,
@@ -165,7 +167,7 @@ def _list_page(
             "errors": errors or [],
             "view_id": view_id,
             "notice": notice,
-            "types": sorted(presenters.TYPE_LABELS.items(), key=lambda kv: kv[1]),
+            "types": presenters.type_choices(for_patient=principal.role is Role.PATIENT),
             "sorts": SORT_LABELS,
             "inline_types": INLINE_TYPES,
             "show_patient": principal.role is not Role.PATIENT,
@@ -320,7 +322,9 @@ def document_page(
             "active_content_found": has_active_content(document.active_content),
             "names": names,
             "name_of": presenters.actor_name,
-            "type_label": presenters.type_label(document.document_type),
+            "type_label": presenters.type_label(
+                document.document_type, for_patient=principal.role is Role.PATIENT
+            ),
             "patient": presenters.patient_label(patient.get(document.patient_id)),
             "deleted": document.status == "deleted",
             "can_read_content": can_read_content,

@@ -59,7 +59,12 @@ def upload_page(
             "patients": choices,
             "own_patient": principal.patient_id,
             "preselected": request.query_params.get("patient", ""),
-            "types": sorted(presenters.TYPE_LABELS.items(), key=lambda kv: kv[1]),
+            # Patients answer "What is this?" in their own words; staff pick the type.
+            "types": (
+                list(presenters.PATIENT_UPLOAD_CHOICES)
+                if principal.role is Role.PATIENT
+                else presenters.type_choices(for_patient=False)
+            ),
             "max_upload_bytes": settings.max_upload_bytes,
             "allowed_types": settings.allowed_types,
             "accept": ",".join(settings.allowed_types),

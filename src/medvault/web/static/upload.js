@@ -55,46 +55,153 @@
       return true;
     }
 
-    function upload(file, count) {
+    const template = uploader.querySelector("template[data-file-fields]");
+    const actions = uploader.querySelector("[data-upload-actions]");
+    const startButton = uploader.querySelector("[data-upload-start]");
+    const defaultType = uploader.querySelector("[data-default-type]");
+    // Files chosen but not sent yet, each with its own type and title fields.
+    const pending = new Map();
+    let counter = 0;
+
+    function stem(name) {
+      const dot = name.lastIndexOf(".");
+      return dot > 0 ? name.slice(0, dot) : name;
+    }
+
+    function refreshActions() {
+      if (!actions) return;
+      actions.hidden = pending.size === 0;
+      startButton.textContent = pending.size === 1 ? "Upload 1 file" : `Upload ${pending.size} files`;
+    }
+
+    function newItem(file) {
+      counter += 1;
       const item = document.createElement("li");
       item.className = "upload-item";
       const name = document.createElement("span");
       name.className = "upload-name";
+      name.id = `upload-${counter}-name`;
       name.textContent = `${file.name} (${humanSize(file.size)})`;
+      const status = document.createElement("span");
+      status.className = "upload-status";
+      status.setAttribute("role", "status");
+      item.append(name, status);
+      list.appendChild(item);
+      return { item, name, status };
+    }
+
+    function fieldError(field, message) {
+      const error = document.createElement("p");
+      error.className = "error";
+      error.id = `${field.id}-error`;
+      error.textContent = message;
+      field.setAttribute("aria-invalid", "true");
+      field.setAttribute("aria-describedby", `${field.dataset.describedBy} ${error.id}`);
+      field.insertAdjacentElement("afterend", error);
+    }
+
+    function clearError(field) {
+      const error = document.getElementById(`${field.id}-error`);
+      if (error) error.remove();
+      field.removeAttribute("aria-invalid");
+      field.setAttribute("aria-describedby", field.dataset.describedBy);
+    }
+
+    // A chosen file waits in the list with its own type and title until Upload.
+    function stage(file) {
+      const { item, name, status } = newItem(file);
+      if (file.size > maxBytes) {
+        item.classList.add("failed");
+        status.textContent = `This file is ${humanSize(file.size)}; the limit is ${humanSize(maxBytes)}.`;
+        return;
+      }
+      if (single || !template) {
+        send(item, status, file, {});
+        return;
+      }
+      const fields = template.content.firstElementChild.cloneNode(true);
+      const type = fields.querySelector('[data-field="document_type"]');
+      const title = fields.querySelector('[data-field="title"]');
+      for (const [field, key] of [[type, "type"], [title, "title"]]) {
+        field.id = `upload-${counter}-${key}`;
+        field.dataset.describedBy = name.id;
+        field.setAttribute("aria-describedby", name.id);
+        fields.querySelector(`label[data-for="${key}"]`).htmlFor = field.id;
+      }
+      if (defaultType) type.value = defaultType.value;
+      title.value = stem(file.name).slice(0, 500);
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "button small secondary";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", `Remove ${file.name}`);
+      remove.addEventListener("click", () => {
+        pending.delete(item);
+        item.remove();
+        refreshActions();
+        (pending.size ? startButton : input).focus();
+      });
+      name.insertAdjacentElement("afterend", remove);
+      item.insertBefore(fields, status);
+      status.textContent = "Ready to upload.";
+      pending.set(item, { file, type, title, remove, status });
+      refreshActions();
+    }
+
+    function startAll() {
+      if (!fieldsReady()) return;
+      let firstInvalid = null;
+      for (const row of pending.values()) {
+        clearError(row.type);
+        clearError(row.title);
+        if (!row.type.value) {
+          fieldError(row.type, "Choose what this file is.");
+          firstInvalid = firstInvalid || row.type;
+        }
+        if (!row.title.value.trim()) {
+          fieldError(row.title, "Give this file a title.");
+          firstInvalid = firstInvalid || row.title;
+        }
+      }
+      if (firstInvalid) {
+        firstInvalid.focus();
+        return;
+      }
+      const rows = Array.from(pending.entries());
+      pending.clear();
+      refreshActions();
+      for (const [item, row] of rows) {
+        row.type.disabled = true;
+        row.title.disabled = true;
+        row.remove.remove();
+        send(item, row.status, row.file, { document_type: row.type.value, title: row.title.value.trim() });
+      }
+      // The button is gone: keep the keyboard where the uploads are reported.
+      list.focus();
+    }
+
+    function send(item, status, file, extra) {
       const progress = document.createElement("progress");
       progress.max = 100;
       progress.value = 0;
       progress.setAttribute("aria-label", `Upload progress of ${file.name}`);
-      const status = document.createElement("span");
-      status.className = "upload-status";
-      status.setAttribute("role", "status");
-      status.textContent = "Waiting…";
       const cancel = document.createElement("button");
       cancel.type = "button";
       cancel.className = "button small secondary";
       cancel.textContent = "Cancel";
       cancel.setAttribute("aria-label", `Cancel upload of ${file.name}`);
-      item.append(name, progress, status, cancel);
-      list.appendChild(item);
-
-      if (file.size > maxBytes) {
-        item.classList.add("failed");
-        progress.remove();
-        cancel.remove();
-        status.textContent = `This file is ${humanSize(file.size)}; the limit is ${humanSize(maxBytes)}.`;
-        return;
-      }
+      item.insertBefore(progress, status);
+      item.append(cancel);
 
       const form = new FormData();
       if (fields) {
         for (const [key, value] of new FormData(fields).entries()) {
-          if (key === "title" && count > 1) continue; // one title cannot name several files
           if (value !== "") form.append(key, value);
         }
       }
+      for (const [key, value] of Object.entries(extra)) form.append(key, value);
       form.append("filename", file.name);
       form.append("file", file, file.name);
-
       const xhr = new XMLHttpRequest();
       xhr.open("POST", endpoint);
       xhr.setRequestHeader("X-CSRF-Token", csrfToken());
@@ -148,10 +255,12 @@
     }
 
     function start(files) {
-      if (!files.length || !fieldsReady()) return;
+      if (!files.length || (single && !fieldsReady())) return;
       const chosen = single ? [files[0]] : Array.from(files);
-      chosen.forEach((file) => upload(file, chosen.length));
+      chosen.forEach(stage);
     }
+
+    if (startButton) startButton.addEventListener("click", startAll);
 
     input.addEventListener("change", () => {
       start(input.files);
