@@ -17,6 +17,7 @@ from medvault.kit.problem_handlers import register_problem_renderer
 from medvault.web.errors import render_portal_problem
 from medvault.web.pages import (
     admin,
+    archive,
     audit,
     audit_log,
     auth,
@@ -59,6 +60,7 @@ class _CachedStatic(StaticFiles):
 def install_portal(app: FastAPI) -> None:
     for module in (
         auth,
+        archive,
         documents,
         previews,
         upload,

@@ -172,6 +172,7 @@ def _list_page(
             "inline_types": INLINE_TYPES,
             "show_patient": principal.role is not Role.PATIENT,
             "can_see_deleted": allows(principal, Permission.DOCUMENT_DELETE),
+            "can_bulk": allows(principal, Permission.CONTENT_READ),
             "can_upload": allows(principal, Permission.DOCUMENT_WRITE)
             and (principal.role is not Role.PATIENT or runtime.settings.patient_self_upload),
         },

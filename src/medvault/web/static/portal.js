@@ -7,6 +7,36 @@ function csrfToken() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // Documents list: "Select all on this page", a count of what is ticked, and no ZIP
+  // of nothing (the server says so too, for a browser without this script).
+  const bulk = document.querySelector("form[data-bulk]");
+  if (bulk) {
+    const picks = Array.from(document.querySelectorAll("input[data-pick]"));
+    const all = document.querySelector("input[data-select-all]");
+    const count = bulk.querySelector("[data-bulk-count]");
+    const submit = bulk.querySelector("button[type=submit]");
+    const update = () => {
+      const ticked = picks.filter((pick) => pick.checked).length;
+      count.textContent = ticked === 0
+        ? "Tick documents to download several at once."
+        : `${ticked} selected.`;
+      submit.disabled = ticked === 0;
+      if (all) {
+        all.checked = ticked > 0 && ticked === picks.length;
+        all.indeterminate = ticked > 0 && ticked < picks.length;
+      }
+    };
+    if (all && picks.length) {
+      all.hidden = false;
+      all.addEventListener("change", () => {
+        picks.forEach((pick) => { pick.checked = all.checked; });
+        update();
+      });
+    }
+    picks.forEach((pick) => pick.addEventListener("change", update));
+    update();
+  }
+
   // The login form sends the browser's IANA time zone: times are then shown in it.
   for (const field of document.querySelectorAll("input[data-browser-time-zone]")) {
     field.value = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
