@@ -76,6 +76,12 @@ GET_SPECS: dict[str, tuple[Build, Mapping[str, int | tuple[int, int]]]] = {
         patient,
         {"patient": 403, "clinician": (200, 404), "admin": 200, "auditor": 403},
     ),
+    # By month and type: the patient's own (no id in the URL), or a patient staff reach.
+    "/timeline": (fixed("/timeline"), {**dict.fromkeys(ROLES, 403), "patient": 200}),
+    "/patients/{patient_id}/timeline": (
+        lambda practice, target: f"{patient(practice, target)}/timeline",
+        {"patient": 403, "clinician": (200, 404), "admin": 200, "auditor": 403},
+    ),
     "/emergency": (fixed("/emergency"), ALL),  # others are sent back to their start page
     "/admin/users": (fixed("/admin/users"), ADMIN),
     "/admin/care-teams": (fixed("/admin/care-teams"), ADMIN),

@@ -26,6 +26,7 @@ from medvault.web.pages import (
     documents,
     patients,
     previews,
+    timeline,
     upload,
 )
 
@@ -42,6 +43,7 @@ PORTAL_PREFIXES = (
     "/emergency",
     "/admin/",
     "/audit",
+    "/timeline",
 )
 
 
@@ -67,6 +69,7 @@ def install_portal(app: FastAPI) -> None:
         compose,
         compose_drafts,
         patients,
+        timeline,
         admin,
         audit,
         audit_log,
