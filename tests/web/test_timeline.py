@@ -5,6 +5,7 @@ a month by type, in the reader's words and time zone.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -12,7 +13,6 @@ from playwright.sync_api import expect
 from sqlalchemy import update
 
 from medvault.documents.models import Document
-from medvault.documents.schemas import DocumentOut
 from medvault.web import presenters, timeline_groups
 from tests.support.browser import PageFactory, check_accessibility
 from tests.support.factories import pdf_bytes, upload_raw
@@ -71,10 +71,14 @@ def test_the_timeline_groups_by_month_then_type(page: PageFactory, practice: Pra
     check_accessibility(desktop)
 
 
-def _doc(created: datetime, document_type: str = "11502-2") -> DocumentOut:
-    return DocumentOut.model_construct(
-        id=uuid.uuid4(), document_type=document_type, created_at=created, title="x"
-    )
+@dataclass(frozen=True)
+class _Doc:
+    created_at: datetime
+    document_type: str = "11502-2"
+
+
+def _doc(created: datetime, document_type: str = "11502-2") -> _Doc:
+    return _Doc(created, document_type)
 
 
 def test_a_document_belongs_to_the_month_of_its_local_date() -> None:

@@ -4,25 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
+from typing import Generic, Protocol, TypeVar
 
 from babel.dates import format_date
 
-from medvault.documents.schemas import DocumentOut
 from medvault.web.templating import LOCALE
 
 
+class Dated(Protocol):
+    """What grouping needs of a document (the portal passes ``DocumentOut``)."""
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def document_type(self) -> str: ...
+
+
+D = TypeVar("D", bound=Dated)
+
+
 @dataclass
-class TypeGroup:
+class TypeGroup(Generic[D]):
     label: str
-    documents: list[DocumentOut] = field(default_factory=list)
+    documents: list[D] = field(default_factory=list)
 
 
 @dataclass
-class Month:
+class Month(Generic[D]):
     key: str  # "2026-12": an id for the heading, never shown
     label: str  # "December 2026"
-    types: list[TypeGroup] = field(default_factory=list)
+    types: list[TypeGroup[D]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -30,15 +43,15 @@ class Month:
 
 
 def group(
-    documents: Iterable[DocumentOut], *, zone: tzinfo, type_label: Callable[[str], str]
-) -> list[Month]:
+    documents: Iterable[D], *, zone: tzinfo, type_label: Callable[[str], str]
+) -> list[Month[D]]:
     """Months in the order the documents come (newest first); types alphabetically.
 
     A document belongs to the month of its date in the reader's zone: a letter filed at
     00:30 on 1 December in London is December's, although it is 30 November in UTC.
     """
-    months: dict[str, Month] = {}
-    groups: dict[tuple[str, str], TypeGroup] = {}
+    months: dict[str, Month[D]] = {}
+    groups: dict[tuple[str, str], TypeGroup[D]] = {}
     for document in documents:
         created = document.created_at
         # Every stored time is UTC; SQLite hands it back without saying so.
@@ -47,11 +60,11 @@ def group(
         month = months.get(key)
         if month is None:
             label = format_date(local.date(), "LLLL y", locale=LOCALE)
-            month = months[key] = Month(key, label)
+            month = months[key] = Month[D](key, label)
         label = type_label(document.document_type)
         type_group = groups.get((key, label))
         if type_group is None:
-            type_group = groups[(key, label)] = TypeGroup(label)
+            type_group = groups[(key, label)] = TypeGroup[D](label)
             month.types.append(type_group)
         type_group.documents.append(document)
     for month in months.values():
