@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
+from urllib.parse import unquote_plus
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright
@@ -42,9 +43,19 @@ ViewportName = Literal["desktop", "phone", "desktop-zoom200"]
 
 
 class PageFactory(Protocol):
-    """The ``page`` fixture: each call opens a page for a new user at ``viewport``."""
+    """The ``page`` fixture: each call opens a page for a new user at ``viewport``.
 
-    def __call__(self, viewport: ViewportName = "desktop") -> Page: ...
+    ``timezone_id`` is the browser's zone (what the portal stores at login);
+    ``javascript=False`` is a browser with script switched off.
+    """
+
+    def __call__(
+        self,
+        viewport: ViewportName = "desktop",
+        *,
+        timezone_id: str = "Europe/London",
+        javascript: bool = True,
+    ) -> Page: ...
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ VIEWPORTS: dict[ViewportName, Viewport] = {
 # Per-page facts the helpers need later; weak keys so closed pages are forgotten.
 _VARIANT: weakref.WeakKeyDictionary[Page, str] = weakref.WeakKeyDictionary()
 _CONSOLE_ERRORS: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
+_REQUESTED: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
 
 
 def chromium_unavailable() -> str | None:
@@ -85,8 +97,19 @@ def launch_chromium(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
 
 
-def open_page(browser: Browser, *, base_url: str, viewport: Viewport) -> Page:
-    """A page in a context of its own: its own cookie jar, so one context is one user."""
+def open_page(
+    browser: Browser,
+    *,
+    base_url: str,
+    viewport: Viewport,
+    timezone_id: str = "Europe/London",
+    javascript: bool = True,
+) -> Page:
+    """A page in a context of its own: its own cookie jar, so one context is one user.
+
+    Every URL the context requests (navigations, scripts, images, XHR, downloads, in
+    any tab it opens) is recorded for ``requested_urls``.
+    """
     context = browser.new_context(
         base_url=base_url,
         viewport={"width": viewport.width, "height": viewport.height},
@@ -95,12 +118,16 @@ def open_page(browser: Browser, *, base_url: str, viewport: Viewport) -> Page:
         has_touch=viewport.has_touch,
         # Fixed locale, zone, scheme and motion keep screenshots comparable between runs.
         locale="en-GB",
-        timezone_id="Europe/London",
+        timezone_id=timezone_id,
+        java_script_enabled=javascript,
         color_scheme="light",
         reduced_motion="reduce",
     )
     context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
     page = context.new_page()
+    _REQUESTED[page] = requested
     _VARIANT[page] = viewport.name
     errors: list[str] = []
     _CONSOLE_ERRORS[page] = errors
@@ -125,6 +152,28 @@ def console_errors(page: Page) -> list[str]:
     Chromium also requests /favicon.ico on its own; a 404 for it shows up here.
     """
     return list(_CONSOLE_ERRORS.get(page, []))
+
+
+def requested_urls(page: Page) -> list[str]:
+    """Every URL the page's context asked for, in order (see ``open_page``)."""
+    return list(_REQUESTED.get(page, []))
+
+
+# Shorter values (a title "x", a two-letter name) would match ordinary URL text.
+MIN_TERM_CHARS = 4
+
+
+def urls_with_patient_data(urls: Iterable[str], terms: Iterable[str]) -> list[str]:
+    """Each URL holding one of ``terms`` (patient names, identifiers, birth dates,
+    document titles), decoded and compared case-insensitively, with the term found."""
+    wanted = {t.casefold() for t in terms if len(t.strip()) >= MIN_TERM_CHARS}
+    found = []
+    for url in urls:
+        decoded = unquote_plus(url).casefold()
+        hits = sorted(term for term in wanted if term in decoded)
+        if hits:
+            found.append(f"{url} holds {hits}")
+    return found
 
 
 def page_variant(page: Page) -> str:

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from medvault.audit.models import AuditEvent
 from medvault.documents.models import Document, DocumentVersion
+from medvault.patients.models import Patient
 from medvault.runtime import Runtime
 from medvault.storage.filesystem import TEMP_DIR, FilesystemBlobStore
 from medvault.storage.s3 import S3BlobStore
@@ -61,3 +62,20 @@ def audit_rows(runtime: Runtime, *actions: str) -> list[AuditEvent]:
         query = query.where(AuditEvent.action.in_(actions))
     with runtime.clinical.session() as session:
         return list(session.scalars(query))
+
+
+def patient_data(runtime: Runtime) -> set[str]:
+    """What would tell who a patient is, or what their documents say, if a URL held it:
+    names, identifiers, birth dates and document titles."""
+    terms: set[str] = set()
+    with runtime.clinical.read_session() as session:
+        for patient in session.scalars(select(Patient)):
+            terms |= {
+                patient.family_name,
+                patient.given_name,
+                f"{patient.given_name} {patient.family_name}",
+                patient.identifier_value,
+                patient.birth_date.isoformat(),
+            }
+        terms |= set(session.scalars(select(Document.title)))
+    return terms

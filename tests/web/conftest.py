@@ -45,7 +45,10 @@ from tests.support.browser import (
     failure_screenshots,
     launch_chromium,
     open_page,
+    requested_urls,
+    urls_with_patient_data,
 )
+from tests.support.inspect import patient_data
 from tests.support.live_server import LiveServer
 from tests.support.services import S3Server, unavailable
 from tests.support.users import UserFactory
@@ -144,8 +147,19 @@ def page(
     """
     opened: list[Page] = []
 
-    def factory(viewport: ViewportName = "desktop") -> Page:
-        new = open_page(browser, base_url=browser_base_url, viewport=VIEWPORTS[viewport])
+    def factory(
+        viewport: ViewportName = "desktop",
+        *,
+        timezone_id: str = "Europe/London",
+        javascript: bool = True,
+    ) -> Page:
+        new = open_page(
+            browser,
+            base_url=browser_base_url,
+            viewport=VIEWPORTS[viewport],
+            timezone_id=timezone_id,
+            javascript=javascript,
+        )
         opened.append(new)
         return new
 
@@ -154,8 +168,14 @@ def page(
     call = request.node.stash.get(_REPORTS, {}).get("call")
     if call is not None and call.failed:
         _save_failure_screenshots(opened, request.node.nodeid)
+    urls = [url for opened_page in opened for url in requested_urls(opened_page)]
     for opened_page in opened:
         opened_page.context.close()
+    # Issue 14: no patient data in any URL the whole browser suite visits. Checked after
+    # every test against that test's own patients and documents.
+    if urls and "runtime" in request.fixturenames:
+        leaks = urls_with_patient_data(urls, patient_data(request.getfixturevalue("runtime")))
+        assert not leaks, "patient data in URLs:\n" + "\n".join(leaks)
 
 
 def _save_failure_screenshots(pages: list[Page], test_id: str) -> None:

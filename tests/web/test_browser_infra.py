@@ -30,7 +30,9 @@ from tests.support.browser import (
     failure_screenshots,
     horizontal_overflow,
     open_page,
+    requested_urls,
     screenshot,
+    urls_with_patient_data,
     zoom_200,
 )
 from tests.support.factories import png_bytes
@@ -206,6 +208,22 @@ def test_axe_survives_navigation(page: PageFactory) -> None:
     assert axe_violations(p) == []
     p.goto("/broken")
     assert {v.rule for v in axe_violations(p)} == {"image-alt", "label"}
+
+
+def test_every_requested_url_is_recorded_and_patient_data_in_one_is_found(
+    page: PageFactory,
+) -> None:
+    p = page()
+    p.goto("/clean?search=Ownfamily%20Alicia")
+    p.goto("/tall")
+    urls = requested_urls(p)
+    assert [u for u in urls if u.endswith(("/clean?search=Ownfamily%20Alicia", "/tall"))]
+    terms = {"Ownfamily", "9990002223", "Own lab report", "x"}
+    leaks = urls_with_patient_data(urls, terms)
+    # Found decoded and whatever its case; the one-letter term is too short to look for.
+    assert len(leaks) == 1 and "['ownfamily']" in leaks[0], leaks
+    assert urls_with_patient_data(["http://h/documents?view=abc"], terms) == []
+    assert urls_with_patient_data(["http://h/x?q=OWN+LAB+REPORT"], terms) != []
 
 
 def test_screenshots_are_full_page_pngs_per_viewport(page: PageFactory) -> None:

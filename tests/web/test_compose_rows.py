@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.support.browser import PageFactory
 from tests.web.portal_world import Practice
@@ -72,28 +72,24 @@ def test_with_javascript_a_row_is_added_in_place(page: PageFactory, practice: Pr
 
 
 def test_without_javascript_the_post_back_adds_one_row_to_one_list(
-    browser: Browser, browser_base_url: str, practice: Practice
+    page: PageFactory, practice: Practice
 ) -> None:
-    context = browser.new_context(base_url=browser_base_url, java_script_enabled=False)
-    try:
-        plain = context.new_page()
-        _start(plain, practice)
-        for expected in (3, 4, 5):
-            plain.get_by_role("button", name="Add another medication").click()
-            # The page is the form again, scrolled to the new row, with the focus in it.
-            new_row = f"medications-{expected - 1}-name"
-            expect(plain).to_have_url(re.compile(rf"/compose/edit#{new_row}$"))
-            assert _row_counts(plain) == {
-                "allergies": 2,
-                "medications": expected,
-                "observations": 2,
-            }
-            assert _focused_id(plain) == new_row
-        expect(plain.locator("#medications-0-name")).to_have_value("Bisoprolol")
-        plain.get_by_role("button", name="Preview PDF").click()
-        expect(plain.get_by_role("alert")).to_contain_text("Some fields need attention")
-        assert _row_counts(plain) == {"allergies": 2, "medications": 5, "observations": 2}
-        plain.get_by_role("button", name="Add another allergy").click()
-        assert _row_counts(plain) == {"allergies": 3, "medications": 5, "observations": 2}
-    finally:
-        context.close()
+    plain = page(javascript=False)
+    _start(plain, practice)
+    for expected in (3, 4, 5):
+        plain.get_by_role("button", name="Add another medication").click()
+        # The page is the form again, scrolled to the new row, with the focus in it.
+        new_row = f"medications-{expected - 1}-name"
+        expect(plain).to_have_url(re.compile(rf"/compose/edit#{new_row}$"))
+        assert _row_counts(plain) == {
+            "allergies": 2,
+            "medications": expected,
+            "observations": 2,
+        }
+        assert _focused_id(plain) == new_row
+    expect(plain.locator("#medications-0-name")).to_have_value("Bisoprolol")
+    plain.get_by_role("button", name="Preview PDF").click()
+    expect(plain.get_by_role("alert")).to_contain_text("Some fields need attention")
+    assert _row_counts(plain) == {"allergies": 2, "medications": 5, "observations": 2}
+    plain.get_by_role("button", name="Add another allergy").click()
+    assert _row_counts(plain) == {"allergies": 3, "medications": 5, "observations": 2}

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import expect
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -22,8 +22,10 @@ from medvault.kit.time_zones import known_zone
 from medvault.web.audit_filters import AuditFilterState
 from medvault.web.listing import DocumentQuery
 from medvault.web.templating import local_datetime, utc_datetime
+from tests.support.browser import PageFactory
 from tests.support.portal import portal_login
 from tests.web.portal_world import Practice
+from tests.web.test_scenarios import ui_login
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -45,33 +47,23 @@ def _created_at(practice: Practice, document_id: str) -> datetime:
 
 
 def test_the_browser_zone_is_kept_and_every_time_is_shown_in_it(
-    practice: Practice, browser: Browser, browser_base_url: str
+    practice: Practice, page: PageFactory
 ) -> None:
     assert _stored_zone(practice, "patient") is None
-    context = browser.new_context(
-        base_url=browser_base_url, locale="en-GB", timezone_id="America/New_York"
-    )
-    try:
-        page = context.new_page()
-        patient = practice.users["patient"]
-        page.goto("/login")
-        page.get_by_label("Username").fill(patient.username)
-        page.get_by_label("Password").fill(patient.password)
-        page.get_by_role("button", name="Log in").click()
-        expect(page.get_by_role("button", name="Log out")).to_be_visible()
-        assert _stored_zone(practice, "patient") == "America/New_York"
+    new_york = page(timezone_id="America/New_York")
+    patient = practice.users["patient"]
+    ui_login(new_york, patient.username, patient.password)
+    assert _stored_zone(practice, "patient") == "America/New_York"
 
-        created = _created_at(practice, practice.own_doc)
-        shown = page.locator("td[data-label='Uploaded'] time").first
-        # New York's wall clock, with the same instant in UTC on hover.
-        expect(shown).to_have_text(local_datetime(created, NEW_YORK))
-        expect(shown).to_have_attribute("title", utc_datetime(created))
-        assert local_datetime(created, NEW_YORK) != local_datetime(created, UTC)
-        expect(page.locator("footer")).to_contain_text(
-            "Times are shown in United States (New York) Time"
-        )
-    finally:
-        context.close()
+    created = _created_at(practice, practice.own_doc)
+    shown = new_york.locator("td[data-label='Uploaded'] time").first
+    # New York's wall clock, with the same instant in UTC on hover.
+    expect(shown).to_have_text(local_datetime(created, NEW_YORK))
+    expect(shown).to_have_attribute("title", utc_datetime(created))
+    assert local_datetime(created, NEW_YORK) != local_datetime(created, UTC)
+    expect(new_york.locator("footer")).to_contain_text(
+        "Times are shown in United States (New York) Time"
+    )
 
 
 def test_a_login_without_a_known_zone_keeps_the_stored_one(practice: Practice) -> None:
