@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from medvault import models_registry  # noqa: F401  (registers every table)
 from medvault.app import create_app
+from medvault.auth import passwords
 from medvault.auth.principal import Role
 from medvault.auth.service import create_api_token
 from medvault.config import Settings
@@ -145,3 +147,23 @@ def make_user(runtime: Runtime) -> UserFactory:
         return create_user(runtime, role, patient_id=patient_id)
 
     return make
+
+
+# argon2id at its RFC 9106 parameters costs about 0.1 s of CPU and 64 MiB per hash or
+# check; the suite's thousands of test users and logins spent minutes of CI on it
+# (tests/access and tests/auth alone: 262 s with them, 152 s without). Tests run the
+# same code with the cheapest parameters argon2 accepts. Tests about the hashing itself
+# are marked ``real_password_hashing``, and every vault a test starts as a process
+# hashes with the real ones.
+TEST_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+TEST_DUMMY_HASH = TEST_PASSWORD_HASHER.hash("medvault-timing-equaliser")
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("real_password_hashing") is not None:
+        return
+    monkeypatch.setattr(passwords, "_hasher", TEST_PASSWORD_HASHER)
+    monkeypatch.setattr(passwords, "_DUMMY_HASH", TEST_DUMMY_HASH)

@@ -26,6 +26,10 @@ from medvault.web.session import LOGIN_CSRF_COOKIE
 from tests.support.live_server import LiveServer
 from tests.support.users import UserFactory
 
+# Concurrency needs checks that take as long as real ones: cheap test hashes would
+# finish before the next request arrives.
+pytestmark = pytest.mark.real_password_hashing
+
 WRONG = "certainly-not-the-password"
 LOGIN_BUSY = "urn:medvault:problem:login-busy"
 RATE_LIMITED = "urn:medvault:problem:rate-limited"

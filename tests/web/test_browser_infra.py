@@ -201,6 +201,16 @@ def test_moderate_violations_are_returned_not_raised(page: PageFactory) -> None:
     assert [(v.rule, v.impact) for v in violations] == [("html-xml-lang-mismatch", "moderate")]
 
 
+def test_two_landmarks_with_one_name_fail_the_check(page: PageFactory) -> None:
+    # landmark-unique is "moderate" in axe; the portal treats it as blocking.
+    p = page()
+    p.set_content(
+        _document("twins", '<nav aria-label="Pages">a</nav><nav aria-label="Pages">b</nav>')
+    )
+    with pytest.raises(AssertionError, match="landmark-unique"):
+        check_accessibility(p)
+
+
 def test_axe_survives_navigation(page: PageFactory) -> None:
     # A navigation discards window.axe; the helper must notice and inject it again.
     p = page()
