@@ -47,13 +47,34 @@ PORTAL_PREFIXES = (
 )
 
 
+# The PDF viewer's frame document (static/pdf-viewer.html): sandboxed by its own policy
+# too, so it stays in an opaque origin even if opened on its own, and framable only by
+# the portal. 'self' still names the portal's static files, which it loads with CORS.
+VIEWER_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "font-src 'self' blob: data:; connect-src 'self'; frame-ancestors 'self'; "
+    "base-uri 'none'; form-action 'none'; sandbox allow-scripts"
+)
+# What that opaque-origin frame loads from here: module scripts and pdf.js's fonts are
+# fetched in CORS mode, and these files are the same for everyone.
+_CROSS_ORIGIN_STATIC = ("/static/pdfjs/", "/static/pdf-viewer.mjs")
+
+
 class _CachedStatic(StaticFiles):
     """Static files may be cached for an hour (pages and data never are)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+
         async def send_with_cache(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["Cache-Control"] = "public, max-age=3600"
+                headers = MutableHeaders(scope=message)
+                headers["Cache-Control"] = "public, max-age=3600"
+                if path == "/static/pdf-viewer.html":
+                    headers["Content-Security-Policy"] = VIEWER_CSP
+                    headers["X-Frame-Options"] = "SAMEORIGIN"
+                elif path.startswith(_CROSS_ORIGIN_STATIC):
+                    headers["Access-Control-Allow-Origin"] = "*"
             await send(message)
 
         await super().__call__(scope, receive, send_with_cache)

@@ -7,6 +7,53 @@ function csrfToken() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // The document page's PDF viewer. The frame is sandboxed (no cookies, no way into
+  // this page), so this page fetches the PDF through the audited /view route and posts
+  // the bytes in. A large file waits for a click rather than being read on every visit.
+  const viewer = document.querySelector("[data-pdf-viewer]");
+  if (viewer) {
+    const frame = viewer.querySelector("iframe");
+    const fallback = document.querySelector("[data-preview-fallback]");
+    const LARGE = 25 * 1000 * 1000;
+    let wanted = Number(viewer.dataset.size) <= LARGE;
+    let ready = false;
+    const deliver = async () => {
+      if (!wanted || !ready) return;
+      wanted = false;
+      viewer.hidden = false;
+      if (fallback) fallback.hidden = true;
+      try {
+        const response = await fetch(viewer.dataset.src, { credentials: "same-origin" });
+        if (!response.ok) throw new Error(String(response.status));
+        const bytes = await response.arrayBuffer();
+        frame.contentWindow.postMessage({ pdf: bytes }, "*", [bytes]);
+      } catch (error) {
+        viewer.hidden = true;
+        if (fallback) fallback.hidden = false;
+      }
+    };
+    window.addEventListener("message", (event) => {
+      if (event.source !== frame.contentWindow || !event.data || event.data.viewer !== "ready") return;
+      ready = true;
+      deliver();
+    });
+    // In case the frame said "ready" before this listener existed.
+    frame.contentWindow.postMessage({ ping: true }, "*");
+    if (!wanted) {
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "button secondary";
+      open.textContent = `Show the document here (${viewer.dataset.sizeLabel})`;
+      open.addEventListener("click", () => {
+        open.remove();
+        wanted = true;
+        deliver();
+        frame.focus();
+      });
+      viewer.insertAdjacentElement("beforebegin", open);
+    }
+  }
+
   // Documents list: "Select all on this page", a count of what is ticked, and no ZIP
   // of nothing (the server says so too, for a browser without this script).
   const bulk = document.querySelector("form[data-bulk]");
