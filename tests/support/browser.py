@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import unquote_plus
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright
+    from playwright.sync_api import Browser, ConsoleMessage, Error, Frame, Page, Playwright
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
@@ -84,6 +84,9 @@ VIEWPORTS: dict[ViewportName, Viewport] = {
 _VARIANT: weakref.WeakKeyDictionary[Page, str] = weakref.WeakKeyDictionary()
 _CONSOLE_ERRORS: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
 _REQUESTED: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
+# Pages opened with script switched off: axe's timers never fire there, so a run would
+# wait forever (it hung a test for its whole 600 s timeout).
+_SCRIPTLESS: weakref.WeakSet[Page] = weakref.WeakSet()
 
 
 def chromium_unavailable() -> str | None:
@@ -132,6 +135,8 @@ def open_page(
     context.on("request", lambda request: requested.append(request.url))
     page = context.new_page()
     _REQUESTED[page] = requested
+    if not javascript:
+        _SCRIPTLESS.add(page)
     _VARIANT[page] = viewport.name
     errors: list[str] = []
     _CONSOLE_ERRORS[page] = errors
@@ -218,6 +223,10 @@ def _axe_source() -> str:
 
 _AXE_RUN = """async ({tags, disabled, extra}) => {
   const results = await axe.run(document, {
+    // axe lives only where it was evaluated, so it cannot audit inside frames; asking
+    // it to would wait on timers that never fire in a page with script switched off.
+    // A frame is audited by evaluating axe in it (axe_violations takes a Frame).
+    iframes: false,
     runOnly: {type: 'tag', values: tags},
     // `rules` switches off the allowed exceptions and adds rules outside the tags.
     rules: Object.fromEntries([
@@ -236,7 +245,7 @@ _AXE_RUN = """async ({tags, disabled, extra}) => {
 
 
 def axe_violations(
-    page: Page,
+    page: Page | Frame,
     *,
     tags: Iterable[str] = WCAG_TAGS,
     disabled_rules: Iterable[str] = (),
@@ -253,6 +262,8 @@ def axe_violations(
     code even where the page forbids ``eval``. It runs in the page's main world (axe
     ends up as ``window.axe``), which is harmless: axe only reads the DOM.
     """
+    if page in _SCRIPTLESS:
+        raise RuntimeError("axe cannot audit a page with script switched off (no timers run)")
     present = page.evaluate("(version) => window.axe?.version === version", AXE_VERSION)
     if not present:
         page.evaluate(_axe_source())

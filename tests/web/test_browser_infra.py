@@ -211,6 +211,13 @@ def test_two_landmarks_with_one_name_fail_the_check(page: PageFactory) -> None:
         check_accessibility(p)
 
 
+def test_axe_refuses_a_page_without_script_instead_of_hanging(page: PageFactory) -> None:
+    p = page(javascript=False)
+    p.goto("/clean")
+    with pytest.raises(RuntimeError, match="script switched off"):
+        axe_violations(p)
+
+
 def test_axe_survives_navigation(page: PageFactory) -> None:
     # A navigation discards window.axe; the helper must notice and inject it again.
     p = page()

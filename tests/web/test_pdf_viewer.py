@@ -12,7 +12,12 @@ from sqlalchemy import select
 from medvault.audit.models import AuditEvent
 from medvault.documents.reading import CONTENT_READ
 from medvault.web import VIEWER_CSP
-from tests.support.browser import PageFactory, check_accessibility, console_errors
+from tests.support.browser import (
+    PageFactory,
+    axe_violations,
+    check_accessibility,
+    console_errors,
+)
 from tests.support.factories import text_pdf_bytes, upload_raw
 from tests.web.portal_world import Practice
 from tests.web.test_scenarios import ui_login
@@ -64,6 +69,9 @@ def test_the_pdf_is_shown_in_a_sandboxed_viewer(page: PageFactory, practice: Pra
     assert inner.evaluate(cookie) == "SecurityError"
     assert console_errors(desktop) == []
     check_accessibility(desktop)
+    # The frame's own page (toolbar, page regions) is audited in the frame itself.
+    in_frame = axe_violations(inner)
+    assert [v for v in in_frame if v.impact in ("serious", "critical")] == [], in_frame
 
 
 def test_without_script_the_first_page_picture_stays(page: PageFactory, practice: Practice) -> None:

@@ -23,6 +23,15 @@ T = TypeVar("T")
 
 EXPIRED_NOTICE = "That list has expired, so it starts again from the beginning."
 
+# Where the keyboard focus goes on the page a posted list action leads to: the sort
+# button just pressed, or the results (after Apply or a page change). Without it the
+# reloaded page starts at the top and a keyboard user must tab back. Names, never data.
+FOCUS_TARGETS = frozenset({"sort", "results"})
+
+
+def focus_target(raw: str | None) -> str | None:
+    return raw if raw in FOCUS_TARGETS else None
+
 
 def remember(
     *,
@@ -31,8 +40,13 @@ def remember(
     active: ActiveWebSession,
     page: str,
     state: dict[str, Any],
+    focus: str | None = None,
 ) -> RedirectResponse:
-    """Keep ``state`` and send the browser to the GET that shows it (303: a GET follows)."""
+    """Keep ``state`` and send the browser to the GET that shows it (303: a GET follows).
+
+    ``focus`` (one of :data:`FOCUS_TARGETS`) travels along for the page to put the
+    keyboard focus back where the action was.
+    """
     view_id = session_views.save(
         auth_session,
         secret_key=runtime.secret_key,
@@ -42,7 +56,9 @@ def remember(
         max_session_seconds=runtime.settings.web_session_max_seconds,
     )
     auth_session.commit()
-    return RedirectResponse(f"/{page}?view={view_id}", status_code=303)
+    target = focus_target(focus)
+    suffix = f"&focus={target}" if target else ""
+    return RedirectResponse(f"/{page}?view={view_id}{suffix}", status_code=303)
 
 
 def recall(

@@ -96,6 +96,7 @@ def _events_page(
             "errors": errors or [],
             "choices": choices or [],
             "notice": notice,
+            "focus": list_views.focus_target(request.query_params.get("focus")),
         },
         status_code=422 if errors else 200,
     )
@@ -191,4 +192,5 @@ async def audit_filter(
         active=active,
         page=LIST,
         state=resolved.state.to_state(),
+        focus=request.query_params.get("focus"),
     )

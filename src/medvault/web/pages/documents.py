@@ -110,6 +110,7 @@ def _list_page(
     view_id: str | None = None,
     notice: str | None = None,
     last_visit: datetime | None = None,
+    focus: str | None = None,
 ) -> Response:
     require(principal, Permission.DOCUMENT_READ)
     page: DocumentPage | SearchPage
@@ -167,6 +168,7 @@ def _list_page(
             "errors": errors or [],
             "view_id": view_id,
             "notice": notice,
+            "focus": focus,
             "types": presenters.type_choices(for_patient=principal.role is Role.PATIENT),
             "sorts": SORT_LABELS,
             "inline_types": INLINE_TYPES,
@@ -190,6 +192,7 @@ def documents_page(
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     view: Annotated[str, Query(max_length=64)] = "",
+    focus: Annotated[str, Query(max_length=16)] = "",
 ) -> Response:
     """The table; ``view`` names filters a posted search kept server-side (list_views)."""
     query, notice = DocumentQuery(), None
@@ -216,6 +219,7 @@ def documents_page(
         view_id=view or None,
         notice=notice,
         last_visit=active.previous_visit_at,
+        focus=list_views.focus_target(focus),
     )
 
 
@@ -247,6 +251,7 @@ async def documents_search(
         active=active,
         page=LIST,
         state=query.model_dump(mode="json"),
+        focus=request.query_params.get("focus"),
     )
 
 
