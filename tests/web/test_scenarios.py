@@ -86,6 +86,9 @@ def test_clinician_creates_uploads_versions_and_deletes(
     expect(desktop.get_by_role("heading", name="Cardiology follow-up")).to_be_visible()
     document_id = re.search(r"/documents/([0-9a-f-]{36})", desktop.url)
     assert document_id
+    # The page shows the letter itself in the PDF viewer (tests/web/test_pdf_viewer.py).
+    viewer = desktop.frame_locator("iframe.pdf-frame").locator("body")
+    expect(viewer).to_have_attribute("data-state", "ready", timeout=20_000)
     inspect(desktop, "document", phone)
 
     # Download it and compare with the bytes the API returns (and the preview).
