@@ -39,6 +39,7 @@ from medvault.runtime import Runtime, build_runtime
 from medvault.shares.router import router as shares_router
 from medvault.storage.filesystem import FilesystemBlobStore
 from medvault.web import install_portal
+from medvault.web.language import LanguageMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ def create_app(
         max_body_bytes=runtime.settings.max_json_body_bytes,
         max_header_bytes=runtime.settings.max_header_bytes,
     )
+    # The portal's words follow the visitor's language (web.language); the API's stay English.
+    app.add_middleware(LanguageMiddleware, default=runtime.settings.portal_language)
     app.add_middleware(SecurityHeadersMiddleware)
     # Starlette runs the last-added middleware outermost: the request id is set before
     # the access log line and every audit event need it.

@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     # Times are shown in each user's own zone, read from their browser at login; this
     # one applies until a user has logged in with script enabled.
     portal_time_zone: str = Field(default="UTC", description="IANA name, e.g. Europe/London")
+    # The portal's words: a visitor's own choice (the footer) wins, then the browser's
+    # languages, then this one.
+    portal_language: Literal["en", "cy"] = Field(
+        default="en", description="en (English) or cy (Cymraeg)"
+    )
 
     # Tamper-evident audit log
     audit_signing_key: str | None = Field(default=None, description="Ed25519 PEM (else file)")

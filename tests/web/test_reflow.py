@@ -1,5 +1,7 @@
 """Every page at every width (issue 14, item 3; WCAG 1.4.10 reflow), in Chromium.
 
+In English and in Welsh, whose words run longer.
+
 At 320, 375, 768, 1024 and 1440 px, and at 200 % and 400 % zoom of a 1280 px window
 (640 and 320 CSS px), no page scrolls sideways, and no word in a table, a list of
 details or a heading is broken letter by letter. The review found the documents table
@@ -11,7 +13,7 @@ at 375 px.
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from medvault.audit.sealer import seal_pending
 from tests.support.browser import PageFactory, assert_no_horizontal_scroll, screenshot
@@ -97,9 +99,10 @@ def _check(page: Page, name: str) -> list[str]:
     return problems
 
 
+@pytest.mark.parametrize("language", ["en", "cy"])
 @pytest.mark.parametrize("role", ["clinician", "patient", "admin", "auditor"])
 def test_every_page_reflows_at_every_width(
-    page: PageFactory, practice: Practice, role: str
+    page: PageFactory, practice: Practice, role: str, language: str
 ) -> None:
     # Long words and long names, as real records have them, on the clinician's team.
     long_named = create_patient(
@@ -119,8 +122,13 @@ def test_every_page_reflows_at_every_width(
     desktop = page()
     user = practice.users[role]
     ui_login(desktop, user.username, user.password)
+    if language != "en":
+        # Welsh words run longer than English ones: every page must still fit.
+        desktop.get_by_label("Language").select_option(language)
+        desktop.get_by_role("button", name="Change language").click()
+        expect(desktop.locator("html")).to_have_attribute("lang", language)
     problems: list[str] = []
     for name, url in _pages(practice)[role]:
         desktop.goto(url)
-        problems += _check(desktop, f"{role}-{name}")
+        problems += _check(desktop, f"{language}-{role}-{name}")
     assert not problems, "\n".join(problems)

@@ -34,6 +34,7 @@ from medvault.access import smart_scopes
 from medvault.access.denials import Denial, denied
 from medvault.audit.models import AuditEvent
 from medvault.auth.principal import Principal, Role
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Forbidden, Problem
 
 AUDIT_READ = "audit:read"  # access.policy.Permission.AUDIT_READ
@@ -84,7 +85,7 @@ def require_audit_events(principal: Principal) -> AuditReach:
     """Refuse (403, audited) a caller who may not read any audit event; else its reach."""
     reach = audit_reach(principal)
     if reach is AuditReach.REFUSED:
-        raise _refusal(principal, "Your role may not read the audit log.")
+        raise _refusal(principal, N_("Your role may not read the audit log."))
     return reach
 
 
@@ -94,9 +95,11 @@ def require_whole_log(principal: Principal) -> None:
     if reach is not AuditReach.WHOLE_LOG:
         raise _refusal(
             principal,
-            "Only auditors read the whole audit log, its checkpoints and proofs; a patient "
-            "reads the events about their own record at "
-            "/api/v1/patients/{patient_id}/access-history or /fhir/AuditEvent.",
+            N_(
+                "Only auditors read the whole audit log, its checkpoints and proofs; a patient "
+                "reads the events about their own record at "
+                "/api/v1/patients/{patient_id}/access-history or /fhir/AuditEvent."
+            ),
         )
 
 

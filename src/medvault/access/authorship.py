@@ -25,11 +25,12 @@ from medvault.access.denials import Denial, denied
 from medvault.access.policy import Permission
 from medvault.auth.principal import Principal, Role
 from medvault.documents.models import Document, DocumentOrigin
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Forbidden
 
 
 class StaffAuthoredDocument(Forbidden):
-    slug, title = "staff-authored-document", "Patients cannot change a staff-authored document"
+    slug, title = "staff-authored-document", N_("Patients cannot change a staff-authored document")
 
 
 def acts_as_patient(principal: Principal) -> bool:
@@ -60,8 +61,10 @@ def require_change(principal: Principal, document: Document) -> None:
     if may_change(principal, document):
         return
     problem = StaffAuthoredDocument(
-        "Patients may add versions to, or change, only documents they uploaded themselves; "
-        "ask your care team to update this one."
+        N_(
+            "Patients may add versions to, or change, only documents they uploaded themselves; "
+            "ask your care team to update this one."
+        )
     )
     raise denied(
         problem,

@@ -13,6 +13,7 @@ from dataclasses import replace
 from medvault.access.denials import Denial, denied
 from medvault.access.policy import can_break_glass
 from medvault.auth.principal import Principal
+from medvault.kit.i18n import msg
 from medvault.kit.problems import Forbidden, ValidationFailed
 
 HEADER = "X-Break-Glass-Reason"
@@ -26,11 +27,17 @@ def apply_break_glass(principal: Principal, header_value: str | None) -> Princip
         return principal
     reason = "".join(ch for ch in header_value if unicodedata.category(ch)[0] != "C").strip()
     if not can_break_glass(principal):
-        problem = Forbidden(f"Your role ({principal.role.value}) cannot use break-glass.")
+        problem = Forbidden(
+            msg("Your role ({role}) cannot use break-glass.", role=principal.role.value)
+        )
         raise denied(problem, Denial(principal, permission="break-glass"))
     if not MIN_REASON <= len(reason) <= MAX_REASON:
         raise ValidationFailed(
-            f"A break-glass reason must be {MIN_REASON} to {MAX_REASON} characters: say why "
-            "this emergency access is needed."
+            msg(
+                "A break-glass reason must be {least} to {most} characters: say why "
+                "this emergency access is needed.",
+                least=MIN_REASON,
+                most=MAX_REASON,
+            )
         )
     return replace(principal, break_glass_reason=reason)

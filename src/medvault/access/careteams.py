@@ -21,12 +21,13 @@ from medvault.audit.context import AuditContext
 from medvault.auth import repository as auth_repository
 from medvault.auth.principal import Role
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Conflict, NotFound, Problem, UnknownPatient
 from medvault.patients import repository as patients
 
 
 class UnknownClinician(Problem):
-    status, slug, title = 422, "unknown-clinician", "No enabled clinician with this id"
+    status, slug, title = 422, "unknown-clinician", N_("No enabled clinician with this id")
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,11 @@ def add(
     """Put a clinician on a patient's care team; (entry, False) if already on it."""
     clinician = auth_repository.user_by_id(auth_session, clinician_id)
     if clinician is None or clinician.role != Role.CLINICIAN.value:
-        raise UnknownClinician("No clinician user with this id.")
+        raise UnknownClinician(N_("No clinician user with this id."))
     if clinician.disabled_at is not None:
-        raise UnknownClinician("This clinician's account is disabled.")
+        raise UnknownClinician(N_("This clinician's account is disabled."))
     if patients.get(clinical_session, patient_id) is None:
-        raise UnknownPatient("No patient with this id.")
+        raise UnknownPatient(N_("No patient with this id."))
     existing = clinical_session.get(CareTeamMember, (patient_id, clinician_id))
     if existing is not None:
         return _entry(existing, clinician.username), False
@@ -79,7 +80,7 @@ def add(
     except IntegrityError:
         # A concurrent add of the same membership won; its event records it.
         clinical_session.rollback()
-        raise Conflict("This clinician was just added to this care team.") from None
+        raise Conflict(N_("This clinician was just added to this care team.")) from None
     audit.record(
         session=clinical_session,
         context=context,
@@ -102,7 +103,7 @@ def remove(
     """Take a clinician off a patient's care team; their access ends with this commit."""
     member = clinical_session.get(CareTeamMember, (patient_id, clinician_id))
     if member is None:
-        raise NotFound("This clinician is not on this patient's care team.")
+        raise NotFound(N_("This clinician is not on this patient's care team."))
     clinical_session.delete(member)
     clinical_session.flush()
     audit.record(

@@ -38,6 +38,7 @@ from medvault.access.denials import Denial, denied
 from medvault.access.models import CareTeamMember
 from medvault.auth.principal import Principal, Role
 from medvault.documents.models import Document
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import Forbidden
 from medvault.patients.models import Patient
 
@@ -111,19 +112,24 @@ def require(principal: Principal, permission: Permission) -> None:
         return
     if permission in BREAK_GLASS_PERMISSIONS.get(principal.role, frozenset()):
         problem = Forbidden(
-            "Document content needs break-glass: repeat the request with an "
-            "X-Break-Glass-Reason header.",
+            N_(
+                "Document content needs break-glass: repeat the request with an "
+                "X-Break-Glass-Reason header."
+            ),
             needs_break_glass=True,
         )
     else:
-        problem = Forbidden(f"Your role may not {permission.value.replace(':', ' ')}.")
+        # The permission is named by its code ("documents read"), which stays as it is.
+        problem = Forbidden(
+            msg("Your role may not {action}.", action=permission.value.replace(":", " "))
+        )
     raise denied(problem, Denial(principal, permission=permission.value))
 
 
 def require_upload(principal: Principal, *, patient_self_upload: bool) -> None:
     require(principal, Permission.DOCUMENT_WRITE)
     if principal.role is Role.PATIENT and not patient_self_upload:
-        problem = Forbidden("Patients may not upload documents on this vault.")
+        problem = Forbidden(N_("Patients may not upload documents on this vault."))
         raise denied(problem, Denial(principal, permission=Permission.DOCUMENT_WRITE.value))
 
 

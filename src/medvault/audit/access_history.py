@@ -32,40 +32,42 @@ from medvault.auth import repository as auth_repository
 from medvault.auth.models import ApiToken, User
 from medvault.auth.principal import Principal, PrincipalKind
 from medvault.documents.models import Document
+from medvault.kit.i18n import N_, gettext
 
 Outcome = Literal["success", "denied", "failure"]
 
-# A role as a patient reads it ("a clinician opened a document").
+# A role as a patient reads it ("a clinician opened a document"). Said in the request's
+# language: the portal's reader's, or English on the API (web.language).
 _ROLE_WORDS = {
-    "clinician": "a clinician",
-    "admin": "an administrator",
-    "auditor": "an auditor",
-    "patient": "another patient",
-    "service": "a service account",
-    "system": "the vault",
+    "clinician": N_("a clinician"),
+    "admin": N_("an administrator"),
+    "auditor": N_("an auditor"),
+    "patient": N_("another patient"),
+    "service": N_("a service account"),
+    "system": N_("the vault"),
 }
 # Plain words for what happened; anything unlisted is said generically (never blank).
 _ACTION_WORDS = {
-    "document.read": "viewed the details of a document",
-    "document.list": "listed documents in your record",
-    "document.content.read": "opened a document",
-    "document.versions.read": "viewed the versions of a document",
-    "document.create": "added a document",
-    "document.update": "changed a document",
-    "document.delete": "deleted a document",
-    "document.restore": "restored a deleted document",
-    "document.download_url.issue": "created a download link for a document",
-    "document.download_url.use": "downloaded a document through a link",
-    "document.version.integrity_failed": "found a damaged copy of a document",
-    "document.version.integrity_restored": "repaired a damaged copy of a document",
-    "patient.read": "viewed your record",
-    "patient.search": "found your record in a search",
-    "patient.create": "registered your record",
-    "careteam.add": "added a clinician to your care team",
-    "careteam.remove": "removed a clinician from your care team",
-    "audit.read": "viewed the access history of your record",
-    "access.denied": "was refused access to your record",
-    "user.create": "created your portal account",
+    "document.read": N_("viewed the details of a document"),
+    "document.list": N_("listed documents in your record"),
+    "document.content.read": N_("opened a document"),
+    "document.versions.read": N_("viewed the versions of a document"),
+    "document.create": N_("added a document"),
+    "document.update": N_("changed a document"),
+    "document.delete": N_("deleted a document"),
+    "document.restore": N_("restored a deleted document"),
+    "document.download_url.issue": N_("created a download link for a document"),
+    "document.download_url.use": N_("downloaded a document through a link"),
+    "document.version.integrity_failed": N_("found a damaged copy of a document"),
+    "document.version.integrity_restored": N_("repaired a damaged copy of a document"),
+    "patient.read": N_("viewed your record"),
+    "patient.search": N_("found your record in a search"),
+    "patient.create": N_("registered your record"),
+    "careteam.add": N_("added a clinician to your care team"),
+    "careteam.remove": N_("removed a clinician from your care team"),
+    "audit.read": N_("viewed the access history of your record"),
+    "access.denied": N_("was refused access to your record"),
+    "user.create": N_("created your portal account"),
 }
 
 
@@ -141,19 +143,25 @@ def resolve_actors(
     return actors
 
 
+def _role_words(role: str) -> str:
+    return gettext(_ROLE_WORDS.get(role, N_("someone")))
+
+
 def _user_actor(user: User, patient_id: uuid.UUID) -> Actor:
     if user.patient_id == patient_id:
-        return Actor("you", True)
-    role = _ROLE_WORDS.get(user.role, "someone")
-    return Actor(f"{user.label} ({role})" if user.display_name else role, False)
+        return Actor(gettext("you"), True)
+    role = _role_words(user.role)
+    if user.display_name:
+        return Actor(gettext("%(name)s (%(role)s)", name=user.label, role=role), False)
+    return Actor(role, False)
 
 
 def _token_actor(token: ApiToken, owner: User | None, patient_id: uuid.UUID) -> Actor:
     if owner is None:
-        return Actor("a service account", False)
+        return Actor(gettext("a service account"), False)
     if owner.patient_id == patient_id:
-        return Actor("you, through an app", True)
-    return Actor(f"an app acting for {_ROLE_WORDS.get(owner.role, 'someone')}", False)
+        return Actor(gettext("you, through an app"), True)
+    return Actor(gettext("an app acting for %(role)s", role=_role_words(owner.role)), False)
 
 
 def actor_for(actors: dict[str, Actor], actor_id: str, actor_role: str) -> Actor:
@@ -162,14 +170,17 @@ def actor_for(actors: dict[str, Actor], actor_id: str, actor_role: str) -> Actor
         return actors[actor_id]
     kind = actor_id.partition(":")[0]
     if kind == PrincipalKind.SIGNED_URL.value:
-        return Actor("someone with a download link", False)
+        return Actor(gettext("someone with a download link"), False)
     if kind == "system":
-        return Actor("the vault", False)
-    return Actor(_ROLE_WORDS.get(actor_role, "someone"), False)
+        return Actor(gettext("the vault"), False)
+    return Actor(_role_words(actor_role), False)
 
 
 def action_words(action: str) -> str:
-    return _ACTION_WORDS.get(action, f"worked on your record ({action})")
+    words = _ACTION_WORDS.get(action)
+    if words is None:
+        return gettext("worked on your record (%(action)s)", action=action)
+    return gettext(words)
 
 
 def entry(

@@ -47,6 +47,7 @@ from medvault.audit.schemas import (
 )
 from medvault.auth.principal import Principal
 from medvault.crypto.signing_keys import SigningKey
+from medvault.kit.i18n import N_, msg
 from medvault.kit.keyset import InvalidCursor
 from medvault.kit.problems import BadRequest, IntegrityFailure, NotFound
 from medvault.patients.repository import get as patient_exists_row
@@ -101,7 +102,7 @@ def _before_id(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     if not cursor.isascii() or not cursor.isdigit() or int(cursor) < 1:
-        raise InvalidCursor("Use the next_cursor value from a previous page as-is.")
+        raise InvalidCursor(N_("Use the next_cursor value from a previous page as-is."))
     return int(cursor)
 
 
@@ -157,7 +158,7 @@ def access_history(
     """
     reach = require_audit_events(principal)
     if reach is not AuditReach.WHOLE_LOG and own_patient(principal) != patient_id:
-        problem = NotFound("No patient with this id.")
+        problem = NotFound(N_("No patient with this id."))
         if patient_exists(session, patient_id):
             denied(problem, Denial(principal, "Patient", patient_id, patient_id, "audit:read"))
         raise problem
@@ -194,7 +195,7 @@ def checkpoint_out(checkpoint: SignedCheckpoint) -> CheckpointOut:
 def _latest_size(session: Session) -> int:
     size = repository.latest_checkpoint_size(session)
     if size is None:
-        raise NotFound("The audit log has no signed checkpoint yet.")
+        raise NotFound(N_("The audit log has no signed checkpoint yet."))
     return size
 
 
@@ -205,7 +206,11 @@ def _checkpoint_at(session: Session, size: int) -> CheckpointOut | None:
 
 def _not_signed_yet(size: int, latest: int) -> NotFound:
     return NotFound(
-        f"The audit log has no signed checkpoint of {size} events yet (latest: {latest})."
+        msg(
+            "The audit log has no signed checkpoint of {size} events yet (latest: {latest}).",
+            size=size,
+            latest=latest,
+        )
     )
 
 
@@ -214,7 +219,7 @@ def latest_checkpoint(
 ) -> SignedCheckpointOut:
     row = repository.latest_checkpoint(session)
     if row is None:
-        raise NotFound("The audit log has no signed checkpoint yet.")
+        raise NotFound(N_("The audit log has no signed checkpoint yet."))
     _record(session, context, {"view": "checkpoint", "tree_size": row.tree_size})
     out = checkpoint_out(SignedCheckpoint.from_row(row))
     return SignedCheckpointOut(**out.model_dump(), public_key_pem=key.public_pem())
@@ -228,16 +233,18 @@ def inclusion(
     if size > latest:
         raise _not_signed_yet(size, latest)
     if index >= size:
-        raise BadRequest(f"Leaf index {index} is not in a tree of {size} events.")
+        raise BadRequest(
+            msg("Leaf index {index} is not in a tree of {size} events.", index=index, size=size)
+        )
     reader = StoredNodes(session)
     try:
         path = inclusion_proof(index, size, reader)
         root = root_from_nodes(size, reader)
         leaf = reader.get_nodes([(0, index)]).get((0, index))
     except MissingNodeError as exc:
-        raise IntegrityFailure("The audit log's Merkle tree is incomplete.") from exc
+        raise IntegrityFailure(N_("The audit log's Merkle tree is incomplete.")) from exc
     if leaf is None:
-        raise IntegrityFailure("The audit log's Merkle tree is incomplete.")
+        raise IntegrityFailure(N_("The audit log's Merkle tree is incomplete."))
     _record(session, context, {"view": "inclusion-proof", "leaf_index": index, "tree_size": size})
     return InclusionProofOut(
         leaf_index=index,
@@ -257,13 +264,15 @@ def consistency(
     if second > latest:
         raise _not_signed_yet(second, latest)
     if first > second:
-        raise BadRequest(f"first ({first}) must not exceed second ({second}).")
+        raise BadRequest(
+            msg("first ({first}) must not exceed second ({second}).", first=first, second=second)
+        )
     reader = StoredNodes(session)
     try:
         proof = consistency_proof(first, second, reader)
         first_root, second_root = root_from_nodes(first, reader), root_from_nodes(second, reader)
     except MissingNodeError as exc:
-        raise IntegrityFailure("The audit log's Merkle tree is incomplete.") from exc
+        raise IntegrityFailure(N_("The audit log's Merkle tree is incomplete.")) from exc
     _record(session, context, {"view": "consistency-proof", "first": first, "second": second})
     return ConsistencyProofOut(
         first=first,

@@ -18,6 +18,7 @@ from medvault.audit.models import AuditEvent
 from medvault.db.engine import Database
 from medvault.db.group_commit import GroupCommitFailed
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_
 from medvault.kit.problems import ServiceUnavailable
 
 
@@ -83,7 +84,7 @@ def record(
         # Fail closed: whatever this event was guarding must not happen unrecorded.
         session.rollback()
         raise ServiceUnavailable(
-            "The action could not be recorded in the audit log, so it was refused."
+            N_("The action could not be recorded in the audit log, so it was refused.")
         ) from exc
     return event
 
@@ -99,7 +100,7 @@ def record_read(database: Database, event: AuditEvent) -> None:
         database.group_commit.commit([event])
     except GroupCommitFailed as exc:
         raise ServiceUnavailable(
-            "The access could not be recorded in the audit log, so it was refused."
+            N_("The access could not be recorded in the audit log, so it was refused.")
         ) from exc
 
 
@@ -110,5 +111,5 @@ def commit_or_refuse(session: Session) -> None:
     except SQLAlchemyError as exc:
         session.rollback()
         raise ServiceUnavailable(
-            "The access could not be recorded in the audit log, so it was refused."
+            N_("The access could not be recorded in the audit log, so it was refused.")
         ) from exc

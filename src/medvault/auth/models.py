@@ -49,6 +49,9 @@ class User(AuthBase):
     # The IANA zone the portal shows times in ("Europe/London"), taken from the browser
     # at each portal login; None until then (the portal's default zone applies).
     time_zone: Mapped[str | None] = mapped_column(String(64))
+    # The portal language this user chose ("cy"), on any device; None: never chosen
+    # (the browser's languages decide, then the portal's default).
+    language: Mapped[str | None] = mapped_column(String(8))
 
     @property
     def label(self) -> str:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from medvault.kit.i18n import N_
 from medvault.kit.problems import ServiceUnavailable
 
 # Long enough to ride out a burst of honest logins, short enough that a flood holds
@@ -23,11 +24,11 @@ RETRY_AFTER_SECONDS = 1
 
 
 class LoginBusy(ServiceUnavailable):
-    slug, title = "login-busy", "Too many logins are being checked right now"
+    slug, title = "login-busy", N_("Too many logins are being checked right now")
 
     def __init__(self) -> None:
         super().__init__(
-            "Too many logins are being checked at once. Try again in a moment.",
+            N_("Too many logins are being checked at once. Try again in a moment."),
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             retry_after=RETRY_AFTER_SECONDS,
         )

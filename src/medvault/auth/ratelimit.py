@@ -29,6 +29,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from medvault.auth.password_slots import PasswordCheckSlots
 from medvault.config import Settings
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Problem, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ REDIS_TIMEOUT_SECONDS = 2.0
 
 
 class TooManyRequests(Problem):
-    status, slug, title = 429, "rate-limited", "Too many requests"
+    status, slug, title = 429, "rate-limited", N_("Too many requests")
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
@@ -128,12 +129,14 @@ class RateLimits:
                 # pass the test before any of them is counted.
                 if not self.limiter.hit(item, *ids):
                     raise TooManyRequests(
-                        "Too many failed logins. Try again later.",
+                        N_("Too many failed logins. Try again later."),
                         retry_after=self._retry_after(item, *ids),
                     )
         except StorageError as exc:
             logger.error("rate-limit storage unavailable: %s", exc.storage_error)
-            raise ServiceUnavailable("Logins are paused: the rate limiter is unavailable.") from exc
+            raise ServiceUnavailable(
+                N_("Logins are paused: the rate limiter is unavailable.")
+            ) from exc
 
     def login_succeeded(self, *, username: str) -> None:
         """Forget the account's failures (not the address's: one valid account must
@@ -157,7 +160,7 @@ class RateLimits:
         except StorageError as exc:
             logger.warning("upload rate limit not applied: %s", exc.storage_error)
             return
-        raise TooManyRequests("Too many uploads. Slow down.", retry_after=retry_after)
+        raise TooManyRequests(N_("Too many uploads. Slow down."), retry_after=retry_after)
 
     def reset(self) -> None:
         """Drop every counter under this instance's key prefix."""

@@ -31,6 +31,7 @@ from medvault.deps import (
     RateLimitsDep,
     RuntimeDep,
 )
+from medvault.kit.i18n import N_
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import Unauthorized
 from medvault.kit.text import require_clean_text
@@ -83,7 +84,7 @@ def issue_token(
     )
     commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     if issued is None:
-        raise Unauthorized("The username or password is wrong, or the account is disabled.")
+        raise Unauthorized(N_("The username or password is wrong, or the account is disabled."))
     limits.login_succeeded(username=form.username)
     return _tokens(issued, response)
 
@@ -109,7 +110,7 @@ def refresh_token(
     # Also on refusal: a reused token's family revocation and its event must stick.
     commit_with_audit(auth_session=auth_session, clinical_session=clinical_session)
     if issued is None:
-        raise Unauthorized("The refresh token is unknown, used, revoked or expired.")
+        raise Unauthorized(N_("The refresh token is unknown, used, revoked or expired."))
     return _tokens(issued, response)
 
 
@@ -124,7 +125,7 @@ def logout(
     """End the current session (and the refresh token's, if one is sent)."""
     refresh = body.refresh_token if body else None
     if principal is None and not refresh:
-        raise Unauthorized("Send a valid access token, or the refresh token in the body.")
+        raise Unauthorized(N_("Send a valid access token, or the refresh token in the body."))
     sessions.logout(
         auth_session=auth_session,
         clinical_session=clinical_session,

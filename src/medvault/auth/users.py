@@ -21,6 +21,7 @@ from medvault.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_p
 from medvault.auth.principal import Role
 from medvault.auth.sessions import normalise_username
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import Conflict, NotFound, Problem, UnknownPatient
 from medvault.patients import repository as patients
 
@@ -34,25 +35,27 @@ EMAIL_PATTERN = re.compile(
 
 
 class InvalidUser(Problem):
-    status, slug, title = 422, "invalid-user", "The user details are not valid"
+    status, slug, title = 422, "invalid-user", N_("The user details are not valid")
 
 
 class DuplicateUser(Problem):
-    status, slug, title = 409, "duplicate-user", "A user with this username or email exists"
+    status, slug, title = 409, "duplicate-user", N_("A user with this username or email exists")
 
 
 def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidUser(f"Passwords must be at least {MIN_PASSWORD_LENGTH} characters.")
+        raise InvalidUser(
+            msg("Passwords must be at least {limit} characters.", limit=MIN_PASSWORD_LENGTH)
+        )
     if len(password) > 1024:
         # argon2 takes any length, but nobody types this much; it is a cheap DoS guard.
-        raise InvalidUser("Passwords may be at most 1024 characters.")
+        raise InvalidUser(N_("Passwords may be at most 1024 characters."))
 
 
 def _normalise_email(email: str) -> str:
     email = email.strip().lower()
     if len(email) > 255 or not EMAIL_PATTERN.fullmatch(email):
-        raise InvalidUser("The email address is not valid.")
+        raise InvalidUser(N_("The email address is not valid."))
     return email
 
 
@@ -63,7 +66,9 @@ def _label(value: str | None, what: str) -> str | None:
     """A display name or profession: trimmed, one line, at most ``MAX_LABEL``; "" is none."""
     text = " ".join((value or "").split())
     if len(text) > MAX_LABEL:
-        raise InvalidUser(f"The {what} may be at most {MAX_LABEL} characters.")
+        raise InvalidUser(
+            msg("The {what} may be at most {limit} characters.", what=what, limit=MAX_LABEL)
+        )
     return text or None
 
 
@@ -96,23 +101,23 @@ def create(
 ) -> User:
     """Create a user; a patient user must name an existing patient, nobody else may."""
     username = normalise_username(username)
-    display_name = _label(display_name, "display name")
-    profession = _label(profession, "profession")
+    display_name = _label(display_name, msg("display name"))
+    profession = _label(profession, msg("profession"))
     if not USERNAME_PATTERN.fullmatch(username):
-        raise InvalidUser("Usernames are 3 to 64 characters: a-z, 0-9, '.', '_' and '-'.")
+        raise InvalidUser(N_("Usernames are 3 to 64 characters: a-z, 0-9, '.', '_' and '-'."))
     email = _normalise_email(email)
     if role not in USER_ROLES:
-        raise InvalidUser("The role must be admin, clinician, patient or auditor.")
+        raise InvalidUser(N_("The role must be admin, clinician, patient or auditor."))
     if (role is Role.PATIENT) != (patient_id is not None):
-        raise InvalidUser("A patient user needs a patient id, and only a patient user has one.")
+        raise InvalidUser(N_("A patient user needs a patient id, and only a patient user has one."))
     _check_password(password)
     # Hashed before the first query: on SQLite that query starts the auth database's
     # write transaction, and argon2's ~0.1 s should not be spent holding its lock.
     password_hash = hash_password(password)
     if repository.user_by_username(auth_session, username) is not None:
-        raise DuplicateUser("This username is taken.")
+        raise DuplicateUser(N_("This username is taken."))
     if repository.user_by_email(auth_session, email) is not None:
-        raise DuplicateUser("This email address belongs to another user.")
+        raise DuplicateUser(N_("This email address belongs to another user."))
     now = utcnow()
     user = User(
         username=username,
@@ -131,10 +136,10 @@ def create(
     except IntegrityError:
         # Lost a race with a concurrent create (or a second instance's first start).
         auth_session.rollback()
-        raise DuplicateUser("This username or email address was just taken.") from None
+        raise DuplicateUser(N_("This username or email address was just taken.")) from None
     # Only now the clinical database: the auth write lock is always taken first.
     if patient_id is not None and patients.get(clinical_session, patient_id) is None:
-        raise UnknownPatient("No patient with this id.")
+        raise UnknownPatient(N_("No patient with this id."))
     _record(
         session=clinical_session, context=context, action="user.create", user=user, role=role.value
     )
@@ -144,14 +149,14 @@ def create(
 def get(*, session: Session, user_id: uuid.UUID) -> User:
     user = repository.user_by_id(session, user_id)
     if user is None:
-        raise NotFound("No user with this id.")
+        raise NotFound(N_("No user with this id."))
     return user
 
 
 def get_by_username(*, session: Session, username: str) -> User:
     user = repository.user_by_username(session, normalise_username(username))
     if user is None:
-        raise NotFound(f"No user named {username!r}.")
+        raise NotFound(msg("No user named {username}.", username=repr(username)))
     return user
 
 
@@ -172,7 +177,7 @@ def disable(
     if user.disabled_at is not None:
         return user
     if user.role == Role.ADMIN.value and repository.count_active_admins(auth_session) <= 1:
-        raise Conflict("This is the last enabled admin; enable or create another first.")
+        raise Conflict(N_("This is the last enabled admin; enable or create another first."))
     now = utcnow()
     user.disabled_at = user.updated_at = now
     revoked = repository.revoke_user_sessions(auth_session, user.id, now)
@@ -199,8 +204,8 @@ def set_profile(
 ) -> User:
     """Set the name and profession people see instead of the username ("" clears them)."""
     user = get(session=auth_session, user_id=user_id)
-    user.display_name = _label(display_name, "display name")
-    user.profession = _label(profession, "profession")
+    user.display_name = _label(display_name, msg("display name"))
+    user.profession = _label(profession, msg("profession"))
     user.updated_at = utcnow()
     auth_session.flush()
     # Cached principals carry the name (the portal's header, a letter's author).
@@ -244,7 +249,7 @@ def change_password(
     new_hash = hash_password(new_password)  # before the write transaction (see create)
     user = get(session=auth_session, user_id=user_id)
     if current_password is not None and not verify_password(user.password_hash, current_password):
-        raise InvalidUser("The current password is wrong.")
+        raise InvalidUser(N_("The current password is wrong."))
     now = utcnow()
     user.password_hash = new_hash
     user.updated_at = now

@@ -33,6 +33,7 @@ from medvault.auth.principal import Principal, PrincipalKind, Role
 from medvault.auth.principal_cache import Expiring, PrincipalCache, credential_key
 from medvault.auth.sessions import check_password, user_actor
 from medvault.config import Settings
+from medvault.kit import i18n
 from medvault.kit.clock import utcnow
 from medvault.kit.time_zones import known_zone
 
@@ -48,6 +49,8 @@ class StartedWebSession:
     token: str
     session_id: uuid.UUID
     user_id: uuid.UUID
+    # The user's chosen portal language, for this browser to remember from now on.
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,15 @@ def start(
     context: AuditContext,
     password_slots: PasswordCheckSlots,
     browser_time_zone: str | None = None,
+    browser_language: str | None = None,
 ) -> StartedWebSession | None:
     """Check a password and open a portal session; None (audited) when the login fails.
 
     ``browser_time_zone`` is the IANA zone the login page's script read from the
     browser; a known one becomes the user's zone for showing times, anything else
-    (no script, a made-up name) leaves the stored zone as it was.
+    (no script, a made-up name) leaves the stored zone as it was. ``browser_language``
+    is a language chosen in this browser before logging in: it becomes the user's, so
+    the next device they log in on speaks it too.
     """
     user = check_password(
         reader=reader,
@@ -118,6 +124,9 @@ def start(
     zone = known_zone(browser_time_zone)
     if zone is not None and zone.key != user.time_zone:
         user.time_zone = zone.key
+    chosen = i18n.supported(browser_language)
+    if chosen is not None and chosen != user.language:
+        user.language = chosen
     now = utcnow()
     token = SESSION_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = WebSession(
@@ -138,7 +147,9 @@ def start(
         resource_id=user.id,
         details={"username": user.username, "session_id": str(row.id), "via": "portal"},
     )
-    return StartedWebSession(token=token, session_id=row.id, user_id=user.id)
+    return StartedWebSession(
+        token=token, session_id=row.id, user_id=user.id, language=i18n.supported(user.language)
+    )
 
 
 def _principal(user: User, row: WebSession, now: datetime) -> Principal:
@@ -305,3 +316,10 @@ def end_break_glass(
         resource_id=row.user_id,
         details={"session_id": str(session_id)},
     )
+
+
+def set_language(*, session: Session, user_id: uuid.UUID, language: str) -> None:
+    """Remember a signed-in user's choice of portal language for every device."""
+    user = session.get(User, user_id)
+    if user is not None and i18n.supported(language):
+        user.language = language

@@ -32,6 +32,7 @@ from medvault.audit.denials import record_denial
 from medvault.auth.principal import Principal
 from medvault.documents import reading
 from medvault.documents.filenames import served_filename
+from medvault.kit.i18n import N_, gettext, translate
 from medvault.kit.problems import Problem
 from medvault.kit.read_conditions import ReadConditions
 from medvault.runtime import Runtime
@@ -54,7 +55,7 @@ class ArchivedDocument:
 @dataclass(frozen=True)
 class LeftOut:
     document_id: uuid.UUID
-    reason: str
+    reason: str  # English (marked or a problem's title): translated in contents.txt
 
 
 class _Sink(io.RawIOBase):
@@ -178,7 +179,7 @@ def stream(
 def _reason(problem: Problem) -> str:
     # Not found and not yours read the same, as they do everywhere else.
     if problem.status in (403, 404):
-        return "not found, or you may not open it"
+        return N_("not found, or you may not open it")
     return problem.title
 
 
@@ -193,13 +194,29 @@ def _zip_time(moment: datetime, zone: tzinfo) -> tuple[int, int, int, int, int, 
 def _contents(
     archived: list[ArchivedDocument], left_out: list[LeftOut], now: datetime, zone: tzinfo
 ) -> str:
+    # In the language of the request that asked for the archive (the stream runs in
+    # its context), like the page it was downloaded from.
     lines = [
-        f"Documents downloaded {now.astimezone(zone):%Y-%m-%d %H:%M} ({zone}).",
-        "Each file's SHA-256 is the one the vault stored; a copy that differs was changed.",
+        gettext(
+            "Documents downloaded %(time)s (%(zone)s).",
+            time=now.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            zone=str(zone),
+        ),
+        gettext(
+            "Each file's SHA-256 is the one the vault stored; a copy that differs was changed."
+        ),
         "",
     ]
     lines += [f"{doc.name}\n  {doc.title}\n  SHA-256 {doc.sha256}" for doc in archived]
     if left_out:
-        lines += ["", "Left out:"]
-        lines += [f"  document {item.document_id}: {item.reason}" for item in left_out]
+        lines += ["", gettext("Left out:")]
+        lines += [
+            "  "
+            + gettext(
+                "document %(id)s: %(reason)s",
+                id=str(item.document_id),
+                reason=translate(item.reason),
+            )
+            for item in left_out
+        ]
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ from medvault.documents.ingest import IngestResult
 from medvault.documents.models import DeriveState, DocumentVersion, ScanState
 from medvault.documents.plaintext_file import PlaintextFile
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Problem
 from medvault.processing import kinds, queue
 from medvault.processing.reconcile import upload_deadline
@@ -41,11 +42,11 @@ UNREADABLE_PDF = "unreadable"
 
 
 class ActiveContentRefused(Problem):
-    status, slug, title = 422, "active-content", "The PDF holds active content"
+    status, slug, title = 422, "active-content", N_("The PDF holds active content")
 
 
 class UploadExpired(Problem):
-    status, slug, title = 408, "upload-expired", "The upload took too long to complete"
+    status, slug, title = 408, "upload-expired", N_("The upload took too long to complete")
 
 
 @dataclass(frozen=True)
@@ -59,23 +60,27 @@ def inspect(runtime: Runtime, result: IngestResult) -> Inspection:
     settings = runtime.settings
     if utcnow() - result.started_at > upload_deadline(settings.reconcile_grace_seconds):
         # Past this, the reconciler may already count the blob as an orphan.
-        raise UploadExpired("The upload took too long; send it again.")
+        raise UploadExpired(N_("The upload took too long; send it again."))
     if result.content_type != PDF:
         return Inspection()
     found = _active_content(runtime, result)
     if found and settings.refuse_active_pdf:
         # Fail closed: what cannot be parsed cannot be shown to be free of scripts.
-        what = (
-            "could not be read as a PDF, so it cannot be checked for active content"
+        # Whole sentences, so that each translates as one.
+        detail = (
+            N_(
+                "This file could not be read as a PDF, so it cannot be checked for active "
+                "content, which this vault does not accept. Print it to a new PDF and "
+                "upload that."
+            )
             if found == UNREADABLE_PDF
-            else "contains active content (scripts, automatic actions, launch actions or "
-            "embedded files)"
+            else N_(
+                "This file contains active content (scripts, automatic actions, launch "
+                "actions or embedded files), which this vault does not accept. Print it to "
+                "a new PDF and upload that."
+            )
         )
-        raise ActiveContentRefused(
-            f"This file {what}, which this vault does not accept. Print it to a new PDF "
-            "and upload that.",
-            active_content=found.split(","),
-        )
+        raise ActiveContentRefused(detail, active_content=found.split(","))
     return Inspection(active_content=found)
 
 

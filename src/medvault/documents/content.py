@@ -33,6 +33,7 @@ from medvault.crypto.keyring import WrappedDek
 from medvault.documents import repository
 from medvault.documents.filenames import served_filename
 from medvault.documents.models import DocumentVersion, VersionState
+from medvault.kit.i18n import N_
 from medvault.kit.problems import IntegrityFailure, KeyUnavailable, ServiceUnavailable
 from medvault.kit.read_conditions import ReadConditions
 from medvault.runtime import Runtime
@@ -181,7 +182,7 @@ def _guarded(
         BLOB_READ_FAILURES.inc()
         logger.error("blob store failed while reading version %s: %s", version.id, exc)
         raise ServiceUnavailable(
-            "The document store did not answer; try again shortly.",
+            N_("The document store did not answer; try again shortly."),
             headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
         ) from exc
 
@@ -206,7 +207,7 @@ def plan_content(
     if conditions.not_modified(etag):
         return ContentPlan(status=304, headers=headers)
     if version.state == VersionState.CORRUPT:
-        raise IntegrityFailure("This version failed an earlier integrity check.")
+        raise IntegrityFailure(N_("This version failed an earlier integrity check."))
     wanted = conditions.span(etag=etag, size=version.size)
     first, last = wanted if wanted is not None else (0, max(0, version.size - 1))
     full = wanted is None

@@ -23,6 +23,7 @@ from medvault.crypto.envelope import EnvelopeWriter
 from medvault.crypto.keyring import new_dek
 from medvault.documents.sniffing import SNIFF_BYTES, sniff_content_type
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobWriter
@@ -39,7 +40,7 @@ _HASHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medvault-sha256
 
 
 class EmptyFile(BadRequest):
-    slug, title = "empty-file", "The uploaded file is empty"
+    slug, title = "empty-file", N_("The uploaded file is empty")
 
 
 # Every version blob lives under this prefix; other blobs in the store are not versions.
@@ -114,16 +115,20 @@ class IngestPipeline:
         """Refuse once ``total`` bytes received so far exceed the limit."""
         if total > self.max_bytes:
             raise PayloadTooLarge(
-                f"The file is larger than the limit of {self.max_bytes} bytes.",
+                msg("The file is larger than the limit of {limit} bytes.", limit=self.max_bytes),
                 max_bytes=self.max_bytes,
             )
 
     def _decide_type(self, head: bytes) -> None:
         sniffed = sniff_content_type(head)
         if sniffed is None or sniffed not in self.allowed_types:
-            shown = sniffed or "an unrecognised format"
+            shown = sniffed or msg("an unrecognised format")
             raise UnsupportedMediaType(
-                f"The file content is {shown}; accepted types are {', '.join(self.allowed_types)}.",
+                msg(
+                    "The file content is {shown}; accepted types are {types}.",
+                    shown=shown,
+                    types=", ".join(self.allowed_types),
+                ),
                 allowed_types=list(self.allowed_types),
             )
         self.content_type = sniffed
@@ -172,7 +177,7 @@ class IngestPipeline:
         """Seal the last segment and make the blob durable under its final key."""
         if self._head is not None:
             if not self._head:
-                raise EmptyFile("Send a non-empty file.")
+                raise EmptyFile(N_("Send a non-empty file."))
             head, self._head = bytes(self._head), None
             self._decide_type(head)
             assert self._writer is not None

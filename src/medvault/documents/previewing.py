@@ -24,6 +24,7 @@ from medvault.crypto.errors import CryptoError, UnknownKekError
 from medvault.documents import derived, reading, service
 from medvault.documents.content import INTEGRITY_FAILURES
 from medvault.documents.models import DerivedKind, DeriveState, VersionDerivative
+from medvault.kit.i18n import N_
 from medvault.kit.problems import IntegrityFailure, KeyUnavailable, Problem, ServiceUnavailable
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobNotFound, BlobStoreError
@@ -37,7 +38,7 @@ PREVIEW_RETRY_AFTER_SECONDS = 5
 
 
 class PreviewUnavailable(Problem):
-    status, slug, title = 404, "preview-unavailable", "This version has no preview"
+    status, slug, title = 404, "preview-unavailable", N_("This version has no preview")
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,12 @@ def read_preview(
 
 def _unavailable_sentence(state: DeriveState) -> str:
     if state == DeriveState.PENDING:
-        return "The preview is being made; try again shortly."
+        return N_("The preview is being made; try again shortly.")
     if state == DeriveState.UNSUPPORTED:
-        return "This file type has no preview."
+        return N_("This file type has no preview.")
     if state == DeriveState.FAILED:
-        return "No preview could be made of this file; download it to view it."
-    return "This version has no preview yet."
+        return N_("No preview could be made of this file; download it to view it.")
+    return N_("This version has no preview yet.")
 
 
 def _open(runtime: Runtime, artifact: VersionDerivative) -> bytes:
@@ -130,6 +131,6 @@ def _open(runtime: Runtime, artifact: VersionDerivative) -> bytes:
         raise IntegrityFailure() from error
     except BlobStoreError as error:
         raise ServiceUnavailable(
-            "The document store did not answer; try again shortly.",
+            N_("The document store did not answer; try again shortly."),
             headers={"Retry-After": str(PREVIEW_RETRY_AFTER_SECONDS)},
         ) from error

@@ -30,6 +30,7 @@ from medvault.documents import arrival, repository
 from medvault.documents.models import Document, DocumentVersion, ScanState, VersionState
 from medvault.documents.service import readable_or_404
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Conflict, NotFound
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobNotFound, BlobStoreError
@@ -117,9 +118,11 @@ def _infected(
     with audited_attempt(attempt):
         version = repository.version(session, document.id, number)
         if version is None:
-            raise NotFound("This document has no such version.")
+            raise NotFound(N_("This document has no such version."))
     if version.state == VersionState.DESTROYED or version.scan_state != ScanState.INFECTED:
-        problem = Conflict("Only a quarantined (infected) version can be released or destroyed.")
+        problem = Conflict(
+            N_("Only a quarantined (infected) version can be released or destroyed.")
+        )
         raise denied(problem, attempt)
     return document, version
 

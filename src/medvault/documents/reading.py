@@ -40,6 +40,7 @@ from medvault.auth.principal import Principal
 from medvault.documents import service
 from medvault.documents.content import ContentPlan, plan_content
 from medvault.documents.models import Document, DocumentVersion, ScanState, VersionState
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Problem
 from medvault.kit.read_conditions import ReadConditions
 from medvault.runtime import Runtime
@@ -51,15 +52,15 @@ SCAN_RETRY_AFTER_SECONDS = 10
 
 
 class Quarantined(Problem):
-    status, slug, title = 403, "quarantined", "The malware scanner quarantined this version"
+    status, slug, title = 403, "quarantined", N_("The malware scanner quarantined this version")
 
 
 class ContentDestroyed(Problem):
-    status, slug, title = 410, "content-destroyed", "This version's content was destroyed"
+    status, slug, title = 410, "content-destroyed", N_("This version's content was destroyed")
 
 
 class ScanPending(Problem):
-    status, slug, title = 503, "scan-pending", "The malware scan has not finished"
+    status, slug, title = 503, "scan-pending", N_("The malware scan has not finished")
 
 
 @dataclass(frozen=True)
@@ -162,16 +163,18 @@ def refusal(version: DocumentVersion, *, blocking: bool) -> Problem | None:
     """Why this version's bytes may not be served now, or None when they may."""
     if version.state == VersionState.DESTROYED:
         return ContentDestroyed(
-            "An administrator destroyed this version after the malware scanner flagged it."
+            N_("An administrator destroyed this version after the malware scanner flagged it.")
         )
     if version.scan_state == ScanState.INFECTED:
         return Quarantined(
-            "The malware scanner flagged this version, so it is not served. An "
-            "administrator can review it."
+            N_(
+                "The malware scanner flagged this version, so it is not served. An "
+                "administrator can review it."
+            )
         )
     if blocking and version.scan_state in (ScanState.PENDING, ScanState.FAILED):
         return ScanPending(
-            "This version is being checked for malware; try again shortly.",
+            N_("This version is being checked for malware; try again shortly."),
             headers={"Retry-After": str(SCAN_RETRY_AFTER_SECONDS)},
         )
     return None

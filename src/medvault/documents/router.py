@@ -29,6 +29,7 @@ from medvault.documents.schemas import (
     OnDuplicate,
     VersionList,
 )
+from medvault.kit.i18n import N_
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import NotFound
 from medvault.kit.text import NONBLANK_TEXT_PATTERN
@@ -304,7 +305,7 @@ def get_version_content(
     # number no version can have is simply not found, never a driver overflow.
     plausible = number.isascii() and number.isdigit() and len(number) <= len(str(MAX_DB_INT))
     if not plausible or not 1 <= int(number) <= MAX_DB_INT:
-        raise NotFound("This document has no such version.")
+        raise NotFound(N_("This document has no such version."))
     return _serve(
         number=int(number),
         document_id=document_id,

@@ -31,6 +31,7 @@ from medvault.documents.schemas import (
     VersionOut,
 )
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_
 from medvault.kit.keyset import SortCursor
 from medvault.kit.problems import Conflict, Gone, NotFound
 
@@ -110,7 +111,7 @@ def readable_or_404(
     principal: Principal,
     document_id: uuid.UUID,
     *,
-    missing: str = "No document with this id.",
+    missing: str = N_("No document with this id."),
 ) -> tuple[Document, DocumentVersion]:
     """The document and its current version, or the same 404 for "absent" and "not yours".
 
@@ -255,12 +256,12 @@ def resolve_version(
     document, current = readable_or_404(session, principal, document_id)
     with audited_attempt(_attempt(principal, document, attempt)):
         if document.status == DocumentStatus.DELETED:
-            raise Gone("This document was deleted; an administrator can restore it.")
+            raise Gone(N_("This document was deleted; an administrator can restore it."))
         if number is None or number == current.version:
             return document, current
         version = repository.version(session, document.id, number)
         if version is None:
-            raise NotFound("This document has no such version.")
+            raise NotFound(N_("This document has no such version."))
         return document, version
 
 
@@ -277,7 +278,7 @@ def soft_delete(
     # may remove the patient's own uploads, never a clinician's record.
     require_change(principal, document)
     if document.status == DocumentStatus.DELETED:
-        problem = Conflict("The document is already deleted.")
+        problem = Conflict(N_("The document is already deleted."))
         raise denied(problem, _attempt(principal, document, "document.delete"))
     now: datetime = utcnow()
     document.status = DocumentStatus.DELETED
@@ -304,7 +305,7 @@ def restore(
     document, version = readable_or_404(session, principal, document_id)
     require_change(principal, document)
     if document.status != DocumentStatus.DELETED:
-        problem = Conflict("The document is not deleted.")
+        problem = Conflict(N_("The document is not deleted."))
         raise denied(problem, _attempt(principal, document, "document.restore"))
     document.status = DocumentStatus.CURRENT
     document.deleted_at = None

@@ -46,6 +46,7 @@ from medvault.documents.schemas import (
 from medvault.documents.sniffing import extension_for
 from medvault.documents.upload_target import UploadTarget, check_patient
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_, msg
 from medvault.kit.multipart import (
     FileChunk,
     FilePartEnd,
@@ -106,7 +107,8 @@ async def upload(
         MULTIPART_OVERHEAD_BYTES if multipart else 0
     ):
         raise PayloadTooLarge(
-            f"The file is larger than the limit of {limit} bytes.", max_bytes=limit
+            msg("The file is larger than the limit of {limit} bytes.", limit=limit),
+            max_bytes=limit,
         )
     target = UploadTarget(runtime, principal, document_id, declared_bytes=content_length)
     pipeline = IngestPipeline(runtime=runtime, sha1=sha1)
@@ -143,7 +145,9 @@ def _check_client_filename(name: str | None) -> None:
     """The multipart part's own filename obeys the same rules as the ``filename`` field."""
     require_clean_text([("filename", name)])
     if name is not None and len(name) > MAX_FILENAME_CHARS:
-        raise ValidationFailed(f"A file name is at most {MAX_FILENAME_CHARS} characters.")
+        raise ValidationFailed(
+            msg("A file name is at most {limit} characters.", limit=MAX_FILENAME_CHARS)
+        )
 
 
 async def _receive_multipart(
@@ -172,18 +176,20 @@ async def _receive_multipart(
             fields.setdefault(event.name, event.value)
         elif isinstance(event, FilePartStart):
             if event.name != FILE_FIELD:
-                raise MalformedMultipart(f"Unexpected file field {event.name!r}; use 'file'.")
+                raise MalformedMultipart(
+                    msg("Unexpected file field {name}; use 'file'.", name=repr(event.name))
+                )
             if seen_file:
-                raise MalformedMultipart("Send one file per upload.")
+                raise MalformedMultipart(N_("Send one file per upload."))
             seen_file = True
             filename = event.filename
             # Fields sent before the file let us refuse a bad upload before reading it.
             await target.check_early_if_complete(fields)
             await pump(file_data(), pipeline)
     if not seen_file:
-        raise MissingFile("Send the document in a form field named 'file'.")
+        raise MissingFile(N_("Send the document in a form field named 'file'."))
     if not file_complete:
-        raise MalformedMultipart("The file part ended early.")
+        raise MalformedMultipart(N_("The file part ended early."))
     return fields, fields.get("filename") or filename
 
 
@@ -258,7 +264,7 @@ def _commit_or_discard(
 def _append_version(session: Session, document: Document, stored: _StoredUpload) -> DocumentVersion:
     expected = repository.lock_current_version(session, document.id)
     if not repository.advance_version(session, document.id, expected, utcnow()):
-        raise VersionConflict("Retry the upload; another version was added meanwhile.")
+        raise VersionConflict(N_("Retry the upload; another version was added meanwhile."))
     version = stored.version_row(document.id, expected + 1)
     session.add(version)
     session.flush()
@@ -272,9 +278,11 @@ def _reject_duplicate(
     duplicate = repository.find_duplicate(session, patient_id, result.sha256)
     if duplicate is not None and policy is OnDuplicate.REJECT:
         raise DuplicateDocument(
-            "This patient already has a document with identical content. Send "
-            "on_duplicate=allow to store it anyway, or on_duplicate=new_version to add it "
-            "as a new version of the existing document.",
+            N_(
+                "This patient already has a document with identical content. Send "
+                "on_duplicate=allow to store it anyway, or on_duplicate=new_version to add it "
+                "as a new version of the existing document."
+            ),
             existing_document_id=str(duplicate.id),
         )
     return duplicate
@@ -314,7 +322,7 @@ def _commit_new_document(
         )
     except GroupCommitFailed as exc:
         raise ServiceUnavailable(
-            "The upload could not be committed, so nothing was stored. Try again."
+            N_("The upload could not be committed, so nothing was stored. Try again.")
         ) from exc
 
 

@@ -31,6 +31,7 @@ from medvault.access.policy import Permission, reaches_patient
 from medvault.auth.principal import Principal
 from medvault.documents import service as documents
 from medvault.documents.schemas import DocumentFields, VersionFields
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Problem, UnknownPatient, ValidationFailed
 from medvault.patients import repository as patients
 from medvault.runtime import Runtime
@@ -51,7 +52,7 @@ def validate_fields(model: type[FieldsT], raw: Mapping[str, str]) -> FieldsT:
             for err in exc.errors()
         ]
         raise ValidationFailed(
-            "Some upload fields are missing or invalid.", errors=errors
+            N_("Some upload fields are missing or invalid."), errors=errors
         ) from None
 
 
@@ -70,7 +71,7 @@ def check_patient(
     """
     if reaches_patient(session, principal, patient_id):
         return
-    refused = problem or UnknownPatient("No patient with this patient_id.")
+    refused = problem or UnknownPatient(N_("No patient with this patient_id."))
     real = patient_id if patients.get(session, patient_id) is not None else None
     write = Permission.DOCUMENT_WRITE.value
     raise denied(refused, Denial(principal, "Patient", patient_id, real, write))

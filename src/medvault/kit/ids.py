@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from medvault.kit.i18n import N_
 from medvault.kit.problems import NotFound
 
 
@@ -11,4 +12,4 @@ def parse_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError:
-        raise NotFound("No resource with this id.") from None
+        raise NotFound(N_("No resource with this id.")) from None

@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, literal, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
+from medvault.kit.i18n import N_
 from medvault.kit.problems import BadRequest
 
 
 class InvalidCursor(BadRequest):
-    slug, title = "invalid-cursor", "The pagination cursor is not valid"
+    slug, title = "invalid-cursor", N_("The pagination cursor is not valid")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class Cursor:
                 raise ValueError("naive timestamp")
             return cls(created_at, uuid.UUID(data["i"]))
         except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidCursor("Use the next_cursor value from a previous page as-is.") from exc
+            raise InvalidCursor(
+                N_("Use the next_cursor value from a previous page as-is.")
+            ) from exc
 
 
 def older_than(
@@ -103,7 +106,7 @@ class SortCursor:
             return cls(sort, value, uuid.UUID(data["i"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidCursor(
-                "Use the next_cursor value from a previous page, with the same sort."
+                N_("Use the next_cursor value from a previous page, with the same sort.")
             ) from exc
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import BadRequest
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -19,7 +20,7 @@ MAX_FIELDS = 50
 
 
 class MalformedMultipart(BadRequest):
-    slug, title = "malformed-multipart", "The multipart body could not be parsed"
+    slug, title = "malformed-multipart", N_("The multipart body could not be parsed")
 
 
 @dataclass
@@ -61,7 +62,7 @@ class _PartState:
 def boundary_from_content_type(content_type: str) -> bytes:
     media_type, params = parse_options_header(content_type)
     if media_type != b"multipart/form-data" or b"boundary" not in params:
-        raise MalformedMultipart("Expected multipart/form-data with a boundary.")
+        raise MalformedMultipart(N_("Expected multipart/form-data with a boundary."))
     return params[b"boundary"]
 
 
@@ -92,10 +93,10 @@ async def iter_multipart(
         nonlocal field_count
         field_count += 1
         if field_count > MAX_FIELDS:
-            raise MalformedMultipart(f"More than {MAX_FIELDS} parts in the form.")
+            raise MalformedMultipart(msg("More than {limit} parts in the form.", limit=MAX_FIELDS))
         _, options = parse_options_header(state.headers.get(b"content-disposition", b""))
         if b"name" not in options:
-            raise MalformedMultipart("A form part has no name.")
+            raise MalformedMultipart(N_("A form part has no name."))
         state.name = options[b"name"].decode("utf-8", "replace")
         if b"filename" in options:
             state.is_file = True
@@ -114,7 +115,9 @@ async def iter_multipart(
             return
         state.value += data[start:end]
         if len(state.value) > MAX_FIELD_BYTES:
-            raise MalformedMultipart(f"Form field {state.name!r} is larger than 64 KiB.")
+            raise MalformedMultipart(
+                msg("Form field {name} is larger than 64 KiB.", name=repr(state.name))
+            )
 
     def on_part_end() -> None:
         if state.is_file:
@@ -123,7 +126,9 @@ async def iter_multipart(
             try:
                 events.append(FormField(state.name, state.value.decode("utf-8")))
             except UnicodeDecodeError:
-                raise MalformedMultipart(f"Form field {state.name!r} is not UTF-8.") from None
+                raise MalformedMultipart(
+                    msg("Form field {name} is not UTF-8.", name=repr(state.name))
+                ) from None
 
     parser = MultipartParser(
         boundary,
@@ -143,7 +148,7 @@ async def iter_multipart(
         except MalformedMultipart:
             raise
         except Exception as exc:  # the parser raises its own error types on bad framing
-            raise MalformedMultipart("The multipart framing is broken.") from exc
+            raise MalformedMultipart(N_("The multipart framing is broken.")) from exc
         # Merge consecutive file chunks so downstream work happens in larger batches.
         merged: list[MultipartEvent] = []
         for event in events:
@@ -157,6 +162,6 @@ async def iter_multipart(
     try:
         parser.finalize()
     except Exception as exc:
-        raise MalformedMultipart("The multipart body ended early.") from exc
+        raise MalformedMultipart(N_("The multipart body ended early.")) from exc
     for event in events:
         yield event

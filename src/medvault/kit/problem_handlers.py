@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
+from medvault.kit.i18n import N_
 from medvault.kit.problems import (
     PROBLEM_MEDIA_TYPE,
     BadRequest,
@@ -165,7 +166,7 @@ def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None =
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         problem = ValidationFailed(
-            "One or more fields are missing or invalid.", errors=_validation_errors(exc)
+            N_("One or more fields are missing or invalid."), errors=_validation_errors(exc)
         )
         return _render(problem, request)
 
@@ -181,7 +182,7 @@ def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None =
         logger.exception(
             "unhandled error on %s %s", request.method, loggable_path(request.url.path)
         )
-        return _render(Problem("An unexpected error occurred."), request)
+        return _render(Problem(N_("An unexpected error occurred.")), request)
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)

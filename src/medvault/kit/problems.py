@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from medvault.kit.i18n import N_
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:medvault:problem:"
 
@@ -20,7 +22,7 @@ class Problem(Exception):
 
     status: int = 500
     slug: str = "internal-error"
-    title: str = "Internal server error"
+    title: str = N_("Internal server error")
 
     def __init__(
         self,
@@ -51,31 +53,31 @@ class Problem(Exception):
 
 
 class BadRequest(Problem):
-    status, slug, title = 400, "bad-request", "Bad request"
+    status, slug, title = 400, "bad-request", N_("Bad request")
 
 
 class MissingFile(Problem):
-    status, slug, title = 400, "missing-file", "No file in the request"
+    status, slug, title = 400, "missing-file", N_("No file in the request")
 
 
 class ClientGone(Problem):
-    status, slug, title = 400, "client-disconnected", "The client went away mid-request"
+    status, slug, title = 400, "client-disconnected", N_("The client went away mid-request")
 
 
 class ValidationFailed(Problem):
-    status, slug, title = 422, "validation-error", "The request is not valid"
+    status, slug, title = 422, "validation-error", N_("The request is not valid")
 
 
 class InvalidCharacters(ValidationFailed):
-    status, slug, title = 422, "invalid-characters", "The text holds control characters"
+    status, slug, title = 422, "invalid-characters", N_("The text holds control characters")
 
 
 class SearchTooComplex(Problem):
-    status, slug, title = 400, "search-too-complex", "The search has too many values or words"
+    status, slug, title = 400, "search-too-complex", N_("The search has too many values or words")
 
 
 class Unauthorized(Problem):
-    status, slug, title = 401, "unauthorized", "Authentication required"
+    status, slug, title = 401, "unauthorized", N_("Authentication required")
 
     def __init__(self, detail: str | None = None, **extensions: Any) -> None:
         super().__init__(
@@ -84,72 +86,76 @@ class Unauthorized(Problem):
 
 
 class Forbidden(Problem):
-    status, slug, title = 403, "forbidden", "Not allowed"
+    status, slug, title = 403, "forbidden", N_("Not allowed")
 
 
 class NotFound(Problem):
-    status, slug, title = 404, "not-found", "Not found"
+    status, slug, title = 404, "not-found", N_("Not found")
 
 
 class MethodNotAllowed(Problem):
-    status, slug, title = 405, "method-not-allowed", "Method not allowed"
+    status, slug, title = 405, "method-not-allowed", N_("Method not allowed")
 
 
 class Conflict(Problem):
-    status, slug, title = 409, "conflict", "Conflict"
+    status, slug, title = 409, "conflict", N_("Conflict")
 
 
 class DuplicatePatient(Problem):
-    status, slug, title = 409, "duplicate-patient", "A patient with this identifier exists"
+    status, slug, title = 409, "duplicate-patient", N_("A patient with this identifier exists")
 
 
 class DuplicateDocument(Problem):
-    status, slug, title = 409, "duplicate-document", "This patient already has this document"
+    status, slug, title = 409, "duplicate-document", N_("This patient already has this document")
 
 
 class VersionConflict(Problem):
-    status, slug, title = 409, "version-conflict", "Another version was added at the same time"
+    status, slug, title = 409, "version-conflict", N_("Another version was added at the same time")
 
 
 class Gone(Problem):
-    status, slug, title = 410, "document-deleted", "The document has been deleted"
+    status, slug, title = 410, "document-deleted", N_("The document has been deleted")
 
 
 class PayloadTooLarge(Problem):
-    status, slug, title = 413, "payload-too-large", "The upload is larger than allowed"
+    status, slug, title = 413, "payload-too-large", N_("The upload is larger than allowed")
 
 
 class HeadersTooLarge(Problem):
-    status, slug, title = 431, "headers-too-large", "The request head is larger than allowed"
+    status, slug, title = 431, "headers-too-large", N_("The request head is larger than allowed")
 
 
 class UnsupportedMediaType(Problem):
-    status, slug, title = 415, "unsupported-media-type", "This type of file is not accepted"
+    status, slug, title = 415, "unsupported-media-type", N_("This type of file is not accepted")
 
 
 class RangeNotSatisfiable(Problem):
-    status, slug, title = 416, "range-not-satisfiable", "The requested range is not satisfiable"
+    status, slug, title = 416, "range-not-satisfiable", N_("The requested range is not satisfiable")
 
 
 class UnknownPatient(Problem):
-    status, slug, title = 422, "unknown-patient", "The patient does not exist"
+    status, slug, title = 422, "unknown-patient", N_("The patient does not exist")
 
 
 class SignedUrlInvalid(Problem):
-    status, slug, title = 403, "signed-url-invalid", "The download link is not valid"
+    status, slug, title = 403, "signed-url-invalid", N_("The download link is not valid")
 
 
 class SignedUrlExpired(Problem):
-    status, slug, title = 403, "signed-url-expired", "The download link has expired"
+    status, slug, title = 403, "signed-url-expired", N_("The download link has expired")
 
 
 class IntegrityFailure(Problem):
-    status, slug, title = 500, "integrity-failure", "Stored content failed its integrity check"
+    status, slug, title = 500, "integrity-failure", N_("Stored content failed its integrity check")
 
 
 class KeyUnavailable(Problem):
-    status, slug, title = 503, "key-unavailable", "The key for this document is not available here"
+    status, slug, title = (
+        503,
+        "key-unavailable",
+        N_("The key for this document is not available here"),
+    )
 
 
 class ServiceUnavailable(Problem):
-    status, slug, title = 503, "service-unavailable", "A backing service is unavailable"
+    status, slug, title = 503, "service-unavailable", N_("A backing service is unavailable")

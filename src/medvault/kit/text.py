@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, model_validator
 from pydantic_core import PydanticCustomError
 
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import InvalidCharacters, SearchTooComplex
 
 # C0 except \t \n \r, DEL, C1, and UTF-16 surrogates (only reachable through JSON escapes).
@@ -44,7 +45,7 @@ def require_clean_text(values: Iterable[tuple[str, str | None]]) -> None:
     for name, value in values:
         if value is not None and has_forbidden_characters(value):
             raise InvalidCharacters(
-                "Text may not contain control characters (other than tab and line breaks).",
+                N_("Text may not contain control characters (other than tab and line breaks)."),
                 field=_printable(name),
             )
 
@@ -76,7 +77,7 @@ class CleanTextModel(BaseModel):
         if _forbidden_anywhere(data):
             raise PydanticCustomError(
                 "invalid_characters",
-                "Text may not contain control characters (other than tab and line breaks).",
+                N_("Text may not contain control characters (other than tab and line breaks)."),
             )
         return data
 
@@ -86,7 +87,8 @@ def bounded_words(text: str, *, what: str) -> list[str]:
     words = text.split()
     if len(words) > MAX_SEARCH_WORDS:
         raise SearchTooComplex(
-            f"{what}: at most {MAX_SEARCH_WORDS} words.", max_words=MAX_SEARCH_WORDS
+            msg("{what}: at most {limit} words.", what=what, limit=MAX_SEARCH_WORDS),
+            max_words=MAX_SEARCH_WORDS,
         )
     return words
 
@@ -95,6 +97,7 @@ def bounded_values(values: list[str], *, what: str) -> list[str]:
     """A parameter's OR values, refused beyond ``MAX_SEARCH_VALUES``."""
     if len(values) > MAX_SEARCH_VALUES:
         raise SearchTooComplex(
-            f"{what}: at most {MAX_SEARCH_VALUES} values.", max_values=MAX_SEARCH_VALUES
+            msg("{what}: at most {limit} values.", what=what, limit=MAX_SEARCH_VALUES),
+            max_values=MAX_SEARCH_VALUES,
         )
     return values

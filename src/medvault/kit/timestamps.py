@@ -13,18 +13,20 @@ from typing import Annotated
 
 from pydantic import BeforeValidator
 
+from medvault.kit.i18n import N_
+
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _iso_date_time(value: object) -> object:
     if isinstance(value, str | bytes) and not _ISO_DATE.match(str(value).strip()):
-        raise ValueError("use an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z")
+        raise ValueError(N_("use an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z"))
     return value
 
 
 def _iso_date(value: object) -> object:
     if isinstance(value, str | bytes) and not _ISO_DATE.fullmatch(str(value).strip()):
-        raise ValueError("use an ISO 8601 date, e.g. 2024-05-01")
+        raise ValueError(N_("use an ISO 8601 date, e.g. 2024-05-01"))
     return value
 
 

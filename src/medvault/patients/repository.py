@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from medvault.access.policy import readable_patients
 from medvault.auth.principal import Principal
+from medvault.kit.i18n import msg
 from medvault.kit.keyset import Cursor, older_than
 from medvault.kit.text import bounded_words
 from medvault.patients.models import Patient
@@ -74,7 +75,7 @@ def page(
 
 def with_name(query: Select[Patient], name: str) -> Select[Patient]:
     """Each word must start a given or family name: "ann smi" finds Ann Smith."""
-    for word in bounded_words(name.lower(), what="name"):
+    for word in bounded_words(name.lower(), what=msg("name")):
         pattern = _escape_like(word) + "%"
         query = query.where(
             or_(

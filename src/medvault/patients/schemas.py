@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from medvault.kit.i18n import N_
 from medvault.kit.text import NONBLANK_TEXT_PATTERN, CleanTextModel
 
 # The pattern documents what stripping then requiring one character means on the wire.
@@ -29,14 +30,14 @@ class Identifier(BaseModel):
     @classmethod
     def _system_is_uri(cls, value: str) -> str:
         if ":" not in value or any(ch.isspace() for ch in value):
-            raise ValueError("identifier system must be an absolute URI")
+            raise ValueError(N_("identifier system must be an absolute URI"))
         return value
 
     @field_validator("value")
     @classmethod
     def _value_has_no_separator(cls, value: str) -> str:
         if "|" in value:
-            raise ValueError("identifier value may not contain '|'")
+            raise ValueError(N_("identifier value may not contain '|'"))
         return value
 
 
@@ -52,9 +53,9 @@ class PatientCreate(CleanTextModel):
     @classmethod
     def _plausible_birth_date(cls, value: date) -> date:
         if value > date.today():
-            raise ValueError("birth date is in the future")
+            raise ValueError(N_("birth date is in the future"))
         if value.year < 1850:
-            raise ValueError("birth date is implausibly early")
+            raise ValueError(N_("birth date is implausibly early"))
         return value
 
 

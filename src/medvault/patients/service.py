@@ -16,6 +16,7 @@ from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal, Role
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_
 from medvault.kit.keyset import Cursor
 from medvault.kit.problems import BadRequest, DuplicatePatient, NotFound
 from medvault.patients import repository
@@ -105,7 +106,7 @@ def get(
     """One patient, if the caller's scope reaches it; otherwise the same 404 as absent."""
     patient = repository.readable(session, principal, patient_id)
     if patient is None:
-        problem = NotFound("No patient with this id.")
+        problem = NotFound(N_("No patient with this id."))
         # Audited whether or not the patient exists: the same work either way, so the
         # answer's timing does not tell "not yours" from "absent" (the 404 does not).
         exists = repository.get(session, patient_id) is not None
@@ -146,7 +147,7 @@ def bare_identifier(text: str) -> str:
 def parse_identifier_query(raw: str) -> tuple[str, str]:
     system, sep, value = raw.rpartition("|")
     if not sep or not system or not value:
-        raise BadRequest("identifier must look like system|value.")
+        raise BadRequest(N_("identifier must look like system|value."))
     return system, value
 
 

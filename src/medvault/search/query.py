@@ -70,6 +70,7 @@ from medvault.auth.principal import Principal
 from medvault.documents import repository
 from medvault.documents.models import Document, DocumentVersion
 from medvault.documents.repository import ListFilters
+from medvault.kit.i18n import N_
 from medvault.kit.keyset import InvalidCursor
 from medvault.search.index import regconfig
 from medvault.search.models import SearchEntry
@@ -176,7 +177,7 @@ class RankCursor:
             return cls(float(rank), created_at, uuid.UUID(data["i"]))
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise InvalidCursor(
-                "Use the next_cursor value from a previous page of the same search, as-is."
+                N_("Use the next_cursor value from a previous page of the same search, as-is.")
             ) from exc
 
 

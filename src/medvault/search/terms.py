@@ -28,6 +28,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import BadRequest
 
 MAX_SEARCH_CHARS = 200
@@ -40,7 +41,7 @@ MIN_PREFIX = 3
 
 
 class InvalidSearchText(BadRequest):
-    slug, title = "invalid-search-text", "The search text cannot be searched"
+    slug, title = "invalid-search-text", N_("The search text cannot be searched")
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,9 @@ def _chunks(text: str) -> list[tuple[str, bool, bool]]:
 def parse(raw: str) -> SearchText:
     """Take ``raw`` apart; raises :class:`InvalidSearchText` if nothing is left to find."""
     if len(raw) > MAX_SEARCH_CHARS:
-        raise InvalidSearchText(f"Search for at most {MAX_SEARCH_CHARS} characters.")
+        raise InvalidSearchText(
+            msg("Search for at most {limit} characters.", limit=MAX_SEARCH_CHARS)
+        )
     groups: list[list[Clause]] = [[]]
     budget = MAX_WORDS
     for chunk, quoted, negated in _chunks(normalise(raw)):
@@ -180,8 +183,10 @@ def parse(raw: str) -> SearchText:
     kept = tuple(tuple(g) for g in groups if any(not c.negated for c in g))
     if not kept:
         raise InvalidSearchText(
-            "Type at least one word to look for (letters or digits); a search cannot "
-            "consist of exclusions or punctuation alone."
+            N_(
+                "Type at least one word to look for (letters or digits); a search cannot "
+                "consist of exclusions or punctuation alone."
+            )
         )
     return SearchText(kept)
 

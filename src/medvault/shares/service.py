@@ -14,6 +14,7 @@ from medvault.documents import reading, repository
 from medvault.documents import service as documents
 from medvault.documents.models import Document, DocumentStatus
 from medvault.documents.schemas import DownloadUrlOut, DownloadUrlRequest
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import Gone, SignedUrlInvalid, ValidationFailed
 from medvault.runtime import Runtime
 from medvault.shares import signed_urls
@@ -36,7 +37,10 @@ def issue(
     ttl = request.expires_in or settings.download_url_ttl_seconds
     if ttl > settings.download_url_max_ttl_seconds:
         raise ValidationFailed(
-            f"expires_in may be at most {settings.download_url_max_ttl_seconds} seconds."
+            msg(
+                "expires_in may be at most {limit} seconds.",
+                limit=settings.download_url_max_ttl_seconds,
+            )
         )
     document, version = documents.resolve_version(
         session=session,
@@ -94,9 +98,9 @@ def for_link(*, runtime: Runtime, token: str, context: AuditContext) -> reading.
         version = repository.version_by_id(session, grant.version_id)
         document = session.get(Document, grant.document_id)
         if version is None or document is None or version.document_id != document.id:
-            raise SignedUrlInvalid("The link points at nothing.")
+            raise SignedUrlInvalid(N_("The link points at nothing."))
         if document.status == DocumentStatus.DELETED:
-            problem = Gone("This document was deleted after the link was made.")
+            problem = Gone(N_("This document was deleted after the link was made."))
             raise denied(
                 problem,
                 failed_attempt(

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import jwt
 
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_
 from medvault.kit.problems import SignedUrlExpired, SignedUrlInvalid
 
 ALGORITHM = "HS256"
@@ -72,9 +73,9 @@ def verify(*, secret: bytes, token: str) -> DownloadGrant:
             options={"require": ["exp", "sub", "doc", "jti", "iss"]},
         )
     except jwt.ExpiredSignatureError:
-        raise SignedUrlExpired("Ask for a new download link.") from None
+        raise SignedUrlExpired(N_("Ask for a new download link.")) from None
     except jwt.PyJWTError:
-        raise SignedUrlInvalid("The link is malformed or was altered.") from None
+        raise SignedUrlInvalid(N_("The link is malformed or was altered.")) from None
     try:
         return DownloadGrant(
             version_id=uuid.UUID(claims["sub"]),
@@ -84,4 +85,4 @@ def verify(*, secret: bytes, token: str) -> DownloadGrant:
             expires_at=datetime.fromtimestamp(int(claims["exp"]), tz=utcnow().tzinfo),
         )
     except (ValueError, TypeError):
-        raise SignedUrlInvalid("The link is malformed or was altered.") from None
+        raise SignedUrlInvalid(N_("The link is malformed or was altered.")) from None

@@ -24,6 +24,7 @@ from medvault.web.pages import (
     compose,
     compose_drafts,
     documents,
+    language,
     patients,
     previews,
     timeline,
@@ -83,6 +84,7 @@ class _CachedStatic(StaticFiles):
 def install_portal(app: FastAPI) -> None:
     for module in (
         auth,
+        language,
         archive,
         documents,
         previews,

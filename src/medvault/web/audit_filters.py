@@ -21,6 +21,8 @@ from medvault.audit.patient_lookup import PatientRef
 from medvault.audit.repository import EventFilters
 from medvault.auth import repository as auth_repository
 from medvault.auth.principal import Principal, PrincipalKind
+from medvault.kit.i18n import gettext as _
+from medvault.kit.i18n import ngettext
 from medvault.runtime import Runtime
 
 MAX_TEXT = 200
@@ -93,13 +95,14 @@ class Resolved:
     choices: list[PatientRef] = field(default_factory=list)
 
 
-def _date(raw: str, what: str, errors: list[str]) -> str:
+def _date(raw: str, error: str, errors: list[str]) -> str:
+    """The typed day as ISO, or "" with ``error`` (already in the reader's language) noted."""
     if not raw:
         return ""
     try:
         return date.fromisoformat(raw).isoformat()
     except ValueError:
-        errors.append(f"The '{what}' date is not a date.")
+        errors.append(error)
         return ""
 
 
@@ -112,7 +115,7 @@ def _actor(runtime: Runtime, text: str, errors: list[str]) -> str:
     with runtime.auth.read_session() as auth_session:
         user = auth_repository.user_by_username(auth_session, text)
     if user is None:
-        errors.append(f"No user is called “{text}”.")
+        errors.append(_("No user is called “%(name)s”.", name=text))
         return ""
     return f"{PrincipalKind.USER.value}:{user.id}"
 
@@ -134,13 +137,13 @@ def resolve(
     state = AuditFilterState(
         action=text("action")[:64],
         actor_text=text("actor"),
-        occurred_from=_date(text("from"), "from", errors),
-        occurred_to=_date(text("to"), "to", errors),
+        occurred_from=_date(text("from"), _("The 'from' date is not a date."), errors),
+        occurred_to=_date(text("to"), _("The 'to' date is not a date."), errors),
         emergency_only=bool(form.get("emergency_only")),
         hide_mine=bool(form.get("hide_mine")),
     )
     if state.occurred_from and state.occurred_to and state.occurred_from > state.occurred_to:
-        errors.append("The 'from' date is after the 'to' date.")
+        errors.append(_("The 'from' date is after the 'to' date."))
     state.actor_id = _actor(runtime, state.actor_text, errors)
     patient = text("patient")
     choices: list[PatientRef] = []
@@ -155,10 +158,17 @@ def resolve(
                 session=session, principal=principal, context=context, text=patient
             )
         if not matches:
-            errors.append(f"No patient matches “{patient}”.")
+            errors.append(_("No patient matches “%(text)s”.", text=patient))
         elif len(matches) > 1:
             choices = matches
-            errors.append(f"{len(matches)} patients match “{patient}”: choose one below.")
+            errors.append(
+                ngettext(
+                    "%(num)s patient matches “%(text)s”: choose one below.",
+                    "%(num)s patients match “%(text)s”: choose one below.",
+                    len(matches),
+                    text=patient,
+                )
+            )
         else:
             state.patient_id, state.patient_label = str(matches[0].id), matches[0].label
     return Resolved(state=state, errors=errors, choices=choices)

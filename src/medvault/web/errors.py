@@ -11,10 +11,10 @@ import re
 from urllib.parse import quote
 
 from fastapi import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from medvault.kit.problem_handlers import problem_response
-from medvault.kit.problems import Problem
+from medvault.kit.i18n import translate
+from medvault.kit.problems import PROBLEM_MEDIA_TYPE, Problem
 from medvault.web.templating import render
 
 
@@ -46,7 +46,15 @@ def _document_page(problem: Problem, request: Request) -> str | None:
 
 def render_portal_problem(problem: Problem, request: Request) -> Response:
     if not _wants_html(request):
-        return problem_response(problem, request)
+        # The portal's own scripts show the title or detail to a person, as they are:
+        # in the page's language. The type, status and extensions stay as the API's.
+        body = problem.to_dict(instance=request.url.path)
+        body["title"] = translate(problem.title)
+        if problem.detail:
+            body["detail"] = translate(problem.detail)
+        return JSONResponse(
+            body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers
+        )
     if problem.status == 401 and request.method == "GET":
         return _login_redirect(request)
     response = render(
@@ -54,10 +62,14 @@ def render_portal_problem(problem: Problem, request: Request) -> Response:
         "error.html",
         {
             "status": problem.status,
-            "title": problem.title,
-            "detail": problem.detail,
+            # The problem's English (the API's words), shown in the reader's language.
+            "title": translate(problem.title),
+            "detail": translate(problem.detail) if problem.detail else problem.detail,
             "logged_out": problem.status == 401,
             "document_page": _document_page(problem, request),
+            # The language chooser goes home from here: an error page echoes nothing of
+            # the address asked for, so "not found" and "not yours" stay byte-identical.
+            "here": "/",
         },
         status_code=problem.status,
     )

@@ -17,11 +17,18 @@ from starlette.responses import RedirectResponse
 
 from medvault.auth import session_views
 from medvault.auth.web_sessions import ActiveWebSession
+from medvault.kit.i18n import N_, gettext
 from medvault.runtime import Runtime
 
 T = TypeVar("T")
 
-EXPIRED_NOTICE = "That list has expired, so it starts again from the beginning."
+EXPIRED_NOTICE = N_("That list has expired, so it starts again from the beginning.")
+
+
+def expired_notice() -> str:
+    """:data:`EXPIRED_NOTICE` in the reader's language, for the page to show."""
+    return gettext(EXPIRED_NOTICE)
+
 
 # Where the keyboard focus goes on the page a posted list action leads to: the sort
 # button just pressed, or the results (after Apply or a page change). Without it the

@@ -23,6 +23,7 @@ from medvault.documents.models import DocumentStatus
 from medvault.documents.ordering import DocumentSort
 from medvault.documents.repository import ListFilters
 from medvault.documents.schemas import LoincCode
+from medvault.kit.i18n import N_
 
 PAGE_SIZE = 25
 MAX_TRAIL = 200
@@ -45,7 +46,7 @@ class DocumentQuery(BaseModel):
     @model_validator(mode="after")
     def _dates_in_order(self) -> DocumentQuery:
         if self.uploaded_from and self.uploaded_to and self.uploaded_from > self.uploaded_to:
-            raise ValueError("The 'from' date is after the 'to' date.")
+            raise ValueError(N_("The 'from' date is after the 'to' date."))
         return self
 
     @classmethod

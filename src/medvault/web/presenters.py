@@ -13,6 +13,8 @@ from medvault.auth.principal import Principal, PrincipalKind
 from medvault.documents.compose.document_types import DOCUMENT_TYPES
 from medvault.documents.models import DeriveState
 from medvault.documents.schemas import DocumentOut
+from medvault.kit.i18n import N_, gettext
+from medvault.kit.i18n import gettext as _
 from medvault.patients import repository as patients
 from medvault.patients import service as patient_service
 from medvault.patients.models import Patient
@@ -21,63 +23,70 @@ from medvault.runtime import Runtime
 # What the portal calls the document types people meet most; the API accepts any
 # LOINC code, and an unlisted one is shown as its code.
 TYPE_LABELS: dict[str, str] = {
-    "11502-2": "Laboratory report",
-    "18748-4": "Diagnostic imaging report",
-    "18842-5": "Discharge summary",
-    "11488-4": "Consult note",
-    "11506-3": "Progress note",
-    "57133-1": "Referral note",
-    "34108-1": "Outpatient note",
-    "60591-5": "Patient summary",
-    "28570-0": "Procedure note",
-    "51851-4": "Administrative note",
-    "72170-4": "Photograph",
-    "57833-6": "Prescription",
-    "55188-7": "Patient data document",
+    "11502-2": N_("Laboratory report"),
+    "18748-4": N_("Diagnostic imaging report"),
+    "18842-5": N_("Discharge summary"),
+    "11488-4": N_("Consult note"),
+    "11506-3": N_("Progress note"),
+    "57133-1": N_("Referral note"),
+    "34108-1": N_("Outpatient note"),
+    "60591-5": N_("Patient summary"),
+    "28570-0": N_("Procedure note"),
+    "51851-4": N_("Administrative note"),
+    "72170-4": N_("Photograph"),
+    "57833-6": N_("Prescription"),
+    "55188-7": N_("Patient data document"),
     **{option.code: option.label for option in DOCUMENT_TYPES},
 }
 
 # The same types in a patient's words: "Test results", not "Laboratory report".
 PATIENT_TYPE_LABELS: dict[str, str] = {
-    "11502-2": "Test results",
-    "18748-4": "Scan or X-ray report",
-    "18842-5": "Letter when leaving hospital",
-    "11488-4": "Letter from a specialist",
-    "11506-3": "Notes from an appointment",
-    "57133-1": "Referral letter",
-    "34108-1": "Clinic letter",
-    "60591-5": "Health summary",
-    "28570-0": "Notes about a procedure",
-    "51851-4": "Form or administrative letter",
-    "34117-2": "Notes from an examination",
-    "72170-4": "Photo",
-    "57833-6": "Prescription or list of medicines",
-    "55188-7": "Other document",
+    "11502-2": N_("Test results"),
+    "18748-4": N_("Scan or X-ray report"),
+    "18842-5": N_("Letter when leaving hospital"),
+    "11488-4": N_("Letter from a specialist"),
+    "11506-3": N_("Notes from an appointment"),
+    "57133-1": N_("Referral letter"),
+    "34108-1": N_("Clinic letter"),
+    "60591-5": N_("Health summary"),
+    "28570-0": N_("Notes about a procedure"),
+    "51851-4": N_("Form or administrative letter"),
+    "34117-2": N_("Notes from an examination"),
+    "72170-4": N_("Photo"),
+    "57833-6": N_("Prescription or list of medicines"),
+    "55188-7": N_("Other document"),
 }
 
 # "What is this?" when patients upload to their own record: what they would call it,
 # each stored as the LOINC document type a clinician would have chosen.
 PATIENT_UPLOAD_CHOICES: tuple[tuple[str, str], ...] = (
-    ("34108-1", "A letter from a doctor or hospital"),
-    ("11502-2", "Test results"),
-    ("18748-4", "A scan or X-ray report"),
-    ("72170-4", "A photo (for example of a rash or a wound)"),
-    ("57833-6", "A prescription or a list of medicines"),
-    ("55188-7", "Something else"),
+    ("34108-1", N_("A letter from a doctor or hospital")),
+    ("11502-2", N_("Test results")),
+    ("18748-4", N_("A scan or X-ray report")),
+    ("72170-4", N_("A photo (for example of a rash or a wound)")),
+    ("57833-6", N_("A prescription or a list of medicines")),
+    ("55188-7", N_("Something else")),
 )
 
 
 def type_label(code: str, *, for_patient: bool = False) -> str:
     """What a reader calls a LOINC document type; patients get everyday words."""
-    if for_patient:
-        return PATIENT_TYPE_LABELS.get(code) or TYPE_LABELS.get(code, "Document")
-    return TYPE_LABELS.get(code, f"Type {code}")
+    label = (PATIENT_TYPE_LABELS.get(code) if for_patient else None) or TYPE_LABELS.get(code)
+    if label is not None:
+        return gettext(label)
+    return _("Document") if for_patient else _("Type %(code)s", code=code)
 
 
 def type_choices(*, for_patient: bool) -> list[tuple[str, str]]:
     """The type filter's and the upload form's options, alphabetical by what they say."""
     labels = PATIENT_TYPE_LABELS if for_patient else TYPE_LABELS
-    return sorted(labels.items(), key=lambda kv: kv[1])
+    shown = [(code, gettext(label)) for code, label in labels.items()]
+    return sorted(shown, key=lambda kv: kv[1])
+
+
+def patient_upload_choices() -> list[tuple[str, str]]:
+    """:data:`PATIENT_UPLOAD_CHOICES` in the reader's language, in their own order."""
+    return [(code, gettext(label)) for code, label in PATIENT_UPLOAD_CHOICES]
 
 
 def actor_names(runtime: Runtime, actor_ids: Iterable[str]) -> dict[str, str]:
@@ -89,7 +98,7 @@ def actor_names(runtime: Runtime, actor_ids: Iterable[str]) -> dict[str, str]:
     users: set[uuid.UUID] = set()
     tokens: set[uuid.UUID] = set()
     for actor in set(actor_ids):
-        kind, _, raw = actor.partition(":")
+        kind, _sep, raw = actor.partition(":")
         try:
             subject = uuid.UUID(raw)
         except ValueError:
@@ -105,15 +114,21 @@ def actor_names(runtime: Runtime, actor_ids: Iterable[str]) -> dict[str, str]:
         for token_id in tokens:
             token = auth_repository.token_by_id(session, token_id)
             if token is not None:
-                names[f"{PrincipalKind.API_TOKEN.value}:{token.id}"] = f"API token “{token.name}”"
+                names[f"{PrincipalKind.API_TOKEN.value}:{token.id}"] = _(
+                    "API token “%(name)s”", name=token.name
+                )
     return names
+
+
+# Actors that are not a user or token of today, by the kind in their id.
+_ACTOR_KINDS = {"system": N_("the vault"), "signed_url": N_("a download link")}
 
 
 def actor_name(names: dict[str, str], actor_id: str) -> str:
     if actor_id in names:
         return names[actor_id]
     kind = actor_id.partition(":")[0]
-    return {"system": "the vault", "signed_url": "a download link"}.get(kind, "someone removed")
+    return gettext(_ACTOR_KINDS.get(kind, N_("someone removed")))
 
 
 def readable_patients_by_id(
@@ -162,21 +177,21 @@ _FILE_KINDS = {
 
 
 def file_kind(content_type: str) -> str:
-    return _FILE_KINDS.get(content_type, content_type.rsplit("/", 1)[-1][:8].upper() or "FILE")
+    return _FILE_KINDS.get(content_type, content_type.rsplit("/", 1)[-1][:8].upper() or _("FILE"))
 
 
 # What people call each kind of file (a media type stays under "Technical details").
 _FILE_KIND_WORDS = {
-    "application/pdf": "PDF document",
-    "image/png": "Image",
-    "image/jpeg": "Photo",
-    "image/tiff": "Scanned image",
-    "application/dicom": "Medical image (DICOM)",
+    "application/pdf": N_("PDF document"),
+    "image/png": N_("Image"),
+    "image/jpeg": N_("Photo"),
+    "image/tiff": N_("Scanned image"),
+    "application/dicom": N_("Medical image (DICOM)"),
 }
 
 
 def file_kind_words(content_type: str) -> str:
-    return _FILE_KIND_WORDS.get(content_type, "File")
+    return gettext(_FILE_KIND_WORDS.get(content_type, N_("File")))
 
 
 def shows_thumbnail(document: DocumentOut, *, content: bool, readable: bool) -> bool:
@@ -196,44 +211,47 @@ def shows_thumbnail(document: DocumentOut, *, content: bool, readable: bool) -> 
 
 # documents.models.DeriveState -> what the portal says about a missing preview.
 _PREVIEW_NOTES = {
-    "none": "No preview has been made of this file.",
-    "pending": "The preview is being made. Reload the page in a moment.",
-    "unsupported": "Files of this type have no preview. Download the file to open it.",
-    "failed": "No preview could be made of this file. Download it to open it.",
+    "none": N_("No preview has been made of this file."),
+    "pending": N_("The preview is being made. Reload the page in a moment."),
+    "unsupported": N_("Files of this type have no preview. Download the file to open it."),
+    "failed": N_("No preview could be made of this file. Download it to open it."),
 }
 _REASONS = {
-    "too-many-pixels": "the image is too large",
-    "too-large": "the file is too large",
-    "unreadable": "the file could not be read",
-    "timeout": "it took too long",
-    "cpu": "it took too long",
-    "memory": "it needed too much memory",
+    "too-many-pixels": N_("the image is too large"),
+    "too-large": N_("the file is too large"),
+    "unreadable": N_("the file could not be read"),
+    "timeout": N_("it took too long"),
+    "cpu": N_("it took too long"),
+    "memory": N_("it needed too much memory"),
 }
 
 
 def preview_note(state: str, reason: str | None, *, readable: bool) -> str:
     if not readable:
-        return "There is no preview while the file cannot be opened."
-    note = _PREVIEW_NOTES.get(state, "No preview is available.")
+        return _("There is no preview while the file cannot be opened.")
     if state == "failed" and reason in _REASONS:
-        note = f"No preview could be made of this file: {_REASONS[reason]}. Download it to open it."
-    return note
+        return _(
+            "No preview could be made of this file: %(reason)s. Download it to open it.",
+            reason=gettext(_REASONS[reason]),
+        )
+    return gettext(_PREVIEW_NOTES.get(state, N_("No preview is available.")))
 
 
 def text_note(state: str, source: str | None, reason: str | None) -> str:
     """How the document's words got into search (or why they did not)."""
     if state == "ready":
         origin = {
-            "text-layer": "from the PDF's own text",
-            "ocr": "read from the image by text recognition (OCR)",
-            "mixed": "from the PDF's text, and by OCR for scanned pages",
-        }.get(source or "", "extracted")
-        suffix = " (first pages only)" if reason == "truncated" else ""
-        return f"Yes, {origin}{suffix}."
+            "text-layer": _("from the PDF's own text"),
+            "ocr": _("read from the image by text recognition (OCR)"),
+            "mixed": _("from the PDF's text, and by OCR for scanned pages"),
+        }.get(source or "") or _("extracted")
+        if reason == "truncated":
+            return _("Yes, %(origin)s (first pages only).", origin=origin)
+        return _("Yes, %(origin)s.", origin=origin)
     if state == "pending":
-        return "Being extracted."
+        return _("Being extracted.")
     if state == "failed":
-        return "No: the text could not be extracted."
+        return _("No: the text could not be extracted.")
     if state == "unsupported":
-        return "No: files of this type have no text."
-    return "No: only the title and description are searchable."
+        return _("No: files of this type have no text.")
+    return _("No: only the title and description are searchable.")

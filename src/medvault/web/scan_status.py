@@ -13,6 +13,8 @@ from medvault.documents import reading
 from medvault.documents.active_content import ActiveContent
 from medvault.documents.models import DocumentVersion, ScanState, VersionState
 from medvault.documents.schemas import ScanOut
+from medvault.kit.i18n import N_, gettext
+from medvault.kit.i18n import gettext as _
 from medvault.runtime import Runtime
 
 UNREADABLE_PDF = "unreadable"  # documents.arrival.UNREADABLE_PDF
@@ -33,24 +35,29 @@ class ScanStatus:
     notice: str | None = None
 
 
+# The label and description are marked here and translated in :func:`scan_status`.
 _LABELS: dict[ScanState, tuple[str, str, str]] = {
     ScanState.NOT_SCANNED: (
-        "Not scanned",
+        N_("Not scanned"),
         "neutral",
-        "Not checked for malware: no scanner was running when it was stored.",
+        N_("Not checked for malware: no scanner was running when it was stored."),
     ),
-    ScanState.PENDING: ("Scanning…", "warn", "Being checked for malware."),
-    ScanState.CLEAN: ("Clean", "ok", "Checked for malware: nothing found."),
-    ScanState.INFECTED: ("Quarantined", "danger", "The malware scanner flagged this file."),
+    ScanState.PENDING: (N_("Scanning…"), "warn", N_("Being checked for malware.")),
+    ScanState.CLEAN: (N_("Clean"), "ok", N_("Checked for malware: nothing found.")),
+    ScanState.INFECTED: (
+        N_("Quarantined"),
+        "danger",
+        N_("The malware scanner flagged this file."),
+    ),
     ScanState.FAILED: (
-        "Scan failed",
+        N_("Scan failed"),
         "warn",
-        "The malware check could not finish; it is retried automatically.",
+        N_("The malware check could not finish; it is retried automatically."),
     ),
     ScanState.RELEASED: (
-        "Released",
+        N_("Released"),
         "neutral",
-        "The malware scanner flagged this file; an administrator reviewed it and released it.",
+        N_("The malware scanner flagged this file; an administrator reviewed it and released it."),
     ),
 }
 
@@ -69,50 +76,64 @@ def scan_status(
     # A transient row, never added to a session: the reading rule needs only these two.
     probe = DocumentVersion(scan_state=state, state=version_state or VersionState.AVAILABLE)
     readable = reading.refusal(probe, blocking=blocking) is None
-    clean_copy = " You can upload a clean copy." if can_upload else ""
+    clean_copy = " " + _("You can upload a clean copy.") if can_upload else ""
     if version_state == VersionState.DESTROYED:
         return ScanStatus(
             state=state.value,
-            label="Removed",
+            label=_("Removed"),
             tone="danger",
-            description="An administrator removed this file after the malware scanner flagged it.",
+            description=_(
+                "An administrator removed this file after the malware scanner flagged it."
+            ),
             readable=False,
-            notice="An administrator removed this file's content after our malware scanner "
-            "flagged it. Its details and history are kept." + clean_copy,
+            notice=_(
+                "An administrator removed this file's content after our malware scanner "
+                "flagged it. Its details and history are kept."
+            )
+            + clean_copy,
         )
     label, tone, description = _LABELS[state]
     notice: str | None = None
     if state == ScanState.INFECTED:
         notice = (
-            "Our malware scanner flagged this file, so it cannot be opened. An "
-            "administrator has been alerted." + clean_copy
+            _(
+                "Our malware scanner flagged this file, so it cannot be opened. An "
+                "administrator has been alerted."
+            )
+            + clean_copy
         )
     elif state in (ScanState.PENDING, ScanState.FAILED):
         notice = (
-            "This file is still being checked for malware. It will be available shortly: "
-            "reload this page in a moment."
+            _(
+                "This file is still being checked for malware. It will be available shortly: "
+                "reload this page in a moment."
+            )
             if not readable
-            else "This file is still being checked for malware. You can open it meanwhile."
+            else _("This file is still being checked for malware. You can open it meanwhile.")
         )
-    return ScanStatus(state.value, label, tone, description, readable, notice)
+    return ScanStatus(state.value, gettext(label), tone, gettext(description), readable, notice)
 
 
 _ACTIVE_CONTENT = {
-    ActiveContent.JAVASCRIPT.value: "This PDF contains scripts (JavaScript).",
-    ActiveContent.AUTO_ACTION.value: "This PDF runs actions by itself, for example when it "
-    "is opened.",
-    ActiveContent.LAUNCH.value: "This PDF can start other programs or send data elsewhere.",
-    ActiveContent.EMBEDDED_FILE.value: "This PDF carries other files inside it.",
-    ActiveContent.XFA.value: "This PDF holds an XFA form, which has scripting of its own.",
-    UNREADABLE_PDF: "This file could not be checked for active content: it is not a "
-    "well-formed PDF.",
+    ActiveContent.JAVASCRIPT.value: N_("This PDF contains scripts (JavaScript)."),
+    ActiveContent.AUTO_ACTION.value: N_(
+        "This PDF runs actions by itself, for example when it is opened."
+    ),
+    ActiveContent.LAUNCH.value: N_("This PDF can start other programs or send data elsewhere."),
+    ActiveContent.EMBEDDED_FILE.value: N_("This PDF carries other files inside it."),
+    ActiveContent.XFA.value: N_("This PDF holds an XFA form, which has scripting of its own."),
+    UNREADABLE_PDF: N_(
+        "This file could not be checked for active content: it is not a well-formed PDF."
+    ),
 }
 
 
 def active_content_notes(kinds: list[str] | None) -> list[str]:
     """One plain sentence per kind of active content found in a PDF ([] for none)."""
     return [
-        _ACTIVE_CONTENT.get(kind, f"This PDF holds active content ({kind}).")
+        gettext(_ACTIVE_CONTENT[kind])
+        if kind in _ACTIVE_CONTENT
+        else _("This PDF holds active content (%(kind)s).", kind=kind)
         for kind in kinds or ()
     ]
 

@@ -21,6 +21,7 @@ from medvault.auth import web_sessions
 from medvault.auth.principal import Principal, Role
 from medvault.auth.web_sessions import ActiveWebSession
 from medvault.deps import RuntimeDep, client_ip
+from medvault.kit.i18n import N_
 from medvault.kit.problems import Forbidden, Unauthorized
 from medvault.kit.text import require_clean_text
 from medvault.kit.time_zones import known_zone
@@ -34,11 +35,11 @@ CSRF_HEADER = "x-csrf-token"
 
 
 class LoginRequired(Unauthorized):
-    slug, title = "login-required", "Please log in"
+    slug, title = "login-required", N_("Please log in")
 
 
 class CsrfRefused(Forbidden):
-    slug, title = "csrf-refused", "The form expired or did not come from this site"
+    slug, title = "csrf-refused", N_("The form expired or did not come from this site")
 
 
 def is_https(request: Request) -> bool:
@@ -158,7 +159,7 @@ def require_session(
     active: Annotated[ActiveWebSession | None, Depends(optional_session)],
 ) -> ActiveWebSession:
     if active is None:
-        raise LoginRequired("Your session has ended. Please log in again.")
+        raise LoginRequired(N_("Your session has ended. Please log in again."))
     return active
 
 
@@ -188,7 +189,7 @@ async def verify_csrf(request: Request, active: PortalSession, runtime: RuntimeD
     if not web_sessions.csrf_matches(
         secret_key=runtime.secret_key, token_hash=active.token_hash, presented=presented
     ):
-        raise CsrfRefused("Reload the page and try again.")
+        raise CsrfRefused(N_("Reload the page and try again."))
 
 
 CsrfChecked = Annotated[None, Depends(verify_csrf)]
@@ -209,7 +210,7 @@ PortalAuditCtx = Annotated[AuditContext, Depends(portal_audit_context)]
 def require_staff(principal: Principal) -> None:
     """Patient-picker pages are for practice staff: a patient has only their own record."""
     if principal.role is Role.PATIENT:
-        raise Forbidden("This page is for practice staff.")
+        raise Forbidden(N_("This page is for practice staff."))
 
 
 def home_for(principal: Principal) -> str:

@@ -9,7 +9,7 @@ from typing import Generic, Protocol, TypeVar
 
 from babel.dates import format_date
 
-from medvault.web.templating import LOCALE
+from medvault.kit import i18n
 
 
 class Dated(Protocol):
@@ -59,7 +59,7 @@ def group(
         key = f"{local:%Y-%m}"
         month = months.get(key)
         if month is None:
-            label = format_date(local.date(), "LLLL y", locale=LOCALE)
+            label = format_date(local.date(), "LLLL y", locale=i18n.babel_locale())
             month = months[key] = Month[D](key, label)
         label = type_label(document.document_type)
         type_group = groups.get((key, label))

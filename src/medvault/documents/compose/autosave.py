@@ -26,6 +26,7 @@ from medvault.crypto.keyring import Keyring, WrappedDek, new_dek
 from medvault.documents.compose.form import CHECKBOX, ROW_KEY, SCALAR_FIELDS
 from medvault.documents.models import ComposeDraft
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import msg
 
 DRAFT_TTL = timedelta(days=7)
 # Far above what the form's own limits allow (50 rows per list, bounded texts).
@@ -69,7 +70,7 @@ def save(
     """Replace this user's draft with ``values`` (the form's fields); returns its time."""
     plaintext = json.dumps(form_fields(values), separators=(",", ":"), sort_keys=True).encode()
     if len(plaintext) > MAX_DRAFT_BYTES:
-        raise DraftTooLarge(f"a draft holds at most {MAX_DRAFT_BYTES // 1024} KiB")
+        raise DraftTooLarge(msg("a draft holds at most {size} KiB", size=MAX_DRAFT_BYTES // 1024))
     now = now or utcnow()
     draft_id = uuid.uuid4()
     dek = new_dek()

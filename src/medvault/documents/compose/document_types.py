@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medvault.kit.i18n import N_
+
 
 @dataclass(frozen=True)
 class DocumentTypeOption:
@@ -17,15 +19,16 @@ class DocumentTypeOption:
     label: str
 
 
-# Order is the order of the <select>: the most common notes first.
+# Order is the order of the <select>: the most common notes first. Labels are English
+# (the composed PDF's words); the portal shows them in the reader's language.
 DOCUMENT_TYPES: tuple[DocumentTypeOption, ...] = (
-    DocumentTypeOption("11506-3", "Progress note"),
-    DocumentTypeOption("11488-4", "Consult note"),
-    DocumentTypeOption("34108-1", "Outpatient note"),
-    DocumentTypeOption("18842-5", "Discharge summary"),
-    DocumentTypeOption("57133-1", "Referral note"),
-    DocumentTypeOption("34117-2", "History and physical note"),
-    DocumentTypeOption("28570-0", "Procedure note"),
+    DocumentTypeOption("11506-3", N_("Progress note")),
+    DocumentTypeOption("11488-4", N_("Consult note")),
+    DocumentTypeOption("34108-1", N_("Outpatient note")),
+    DocumentTypeOption("18842-5", N_("Discharge summary")),
+    DocumentTypeOption("57133-1", N_("Referral note")),
+    DocumentTypeOption("34117-2", N_("History and physical note")),
+    DocumentTypeOption("28570-0", N_("Procedure note")),
 )
 
 _LABELS = {option.code: option.label for option in DOCUMENT_TYPES}

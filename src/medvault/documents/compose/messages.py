@@ -13,93 +13,149 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from medvault.kit.i18n import N_, Msg, msg
 from medvault.kit.problems import ValidationFailed
 
 NON_FIELD = "__all__"
 
+# Marked for translation: each sentence is a Msg (English, with its template and
+# values), and the portal shows it in the reader's language.
 FIELD_LABELS: dict[str, str] = {
-    "patient_id": "Patient",
-    "document_type": "Document type",
-    "title": "Title",
-    "diagnosis": "Diagnosis",
-    "no_known_allergies": "No known allergies",
-    "allergies": "Allergies",
-    "medications": "Medications",
-    "observations": "Observations",
-    "notes": "Notes",
+    "patient_id": N_("Patient"),
+    "document_type": N_("Document type"),
+    "title": N_("Title"),
+    "diagnosis": N_("Diagnosis"),
+    "no_known_allergies": N_("No known allergies"),
+    "allergies": N_("Allergies"),
+    "medications": N_("Medications"),
+    "observations": N_("Observations"),
+    "notes": N_("Notes"),
 }
 
-# What one row of each list is called. Row fields (name, dose, severity…) are plain
-# English words already, so they name themselves.
+# What one row of each list is called.
 ROW_NAMES: dict[str, str] = {
-    "allergies": "allergy",
-    "medications": "medication",
-    "observations": "observation",
+    "allergies": N_("allergy"),
+    "medications": N_("medication"),
+    "observations": N_("observation"),
+}
+
+# Row fields are plain English words already, so in English they name themselves; these
+# only let them be translated.
+ROW_FIELD_NAMES: dict[str, str] = {
+    "substance": N_("substance"),
+    "reaction": N_("reaction"),
+    "severity": N_("severity"),
+    "name": N_("name"),
+    "dose": N_("dose"),
+    "route": N_("route"),
+    "frequency": N_("frequency"),
+    "value": N_("value"),
+    "unit": N_("unit"),
+    "date": N_("date"),
+}
+
+# "At most N rows" for each list, as a whole sentence (the list's name is plural).
+_LIST_LIMITS: dict[str, str] = {
+    "allergies": N_("You can list at most {limit} allergies."),
+    "medications": N_("You can list at most {limit} medications."),
+    "observations": N_("You can list at most {limit} observations."),
 }
 
 # Errors about the whole draft that have an obvious field to sit next to.
 _ERROR_FIELD = {"allergies_conflict": "no_known_allergies"}
+
+_DATE_EXAMPLE = N_("{subject} must be a date such as 2024-03-31.")
+_NOT_A_PATIENT_ID = N_("{subject} is not a valid patient id; choose the patient again.")
+_SENTENCES: dict[str, str] = {
+    "too_many_lines": N_("{subject} can have at most {max_lines} lines."),
+    "single_line": N_("{subject} must be a single line."),
+    "control_character": N_(
+        "{subject} contains an invisible control character ({code}); "
+        "only line breaks and tabs are allowed."
+    ),
+    "undrawable_character": N_(
+        "{subject} contains “{char}” ({code}), which the PDF "
+        "font cannot show; please write it another way."
+    ),
+    "uuid_parsing": _NOT_A_PATIENT_ID,
+    "uuid_type": _NOT_A_PATIENT_ID,
+    "unknown_document_type": N_("Choose one of the document types the form offers."),
+    "enum": N_("{subject} must be mild, moderate or severe."),
+    "date_parsing": _DATE_EXAMPLE,
+    "date_from_datetime_parsing": _DATE_EXAMPLE,
+    "date_type": _DATE_EXAMPLE,
+    "date_in_future": N_("{subject} can't be in the future."),
+    "date_too_early": N_("{subject} can't be before {earliest}."),
+    "bool_parsing": N_("{subject} must be ticked or left empty."),
+    "value_type": N_("{subject} must be a number or text."),
+    "number_too_precise": N_(
+        "{subject} has too many digits: at most {max_digits} in all and "
+        "{max_places} after the decimal point."
+    ),
+    "allergies_conflict": N_("Either list allergies or tick “No known allergies”, not both."),
+    "no_content": N_(
+        "Fill in at least one section: diagnosis, allergies, medications, observations or notes."
+    ),
+    "extra_forbidden": N_("{subject} is not a field of this form."),
+}
 
 
 def _count(number: Any) -> str:
     return f"{number:,}" if isinstance(number, int) else str(number)
 
 
-def _sentence(kind: str, subject: str, ctx: Mapping[str, Any], loc: Sequence[str | int]) -> str:
+def _sentence(kind: str, subject: str, ctx: Mapping[str, Any], loc: Sequence[str | int]) -> Msg:
     limit = _count(ctx.get("max_length", ""))
     is_list = len(loc) == 1 and loc[0] in ROW_NAMES
     if kind in {"missing", "string_too_short", "too_short"} and ctx.get("min_length", 1) <= 1:
-        return f"{subject} is required."
+        return msg("{subject} is required.", subject=subject)
     if kind in {"string_too_short", "too_short"}:
-        return f"{subject} must be at least {_count(ctx['min_length'])} characters long."
+        return msg(
+            "{subject} must be at least {limit} characters long.",
+            subject=subject,
+            limit=_count(ctx["min_length"]),
+        )
     if kind in {"string_too_long", "too_long"} and is_list:
-        return f"You can list at most {limit} {loc[0]}."
+        return Msg(_LIST_LIMITS[str(loc[0])], {"limit": limit})
     if kind in {"string_too_long", "too_long"}:
-        return f"{subject} must be at most {limit} characters long."
-    templates = {
-        "too_many_lines": f"{subject} can have at most {_count(ctx.get('max_lines'))} lines.",
-        "single_line": f"{subject} must be a single line.",
-        "control_character": (
-            f"{subject} contains an invisible control character ({ctx.get('code')}); "
-            "only line breaks and tabs are allowed."
-        ),
-        "undrawable_character": (
-            f"{subject} contains “{ctx.get('char')}” ({ctx.get('code')}), which the PDF "
-            "font cannot show; please write it another way."
-        ),
-        "uuid_parsing": f"{subject} is not a valid patient id; choose the patient again.",
-        "uuid_type": f"{subject} is not a valid patient id; choose the patient again.",
-        "unknown_document_type": "Choose one of the document types the form offers.",
-        "enum": f"{subject} must be mild, moderate or severe.",
-        "date_parsing": f"{subject} must be a date such as 2024-03-31.",
-        "date_from_datetime_parsing": f"{subject} must be a date such as 2024-03-31.",
-        "date_type": f"{subject} must be a date such as 2024-03-31.",
-        "date_in_future": f"{subject} can't be in the future.",
-        "date_too_early": f"{subject} can't be before {ctx.get('earliest')}.",
-        "bool_parsing": f"{subject} must be ticked or left empty.",
-        "value_type": f"{subject} must be a number or text.",
-        "number_too_precise": (
-            f"{subject} has too many digits: at most {ctx.get('max_digits')} in all and "
-            f"{ctx.get('max_places')} after the decimal point."
-        ),
-        "allergies_conflict": ("Either list allergies or tick “No known allergies”, not both."),
-        "no_content": (
-            "Fill in at least one section: diagnosis, allergies, medications, "
-            "observations or notes."
-        ),
-        "extra_forbidden": f"{subject} is not a field of this form.",
-    }
-    # Unknown kinds get a generic sentence: pydantic's own wording can quote the input.
-    return templates.get(kind, f"{subject} is not valid.")
+        return msg(
+            "{subject} must be at most {limit} characters long.", subject=subject, limit=limit
+        )
+    template = _SENTENCES.get(kind)
+    if template is None:
+        # Unknown kinds get a generic sentence: pydantic's own wording can quote the input.
+        return msg("{subject} is not valid.", subject=subject)
+    return Msg(
+        template,
+        {
+            "subject": subject,
+            "max_lines": _count(ctx.get("max_lines")),
+            "code": ctx.get("code"),
+            "char": ctx.get("char"),
+            "earliest": ctx.get("earliest"),
+            "max_digits": ctx.get("max_digits"),
+            "max_places": ctx.get("max_places"),
+        },
+    )
+
+
+def _word(word: str, names: Mapping[str, str]) -> str:
+    """A field or row name, translatable when it is one the form has (else as it is)."""
+    return Msg(names[word], {}) if word in names else word
 
 
 def _subject(loc: Sequence[str | int]) -> str:
     if not loc:
-        return "This document"
+        return msg("This document")
     head = str(loc[0])
     if len(loc) >= 3 and head in ROW_NAMES and isinstance(loc[1], int):
-        return f"The {loc[2]} of {ROW_NAMES[head]} {loc[1] + 1}"
-    return FIELD_LABELS.get(head, head)
+        return msg(
+            "The {field} of {row} {number}",
+            field=_word(str(loc[2]), ROW_FIELD_NAMES),
+            row=_word(head, ROW_NAMES),
+            number=loc[1] + 1,
+        )
+    return _word(head, FIELD_LABELS)
 
 
 def _key(loc: Sequence[str | int], row_indexes: Mapping[str, Sequence[int]] | None) -> str:
@@ -129,7 +185,7 @@ def field_errors(
         key = _ERROR_FIELD.get(kind) or _key(loc, row_indexes)
         subject = _subject(loc)
         if not loc and kind in _ERROR_FIELD:
-            subject = FIELD_LABELS[_ERROR_FIELD[kind]]
+            subject = _word(_ERROR_FIELD[kind], FIELD_LABELS)
         errors.setdefault(key, _sentence(kind, subject, detail.get("ctx") or {}, loc))
     return errors
 
@@ -139,7 +195,7 @@ class DraftInvalid(ValidationFailed):
 
     def __init__(self, field_errors: dict[str, str]) -> None:
         super().__init__(
-            "Some fields of the document need attention.",
+            N_("Some fields of the document need attention."),
             # Same shape as every other validation-error body (docs/problems.md).
             errors=[
                 {"loc": [key], "msg": message, "type": "value_error"}

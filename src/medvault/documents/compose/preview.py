@@ -42,6 +42,7 @@ from medvault.documents.compose.form import parse_form, to_form
 from medvault.documents.compose.pdf import render_pdf
 from medvault.documents.filenames import sanitize_filename
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import BadRequest, Conflict
 from medvault.patients.schemas import PatientOut
 
@@ -55,15 +56,15 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class PreviewExpired(Conflict):
-    slug, title = "preview-expired", "The preview is too old to confirm"
+    slug, title = "preview-expired", N_("The preview is too old to confirm")
 
 
 class PreviewChanged(Conflict):
-    slug, title = "preview-changed", "The document no longer matches the preview"
+    slug, title = "preview-changed", N_("The document no longer matches the preview")
 
 
 class PreviewStampInvalid(BadRequest):
-    slug, title = "preview-stamp-invalid", "The confirmation does not carry a valid preview"
+    slug, title = "preview-stamp-invalid", N_("The confirmation does not carry a valid preview")
 
 
 @dataclass(frozen=True)
@@ -141,20 +142,23 @@ def confirmation_fields(rendered: RenderedDocument) -> dict[str, str]:
 
 def _stamp(raw: object, now: datetime) -> datetime:
     if not isinstance(raw, str):
-        raise PreviewStampInvalid("The confirmation has no preview time; preview again.")
+        raise PreviewStampInvalid(N_("The confirmation has no preview time; preview again."))
     try:
         created_at = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise PreviewStampInvalid("The preview time is not valid; preview again.") from None
+        raise PreviewStampInvalid(N_("The preview time is not valid; preview again.")) from None
     if created_at.tzinfo is None or created_at.microsecond:
-        raise PreviewStampInvalid("The preview time is not valid; preview again.")
+        raise PreviewStampInvalid(N_("The preview time is not valid; preview again."))
     created_at = created_at.astimezone(UTC)
     if created_at > now + CLOCK_SKEW:
-        raise PreviewStampInvalid("The preview time is in the future; preview again.")
+        raise PreviewStampInvalid(N_("The preview time is in the future; preview again."))
     if now - created_at > PREVIEW_TTL:
         minutes = int(PREVIEW_TTL.total_seconds() // 60)
         raise PreviewExpired(
-            f"Previews can be confirmed for {minutes} minutes; preview the document again."
+            msg(
+                "Previews can be confirmed for {minutes} minutes; preview the document again.",
+                minutes=minutes,
+            )
         )
     return created_at
 
@@ -168,7 +172,7 @@ def parse_confirmation(form: Mapping[str, object], *, now: datetime | None = Non
     created_at = _stamp(form.get(CREATED_AT_FIELD), (now or utcnow()).astimezone(UTC))
     sha256 = form.get(SHA256_FIELD)
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.strip().lower()):
-        raise PreviewStampInvalid("The confirmation has no valid preview checksum.")
+        raise PreviewStampInvalid(N_("The confirmation has no valid preview checksum."))
     return Confirmation(
         draft=parse_form(form), created_at=created_at, sha256=sha256.strip().lower()
     )
@@ -194,7 +198,9 @@ def confirm(
     # A plain comparison: the hash is not a secret, it names the bytes the user saw.
     if rendered.sha256 != confirmation.sha256:
         raise PreviewChanged(
-            "Something in the document changed after it was previewed (for example the "
-            "patient's details); preview it again and check it before confirming."
+            N_(
+                "Something in the document changed after it was previewed (for example the "
+                "patient's details); preview it again and check it before confirming."
+            )
         )
     return rendered

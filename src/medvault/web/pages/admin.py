@@ -14,6 +14,8 @@ from medvault.auth import users
 from medvault.auth.principal import Role
 from medvault.auth.service import commit_with_audit
 from medvault.deps import AuthSession, ClinicalSession
+from medvault.kit.i18n import gettext as _
+from medvault.kit.i18n import translate
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import Problem
 from medvault.web import presenters
@@ -51,7 +53,7 @@ def _users_page(
         "admin/users.html",
         {
             "nav": "users",
-            "page_title": "Users",
+            "page_title": _("Users"),
             "users": everyone,
             "patient_labels": labels,
             "patients": choices,
@@ -113,7 +115,7 @@ async def create_user(
             principal,
             context,
             values=values,
-            error="Choose a role, and for a patient user the patient record.",
+            error=_("Choose a role, and for a patient user the patient record."),
         )
     except Problem as exc:
         if exc.status >= 500:
@@ -127,7 +129,7 @@ async def create_user(
             principal,
             context,
             values=values,
-            error=exc.detail or exc.title,
+            error=translate(exc.detail or exc.title),
         )
     return _users_page(
         request,
@@ -135,7 +137,10 @@ async def create_user(
         clinical_session,
         principal,
         context,
-        flash=f"User {user.username} was created. Give them their password in person.",
+        flash=_(
+            "User %(username)s was created. Give them their password in person.",
+            username=user.username,
+        ),
     )
 
 
@@ -185,7 +190,12 @@ async def set_profile(
         auth_session.rollback()
         clinical_session.rollback()
         return _users_page(
-            request, auth_session, clinical_session, principal, context, error=exc.detail
+            request,
+            auth_session,
+            clinical_session,
+            principal,
+            context,
+            error=translate(exc.detail or exc.title),
         )
     return _users_page(
         request,
@@ -193,7 +203,9 @@ async def set_profile(
         clinical_session,
         principal,
         context,
-        flash=f"{user.username} is now shown as “{user.label}”.",
+        flash=_(
+            "%(username)s is now shown as “%(label)s”.", username=user.username, label=user.label
+        ),
     )
 
 
@@ -238,7 +250,7 @@ def _care_teams_page(
         "admin/care_teams.html",
         {
             "nav": "care-teams",
-            "page_title": "Care teams",
+            "page_title": _("Care teams"),
             "entries": entries,
             "patient_labels": labels,
             "patients": choices,
@@ -281,7 +293,7 @@ async def add_member(
             clinical_session,
             principal,
             context,
-            error="Choose a clinician and a patient.",
+            error=_("Choose a clinician and a patient."),
         )
     try:
         entry, created = careteams.add(
@@ -302,12 +314,12 @@ async def add_member(
             clinical_session,
             principal,
             context,
-            error=exc.detail or exc.title,
+            error=translate(exc.detail or exc.title),
         )
     message = (
-        f"{entry.clinician_username} now cares for this patient."
+        _("%(username)s now cares for this patient.", username=entry.clinician_username)
         if created
-        else f"{entry.clinician_username} was already on this care team."
+        else _("%(username)s was already on this care team.", username=entry.clinician_username)
     )
     return _care_teams_page(
         request, auth_session, clinical_session, principal, context, flash=message

@@ -12,6 +12,7 @@ from medvault.deps import RuntimeDep
 from medvault.documents import archive
 from medvault.documents.content import content_disposition
 from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import ValidationFailed
 from medvault.web.session import (
     CsrfChecked,
@@ -37,15 +38,18 @@ async def download_archive(
     await form_data(request)  # the portal's one rule on control characters
     chosen = list((await request.form()).getlist("document_id"))
     if not chosen:
-        raise ValidationFailed("Tick the documents to download first.")
+        raise ValidationFailed(N_("Tick the documents to download first."))
     if len(chosen) > archive.MAX_DOCUMENTS:
         raise ValidationFailed(
-            f"Choose at most {archive.MAX_DOCUMENTS} documents for one download."
+            msg(
+                "Choose at most {limit} documents for one download.",
+                limit=archive.MAX_DOCUMENTS,
+            )
         )
     try:
         ids = [uuid.UUID(str(value)) for value in chosen]
     except ValueError:
-        raise ValidationFailed("A ticked document is not a document id.") from None
+        raise ValidationFailed(N_("A ticked document is not a document id.")) from None
     now = utcnow()
     zone = viewer_zone(request)
     name = f"documents-{now.astimezone(zone):%Y-%m-%d-%H%M}.zip"

@@ -17,6 +17,8 @@ from medvault.audit import queries
 from medvault.audit import service as audit
 from medvault.audit.verify_job import MAX_ATTEMPTS as VERIFY_ATTEMPTS
 from medvault.deps import AuthReadSession, ClinicalSession
+from medvault.kit.i18n import N_
+from medvault.kit.i18n import gettext as _
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import Forbidden, NotFound
 from medvault.processing import kinds, queue
@@ -47,7 +49,7 @@ def access_history_page(
     require_audit_events(principal)
     patient_id = own_patient(principal)
     if patient_id is None:
-        problem = Forbidden("This page shows a patient who opened their record.")
+        problem = Forbidden(N_("This page shows a patient who opened their record."))
         raise denied(problem, Denial(principal, permission="audit:read"))
     page = queries.access_history(
         session=session,
@@ -64,7 +66,8 @@ def access_history_page(
         "audit/access_history.html",
         {
             "nav": "access-history",
-            "page_title": "Who viewed my documents",
+            "page_title": _("Who viewed my documents"),
+            # Worded by the service in this request's language (the API's stay English).
             "entries": page.items,
             "next_cursor": page.next_cursor,
             "first_page": cursor is None,
@@ -129,7 +132,7 @@ def verify_page(
     job = session.get(Job, parse_id(job_id))
     # Only verification jobs: other jobs' rows name documents and versions.
     if job is None or job.kind != kinds.AUDIT_VERIFY:
-        raise NotFound("No audit log verification with this id.")
+        raise NotFound(N_("No audit log verification with this id."))
     view = verify_view(job)
     session.rollback()
     return render(
@@ -137,7 +140,7 @@ def verify_page(
         "audit/verify.html",
         {
             "nav": "audit",
-            "page_title": "Audit log verification",
+            "page_title": _("Audit log verification"),
             "job": view,
             "refresh_seconds": REFRESH_SECONDS if view.active and refresh != "off" else None,
         },

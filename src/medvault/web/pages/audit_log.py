@@ -19,6 +19,7 @@ from medvault.access.audit_reach import require_whole_log
 from medvault.audit import patient_lookup, queries
 from medvault.audit import service as audit
 from medvault.deps import AuthReadSession, AuthSession, ClinicalSession, RuntimeDep
+from medvault.kit.i18n import gettext as _
 from medvault.kit.problems import NotFound
 from medvault.runtime import Runtime
 from medvault.web import list_views, presenters
@@ -81,7 +82,7 @@ def _events_page(
         "audit/events.html",
         {
             "nav": "audit",
-            "page_title": "Audit log",
+            "page_title": _("Audit log"),
             "events": page.items,
             "names": presenters.actor_names(runtime, (event.actor_id for event in page.items)),
             "name_of": presenters.actor_name,
@@ -129,7 +130,7 @@ def audit_page(
             parse=AuditFilterState.from_state,
         )
         if restored is None:
-            view, notice = "", list_views.EXPIRED_NOTICE
+            view, notice = "", list_views.expired_notice()
         else:
             state = restored
     elif patient_id:
@@ -138,7 +139,7 @@ def audit_page(
         except ValueError:
             return _events_page(
                 request, runtime, session, principal, context, state,
-                errors=["The patient id is not a valid id."],
+                errors=[_("The patient id is not a valid id.")],
             )  # fmt: skip
         labels = patient_lookup.names(session=session, principal=principal, patient_ids=[wanted])
         state.patient_id, state.patient_label = str(wanted), labels.get(wanted, str(wanted))

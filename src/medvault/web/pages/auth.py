@@ -17,6 +17,9 @@ from medvault.deps import (
     RateLimitsDep,
     RuntimeDep,
 )
+from medvault.kit.i18n import N_, translate
+from medvault.kit.i18n import gettext as _
+from medvault.web.language import LANGUAGE_COOKIE, set_language_cookie
 from medvault.web.session import (
     CsrfChecked,
     LoginRequired,
@@ -37,7 +40,7 @@ from medvault.web.templating import render
 router = APIRouter(include_in_schema=False)
 
 
-def _safe_next(target: str | None) -> str | None:
+def safe_next(target: str | None) -> str | None:
     """Only a path on this site: never ``//evil.example`` or a full URL (open redirect)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return None
@@ -76,7 +79,7 @@ def login_form(
 ) -> Response:
     if active is not None:
         return RedirectResponse(home_for(active.principal), status_code=303)
-    return _login_page(request, next_path=_safe_next(next))
+    return _login_page(request, next_path=safe_next(next))
 
 
 @router.post("/login")
@@ -92,11 +95,11 @@ async def login(
     form = await form_data(request)
     username = form.get("username", "")[:200]
     password = form.get("password", "")
-    next_path = _safe_next(form.get("next"))
+    next_path = safe_next(form.get("next"))
     if not login_csrf_matches(request, form.get("csrf_token")):
         return _login_page(
             request,
-            error="The login form expired. Please try again.",
+            error=_("The login form expired. Please try again."),
             status_code=403,
             username=username,
             next_path=next_path,
@@ -104,7 +107,7 @@ async def login(
     if not username or not password:
         return _login_page(
             request,
-            error="Enter your username and password.",
+            error=_("Enter your username and password."),
             status_code=422,
             username=username,
             next_path=next_path,
@@ -122,11 +125,12 @@ async def login(
             context=context,
             password_slots=limits.password_slots,
             browser_time_zone=form.get("time_zone", "")[:100],
+            browser_language=request.cookies.get(LANGUAGE_COOKIE),
         )
     except (TooManyRequests, LoginBusy) as exc:
         response = _login_page(
             request,
-            error=exc.detail or exc.title,
+            error=translate(exc.detail or exc.title),
             status_code=exc.status,
             username=username,
             next_path=next_path,
@@ -137,7 +141,7 @@ async def login(
     if started is None:
         return _login_page(
             request,
-            error="The username or password is wrong, or the account is disabled.",
+            error=_("The username or password is wrong, or the account is disabled."),
             status_code=401,
             username=username,
             next_path=next_path,
@@ -145,6 +149,9 @@ async def login(
     limits.login_succeeded(username=username)
     response = RedirectResponse(next_path or "/", status_code=303)
     set_session_cookie(request, response, started.token)
+    if started.language is not None:
+        # A new browser speaks the language this user chose on another.
+        set_language_cookie(request, response, started.language)
     return response
 
 
@@ -183,5 +190,5 @@ def keepalive(
     )
     auth_session.commit()
     if not live:
-        raise LoginRequired("Your session has ended. Please log in again.")
+        raise LoginRequired(N_("Your session has ended. Please log in again."))
     return Response(status_code=204)

@@ -24,6 +24,7 @@ from medvault.documents.compose import (
     NON_FIELD,
     PDF_CONTENT_TYPE,
     AllergySeverity,
+    DocumentTypeOption,
     DraftInvalid,
     PreviewChanged,
     PreviewExpired,
@@ -39,6 +40,8 @@ from medvault.documents.compose import (
 from medvault.documents.compose.draft import MAX_ROWS
 from medvault.documents.compose.form import ROW_FIELDS, ROW_KEY
 from medvault.documents.schemas import OnDuplicate
+from medvault.kit.i18n import gettext, translate
+from medvault.kit.i18n import gettext as _
 from medvault.kit.problems import DuplicateDocument, NotFound
 from medvault.patients import service as patients
 from medvault.patients.schemas import PatientOut
@@ -108,12 +111,12 @@ def _form_page(
         "compose/form.html",
         {
             "nav": "compose",
-            "page_title": "Create a document",
+            "page_title": _("Create a document"),
             "values": values,
             "errors": errors or {},
             "general_error": (errors or {}).get(NON_FIELD),
             "patients": choices,
-            "types": DOCUMENT_TYPES,
+            "types": _document_types(),
             "severities": list(AllergySeverity),
             "row_fields": ROW_FIELDS,
             "row_counts": {
@@ -130,6 +133,16 @@ def _form_page(
         },
         status_code=status_code,
     )
+
+
+def _document_types() -> list[DocumentTypeOption]:
+    """The form's type choices, each label in the reader's language (the code is data)."""
+    return [DocumentTypeOption(option.code, gettext(option.label)) for option in DOCUMENT_TYPES]
+
+
+def _translated(errors: dict[str, str]) -> dict[str, str]:
+    """The draft's mistakes (English from the service) in the reader's language."""
+    return {name: translate(text) for name, text in errors.items()}
 
 
 def _author(principal: Principal) -> str:
@@ -230,7 +243,7 @@ async def compose_preview(
             principal,
             context,
             values=values,
-            errors=exc.field_errors,
+            errors=_translated(exc.field_errors),
             status_code=422,
         )
     except NotFound:
@@ -241,7 +254,7 @@ async def compose_preview(
             principal,
             context,
             values=values,
-            errors={"patient_id": "Choose one of your patients."},
+            errors={"patient_id": _("Choose one of your patients.")},
             status_code=422,
         )
     audit.commit_or_refuse(session)
@@ -250,7 +263,7 @@ async def compose_preview(
         "compose/preview.html",
         {
             "nav": "compose",
-            "page_title": "Check the document",
+            "page_title": _("Check the document"),
             "fields": confirmation_fields(rendered),
             "rendered": rendered,
             "size": len(rendered.pdf),
@@ -316,7 +329,7 @@ async def compose_confirm(
             principal,
             context,
             values=values,
-            errors={NON_FIELD: exc.detail or exc.title},
+            errors={NON_FIELD: translate(exc.detail or exc.title)},
             status_code=409 if isinstance(exc, PreviewExpired | PreviewChanged) else 422,
         )
     limits.hit_upload(actor_id=principal.actor_id)

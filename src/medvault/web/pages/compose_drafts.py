@@ -14,6 +14,7 @@ from medvault.access.policy import Permission, require
 from medvault.auth.principal import Principal
 from medvault.deps import ClinicalSession, RuntimeDep
 from medvault.documents.compose import autosave
+from medvault.kit.i18n import N_
 from medvault.kit.problems import PayloadTooLarge
 from medvault.web.session import CsrfChecked, PortalPrincipal, form_data, require_staff
 
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/compose", include_in_schema=False)
 
 
 class DraftTooLarge(PayloadTooLarge):
-    slug, title = "draft-too-large", "The draft is larger than any document can be"
+    slug, title = "draft-too-large", N_("The draft is larger than any document can be")
 
 
 def _require_composer(principal: Principal) -> None:
@@ -50,7 +51,8 @@ async def save_draft(
             values=values,
         )
     except autosave.DraftTooLarge as exc:
-        raise DraftTooLarge(str(exc)) from None
+        # The service's own message (kept as it is, so a translatable one stays so).
+        raise DraftTooLarge(exc.args[0] if exc.args else None) from None
     session.commit()
     return JSONResponse({"saved_at": saved_at.isoformat()})
 

@@ -22,6 +22,8 @@ from medvault.documents import reading, service
 from medvault.documents.http_content import Conditions, streamed
 from medvault.documents.ordering import DocumentSort
 from medvault.documents.schemas import DocumentOut, DocumentPage, DownloadUrlRequest
+from medvault.kit.i18n import N_, gettext, translate
+from medvault.kit.i18n import gettext as _
 from medvault.kit.ids import parse_id
 from medvault.kit.keyset import InvalidCursor
 from medvault.runtime import Runtime
@@ -57,14 +59,19 @@ VIEW_CSP = "default-src 'none'; img-src 'self'; object-src 'self'; frame-ancesto
 INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg"})
 
 SORT_LABELS = {
-    DocumentSort.NEWEST: "Newest first",
-    DocumentSort.OLDEST: "Oldest first",
-    DocumentSort.TITLE: "Title A to Z",
-    DocumentSort.TITLE_DESC: "Title Z to A",
-    DocumentSort.LARGEST: "Largest first",
-    DocumentSort.SMALLEST: "Smallest first",
-    DocumentSort.TYPE: "Type",
+    DocumentSort.NEWEST: N_("Newest first"),
+    DocumentSort.OLDEST: N_("Oldest first"),
+    DocumentSort.TITLE: N_("Title A to Z"),
+    DocumentSort.TITLE_DESC: N_("Title Z to A"),
+    DocumentSort.LARGEST: N_("Largest first"),
+    DocumentSort.SMALLEST: N_("Smallest first"),
+    DocumentSort.TYPE: N_("Type"),
 }
+
+
+def sort_labels() -> dict[DocumentSort, str]:
+    """The sort choices in the reader's language."""
+    return {sort: gettext(label) for sort, label in SORT_LABELS.items()}
 
 
 def _rows(
@@ -133,7 +140,13 @@ def _list_page(
         except (InvalidSearchText, InvalidCursor) as problem:
             session.rollback()
             page = DocumentPage(items=[], next_cursor=None)
-            errors = [*(errors or []), f"The search text: {problem.detail}"]
+            errors = [
+                *(errors or []),
+                _(
+                    "The search text: %(problem)s",
+                    problem=translate(problem.detail or problem.title),
+                ),
+            ]
         else:
             snippets = [hit.snippet for hit in page.items]
             if page.older_matches_unranked:
@@ -160,7 +173,7 @@ def _list_page(
         "documents/list.html",
         {
             "nav": "documents",
-            "page_title": "My documents" if principal.role is Role.PATIENT else "Documents",
+            "page_title": _("My documents") if principal.role is Role.PATIENT else _("Documents"),
             "rows": rows,
             "query": query,
             "next_cursor": page.next_cursor,
@@ -170,7 +183,7 @@ def _list_page(
             "notice": notice,
             "focus": focus,
             "types": presenters.type_choices(for_patient=principal.role is Role.PATIENT),
-            "sorts": SORT_LABELS,
+            "sorts": sort_labels(),
             "inline_types": INLINE_TYPES,
             "show_patient": principal.role is not Role.PATIENT,
             "can_see_deleted": allows(principal, Permission.DOCUMENT_DELETE),
@@ -206,7 +219,7 @@ def documents_page(
             parse=DocumentQuery.from_state,
         )
         if kept is None:
-            view, notice = "", list_views.EXPIRED_NOTICE
+            view, notice = "", list_views.expired_notice()
         else:
             query = kept
     return _list_page(
@@ -257,13 +270,14 @@ async def documents_search(
 
 def _plain(error: Any) -> str:
     field = {
-        "uploaded_from": "The 'from' date",
-        "uploaded_to": "The 'to' date",
-        "document_type": "The document type",
-        "q": "The search text",
+        "uploaded_from": _("The 'from' date"),
+        "uploaded_to": _("The 'to' date"),
+        "document_type": _("The document type"),
+        "q": _("The search text"),
     }.get(str(error["loc"][0]) if error["loc"] else "", "")
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{field}: {message}" if field else message
+    # Pydantic's own words stay English; the query's own messages (listing) translate.
+    message = translate(str(error["msg"]).removeprefix("Value error, "))
+    return _("%(field)s: %(message)s", field=field, message=message) if field else message
 
 
 @router.get("/documents/{document_id}")
@@ -341,7 +355,7 @@ def document_page(
             "is_image": document.content_type.startswith("image/"),
             "file_kind": presenters.file_kind(document.content_type),
             "file_kind_words": presenters.file_kind_words(document.content_type),
-            "preview_alt": f"First page of {document.title}",
+            "preview_alt": _("First page of %(title)s", title=document.title),
             "preview_note": presenters.preview_note(
                 document.derived.preview,
                 document.derived.preview_reason,
@@ -430,7 +444,11 @@ def delete_confirm(
     return render(
         request,
         "documents/delete.html",
-        {"nav": "documents", "page_title": f"Delete {document.title}", "doc": document},
+        {
+            "nav": "documents",
+            "page_title": _("Delete %(title)s", title=document.title),
+            "doc": document,
+        },
     )
 
 
@@ -457,9 +475,9 @@ async def delete(
             "documents/delete.html",
             {
                 "nav": "documents",
-                "page_title": f"Delete {document.title}",
+                "page_title": _("Delete %(title)s", title=document.title),
                 "doc": document,
-                "error": "Say briefly why this document is being deleted (3 to 500 characters).",
+                "error": _("Say briefly why this document is being deleted (3 to 500 characters)."),
                 "reason": reason,
             },
             status_code=422,
@@ -524,6 +542,11 @@ async def share_link(
     return render(
         request,
         "documents/link.html",
-        {"nav": "documents", "page_title": "Download link", "link": issued, "doc_id": document_id},
+        {
+            "nav": "documents",
+            "page_title": _("Download link"),
+            "link": issued,
+            "doc_id": document_id,
+        },
         status_code=201,
     )

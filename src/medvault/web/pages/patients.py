@@ -20,6 +20,8 @@ from medvault.auth.service import commit_with_audit
 from medvault.deps import AuthReadSession, AuthSession, ClinicalSession, RuntimeDep
 from medvault.documents import service as documents
 from medvault.documents.repository import ListFilters
+from medvault.kit.i18n import N_, gettext, ngettext, translate
+from medvault.kit.i18n import gettext as _
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import DuplicatePatient, Problem
 from medvault.patients import service as patients
@@ -72,7 +74,7 @@ def _picker(
         "patients/list.html",
         {
             "nav": "patients",
-            "page_title": "Patients",
+            "page_title": _("Patients"),
             "patients": found.items,
             "text": text,
             "searched": bool(text),
@@ -113,7 +115,7 @@ def patient_list(
         parse=_search_text,
     )
     if text is None:
-        return _picker(request, session, principal, context, notice=list_views.EXPIRED_NOTICE)
+        return _picker(request, session, principal, context, notice=list_views.expired_notice())
     return _picker(request, session, principal, context, text=text)
 
 
@@ -143,7 +145,7 @@ def new_patient_form(request: Request, principal: PortalPrincipal) -> Response:
     return render(
         request,
         "patients/new.html",
-        {"nav": "patients", "page_title": "Register a patient", "values": {}, "errors": {}},
+        {"nav": "patients", "page_title": _("Register a patient"), "values": {}, "errors": {}},
     )
 
 
@@ -157,12 +159,48 @@ _PATIENT_FIELDS = {
 }
 
 
+# The schema's own checks (patients.schemas), in the words the form shows.
+_VALUE_ERRORS = {
+    "identifier system must be an absolute URI": N_("Identifier system must be an absolute URI."),
+    "identifier value may not contain '|'": N_("Identifier value may not contain '|'."),
+    "birth date is in the future": N_("Birth date is in the future."),
+    "birth date is implausibly early": N_("Birth date is implausibly early."),
+}
+
+
+def _patient_message(err: Any) -> str:
+    """One validation error in the reader's language: Pydantic's own words are English."""
+    kind = str(err["type"])
+    ctx = err.get("ctx") or {}
+    if kind == "string_too_short":
+        return ngettext(
+            "String should have at least %(num)s character.",
+            "String should have at least %(num)s characters.",
+            int(ctx.get("min_length", 1)),
+        )
+    if kind == "string_too_long":
+        return ngettext(
+            "String should have at most %(num)s character.",
+            "String should have at most %(num)s characters.",
+            int(ctx.get("max_length", 0)),
+        )
+    if kind == "missing":
+        return _("Field required.")
+    if kind.startswith("date_"):
+        return _("Input should be a valid date.")
+    if kind == "invalid_characters":
+        return _("Text may not contain control characters (other than tab and line breaks).")
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if message in _VALUE_ERRORS:
+        return gettext(_VALUE_ERRORS[message])
+    return translate(message[0].upper() + message[1:] + ".")
+
+
 def _patient_errors(exc: ValidationError) -> dict[str, str]:
     errors: dict[str, str] = {}
     for err in exc.errors():
         field = _PATIENT_FIELDS.get(str(err["loc"][-1]) if err["loc"] else "", "__all__")
-        message = str(err["msg"]).removeprefix("Value error, ")
-        errors.setdefault(field, message[0].upper() + message[1:] + ".")
+        errors.setdefault(field, _patient_message(err))
     return errors
 
 
@@ -198,14 +236,14 @@ async def create_patient(
         errors = _patient_errors(exc)
     except DuplicatePatient:
         session.rollback()
-        errors = {"identifier_value": "A patient with this identifier is already registered."}
+        errors = {"identifier_value": _("A patient with this identifier is already registered.")}
     if errors:
         return render(
             request,
             "patients/new.html",
             {
                 "nav": "patients",
-                "page_title": "Register a patient",
+                "page_title": _("Register a patient"),
                 "values": values,
                 "errors": errors,
             },
@@ -275,7 +313,7 @@ def emergency_form(request: Request, principal: PortalPrincipal) -> Response:
     return render(
         request,
         "patients/emergency.html",
-        {"nav": "patients", "page_title": "Emergency access", "reason": "", "error": None},
+        {"nav": "patients", "page_title": _("Emergency access"), "reason": "", "error": None},
     )
 
 
@@ -293,19 +331,19 @@ async def emergency_start(
     form = await form_data(request)
     reason = form.get("reason", "")
     widened = None
-    message = "Say why you need emergency access (at least 10 characters)."
+    message = _("Say why you need emergency access (at least 10 characters).")
     if reason.strip():
         try:
             widened = apply_break_glass(active.principal, reason)
         except Problem as exc:
-            message = exc.detail or message
+            message = translate(exc.detail) if exc.detail else message
     if widened is None or widened.break_glass_reason is None:
         return render(
             request,
             "patients/emergency.html",
             {
                 "nav": "patients",
-                "page_title": "Emergency access",
+                "page_title": _("Emergency access"),
                 "reason": reason[:500],
                 "error": message,
             },

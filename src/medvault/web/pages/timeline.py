@@ -13,6 +13,8 @@ from medvault.auth.principal import Role
 from medvault.deps import ClinicalSession
 from medvault.documents import service as documents
 from medvault.documents.repository import ListFilters
+from medvault.kit.i18n import N_
+from medvault.kit.i18n import gettext as _
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import Forbidden
 from medvault.patients import service as patients
@@ -61,7 +63,7 @@ def _timeline(
         "patients/timeline.html",
         {
             "nav": "patients" if staff else "timeline",
-            "page_title": f"Timeline: {label}" if staff else "My timeline",
+            "page_title": _("Timeline: %(label)s", label=label) if staff else _("My timeline"),
             "label": label,
             "patient_id": patient.id,
             "staff": staff,
@@ -94,5 +96,5 @@ def my_timeline(
 ) -> Response:
     """A patient's own timeline: their record is the only one, so no id in the URL."""
     if principal.role is not Role.PATIENT or principal.patient_id is None:
-        raise Forbidden("Only patients have a timeline of their own; staff open a patient's.")
+        raise Forbidden(N_("Only patients have a timeline of their own; staff open a patient's."))
     return _timeline(request, session, principal, context, principal.patient_id, staff=False)

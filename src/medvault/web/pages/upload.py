@@ -20,6 +20,7 @@ from medvault.auth.principal import Principal, Role
 from medvault.auth.ratelimit import RateLimits
 from medvault.deps import ClinicalSession, RateLimitsDep, RuntimeDep
 from medvault.documents import upload
+from medvault.kit.i18n import gettext as _
 from medvault.kit.ids import parse_id
 from medvault.runtime import Runtime
 from medvault.web import presenters
@@ -55,13 +56,13 @@ def upload_page(
         "upload.html",
         {
             "nav": "upload",
-            "page_title": "Upload documents",
+            "page_title": _("Upload documents"),
             "patients": choices,
             "own_patient": principal.patient_id,
             "preselected": request.query_params.get("patient", ""),
             # Patients answer "What is this?" in their own words; staff pick the type.
             "types": (
-                list(presenters.PATIENT_UPLOAD_CHOICES)
+                presenters.patient_upload_choices()
                 if principal.role is Role.PATIENT
                 else presenters.type_choices(for_patient=False)
             ),

@@ -23,6 +23,35 @@ const zoomOut = document.querySelector("[data-zoom]");
 const prev = document.querySelector("[data-prev]");
 const next = document.querySelector("[data-next]");
 
+// The page's words (web/script_messages.py), posted with the document.
+let words = {
+  "viewer.page_of": "Page %(page)s of %(count)s",
+  "viewer.failed": "This PDF cannot be shown here. Download it to open it on your device.",
+};
+
+function pageOf(number, count) {
+  return words["viewer.page_of"].replace("%(page)s", String(number)).replace("%(count)s", String(count));
+}
+
+function useWords(language, given) {
+  words = { ...words, ...given };
+  document.documentElement.lang = language;
+  document.querySelectorAll("[data-text]").forEach((el) => {
+    if (words[el.dataset.text]) el.textContent = words[el.dataset.text];
+  });
+  document.querySelectorAll("[data-label]").forEach((el) => {
+    if (words[el.dataset.label]) el.setAttribute("aria-label", words[el.dataset.label]);
+  });
+  // "Page 3 of 7" keeps its two live numbers wherever the language puts them.
+  const where = document.querySelector("[data-where]");
+  const parts = words["viewer.page_of"].split(/(%\((?:page|count)\)s)/);
+  where.replaceChildren(...parts.map((part) => {
+    if (part === "%(page)s") return pageOut;
+    if (part === "%(count)s") return countOut;
+    return document.createTextNode(part);
+  }));
+}
+
 let pdf = null;
 let started = false;
 let pages = []; // { page, base (viewport at scale 1), box, canvas, text, shownAt }
@@ -118,7 +147,7 @@ async function open(data) {
     box.className = "page";
     box.dataset.number = String(number);
     box.setAttribute("role", "region");
-    box.setAttribute("aria-label", `Page ${number} of ${pdf.numPages}`);
+    box.setAttribute("aria-label", pageOf(number, pdf.numPages));
     container.appendChild(box);
     pages.push({ number, page, base: page.getViewport({ scale: 1 }), box, visible: false, shownAt: null });
   }
@@ -165,9 +194,10 @@ window.addEventListener("message", (event) => {
   const bytes = event.data && event.data.pdf;
   if (!(bytes instanceof ArrayBuffer)) return;
   started = true;
+  if (event.data.words) useWords(String(event.data.language || "en"), event.data.words);
   open(new Uint8Array(bytes)).catch(() => {
     document.body.dataset.state = "failed";
-    status.textContent = "This PDF cannot be shown here. Download it to open it on your device.";
+    status.textContent = words["viewer.failed"];
   });
 });
 window.parent.postMessage({ viewer: "ready" }, "*");

@@ -6,6 +6,28 @@ function csrfToken() {
   return meta ? meta.getAttribute("content") : "";
 }
 
+// The page's words for scripts, translated by the server (web/script_messages.py):
+// t(key, {name: value}) and, for counts, tn(key, n). Values are written %(name)s.
+const portalText = (() => {
+  const block = document.getElementById("portal-messages");
+  const data = block ? JSON.parse(block.textContent) : { language: "en", messages: {}, plurals: {} };
+  const fill = (text, values) => text.replace(/%\((\w+)\)s/g, (whole, name) =>
+    (values && name in values ? String(values[name]) : whole));
+  const rules = new Intl.PluralRules(data.language);
+  return {
+    language: data.language,
+    t: (key, values) => fill(data.messages[key] || key, values),
+    tn: (key, count, values) => {
+      const forms = data.plurals[key] || {};
+      const form = forms[rules.select(count)] || forms.other || key;
+      return fill(form, { num: count, ...values });
+    },
+  };
+})();
+window.portalText = portalText;
+const t = portalText.t;
+const tn = portalText.tn;
+
 document.addEventListener("DOMContentLoaded", () => {
   // The document page's PDF viewer. The frame is sandboxed (no cookies, no way into
   // this page), so this page fetches the PDF through the audited /view route and posts
@@ -26,7 +48,10 @@ document.addEventListener("DOMContentLoaded", () => {
         const response = await fetch(viewer.dataset.src, { credentials: "same-origin" });
         if (!response.ok) throw new Error(String(response.status));
         const bytes = await response.arrayBuffer();
-        frame.contentWindow.postMessage({ pdf: bytes }, "*", [bytes]);
+        // The viewer's toolbar words, in the page's language (on the viewer's element).
+        const words = JSON.parse(viewer.dataset.words || "{}");
+        frame.contentWindow.postMessage(
+          { pdf: bytes, language: portalText.language, words }, "*", [bytes]);
       } catch (error) {
         viewer.hidden = true;
         if (fallback) fallback.hidden = false;
@@ -43,7 +68,7 @@ document.addEventListener("DOMContentLoaded", () => {
       const open = document.createElement("button");
       open.type = "button";
       open.className = "button secondary";
-      open.textContent = `Show the document here (${viewer.dataset.sizeLabel})`;
+      open.textContent = t("viewer.show", { size: viewer.dataset.sizeLabel });
       open.addEventListener("click", () => {
         open.remove();
         wanted = true;
@@ -64,9 +89,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const submit = bulk.querySelector("button[type=submit]");
     const update = () => {
       const ticked = picks.filter((pick) => pick.checked).length;
-      count.textContent = ticked === 0
-        ? "Tick documents to download several at once."
-        : `${ticked} selected.`;
+      count.textContent = ticked === 0 ? t("bulk.none") : tn("bulk.selected", ticked);
       submit.disabled = ticked === 0;
       if (all) {
         all.checked = ticked > 0 && ticked === picks.length;
@@ -124,8 +147,7 @@ document.addEventListener("DOMContentLoaded", () => {
       }
       const main = document.getElementById("main");
       if (main) main.hidden = true;
-      text.textContent = "You have been logged out because nothing happened for a while."
-        + (drafting ? " Your document is saved as a draft: log in again to go on with it." : "");
+      text.textContent = drafting ? t("session.ended_draft") : t("session.ended");
       stay.hidden = true;
       again.hidden = false;
       again.href = `/login?next=${encodeURIComponent(window.location.pathname)}`;
@@ -137,7 +159,7 @@ document.addEventListener("DOMContentLoaded", () => {
       clearTimeout(endTimer);
       warnTimer = setTimeout(() => {
         const minutes = Math.max(1, Math.round(leadMs / 60000));
-        text.textContent = `You will be logged out in ${minutes} minute${minutes === 1 ? "" : "s"} because nothing has happened for a while.`;
+        text.textContent = tn("session.warning", minutes);
         if (!warning.open) warning.showModal();
         stay.focus();
       }, idleMs - leadMs);
@@ -197,17 +219,17 @@ document.addEventListener("DOMContentLoaded", () => {
         });
         if (response.ok) {
           const saved = await response.json();
-          const at = new Date(saved.saved_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-          status.textContent = `Draft saved at ${at}.`;
+          const at = new Date(saved.saved_at).toLocaleTimeString(portalText.language, { hour: "2-digit", minute: "2-digit" });
+          status.textContent = t("draft.saved", { time: at });
           status.dataset.savedAt = saved.saved_at;
           sessionSeen();
         } else {
           dirty = true;
-          status.textContent = "The draft could not be saved. Keep this page open.";
+          status.textContent = t("draft.refused");
         }
       } catch (error) {
         dirty = true;
-        status.textContent = "The draft could not be saved. Check your connection.";
+        status.textContent = t("draft.offline");
       } finally {
         saving = false;
         if (dirty && timer === null) timer = setTimeout(save, AUTOSAVE_MS);
@@ -256,7 +278,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const status = form.parentElement.querySelector(".link-result");
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      status.textContent = "Creating a link…";
+      status.textContent = t("link.creating");
       try {
         const response = await fetch(form.action, {
           method: "POST",
@@ -266,25 +288,25 @@ document.addEventListener("DOMContentLoaded", () => {
         });
         const body = await response.json();
         if (!response.ok) {
-          status.textContent = body.detail || body.title || "The link could not be created.";
+          status.textContent = body.detail || body.title || t("link.failed");
           return;
         }
-        const expires = new Date(body.expires_at).toLocaleString();
+        const expires = new Date(body.expires_at).toLocaleString(portalText.language);
         try {
           await navigator.clipboard.writeText(body.url);
-          status.textContent = `Link copied. It works until ${expires}.`;
+          status.textContent = t("link.copied", { time: expires });
         } catch (error) {
-          status.textContent = `Copy this link (it works until ${expires}): `;
+          status.textContent = t("link.copy_this", { time: expires });
           const input = document.createElement("input");
           input.readOnly = true;
           input.value = body.url;
-          input.setAttribute("aria-label", "Download link");
+          input.setAttribute("aria-label", t("link.label"));
           status.appendChild(input);
           input.select();
         }
         status.dataset.url = body.url;
       } catch (error) {
-        status.textContent = "The link could not be created. Check your connection.";
+        status.textContent = t("link.offline");
       }
     });
   });

@@ -2,15 +2,18 @@
 "use strict";
 
 (function () {
+  // portal.js (loaded first) reads the page's translated words.
+  const { t, tn } = window.portalText;
+
   function humanSize(bytes) {
-    if (bytes < 1000) return bytes === 1 ? "1 byte" : `${bytes} bytes`;
+    if (bytes < 1000) return tn("size.bytes", bytes);
     const units = ["KB", "MB", "GB", "TB"];
     let value = bytes;
     for (const unit of units) {
       value /= 1000;
-      if (value < 1000 || unit === "TB") return `${value < 100 ? value.toFixed(1) : value.toFixed(0)} ${unit}`;
+      if (value < 1000 || unit === "TB") return `${value < 100 ? value.toFixed(1) : value.toFixed(0)} ${t(`size.${unit}`)}`;
     }
-    return `${bytes} bytes`;
+    return tn("size.bytes", bytes);
   }
 
   function csrfToken() {
@@ -19,10 +22,10 @@
   }
 
   function messageFor(status, problem) {
-    if (status === 401) return "Your session has ended. Log in again, then retry.";
+    if (status === 401) return t("upload.session_ended");
     if (problem && problem.detail) return problem.detail;
     if (problem && problem.title) return problem.title;
-    return "The upload failed. Check your connection and try again.";
+    return t("upload.failed");
   }
 
   function setUp(uploader) {
@@ -44,7 +47,7 @@
         error.className = "error";
         error.dataset.for = "patient_id";
         error.id = "patient_id-error";
-        error.textContent = "Choose the patient these files belong to first.";
+        error.textContent = t("upload.patient_first");
         patient.setAttribute("aria-invalid", "true");
         patient.setAttribute("aria-describedby", "patient_id-error");
         patient.insertAdjacentElement("afterend", error);
@@ -71,7 +74,7 @@
     function refreshActions() {
       if (!actions) return;
       actions.hidden = pending.size === 0;
-      startButton.textContent = pending.size === 1 ? "Upload 1 file" : `Upload ${pending.size} files`;
+      startButton.textContent = tn("upload.start", pending.size);
     }
 
     function newItem(file) {
@@ -81,7 +84,7 @@
       const name = document.createElement("span");
       name.className = "upload-name";
       name.id = `upload-${counter}-name`;
-      name.textContent = `${file.name} (${humanSize(file.size)})`;
+      name.textContent = t("upload.file_name", { name: file.name, size: humanSize(file.size) });
       const status = document.createElement("span");
       status.className = "upload-status";
       status.setAttribute("role", "status");
@@ -112,7 +115,7 @@
       const { item, name, status } = newItem(file);
       if (file.size > maxBytes) {
         item.classList.add("failed");
-        status.textContent = `This file is ${humanSize(file.size)}; the limit is ${humanSize(maxBytes)}.`;
+        status.textContent = t("upload.too_large", { size: humanSize(file.size), limit: humanSize(maxBytes) });
         return;
       }
       if (single || !template) {
@@ -133,8 +136,8 @@
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "button small secondary";
-      remove.textContent = "Remove";
-      remove.setAttribute("aria-label", `Remove ${file.name}`);
+      remove.textContent = t("upload.remove");
+      remove.setAttribute("aria-label", t("upload.remove_label", { name: file.name }));
       remove.addEventListener("click", () => {
         pending.delete(item);
         item.remove();
@@ -143,7 +146,7 @@
       });
       name.insertAdjacentElement("afterend", remove);
       item.insertBefore(fields, status);
-      status.textContent = "Ready to upload.";
+      status.textContent = t("upload.ready");
       pending.set(item, { file, type, title, remove, status });
       refreshActions();
     }
@@ -155,11 +158,11 @@
         clearError(row.type);
         clearError(row.title);
         if (!row.type.value) {
-          fieldError(row.type, "Choose what this file is.");
+          fieldError(row.type, t("upload.choose_type"));
           firstInvalid = firstInvalid || row.type;
         }
         if (!row.title.value.trim()) {
-          fieldError(row.title, "Give this file a title.");
+          fieldError(row.title, t("upload.give_title"));
           firstInvalid = firstInvalid || row.title;
         }
       }
@@ -184,12 +187,12 @@
       const progress = document.createElement("progress");
       progress.max = 100;
       progress.value = 0;
-      progress.setAttribute("aria-label", `Upload progress of ${file.name}`);
+      progress.setAttribute("aria-label", t("upload.progress_label", { name: file.name }));
       const cancel = document.createElement("button");
       cancel.type = "button";
       cancel.className = "button small secondary";
-      cancel.textContent = "Cancel";
-      cancel.setAttribute("aria-label", `Cancel upload of ${file.name}`);
+      cancel.textContent = t("upload.cancel");
+      cancel.setAttribute("aria-label", t("upload.cancel_label", { name: file.name }));
       item.insertBefore(progress, status);
       item.append(cancel);
 
@@ -219,10 +222,10 @@
         if (xhr.status === 201) {
           item.classList.add("done");
           progress.value = 100;
-          status.textContent = "Stored. ";
+          status.textContent = t("upload.stored");
           const link = document.createElement("a");
           link.href = body.url;
-          link.textContent = `Open ${body.title || file.name}`;
+          link.textContent = t("upload.open", { title: body.title || file.name });
           status.appendChild(link);
           if (single) setTimeout(() => window.location.reload(), 800);
           return;
@@ -231,10 +234,10 @@
         progress.remove();
         status.textContent = messageFor(xhr.status, body);
         if (body && body.existing_document_id) {
-          status.textContent = "This file is already stored for this patient. ";
+          status.textContent = t("upload.duplicate");
           const link = document.createElement("a");
           link.href = `/documents/${body.existing_document_id}`;
-          link.textContent = "Open the existing document";
+          link.textContent = t("upload.open_existing");
           status.appendChild(link);
         }
       });
@@ -247,10 +250,10 @@
         item.classList.add("cancelled");
         progress.remove();
         cancel.remove();
-        status.textContent = "Cancelled. Nothing was stored.";
+        status.textContent = t("upload.cancelled");
       });
       cancel.addEventListener("click", () => xhr.abort());
-      status.textContent = "Uploading…";
+      status.textContent = t("upload.uploading");
       xhr.send(form);
     }
 
