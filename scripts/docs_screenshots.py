@@ -1,6 +1,7 @@
 """Shrink the portal screenshots the browser scenarios took into small PNGs for docs/.
 
-Run after the scenarios (``.venv/bin/python -m pytest tests/web/test_scenarios.py``):
+Run after the scenarios (``.venv/bin/python -m pytest tests/web/test_scenarios.py
+tests/web/test_welsh_portal.py``):
 ``.venv/bin/python scripts/docs_screenshots.py``. It reads artifacts/screenshots/ and
 writes docs/portal/, so the README's pictures always come from a real run.
 """
@@ -26,6 +27,7 @@ PICKED = {
     "admin-users-desktop": 640,
     "audit-desktop": 640,
     "audit-verify-desktop": 640,
+    "welsh-documents-desktop": 640,
     "documents-phone": 260,
     "patient-documents-phone": 260,
 }

@@ -22,7 +22,7 @@ from medvault.kit.i18n import gettext, ngettext
 from medvault.web.language import LANGUAGE_COOKIE
 from medvault.web.session import LOGIN_CSRF_COOKIE
 from tests.support import catalogues
-from tests.support.browser import PageFactory, check_accessibility
+from tests.support.browser import PageFactory, check_accessibility, screenshot
 from tests.support.factories import text_pdf_bytes
 from tests.support.portal import csrf_token, portal_login
 from tests.web.portal_world import Practice
@@ -154,6 +154,8 @@ def test_the_browser_language_decides_until_the_visitor_chooses(practice: Practi
         assert visitor.cookies.get(LANGUAGE_COOKIE) == "en"
         again = visitor.get("/login", headers={"Accept-Language": "cy"})
         assert _shown(again.text).lang == "en"
+        assert again.headers["content-language"] == "en"
+        assert page.headers["content-language"] == "cy"
 
 
 def test_choosing_a_language_needs_the_forms_token_and_a_real_language(
@@ -208,6 +210,7 @@ def test_a_patient_uses_the_portal_in_welsh(
     expect(desktop.get_by_role("button", name=cy("Log out"))).to_be_visible()
     expect(desktop.get_by_role("link", name=cy("My documents"), exact=True)).to_be_visible()
     check_accessibility(desktop)
+    screenshot(desktop, "welsh-documents")
 
     # The upload page's script counts in Welsh, with Welsh plural forms.
     desktop.goto("/upload")

@@ -150,4 +150,5 @@ def render(
     values.setdefault("here", request.url.path + (f"?{query}" if query else ""))
     response = templates.TemplateResponse(request, template, values, status_code=status_code)
     response.headers["Content-Security-Policy"] = PORTAL_CSP
+    response.headers["Content-Language"] = i18n.current_language()
     return response
