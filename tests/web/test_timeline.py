@@ -4,18 +4,22 @@ a month by type, in the reader's words and time zone.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
 from playwright.sync_api import expect
 from sqlalchemy import update
 
 from medvault.documents.models import Document
 from medvault.web import presenters, timeline_groups
+from medvault.web.pages import timeline as timeline_page
 from tests.support.browser import PageFactory, check_accessibility
 from tests.support.factories import pdf_bytes, upload_raw
+from tests.support.portal import csrf_token
 from tests.web.portal_world import Practice
 from tests.web.test_scenarios import ui_login
 
@@ -105,3 +109,26 @@ def test_months_keep_the_list_order_and_types_sort_by_their_words() -> None:
         ("May 2026", ["Photo", "Test results"], 2),
         ("April 2026", ["Photo"], 1),
     ]
+
+
+def test_staff_reach_older_documents_of_this_patient_only(
+    practice: Practice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(timeline_page, "TIMELINE_LIMIT", 1)
+    upload_raw(practice.service, practice.own, pdf_bytes(5_000), title="Older letter")
+    with practice.browser("clinician") as browser:
+        html = browser.get(f"/patients/{practice.own}/timeline").text
+        form = re.search(
+            r'<form method="post" action="/documents[^"]*"[^>]*>(.*?)</form>', html, re.S
+        )
+        assert form is not None, "no way to the older documents"
+        assert f'name="patient_id" value="{practice.own}"' in form.group(1)
+        listed = browser.post(
+            "/documents", data={"csrf_token": csrf_token(browser), "patient_id": practice.own}
+        )
+        assert listed.status_code == 200
+        assert "Older letter" in listed.text and "Own lab report" in listed.text
+        assert "Foreign scan" not in listed.text
+    with practice.browser("patient") as browser:
+        html = browser.get("/timeline").text
+        assert '<a href="/documents">' in html and 'name="patient_id"' not in html
