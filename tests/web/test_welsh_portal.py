@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from datetime import date, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from playwright.sync_api import expect
 
 from medvault.kit import i18n
@@ -269,3 +271,47 @@ def test_a_zips_contents_list_is_in_the_readers_language(practice: Practice) -> 
         contents = zipped.read("contents.txt").decode()
     assert cy("Left out:") in contents and "Left out:" not in contents
     assert cy("not found, or you may not open it") in contents
+
+
+@pytest.mark.parametrize("language", ["en", "cy"])
+def test_the_patient_forms_own_checks_read_as_sentences_in_the_readers_language(
+    practice: Practice, language: str
+) -> None:
+    future = (date.today() + timedelta(days=40)).isoformat()
+    with practice.browser("clinician") as browser:
+        browser.cookies.set(LANGUAGE_COOKIE, language)
+        response = browser.post(
+            "/patients/new",
+            data={
+                "csrf_token": csrf_token(browser),
+                "identifier_system": "not a uri",
+                "identifier_value": "X-1",
+                "family_name": "Jones",
+                "given_name": "Gwen",
+                "birth_date": future,
+            },
+        )
+    assert response.status_code == 422
+    with i18n.language(language):
+        # patients.schemas raises lowercase clauses; the form shows each as a sentence.
+        for clause in ("birth date is in the future", "identifier system must be an absolute URI"):
+            words = gettext(clause)
+            sentence = words[0].upper() + words[1:] + "."
+            assert str(escape(sentence)) in response.text, sentence
+
+
+def test_the_portals_scripts_get_problems_in_the_pages_language(practice: Practice) -> None:
+    with practice.browser("patient") as browser:
+        browser.cookies.set(LANGUAGE_COOKIE, "cy")
+        refused = browser.post(
+            "/login/language",
+            data={"language": "xx", "csrf_token": csrf_token(browser)},
+            headers={"Accept": "application/json"},
+        )
+    body = refused.json()
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert body["type"] == "urn:medvault:problem:validation-error"  # as the API's
+    assert body["title"] == cy("The request is not valid") != "The request is not valid"
+    assert body["detail"] == cy("Choose one of the languages offered.")
+    assert body["detail"] != "Choose one of the languages offered."

@@ -96,11 +96,6 @@ def babel_locale() -> Locale:
     return Locale.parse(_BABEL_LOCALES[current_language()])
 
 
-def set_language(language: str) -> None:
-    """Set the language for the rest of this request (or task)."""
-    _language.set(supported(language) or DEFAULT_LANGUAGE)
-
-
 @contextmanager
 def language(code: str) -> Iterator[None]:
     token = _language.set(supported(code) or DEFAULT_LANGUAGE)

@@ -52,10 +52,22 @@ _STATUS_TO_PROBLEM: dict[int, type[Problem]] = {
 }
 
 
-def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+def problem_response(
+    problem: Problem,
+    request: Request | None = None,
+    *,
+    words: Callable[[str], str] | None = None,
+) -> JSONResponse:
+    """The problem as problem+json; ``words`` rewords its title and detail (the portal's
+    scripts show them to a person, in the page's language), nothing else."""
     instance = request.url.path if request is not None else None
+    body = problem.to_dict(instance=instance)
+    if words is not None:
+        body["title"] = words(problem.title)
+        if problem.detail:
+            body["detail"] = words(problem.detail)
     return JSONResponse(
-        problem.to_dict(instance=instance),
+        body,
         status_code=problem.status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=problem.headers,

@@ -11,10 +11,11 @@ import re
 from urllib.parse import quote
 
 from fastapi import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from medvault.kit.i18n import translate
-from medvault.kit.problems import PROBLEM_MEDIA_TYPE, Problem
+from medvault.kit.problem_handlers import problem_response
+from medvault.kit.problems import Problem
 from medvault.web.templating import render
 
 
@@ -48,13 +49,7 @@ def render_portal_problem(problem: Problem, request: Request) -> Response:
     if not _wants_html(request):
         # The portal's own scripts show the title or detail to a person, as they are:
         # in the page's language. The type, status and extensions stay as the API's.
-        body = problem.to_dict(instance=request.url.path)
-        body["title"] = translate(problem.title)
-        if problem.detail:
-            body["detail"] = translate(problem.detail)
-        return JSONResponse(
-            body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers
-        )
+        return problem_response(problem, request, words=translate)
     if problem.status == 401 and request.method == "GET":
         return _login_redirect(request)
     response = render(

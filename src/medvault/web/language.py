@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from medvault.kit import i18n
+from medvault.web.session import is_https
 
 LANGUAGE_COOKIE = "medvault_language"
 # The API and FHIR answer in English whatever the caller's language: their clients
@@ -31,7 +32,7 @@ def set_language_cookie(request: Request, response: Response, code: str) -> None
         LANGUAGE_COOKIE,
         code,
         max_age=_YEAR,
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
         httponly=True,
         samesite="lax",
         path="/",

@@ -20,8 +20,8 @@ from medvault.auth.service import commit_with_audit
 from medvault.deps import AuthReadSession, AuthSession, ClinicalSession, RuntimeDep
 from medvault.documents import service as documents
 from medvault.documents.repository import ListFilters
-from medvault.kit.i18n import N_, gettext, ngettext, translate
 from medvault.kit.i18n import gettext as _
+from medvault.kit.i18n import ngettext, translate
 from medvault.kit.ids import parse_id
 from medvault.kit.problems import DuplicatePatient, Problem
 from medvault.patients import service as patients
@@ -159,15 +159,6 @@ _PATIENT_FIELDS = {
 }
 
 
-# The schema's own checks (patients.schemas), in the words the form shows.
-_VALUE_ERRORS = {
-    "identifier system must be an absolute URI": N_("Identifier system must be an absolute URI."),
-    "identifier value may not contain '|'": N_("Identifier value may not contain '|'."),
-    "birth date is in the future": N_("Birth date is in the future."),
-    "birth date is implausibly early": N_("Birth date is implausibly early."),
-}
-
-
 def _patient_message(err: Any) -> str:
     """One validation error in the reader's language: Pydantic's own words are English."""
     kind = str(err["type"])
@@ -190,10 +181,10 @@ def _patient_message(err: Any) -> str:
         return _("Input should be a valid date.")
     if kind == "invalid_characters":
         return _("Text may not contain control characters (other than tab and line breaks).")
-    message = str(err["msg"]).removeprefix("Value error, ")
-    if message in _VALUE_ERRORS:
-        return gettext(_VALUE_ERRORS[message])
-    return translate(message[0].upper() + message[1:] + ".")
+    # The schema's own checks (patients.schemas) are marked lowercase clauses: each is
+    # translated, then written as a sentence.
+    message = translate(str(err["msg"]).removeprefix("Value error, "))
+    return message[0].upper() + message[1:] + "."
 
 
 def _patient_errors(exc: ValidationError) -> dict[str, str]:
