@@ -38,6 +38,7 @@ from medvault.patients.router import router as patients_router
 from medvault.runtime import Runtime, build_runtime
 from medvault.shares.router import router as shares_router
 from medvault.storage.filesystem import FilesystemBlobStore
+from medvault.uploads.router import router as uploads_router
 from medvault.web import install_portal
 from medvault.web.language import LanguageMiddleware
 
@@ -105,7 +106,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(runtime.settings.cors_origins),
             allow_credentials=False,
-            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",
@@ -118,6 +119,13 @@ def create_app(
                 "If-Match",
                 "Prefer",
                 "X-Security-Context",
+                # tus resumable uploads (uploads.router).
+                "Tus-Resumable",
+                "Upload-Length",
+                "Upload-Defer-Length",
+                "Upload-Offset",
+                "Upload-Metadata",
+                "Upload-Checksum",
             ],
             expose_headers=[
                 "ETag",
@@ -128,6 +136,16 @@ def create_app(
                 "Location",
                 "Repr-Digest",
                 "Last-Modified",
+                "Tus-Resumable",
+                "Tus-Version",
+                "Tus-Extension",
+                "Tus-Checksum-Algorithm",
+                "Upload-Offset",
+                "Upload-Length",
+                "Upload-Defer-Length",
+                "Upload-Metadata",
+                "Upload-Expires",
+                "Medvault-Document-Id",
             ],
             max_age=600,
         )
@@ -156,6 +174,7 @@ def create_app(
         preview_router,
         quarantine_router,
         shares_router,
+        uploads_router,
     ):
         app.include_router(router)
     # Before the portal: its pages and error renderer sit at "/", FHIR at "/fhir".

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     # (measured on 2 cores: raw uploads 0.58-0.70x of the baseline with it, 0.81-0.92x without).
     fhir_attachment_sha1: bool = True
     allowed_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_TYPES
+    # Resumable (tus) uploads: an unfinished upload expires this long after its last
+    # request, and the reconciler removes it; a finished one answers HEAD until then.
+    upload_expiry_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+    # The lease a request appending to an upload holds: a crashed holder's lease runs
+    # out after this, and the client's retry (tus clients retry 423) takes over.
+    upload_lock_seconds: int = Field(default=30, ge=2, le=600)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

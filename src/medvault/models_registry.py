@@ -14,6 +14,7 @@ from medvault.fhir import models as fhir_models
 from medvault.patients import models as patient_models
 from medvault.processing import models as processing_models
 from medvault.search import models as search_models
+from medvault.uploads import models as upload_models
 
 __all__ = [
     "access_models",
@@ -24,4 +25,5 @@ __all__ = [
     "patient_models",
     "processing_models",
     "search_models",
+    "upload_models",
 ]

@@ -52,6 +52,7 @@ GENERATOR_CONFIG = """content_type_overrides:
   image/png: application/octet-stream
   image/tiff: application/octet-stream
   application/dicom: application/octet-stream
+  application/offset+octet-stream: application/octet-stream
   application/fhir+json: application/json
 """
 

@@ -43,6 +43,25 @@ class EmptyFile(BadRequest):
     slug, title = "empty-file", N_("The uploaded file is empty")
 
 
+def accepted_type(head: bytes, allowed_types: tuple[str, ...]) -> str:
+    """The type the file's first bytes show, or 415 unless it is one of ``allowed_types``.
+
+    Magic bytes, not the client's Content-Type: resumable uploads decide with this too.
+    """
+    sniffed = sniff_content_type(head)
+    if sniffed is None or sniffed not in allowed_types:
+        shown = sniffed or msg("an unrecognised format")
+        raise UnsupportedMediaType(
+            msg(
+                "The file content is {shown}; accepted types are {types}.",
+                shown=shown,
+                types=", ".join(allowed_types),
+            ),
+            allowed_types=list(allowed_types),
+        )
+    return sniffed
+
+
 # Every version blob lives under this prefix; other blobs in the store are not versions.
 VERSION_BLOB_PREFIX = "versions/"
 
@@ -120,18 +139,7 @@ class IngestPipeline:
             )
 
     def _decide_type(self, head: bytes) -> None:
-        sniffed = sniff_content_type(head)
-        if sniffed is None or sniffed not in self.allowed_types:
-            shown = sniffed or msg("an unrecognised format")
-            raise UnsupportedMediaType(
-                msg(
-                    "The file content is {shown}; accepted types are {types}.",
-                    shown=shown,
-                    types=", ".join(self.allowed_types),
-                ),
-                allowed_types=list(self.allowed_types),
-            )
-        self.content_type = sniffed
+        self.content_type = accepted_type(head, self.allowed_types)
         # The blob is only started once the type is accepted: rejected files touch no storage.
         self._writer = self._runtime.blobs.writer(self.storage_key)
         self._writer.write(self._envelope.header_bytes())

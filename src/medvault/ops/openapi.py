@@ -60,17 +60,19 @@ STATUS_TEXT = {
     404: "Not found, or not within the caller's reach",
     406: "No acceptable representation",
     409: "Conflicts with the current state",
-    410: "The document is deleted",
-    412: "A precondition (If-Match) failed",
+    410: "The document is deleted, or the upload expired or was refused for good",
+    412: "A precondition failed (If-Match; for uploads, Tus-Resumable is not 1.0.0)",
     413: "The body is larger than allowed",
     415: "The body's media type or content is not accepted",
     416: "The range cannot be satisfied",
     422: "The request is not valid (fields, control characters, references)",
+    423: "Another request is appending to this upload: retry shortly",
     428: "A precondition (If-Match) is required",
     429: "Rate limited: retry after `Retry-After` seconds",
     431: "The request head is larger than allowed",
     500: "Unexpected error, or stored content failed its integrity check",
     503: "A backing service (database, storage, keyring) is unavailable, or login is busy",
+    460: "The bytes do not match Upload-Checksum (tus checksum extension): none were kept",
 }
 
 # Statuses whose answer carries a Retry-After header.
@@ -337,6 +339,8 @@ def _document_operation(
                 continue
             if "description" in extra:
                 parameter["description"] = extra.pop("description")
+            if "required" in extra:  # a header the route checks itself (tus: 412, 400)
+                parameter["required"] = extra.pop("required")
             if "anyOf" in extra or "type" in extra:
                 parameter["schema"] = extra  # a whole schema: replaces FastAPI's
             else:

@@ -117,6 +117,57 @@ def upload_route(app: FastAPI, *, new_document: bool) -> Special:
     )
 
 
+def _tus_body(*, required: bool) -> dict[str, Any]:
+    return {
+        "required": required,
+        "description": "The file's next bytes, from Upload-Offset on.",
+        "content": {"application/offset+octet-stream": {"schema": _BYTES}},
+    }
+
+
+# Header values the tus routes parse themselves (uploads.protocol).
+_TUS_VERSION: dict[str, Any] = {
+    "Tus-Resumable": {
+        "description": "Always `1.0.0`; missing or other: 412",
+        "required": True,
+        "type": "string",
+        "enum": ["1.0.0"],
+    }
+}
+_SIZE = "^[0-9]{1,19}$"
+_TUS_HEADERS: dict[str, dict[str, Any]] = {
+    **_TUS_VERSION,
+    "Upload-Length": {
+        "description": "The file's size in bytes",
+        "type": "string",
+        "pattern": _SIZE,
+    },
+    "Upload-Defer-Length": {
+        "description": "`1`: the length is sent later",
+        "type": "string",
+        "enum": ["1"],
+    },
+    "Upload-Checksum": {
+        "description": "`sha1 <base64>` or `sha256 <base64>` of this request's body",
+        "type": "string",
+        "pattern": "^(sha1 [A-Za-z0-9+/]{27}=|sha256 [A-Za-z0-9+/]{43}=)$",
+    },
+    "Upload-Metadata": {
+        "description": "Comma-separated `key base64(value)` pairs: the document's fields",
+        "type": "string",
+    },
+}
+_TUS_PATCH_HEADERS: dict[str, dict[str, Any]] = {
+    **_TUS_HEADERS,
+    "Upload-Offset": {
+        "description": "Where this body starts in the file",
+        "required": True,
+        "type": "string",
+        "pattern": _SIZE,
+    },
+}
+
+
 def rest_specials() -> SpecialTable:
     token_form: dict[str, Any] = {
         "required": True,
@@ -190,6 +241,23 @@ def rest_specials() -> SpecialTable:
         ),
         ("GET", "/api/v1/documents/{document_id}/preview"): PREVIEW_ROUTE,
         ("GET", "/api/v1/documents/{document_id}/versions/{number}/preview"): PREVIEW_ROUTE,
+        # tus resumable uploads: the protocol's own answers (uploads.protocol).
+        ("POST", "/api/v1/uploads"): Special(
+            statuses=frozenset({409, 410, 412, 415, 423, 460}),
+            request_body=_tus_body(required=False),
+            parameters=_TUS_HEADERS,
+        ),
+        ("HEAD", "/api/v1/uploads/{upload_id}"): Special(
+            statuses=frozenset({410, 412}), parameters=_TUS_VERSION
+        ),
+        ("PATCH", "/api/v1/uploads/{upload_id}"): Special(
+            statuses=frozenset({400, 409, 410, 412, 413, 415, 423, 460}),
+            request_body=_tus_body(required=True),
+            parameters=_TUS_PATCH_HEADERS,
+        ),
+        ("DELETE", "/api/v1/uploads/{upload_id}"): Special(
+            statuses=frozenset({412, 423}), parameters=_TUS_VERSION
+        ),
         # No token: the link is the credential, refused with 403 signed-url-*.
         ("GET", "/api/v1/download/{token}"): lambda app: content_route(app, extra=frozenset({403})),
     }

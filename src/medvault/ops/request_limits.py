@@ -33,6 +33,8 @@ _UPLOAD_ROUTES = tuple(
         ("POST", r"^/fhir/?$"),  # transaction Bundles with base64 Binary data
         ("POST", r"^/fhir/Binary/?$"),
         ("POST", r"^/fhir/DocumentReference/?$"),  # may inline the attachment's data
+        ("POST", r"^/api/v1/uploads/?$"),  # tus creation-with-upload
+        ("PATCH", r"^/api/v1/uploads/[^/]+/?$"),  # tus PATCH
     )
 )
 

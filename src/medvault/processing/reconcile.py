@@ -5,7 +5,9 @@ What it removes:
   blob becoming durable and the row committing), once older than the grace period;
 - likewise blobs under ``derived/`` (previews, extracted text) that no artifact row
   points to: the preview and text jobs follow the same order and the same deadline;
-- writes that never committed: S3 multipart uploads, temp files on a filesystem.
+- writes that never committed: S3 multipart uploads, temp files on a filesystem;
+- resumable uploads that expired, with their encrypted chunks and any multipart upload
+  a crashed request left open for them, and chunks no upload lists (``uploads.expiry``).
 
 Why it cannot delete a blob an upload still needs: an upload refuses to commit its row
 when its blob was started more than half the grace period ago (``upload_deadline``).
@@ -30,6 +32,7 @@ from medvault.documents.integrity import find_orphans, is_version_blob
 from medvault.kit.clock import utcnow
 from medvault.processing import kinds
 from medvault.runtime import Runtime
+from medvault.uploads.expiry import expire_uploads
 
 logger = logging.getLogger("medvault.processing.reconcile")
 
@@ -47,6 +50,9 @@ class ReconcileReport:
     incomplete_writes: int = 0
     # Orphans too young to remove: uploads in flight, or crashes inside the grace period.
     young_orphans: int = 0
+    # Resumable uploads: unfinished ones that expired, finished ones kept for HEAD.
+    expired_uploads: int = 0
+    finished_uploads: int = 0
 
     def summary(self) -> dict[str, int | bool]:
         return {
@@ -55,6 +61,8 @@ class ReconcileReport:
             "orphan_bytes": self.orphan_bytes,
             "incomplete_writes": self.incomplete_writes,
             "young_orphans": self.young_orphans,
+            "expired_uploads": self.expired_uploads,
+            "finished_uploads": self.finished_uploads,
         }
 
 
@@ -83,6 +91,12 @@ def reconcile(runtime: Runtime, *, grace_seconds: float, dry_run: bool = False) 
     report.incomplete_writes = runtime.blobs.sweep_incomplete(
         older_than_seconds=grace_seconds, dry_run=dry_run
     )
+    uploads = expire_uploads(runtime, grace_seconds=grace_seconds, dry_run=dry_run)
+    report.expired_uploads = uploads.expired_uploads
+    report.finished_uploads = uploads.finished_forgotten
+    report.orphan_blobs += uploads.removed_blobs
+    report.orphan_bytes += uploads.removed_bytes
+    report.incomplete_writes += uploads.incomplete_writes
     return report
 
 
@@ -110,7 +124,8 @@ def record_report(runtime: Runtime, report: ReconcileReport, *, actor: str) -> N
     if not report.dry_run:
         RECONCILED.labels("orphan_blob").inc(report.orphan_blobs)
         RECONCILED.labels("incomplete_write").inc(report.incomplete_writes)
-    removed = report.orphan_blobs + report.incomplete_writes
+        RECONCILED.labels("expired_upload").inc(report.expired_uploads)
+    removed = report.orphan_blobs + report.incomplete_writes + report.expired_uploads
     logger.info("reconcile%s: %s", " (dry run)" if report.dry_run else "", report.summary())
     if removed == 0 or report.dry_run:
         return

@@ -62,11 +62,14 @@ class BlobStore(Protocol):
     def list_blobs(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Every committed blob under ``prefix`` (for reconciling against the database)."""
 
-    def sweep_incomplete(self, *, older_than_seconds: float, dry_run: bool = False) -> int:
+    def sweep_incomplete(
+        self, *, older_than_seconds: float, dry_run: bool = False, prefix: str = ""
+    ) -> int:
         """Discard writes that never committed (crashed writers) older than this.
 
-        Temp files on a filesystem, incomplete multipart uploads on S3. Returns how many
-        (with ``dry_run``, how many it would discard, touching nothing).
+        Temp files on a filesystem, incomplete multipart uploads on S3; only those of
+        keys under ``prefix`` when one is given. Returns how many (with ``dry_run``, how
+        many it would discard, touching nothing).
         """
 
     def check(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 from medvault.kit.private_files import make_private_dirs
 from medvault.kit.writeback import start_writeback
@@ -35,6 +36,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp_stem(key: str) -> str:
+    return quote(key, safe="")
+
+
 def _check_key(key: str) -> None:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -48,7 +53,8 @@ class FilesystemBlobWriter:
         self._store = store
         self._final = store.path_for(key)
         self._key = key
-        self._tmp = store.root / TEMP_DIR / f"{secrets.token_hex(16)}.part"
+        # The key is in the name so that a sweep can find one key's leftovers (prefix).
+        self._tmp = store.root / TEMP_DIR / f"{_temp_stem(key)}.{secrets.token_hex(8)}.part"
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._done = False
@@ -148,7 +154,9 @@ class FilesystemBlobStore:
                     stat = path.stat()
                     yield BlobInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
 
-    def sweep_incomplete(self, *, older_than_seconds: float, dry_run: bool = False) -> int:
+    def sweep_incomplete(
+        self, *, older_than_seconds: float, dry_run: bool = False, prefix: str = ""
+    ) -> int:
         """Delete temp files left by crashed writers; returns how many were removed."""
         cutoff = time.time() - older_than_seconds
         removed = 0
@@ -156,7 +164,10 @@ class FilesystemBlobStore:
             leftovers = list((self.root / TEMP_DIR).iterdir())
         except FileNotFoundError:
             return 0  # readiness reports a missing blob folder; start-up must not crash on it
+        stem = _temp_stem(prefix)
         for path in leftovers:
+            if not path.name.startswith(stem):
+                continue
             try:
                 if path.stat().st_mtime < cutoff:
                     if not dry_run:

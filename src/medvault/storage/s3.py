@@ -191,7 +191,9 @@ class S3BlobStore:
             for item in page.get("Contents", []):
                 yield BlobInfo(item["Key"][strip:], item["Size"], item["LastModified"])
 
-    def sweep_incomplete(self, *, older_than_seconds: float, dry_run: bool = False) -> int:
+    def sweep_incomplete(
+        self, *, older_than_seconds: float, dry_run: bool = False, prefix: str = ""
+    ) -> int:
         """Abort multipart uploads that crashed writers left open (they are billed storage).
 
         Only uploads under this store's prefix, so a bucket shared with other
@@ -199,7 +201,8 @@ class S3BlobStore:
         (AbortIncompleteMultipartUpload) does the same; this covers stores without one.
         """
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
-        prefix = f"{self.prefix}/" if self.prefix else ""
+        everything = f"{self.prefix}/" if self.prefix else ""
+        prefix = self.object_key(prefix) if prefix else everything
         aborted = 0
         try:
             paginator = self.client.get_paginator("list_multipart_uploads")

@@ -1,0 +1,531 @@
+"""PATCH: append bytes to a resumable upload, and complete it when the last one lands.
+
+One request at a time per upload: the request holds the upload's lease (``_Lease``)
+for as long as it appends or completes, renewing it as it goes. Bytes are encrypted
+into a chunk as they arrive (``staging.ChunkWriter``); the chunk is sealed and
+recorded, together with the new offset, in one compare-and-set on (offset, lease).
+So the offset never counts a byte that is not durable, and a request whose lease ran
+out (its process stalled, another took over) records nothing.
+
+A long request records a chunk every ``ROLL_BYTES``, so a crash loses at most that
+much. A client gone mid-request keeps what arrived (tus: resume from HEAD), unless
+it sent a checksum, which can then not be checked: that request keeps nothing.
+
+Completion reads the chunks back, authenticated, and feeds the plaintext to the very
+upload use case a single request goes through (``documents.upload.upload``): the same
+type check, size limit, duplicate rule, one transaction with the rows, the audit
+event and the jobs. That transaction also marks the upload complete, so the document
+exists exactly when the upload says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from anyio import to_thread
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from medvault.access.denials import audited_attempt
+from medvault.audit.context import AuditContext
+from medvault.auth.principal import Principal
+from medvault.crypto.errors import CryptoError
+from medvault.documents import upload as single_upload
+from medvault.documents.ingest import accepted_type
+from medvault.documents.models import Document, DocumentVersion
+from medvault.documents.sniffing import SNIFF_BYTES
+from medvault.kit.clock import utcnow
+from medvault.kit.i18n import N_, msg
+from medvault.kit.problems import (
+    ClientGone,
+    IntegrityFailure,
+    PayloadTooLarge,
+    Problem,
+)
+from medvault.runtime import Runtime
+from medvault.uploads import repository, service
+from medvault.uploads.models import Upload, UploadStatus
+from medvault.uploads.protocol import (
+    BadUploadHeader,
+    Checksum,
+    ChecksumMismatch,
+    OffsetMismatch,
+    UploadLocked,
+    parse_checksum,
+    parse_size,
+)
+from medvault.uploads.service import UploadView
+from medvault.uploads.staging import ChunkWriter, SealedChunk, chunk_plaintext
+
+logger = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+# A long request records its progress at least this often (a crash loses at most this).
+ROLL_BYTES = 64 * MiB
+# A last chunk smaller than this is rewritten together with the next request's bytes,
+# so a client sending tiny requests leaves few chunks (each is a blob and a row).
+MERGE_BELOW = 1 * MiB
+# Received bytes go to a worker thread (hash, encrypt, write) in batches this large.
+BATCH_BYTES = 1 * MiB
+
+
+class _Lease:
+    """The upload's lease for one request: taken, renewed while held, released."""
+
+    def __init__(self, runtime: Runtime, upload_id: uuid.UUID) -> None:
+        self.runtime = runtime
+        self.upload_id = upload_id
+        self.token = uuid.uuid4()
+        self.seconds = runtime.settings.upload_lock_seconds
+        self._renewing: asyncio.Task[None] | None = None
+
+    def _until(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+    def _take(self) -> bool:
+        now = utcnow()
+        with self.runtime.clinical.session() as session:
+            taken = repository.take_lease(
+                session, self.upload_id, self.token, now=now, until=now + self._until()
+            )
+            session.commit()
+        return taken
+
+    def _renew(self) -> None:
+        with self.runtime.clinical.session() as session:
+            repository.renew_lease(session, self.upload_id, self.token, utcnow() + self._until())
+            session.commit()
+
+    def _release(self) -> None:
+        with self.runtime.clinical.session() as session:
+            repository.release_lease(session, self.upload_id, self.token)
+            session.commit()
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            try:
+                await to_thread.run_sync(self._renew)
+            except Exception:  # the commit's compare-and-set is what protects the data
+                logger.warning("could not renew the lease of upload %s", self.upload_id)
+
+    async def __aenter__(self) -> _Lease:
+        if not await to_thread.run_sync(self._take):
+            raise UploadLocked(N_("Another request is appending to this upload; retry shortly."))
+        self._renewing = asyncio.ensure_future(self._keep())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._renewing is not None
+        self._renewing.cancel()
+        try:
+            await asyncio.shield(to_thread.run_sync(self._release))
+        except Exception:  # it runs out by itself
+            logger.warning("could not release the lease of upload %s", self.upload_id)
+
+
+@dataclass
+class _Append:
+    """One request's bytes on their way into chunks (methods run on a worker thread)."""
+
+    runtime: Runtime
+    upload: Upload
+    lease: _Lease
+    checksum: Checksum | None
+    length: int | None  # the upload's length, once known
+    set_length: bool  # this request declares the length (creation-defer-length)
+    merge: SealedChunk | None = None  # the small last chunk to rewrite with new bytes
+    merge_seq: int | None = None
+    head: bytearray | None = None  # the file's first bytes, until its type is known
+
+    def __post_init__(self) -> None:
+        self.offset = self.upload.offset  # recorded so far
+        self.received = 0  # this request's bytes
+        self.writer: ChunkWriter | None = None
+        self.digest = self.checksum.hasher() if self.checksum is not None else None
+        self.content_type = self.upload.content_type
+
+    def prepare(self) -> None:
+        """Read what the request needs from earlier ones: the head, the chunk to merge."""
+        with self.runtime.clinical.read_session() as session:
+            last = repository.last_chunk(session, self.upload.id)
+            if last is not None and last.size < MERGE_BELOW:
+                self.merge_seq = last.seq
+                self.merge = SealedChunk(
+                    last.id, last.offset, last.size, last.storage_key, last.kek_id, last.wrapped_dek
+                )
+            chunks = repository.chunks(session, self.upload.id)
+        if self.content_type is None:
+            self.head = bytearray()
+            for chunk in chunks:
+                for piece in chunk_plaintext(self.runtime, chunk):
+                    self.head += piece[: SNIFF_BYTES - len(self.head)]
+                    if len(self.head) >= SNIFF_BYTES:
+                        break
+
+    def _start(self) -> ChunkWriter:
+        merge = self.merge
+        writer = ChunkWriter(
+            self.runtime, self.upload.id, offset=self.offset if merge is None else merge.offset
+        )
+        if merge is not None:
+            # A fresh key for the rewritten chunk: its old blob goes once this one is
+            # recorded. The bytes cross this process only, decrypted and re-encrypted.
+            for piece in chunk_plaintext(self.runtime, merge):
+                writer.feed(piece)
+        return writer
+
+    def feed(self, data: bytes | memoryview) -> None:
+        if self.digest is not None:
+            self.digest.update(data)
+        if self.head is not None:
+            self.head += data[: SNIFF_BYTES - len(self.head)]
+            if len(self.head) >= SNIFF_BYTES:
+                self.decide_type()
+        if self.writer is None:
+            self.writer = self._start()
+        self.writer.feed(data)
+        if self.checksum is None and self.writer.size >= ROLL_BYTES:
+            self.record()
+
+    def decide_type(self) -> None:
+        if self.head is None or not self.head:
+            return
+        self.content_type = accepted_type(bytes(self.head), self.runtime.settings.allowed_types)
+        self.head = None
+
+    def record(self) -> None:
+        """Seal the chunk and record it with the new offset, or discard it."""
+        writer = self.writer
+        if writer is None:
+            return
+        chunk = writer.seal()
+        now = utcnow()
+        values: dict[str, object] = {
+            "content_type": self.content_type,
+            "updated_at": now,
+            "expires_at": service.expiry(self.runtime, now),
+        }
+        if self.set_length:
+            values["length"] = self.length
+        try:
+            with self.runtime.clinical.session() as session:
+                recorded = repository.record_chunk(
+                    session,
+                    self.upload.id,
+                    self.lease.token,
+                    chunk,
+                    expected_offset=self.offset,
+                    replaces=self.merge_seq,
+                    values=values,
+                )
+                session.commit()
+        except Exception:
+            # Unknown outcome: keep the blob. If the row exists it is needed; if not,
+            # the reconciler removes the unreferenced blob.
+            self.writer = None
+            raise
+        if not recorded:
+            writer.discard()
+            self.writer = None
+            raise UploadLocked(N_("This request lost the upload to another; resume from HEAD."))
+        if self.merge is not None:
+            self.runtime.blobs.delete(self.merge.storage_key)
+        self.offset = chunk.offset + chunk.size
+        self.set_length = False
+        self.writer, self.merge, self.merge_seq = None, None, None
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.discard()
+            self.writer = None
+
+
+async def append(
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    upload_id: str,
+    offset: str | None,
+    length: str | None,
+    checksum: str | None,
+    content_length: int | None,
+    body: AsyncIterator[bytes],
+) -> UploadView:
+    """Append the request's bytes. The headers are parsed once the upload is known to be
+    the caller's: a stranger learns nothing, not even which of its headers were wrong."""
+    upload = await to_thread.run_sync(service.load, runtime, principal, upload_id)
+    service.check_open(upload, utcnow())
+    at = parse_size("Upload-Offset", offset)
+    if at is None:
+        raise BadUploadHeader(N_("Send Upload-Offset with every PATCH."))
+    declared = parse_size("Upload-Length", length)
+    expected = parse_checksum(checksum)
+    with audited_attempt(service.attempt_on(principal, upload)):
+        # Authorised again, as at creation: a patient may have left the care team since.
+        target = service.target_of(runtime, principal, upload)
+        await to_thread.run_sync(target.precheck, target.validate(upload.fields))
+        if upload.status == UploadStatus.COMPLETE.value:
+            if at == upload.offset and not content_length:
+                return UploadView.of(upload)  # the final request, retried
+            raise OffsetMismatch(
+                msg("The upload is complete at {offset} bytes.", offset=upload.offset)
+            )
+        async with _Lease(runtime, upload.id) as lease:
+            return await _append_holding(
+                runtime, principal, context, lease, at, declared, expected, content_length, body
+            )
+
+
+async def _append_holding(
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    lease: _Lease,
+    offset: int,
+    length: int | None,
+    checksum: Checksum | None,
+    content_length: int | None,
+    body: AsyncIterator[bytes],
+) -> UploadView:
+    upload = await to_thread.run_sync(_reload, runtime, lease.upload_id)
+    service.check_open(upload, utcnow())
+    if offset != upload.offset:
+        raise OffsetMismatch(msg("The upload stands at {offset} bytes.", offset=upload.offset))
+    total, set_length = _length(runtime, upload, length)
+    if total is not None and content_length is not None and offset + content_length > total:
+        raise PayloadTooLarge(
+            msg(
+                "This request would take the upload past its length of {length} bytes.",
+                length=total,
+            )
+        )
+    work = _Append(runtime, upload, lease, checksum, total, set_length)
+    await to_thread.run_sync(work.prepare)
+    try:
+        await _receive(work, body)
+    except ClientGone:
+        if checksum is None:
+            await to_thread.run_sync(work.record)
+        raise
+    except Problem as problem:
+        await to_thread.run_sync(work.discard)
+        if _refuses_for_good(problem):
+            await to_thread.run_sync(refuse, runtime, upload.id, problem.slug)
+        raise
+    except BaseException:
+        await asyncio.shield(to_thread.run_sync(work.discard))
+        raise
+    if work.digest is not None and checksum is not None and work.digest.digest() != checksum.digest:
+        await to_thread.run_sync(work.discard)
+        raise ChecksumMismatch(N_("The bytes of this request do not match Upload-Checksum."))
+    if total is not None and upload.offset + work.received == total:
+        await to_thread.run_sync(work.decide_type)  # a file shorter than the sniffed head
+    await to_thread.run_sync(work.record)
+    if set_length and work.received == 0:
+        await to_thread.run_sync(_set_length, runtime, upload.id, lease.token, total)
+    upload = await to_thread.run_sync(_reload, runtime, upload.id)
+    if upload.length is not None and upload.offset == upload.length:
+        await _complete(runtime, principal, context, upload, lease)
+        upload = await to_thread.run_sync(_reload, runtime, upload.id)
+    return UploadView.of(upload)
+
+
+async def _receive(work: _Append, body: AsyncIterator[bytes]) -> None:
+    batch = bytearray()
+    limit = work.runtime.settings.max_upload_bytes
+    start = work.upload.offset
+    try:
+        async for piece in body:
+            work.received += len(piece)
+            end = start + work.received
+            if work.length is not None and end > work.length:
+                raise _PastLength(
+                    msg(
+                        "This request went past the upload's length of {length} bytes.",
+                        length=work.length,
+                    )
+                )
+            if end > limit:
+                raise PayloadTooLarge(
+                    msg("The file is larger than the limit of {limit} bytes.", limit=limit),
+                    max_bytes=limit,
+                )
+            batch += piece
+            if len(batch) >= BATCH_BYTES:
+                data, batch = bytes(batch), bytearray()
+                await to_thread.run_sync(work.feed, data)
+    except ClientGone:
+        # What arrived before the client went is kept (the caller records it).
+        if batch:
+            await to_thread.run_sync(work.feed, bytes(batch))
+        raise
+    if batch:
+        await to_thread.run_sync(work.feed, bytes(batch))
+
+
+class _PastLength(PayloadTooLarge):
+    """More bytes than Upload-Length: this request is refused, the upload goes on."""
+
+
+def _refuses_for_good(problem: Problem) -> bool:
+    """Whether the upload can never succeed after this (its type, or its size)."""
+    if isinstance(problem, _PastLength):
+        return False
+    return problem.status in (413, 415)
+
+
+def _length(runtime: Runtime, upload: Upload, declared: int | None) -> tuple[int | None, bool]:
+    """The upload's length, and whether this request is the one that declares it."""
+    if declared is None:
+        return upload.length, False
+    if upload.length is not None:
+        if declared != upload.length:
+            raise BadUploadHeader(N_("Upload-Length was set already and cannot change."))
+        return upload.length, False
+    if declared < upload.offset or declared == 0:
+        raise BadUploadHeader(N_("Upload-Length is smaller than what was uploaded."))
+    limit = runtime.settings.max_upload_bytes
+    if declared > limit:
+        raise PayloadTooLarge(
+            msg("The file is larger than the limit of {limit} bytes.", limit=limit),
+            max_bytes=limit,
+        )
+    return declared, True
+
+
+def _reload(runtime: Runtime, upload_id: uuid.UUID) -> Upload:
+    with runtime.clinical.read_session() as session:
+        upload = repository.get(session, upload_id)
+        if upload is None:
+            raise OffsetMismatch(N_("This upload was ended meanwhile."))
+        session.expunge(upload)
+        return upload
+
+
+def _set_length(
+    runtime: Runtime, upload_id: uuid.UUID, token: uuid.UUID, length: int | None
+) -> None:
+    with runtime.clinical.session() as session:
+        session.execute(
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.lock_token == token, Upload.length.is_(None))
+            .values(length=length, updated_at=utcnow())
+        )
+        session.commit()
+
+
+def refuse(runtime: Runtime, upload_id: uuid.UUID, reason: str) -> None:
+    """Refuse an upload for good: its chunks go, its row stays (410 with the reason)."""
+    with runtime.clinical.session() as session:
+        chunks = repository.chunks(session, upload_id)
+        session.execute(
+            update(Upload)
+            .where(Upload.id == upload_id)
+            .values(status=UploadStatus.REFUSED.value, refusal=reason, updated_at=utcnow())
+        )
+        repository.drop_chunks(session, upload_id)
+        session.commit()
+    service.discard_chunks(runtime, chunks)
+
+
+async def _complete(
+    runtime: Runtime, principal: Principal, context: AuditContext, upload: Upload, lease: _Lease
+) -> None:
+    chunks = await to_thread.run_sync(_contiguous_chunks, runtime, upload)
+    fields = dict(upload.fields)
+    declared = fields.pop("sha256", None)
+
+    def mark_complete(session: Session, document: Document, version: DocumentVersion) -> None:
+        now = utcnow()
+        marked = session.execute(
+            update(Upload)
+            .where(
+                Upload.id == upload.id,
+                Upload.lock_token == lease.token,
+                Upload.status == UploadStatus.RECEIVING.value,
+            )
+            .values(
+                status=UploadStatus.COMPLETE.value,
+                result_document_id=document.id,
+                result_version=version.version,
+                updated_at=now,
+                expires_at=service.expiry(runtime, now),
+            )
+        )
+        if not marked.rowcount:  # type: ignore[attr-defined]
+            raise UploadLocked(N_("This upload was completed or taken over meanwhile."))
+
+    try:
+        await single_upload.upload(
+            runtime=runtime,
+            principal=principal,
+            context=context,
+            body=_plaintext(runtime, chunks, declared),
+            content_type="application/octet-stream",
+            content_length=upload.length,
+            query=fields,
+            document_id=upload.document_id,
+            on_commit=mark_complete,
+        )
+    except Problem as problem:
+        if problem.status < 500 and not isinstance(problem, UploadLocked):
+            await to_thread.run_sync(refuse, runtime, upload.id, problem.slug)
+        raise
+    try:
+        await to_thread.run_sync(_forget_chunks, runtime, upload.id, chunks)
+    except Exception:  # the document is safe; the reconciler removes what is left
+        logger.warning("could not remove the chunks of completed upload %s", upload.id)
+
+
+def _contiguous_chunks(runtime: Runtime, upload: Upload) -> list[SealedChunk]:
+    with runtime.clinical.read_session() as session:
+        chunks = repository.chunks(session, upload.id)
+    position = 0
+    for chunk in chunks:
+        if chunk.offset != position:
+            raise IntegrityFailure(N_("This upload's stored parts do not line up."))
+        position += chunk.size
+    if position != upload.length:
+        raise IntegrityFailure(N_("This upload's stored parts do not add up to its length."))
+    return chunks
+
+
+async def _plaintext(
+    runtime: Runtime, chunks: list[SealedChunk], declared_sha256: str | None
+) -> AsyncIterator[bytes]:
+    """The upload's bytes, chunk by chunk, each segment authenticated before use; and,
+    when the client declared the file's SHA-256 (metadata ``sha256``), checked against it
+    before the upload can commit."""
+    digest = hashlib.sha256() if declared_sha256 is not None else None
+    for chunk in chunks:
+        pieces: Iterator[bytes] = chunk_plaintext(runtime, chunk)
+        while True:
+            try:
+                piece = await to_thread.run_sync(next, pieces, None)
+            except CryptoError as exc:
+                logger.error("INTEGRITY ALARM: staged chunk %s: %s", chunk.id, exc)
+                raise IntegrityFailure(
+                    N_("A stored part of this upload failed its check.")
+                ) from None
+            if piece is None:
+                break
+            if digest is not None:
+                digest.update(piece)
+            yield piece
+    if digest is not None and digest.hexdigest() != declared_sha256:
+        raise ChecksumMismatch(N_("The file's SHA-256 does not match the sha256 metadata."))
+
+
+def _forget_chunks(runtime: Runtime, upload_id: uuid.UUID, chunks: list[SealedChunk]) -> None:
+    with runtime.clinical.session() as session:
+        repository.drop_chunks(session, upload_id)
+        session.commit()
+    service.discard_chunks(runtime, chunks)
