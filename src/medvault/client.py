@@ -10,19 +10,27 @@ tampered transfer never leaves a plausible-looking file behind.
                                        given_name="Jo", birth_date="1980-02-29")
         document = vault.upload("scan.pdf", patient_id=patient.id, document_type="11502-2")
         vault.download(document.id, "copy.pdf")
+
+Large files go through the vault's tus 1.0.0 endpoint with :meth:`VaultClient.upload_resumable`:
+one PATCH per ``chunk_size`` bytes, each carrying its SHA-256, and the whole file's SHA-256
+declared up front. A broken request is retried from where the server says it stands, and
+an interrupted upload continues later from its URL (``resume_url``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
 import re
 import secrets
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, BinaryIO
@@ -32,6 +40,14 @@ import httpx
 
 CHUNK_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
+# Resumable uploads: bytes per PATCH (what an interruption can cost), consecutive failed
+# tries before giving up, and the first pause between tries (doubled each time, capped).
+RESUMABLE_CHUNK_BYTES = 8 * CHUNK_BYTES
+RESUMABLE_RETRIES = 6
+RESUMABLE_RETRY_DELAY = 0.5
+_MAX_RETRY_DELAY = 8.0
+_TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
+_OFFSET_MISMATCH = "urn:medvault:problem:upload-offset-mismatch"
 _SHA256_ETAG = re.compile(r'^(?:W/)?"([0-9a-f]{64})"$')
 _FILENAME_STAR = re.compile(r"filename\*\s*=\s*UTF-8''([^;]+)", re.IGNORECASE)
 _FILENAME = re.compile(r'filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
@@ -70,6 +86,10 @@ class VaultConnectionError(VaultClientError):
 
 class VaultTransferError(VaultClientError):
     """A transfer broke off or its bytes failed verification; nothing was kept."""
+
+
+class VaultSourceError(VaultClientError):
+    """The file being uploaded changed (it shrank) while it was read."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +198,34 @@ class DownloadResult:
     sha256: str
 
 
+@dataclass(frozen=True)
+class ResumableUpload:
+    """Where a resumable (tus) upload stands, as the server last reported it."""
+
+    url: str
+    offset: int
+    length: int | None
+    expires_at: datetime | None
+    """Until when an unfinished upload can go on (None once it is complete)."""
+    document_id: str | None
+    """The stored document, once the last byte is in."""
+
+    @classmethod
+    def from_headers(cls, url: str, headers: httpx.Headers) -> ResumableUpload:
+        try:
+            length = headers.get("upload-length")
+            expires = headers.get("upload-expires")
+            return cls(
+                url=url,
+                offset=int(headers["upload-offset"]),
+                length=int(length) if length is not None else None,
+                expires_at=parsedate_to_datetime(expires) if expires else None,
+                document_id=headers.get("medvault-document-id"),
+            )
+        except (KeyError, ValueError) as exc:
+            raise VaultTransferError(f"The server's tus answer is malformed ({exc}).") from exc
+
+
 def _problem(response: httpx.Response) -> VaultError:
     status = response.status_code
     try:
@@ -238,6 +286,14 @@ def _remaining_size(handle: IO[bytes]) -> int | None:
     except (OSError, ValueError):
         return None
     return end - here
+
+
+def _open_source(source: UploadSource, stack: contextlib.ExitStack) -> tuple[IO[bytes], str | None]:
+    """The file to read and its default name (a path's last part, or the object's name)."""
+    if isinstance(source, (str, os.PathLike)):
+        return stack.enter_context(Path(source).open("rb")), Path(source).name
+    name = getattr(source, "name", None)
+    return source, Path(name).name if isinstance(name, str) else None
 
 
 def _chunks(handle: IO[bytes], progress: UploadProgress | None) -> Iterator[bytes]:
@@ -349,13 +405,7 @@ class VaultClient:
         progress: UploadProgress | None,
     ) -> Document:
         with contextlib.ExitStack() as stack:
-            if isinstance(source, (str, os.PathLike)):
-                handle: IO[bytes] = stack.enter_context(Path(source).open("rb"))
-                default_name: str | None = Path(source).name
-            else:
-                handle = source
-                name = getattr(source, "name", None)
-                default_name = Path(name).name if isinstance(name, str) else None
+            handle, default_name = _open_source(source, stack)
             params["filename"] = params.get("filename") or default_name
             headers = {"Content-Type": "application/octet-stream"}
             size = _remaining_size(handle)
@@ -411,6 +461,103 @@ class VaultClient:
         """Stream a file as the next version of a document; earlier versions stay."""
         params: dict[str, str | None] = {"filename": filename, "on_duplicate": on_duplicate}
         return self._upload(f"/api/v1/documents/{document_id}/versions", source, params, progress)
+
+    # -- resumable uploads (tus 1.0.0) -------------------------------------------------
+
+    def upload_resumable(
+        self,
+        source: UploadSource,
+        *,
+        patient_id: str,
+        document_type: str,
+        title: str | None = None,
+        description: str | None = None,
+        classification: str | None = None,
+        filename: str | None = None,
+        on_duplicate: str | None = None,
+        chunk_size: int = RESUMABLE_CHUNK_BYTES,
+        resume_url: str | None = None,
+        on_created: Callable[[ResumableUpload], None] | None = None,
+        progress: UploadProgress | None = None,
+        retries: int = RESUMABLE_RETRIES,
+        retry_delay: float = RESUMABLE_RETRY_DELAY,
+    ) -> Document:
+        """Upload a file (path or seekable binary file object) through tus, as a new document.
+
+        Without ``resume_url`` the file is hashed first (its SHA-256 goes with the
+        creation; the server refuses the document if the bytes it got differ), then a
+        new upload is created and ``on_created`` receives it: keep its ``url`` to resume
+        after an interruption. With ``resume_url`` the upload goes on from the offset the
+        server reports, and the document fields given here are not sent again.
+
+        Each PATCH sends at most ``chunk_size`` bytes, streamed from the file, with its
+        SHA-256 in ``Upload-Checksum``. A failed request (connection lost, 5xx, 423 busy,
+        409 wrong offset, 460 checksum) is followed by a pause and a HEAD to learn where
+        the server stands; after ``retries`` failures in a row without progress the last
+        error is raised and the upload stays resumable until it expires. ``progress`` is
+        called with the number of bytes of the file the server has or is receiving.
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1 byte")
+        with contextlib.ExitStack() as stack:
+            handle, default_name = _open_source(source, stack)
+            transfer = _TusTransfer(self, handle, chunk_size, progress, retries, retry_delay)
+            if resume_url is None:
+                fields = {
+                    "patient_id": patient_id,
+                    "document_type": document_type,
+                    "title": title,
+                    "description": description,
+                    "classification": classification,
+                    "filename": filename or default_name,
+                    "on_duplicate": on_duplicate,
+                    "sha256": transfer.file_sha256(),
+                }
+                upload = transfer.create({k: v for k, v in fields.items() if v is not None})
+                if on_created is not None:
+                    on_created(upload)
+            else:
+                upload = transfer.status(resume_url)
+                if upload.length is not None and upload.length != transfer.size:
+                    raise VaultTransferError(
+                        f"The upload at {resume_url} is for a file of {upload.length} bytes; "
+                        f"this one has {transfer.size}."
+                    )
+            document_id = transfer.run(upload)
+        return self.get_document(document_id)
+
+    def resumable_status(self, url: str) -> ResumableUpload:
+        """Where a resumable upload stands (HEAD): VaultError 404 or 410 once it is gone."""
+        url = self._upload_url(url)
+        return ResumableUpload.from_headers(url, self._tus("HEAD", url).headers)
+
+    def cancel_resumable(self, url: str) -> None:
+        """End an unfinished upload (tus termination): the server deletes what it received."""
+        self._tus("DELETE", self._upload_url(url))
+
+    def _tus(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: Iterator[bytes] | None = None,
+    ) -> httpx.Response:
+        request = self._http.build_request(
+            method, url, headers={**_TUS_HEADERS, **(headers or {})}, content=content
+        )
+        return self._send(request)
+
+    def _upload_url(self, url: str) -> str:
+        """An upload URL, refused unless it is on this vault: the token goes with it."""
+        base = self._http.base_url
+        target = base.join(url)
+        if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+            # The base class: a refusal, not a transfer failure worth retrying.
+            raise VaultClientError(
+                f"The upload URL {url} is not on {self.base_url}; the token is not sent there."
+            )
+        return str(target)
 
     # -- documents ---------------------------------------------------------------------
 
@@ -561,6 +708,153 @@ class VaultClient:
         if digest.hexdigest() != expected:
             raise VaultTransferError("The downloaded bytes do not match the server's SHA-256.")
         return received
+
+
+class _TusTransfer:
+    """One file's trip through a tus upload: PATCHes from the server's offset, each with
+    its SHA-256, and after any failure a pause and a HEAD to learn where the server stands.
+
+    The file is read twice per PATCH, once to hash the chunk (the header goes before the
+    body) and once to send it, so memory stays at one read buffer whatever the chunk size.
+    """
+
+    def __init__(
+        self,
+        vault: VaultClient,
+        handle: IO[bytes],
+        chunk_size: int,
+        progress: UploadProgress | None,
+        retries: int,
+        retry_delay: float,
+    ) -> None:
+        if not handle.seekable():
+            raise ValueError("a resumable upload needs a seekable file")
+        self.vault = vault
+        self.handle = handle
+        self.start = handle.tell()  # a file object is uploaded from where it stands
+        self.size = handle.seek(0, os.SEEK_END) - self.start
+        self.chunk_size = chunk_size
+        self.progress = progress
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.failures = 0  # in a row, without progress
+
+    def file_sha256(self) -> str:
+        digest = hashlib.sha256()
+        for piece in self._read(0, self.size):
+            digest.update(piece)
+        return digest.hexdigest()
+
+    def create(self, fields: dict[str, str]) -> ResumableUpload:
+        metadata = ",".join(
+            f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in fields.items()
+        )
+        headers = {"Upload-Length": str(self.size), "Upload-Metadata": metadata}
+        while True:
+            try:
+                # A retried creation may leave an unused upload behind; it expires.
+                response = self.vault._tus("POST", "/api/v1/uploads", headers=headers)
+                break
+            except (VaultConnectionError, VaultTransferError, VaultError) as exc:
+                self._failed(exc)
+        location = response.headers.get("location")
+        if not location:
+            raise VaultTransferError("The server created an upload but sent no Location.")
+        url = self.vault._upload_url(str(response.request.url.join(location)))
+        return replace(ResumableUpload.from_headers(url, response.headers), length=self.size)
+
+    def status(self, url: str, cause: VaultClientError | None = None) -> ResumableUpload:
+        """HEAD, retried like any request; ``cause`` is raised instead if the upload is gone."""
+        while True:
+            try:
+                return self.vault.resumable_status(url)
+            except VaultError as exc:
+                if exc.status in (404, 410) and isinstance(cause, VaultError):
+                    # The failure that ended it says why (e.g. the file's SHA-256 differed).
+                    raise cause from exc
+                self._failed(exc)
+            except (VaultConnectionError, VaultTransferError) as exc:
+                self._failed(exc)
+
+    def run(self, upload: ResumableUpload) -> str:
+        """Send what the server lacks; the stored document's id."""
+        offset, document_id = upload.offset, upload.document_id
+        self._report(offset)
+        while document_id is None:
+            try:
+                answer = ResumableUpload.from_headers(upload.url, self._patch(upload.url, offset))
+            except (VaultConnectionError, VaultTransferError, VaultError) as exc:
+                self._failed(exc)
+                now = self.status(upload.url, cause=exc)
+                offset, document_id = now.offset, now.document_id
+                self._report(offset)
+                continue
+            if answer.offset <= offset and answer.document_id is None:
+                self._failed(VaultTransferError(f"The upload made no progress at {offset}."))
+            else:
+                self.failures = 0
+            offset, document_id = answer.offset, answer.document_id
+        self._report(self.size)
+        return document_id
+
+    def _patch(self, url: str, offset: int) -> httpx.Headers:
+        length = min(self.chunk_size, self.size - offset)
+        digest = _range_digest(self._read(offset, length))
+        headers = {
+            "Upload-Offset": str(offset),
+            "Upload-Checksum": f"sha256 {base64.b64encode(digest).decode()}",
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(length),
+        }
+        body = self._read(offset, length, report=True)
+        return self.vault._tus("PATCH", url, headers=headers, content=body).headers
+
+    def _read(self, offset: int, length: int, *, report: bool = False) -> Iterator[bytes]:
+        self.handle.seek(self.start + offset)
+        left = length
+        while left > 0:
+            piece = self.handle.read(min(CHUNK_BYTES, left))
+            if not piece:
+                raise VaultSourceError("The file got shorter while it was being uploaded.")
+            left -= len(piece)
+            yield piece
+            if report:  # the piece has gone out once the generator resumes
+                self._report(offset + length - left)
+
+    def _report(self, position: int) -> None:
+        if self.progress is not None:
+            self.progress(position)
+
+    def _failed(self, exc: VaultClientError) -> None:
+        """Pause before the next try, or raise ``exc`` if trying again cannot help or
+        the tries ran out."""
+        if isinstance(exc, VaultError) and not _worth_retrying(exc):
+            raise exc
+        self.failures += 1
+        if self.failures > self.retries:
+            raise exc
+        if isinstance(exc, VaultError) and exc.problem_type == _OFFSET_MISMATCH:
+            return  # nothing to wait for: the HEAD that follows says where to go on
+        # Doubling pauses with up to 25% jitter, so clients cut off together don't
+        # come back together.
+        delay = min(self.retry_delay * 2 ** (self.failures - 1), _MAX_RETRY_DELAY)
+        time.sleep(delay * (1 + secrets.randbelow(250) / 1000))
+
+
+def _range_digest(pieces: Iterator[bytes]) -> bytes:
+    """SHA-256 of one PATCH's bytes, for its Upload-Checksum."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.digest()
+
+
+def _worth_retrying(exc: VaultError) -> bool:
+    """Busy (423), too many requests, a wrong offset (409: HEAD says where), a chunk
+    damaged on the way (460) and server errors; every other refusal is final."""
+    if exc.status == 409:
+        return exc.problem_type == _OFFSET_MISMATCH
+    return exc.status in (423, 429, 460) or exc.status >= 500
 
 
 def _place(temp: Path, target: Path, *, overwrite: bool) -> None:

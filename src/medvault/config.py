@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # The lease a request appending to an upload holds: a crashed holder's lease runs
     # out after this, and the client's retry (tus clients retry 423) takes over.
     upload_lock_seconds: int = Field(default=30, ge=2, le=600)
+    # A long resumable request records its progress at least every this many bytes: a
+    # crash mid-request loses at most this much (each record is a chunk and a commit).
+    upload_checkpoint_bytes: int = Field(default=64 * MiB, ge=1 * MiB, le=1024 * MiB)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

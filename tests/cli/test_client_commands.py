@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from typer.testing import CliRunner, Result
 
 from medvault.auth.service import authenticate_token
-from medvault.cli.app import app as cli
 from medvault.runtime import Runtime
 from tests.cli.server_env import server_env
+from tests.cli.support import add_patient, assert_clean_failure, run
 from tests.support.backends import Backend
 from tests.support.factories import NHS_SYSTEM, pdf_bytes
 from tests.support.live_server import LiveServer
@@ -33,39 +32,6 @@ def live(app: FastAPI) -> Iterator[LiveServer]:
 def env(live: LiveServer, api_token: str) -> dict[str, str]:
     # pytest-xdist sets COLUMNS=80 in its workers; tables as a script would see them.
     return {"MEDVAULT_URL": live.url, "MEDVAULT_TOKEN": api_token, "COLUMNS": "200"}
-
-
-def run(*args: str, env: dict[str, str]) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env)
-
-
-def assert_clean_failure(result: Result, *phrases: str) -> None:
-    """Exit 1 with a human message on stderr: no traceback, nothing on stdout."""
-    assert result.exit_code == 1, result.output
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
-    for phrase in phrases:
-        assert phrase in result.stderr
-
-
-def add_patient(env: dict[str, str]) -> str:
-    result = run(
-        "patient",
-        "add",
-        "--system",
-        NHS_SYSTEM,
-        "--value",
-        f"9{uuid.uuid4().int % 10**9:09d}",
-        "--family",
-        "Testperson",
-        "--given",
-        "Synthetic",
-        "--birth-date",
-        "1980-02-29",
-        env=env,
-    )
-    assert result.exit_code == 0, result.output
-    return str(uuid.UUID(result.stdout.strip()))
 
 
 def test_patient_upload_list_get_delete(

@@ -31,7 +31,8 @@ def create(
     sent: dict[str, str] = {
         **TUS,
         "Upload-Metadata": metadata(
-            patient_id=patient_id, document_type="11502-2", filename="scan.pdf", **fields
+            **{"patient_id": patient_id, "document_type": "11502-2", "filename": "scan.pdf"}
+            | fields
         ),
     }
     if length is None:

@@ -2,7 +2,7 @@
 
 They talk HTTP to a running vault through :mod:`medvault.client`, with an API token,
 so they run anywhere the vault is reachable. Progress and messages go to stderr and
-results to stdout.
+results to stdout. A large upload goes through tus (``cli.resumable_upload``).
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from rich.progress import (
 from rich.table import Table
 
 from medvault.cli.console import err, fail, human_size, table_console
+from medvault.cli.resumable_upload import NewDocument, upload_resumably
 from medvault.client import (
     VaultClient,
+    VaultClientError,
     VaultConnectionError,
     VaultError,
-    VaultTransferError,
 )
 from medvault.documents.models import Classification
 from medvault.documents.schemas import OnDuplicate
@@ -40,6 +41,10 @@ from medvault.documents.schemas import OnDuplicate
 patient_app = typer.Typer(no_args_is_help=True, help="Patients (through the REST API).")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+MiB = 1024 * 1024
+# Larger files go through tus unless --no-resumable: one broken connection then costs
+# at most a chunk, not the whole transfer.
+RESUMABLE_ABOVE = 8 * MiB
 UrlOption = Annotated[
     str, typer.Option("--url", envvar="MEDVAULT_URL", help="The vault's base URL.")
 ]
@@ -63,6 +68,11 @@ def _problem_message(exc: VaultError) -> str:
     return message
 
 
+def _with_notes(message: str, exc: BaseException) -> str:
+    """The message, then what the code that saw the error added (e.g. how to resume)."""
+    return "\n".join([message, *getattr(exc, "__notes__", [])])
+
+
 @contextmanager
 def _vault(url: str, token: str | None) -> Iterator[VaultClient]:
     """A client whose errors end the command with a message and exit 1, never a traceback."""
@@ -76,14 +86,17 @@ def _vault(url: str, token: str | None) -> Iterator[VaultClient]:
         with VaultClient(url, token) as vault:
             yield vault
     except VaultError as exc:
-        fail(_problem_message(exc))
-    except VaultConnectionError:
+        fail(_with_notes(_problem_message(exc), exc))
+    except VaultConnectionError as exc:
         fail(
-            f"Cannot connect to the vault at {url}. Is it running? "
-            "Set --url or MEDVAULT_URL to its address."
+            _with_notes(
+                f"Cannot connect to the vault at {url}. Is it running? "
+                "Set --url or MEDVAULT_URL to its address.",
+                exc,
+            )
         )
-    except VaultTransferError as exc:
-        fail(str(exc))
+    except VaultClientError as exc:  # a broken transfer, or a file that changed
+        fail(_with_notes(str(exc), exc))
 
 
 def _transfer_progress() -> Progress:
@@ -130,24 +143,61 @@ def upload(
     description: Annotated[str | None, typer.Option("--description")] = None,
     classification: Annotated[Classification | None, typer.Option("--classification")] = None,
     on_duplicate: Annotated[OnDuplicate | None, typer.Option("--on-duplicate")] = None,
+    resumable: Annotated[
+        bool | None,
+        typer.Option(
+            "--resumable/--no-resumable",
+            show_default=False,
+            help="Upload in chunks (tus) that survive a broken connection "
+            f"[default: for files over {RESUMABLE_ABOVE // MiB} MiB]",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue an interrupted resumable upload of this file"),
+    ] = False,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="MiB per request of a resumable upload")
+    ] = 8,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Upload a file as a new document and print the document id."""
+    if resume and resumable is False:
+        fail("--resume continues a resumable upload; drop --no-resumable.", code=2)
+    size = path.stat().st_size
+    through_tus = resume or (resumable if resumable is not None else size > RESUMABLE_ABOVE)
+    document = NewDocument(
+        patient_id=patient,
+        document_type=document_type,
+        title=title,
+        description=description,
+        classification=classification.value if classification else None,
+        on_duplicate=on_duplicate.value if on_duplicate else None,
+    )
     with _vault(url, token) as vault, _transfer_progress() as progress:
-        task = progress.add_task(f"uploading {path.name}", total=path.stat().st_size)
-        document = vault.upload(
-            path,
-            patient_id=patient,
-            document_type=document_type,
-            title=title,
-            description=description,
-            classification=classification.value if classification else None,
-            on_duplicate=on_duplicate.value if on_duplicate else None,
-            progress=lambda sent: progress.update(task, completed=sent),
-        )
-    err.print(f"uploaded {escape(path.name)} as version {document.version} of {document.id}")
-    typer.echo(document.id)
+        task = progress.add_task(f"uploading {path.name}", total=size)
+
+        def show(sent: int) -> None:
+            progress.update(task, completed=sent)
+
+        if through_tus:
+            stored = upload_resumably(
+                vault, path, document, resume=resume, chunk_bytes=chunk_size * MiB, progress=show
+            )
+        else:
+            stored = vault.upload(
+                path,
+                patient_id=document.patient_id,
+                document_type=document.document_type,
+                title=document.title,
+                description=document.description,
+                classification=document.classification,
+                on_duplicate=document.on_duplicate,
+                progress=show,
+            )
+    err.print(f"uploaded {escape(path.name)} as version {stored.version} of {stored.id}")
+    typer.echo(stored.id)
 
 
 def list_documents(

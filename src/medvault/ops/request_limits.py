@@ -35,6 +35,8 @@ _UPLOAD_ROUTES = tuple(
         ("POST", r"^/fhir/DocumentReference/?$"),  # may inline the attachment's data
         ("POST", r"^/api/v1/uploads/?$"),  # tus creation-with-upload
         ("PATCH", r"^/api/v1/uploads/[^/]+/?$"),  # tus PATCH
+        ("POST", r"^/upload/resumable/?$"),  # the portal's tus creation-with-upload
+        ("PATCH", r"^/upload/resumable/[^/]+/?$"),  # the portal's tus PATCH
     )
 )
 

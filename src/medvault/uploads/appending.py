@@ -7,8 +7,8 @@ recorded, together with the new offset, in one compare-and-set on (offset, lease
 So the offset never counts a byte that is not durable, and a request whose lease ran
 out (its process stalled, another took over) records nothing.
 
-A long request records a chunk every ``ROLL_BYTES``, so a crash loses at most that
-much. A client gone mid-request keeps what arrived (tus: resume from HEAD), unless
+A long request records a chunk every ``MEDVAULT_UPLOAD_CHECKPOINT_BYTES`` (64 MiB), so
+a crash loses at most that much. A client gone mid-request keeps what arrived (tus: resume from HEAD), unless
 it sent a checksum, which can then not be checked: that request keeps nothing.
 
 Completion reads the chunks back, authenticated, and feeds the plaintext to the very
@@ -66,8 +66,6 @@ from medvault.uploads.staging import ChunkWriter, SealedChunk, chunk_plaintext
 logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-# A long request records its progress at least this often (a crash loses at most this).
-ROLL_BYTES = 64 * MiB
 # A last chunk smaller than this is rewritten together with the next request's bytes,
 # so a client sending tiny requests leaves few chunks (each is a blob and a row).
 MERGE_BELOW = 1 * MiB
@@ -150,6 +148,7 @@ class _Append:
         self.writer: ChunkWriter | None = None
         self.digest = self.checksum.hasher() if self.checksum is not None else None
         self.content_type = self.upload.content_type
+        self.checkpoint = self.runtime.settings.upload_checkpoint_bytes
 
     def prepare(self) -> None:
         """Read what the request needs from earlier ones: the head, the chunk to merge."""
@@ -191,7 +190,7 @@ class _Append:
         if self.writer is None:
             self.writer = self._start()
         self.writer.feed(data)
-        if self.checksum is None and self.writer.size >= ROLL_BYTES:
+        if self.checksum is None and self.writer.size >= self.checkpoint:
             self.record()
 
     def decide_type(self) -> None:

@@ -27,6 +27,7 @@ from medvault.web.pages import (
     language,
     patients,
     previews,
+    resumable,
     timeline,
     upload,
 )
@@ -89,6 +90,7 @@ def install_portal(app: FastAPI) -> None:
         documents,
         previews,
         upload,
+        resumable,
         compose,
         compose_drafts,
         patients,

@@ -51,6 +51,30 @@ MESSAGES: Final[dict[str, str]] = {
     "upload.open_existing": N_("Open the existing document"),
     "upload.cancelled": N_("Cancelled. Nothing was stored."),
     "upload.uploading": N_("Uploading…"),
+    # Resumable uploads (static/resumable.js).
+    "upload.sent": N_("%(sent)s of %(total)s sent (%(percent)s)"),
+    "upload.pause": N_("Pause"),
+    "upload.pause_label": N_("Pause upload of %(name)s"),
+    "upload.resume": N_("Resume"),
+    "upload.resume_label": N_("Resume upload of %(name)s"),
+    "upload.paused": N_("Paused. Press Resume to go on from here."),
+    "upload.resuming": N_("Resuming…"),
+    "upload.offline": N_(
+        "The connection was lost. The upload goes on by itself when you are back online."
+    ),
+    "upload.stalled": N_("The vault cannot be reached just now. Press Resume to try again."),
+    "upload.cancelling": N_("Cancelling…"),
+    "upload.cancel_failed": N_(
+        "Stopped, but what was sent could not be deleted just now. The vault deletes it "
+        "when it expires."
+    ),
+    "upload.interrupted": N_("This upload stopped before it was finished."),
+    "upload.choose_again": N_("Choose %(name)s again"),
+    "upload.discard": N_("Discard"),
+    "upload.discard_label": N_("Discard the upload of %(name)s"),
+    "upload.not_same_file": N_(
+        "That is not the file this upload started with. Choose %(name)s (%(size)s)."
+    ),
     "size.KB": N_("KB"),
     "size.MB": N_("MB"),
     "size.GB": N_("GB"),

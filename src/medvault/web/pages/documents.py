@@ -33,6 +33,7 @@ from medvault.search.terms import InvalidSearchText
 from medvault.shares import service as shares
 from medvault.web import list_views, presenters
 from medvault.web.listing import PAGE_SIZE, DocumentQuery
+from medvault.web.pages import resumable
 from medvault.web.scan_status import (
     active_content_notes,
     has_active_content,
@@ -371,6 +372,7 @@ def document_page(
             "can_delete": allows(principal, Permission.DOCUMENT_DELETE),
             "max_upload_bytes": runtime.settings.max_upload_bytes,
             "allowed_types": runtime.settings.allowed_types,
+            "resumable": resumable.uploader_options(),
         },
     )
 

@@ -24,6 +24,7 @@ from medvault.kit.i18n import gettext as _
 from medvault.kit.ids import parse_id
 from medvault.runtime import Runtime
 from medvault.web import presenters
+from medvault.web.pages import resumable
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
 from medvault.web.templating import render
 
@@ -69,6 +70,7 @@ def upload_page(
             "max_upload_bytes": settings.max_upload_bytes,
             "allowed_types": settings.allowed_types,
             "accept": ",".join(settings.allowed_types),
+            "resumable": resumable.uploader_options(),
         },
     )
 

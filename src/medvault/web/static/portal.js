@@ -14,19 +14,46 @@ const portalText = (() => {
   const fill = (text, values) => text.replace(/%\((\w+)\)s/g, (whole, name) =>
     (values && name in values ? String(values[name]) : whole));
   const rules = new Intl.PluralRules(data.language);
-  return {
-    language: data.language,
-    t: (key, values) => fill(data.messages[key] || key, values),
-    tn: (key, count, values) => {
-      const forms = data.plurals[key] || {};
-      const form = forms[rules.select(count)] || forms.other || key;
-      return fill(form, { num: count, ...values });
-    },
+  const t = (key, values) => fill(data.messages[key] || key, values);
+  const tn = (key, count, values) => {
+    const forms = data.plurals[key] || {};
+    const form = forms[rules.select(count)] || forms.other || key;
+    return fill(form, { num: count, ...values });
   };
+  // 1536 → "1.5 KB": decimal units, as the server's human_size writes them.
+  const size = (bytes) => {
+    if (bytes < 1000) return tn("size.bytes", bytes);
+    let value = bytes;
+    for (const unit of ["KB", "MB", "GB", "TB"]) {
+      value /= 1000;
+      if (value < 1000 || unit === "TB") return `${value < 100 ? value.toFixed(1) : value.toFixed(0)} ${t(`size.${unit}`)}`;
+    }
+    return tn("size.bytes", bytes);
+  };
+  return { language: data.language, t, tn, size };
 })();
 window.portalText = portalText;
 const t = portalText.t;
 const tn = portalText.tn;
+
+// Resumable uploads keep their address and file name in this browser (resumable.js) so
+// that a reload can continue them. Logging out forgets them: the next person at this
+// browser sees no file names (what the server received expires there by itself).
+const UNFINISHED_UPLOADS = "medvault-upload::";
+function forgetUnfinishedUploads() {
+  try {
+    for (let i = localStorage.length - 1; i >= 0; i -= 1) {
+      const key = localStorage.key(i);
+      if (key && key.startsWith(UNFINISHED_UPLOADS)) localStorage.removeItem(key);
+    }
+  } catch (error) {
+    // No storage (a private window, say): nothing was kept.
+  }
+}
+
+// Other scripts tell the idle countdown when the server has just seen this session
+// (an upload's requests do); set below once the countdown exists.
+window.portalSession = { seen: () => {} };
 
 document.addEventListener("DOMContentLoaded", () => {
   // The document page's PDF viewer. The frame is sandboxed (no cookies, no way into
@@ -135,6 +162,7 @@ document.addEventListener("DOMContentLoaded", () => {
       clearTimeout(warnTimer);
       clearTimeout(endTimer);
       await flushDraft();
+      forgetUnfinishedUploads();
       try {
         await fetch("/logout", {
           method: "POST",
@@ -183,7 +211,12 @@ document.addEventListener("DOMContentLoaded", () => {
       ended();
     });
     sessionSeen();
+    window.portalSession.seen = () => sessionSeen();
   }
+
+  document.querySelectorAll('form[action="/logout"]').forEach((form) => {
+    form.addEventListener("submit", forgetUnfinishedUploads);
+  });
 
   // Phones: the documents filter folds behind one "Filter" button, so the first screen
   // shows documents, not five fields; it stays open while a filter is in use.

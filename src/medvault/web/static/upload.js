@@ -1,20 +1,12 @@
-// One XHR per file: a real progress bar, a cancel button, and the server's own message.
+// One request per file, with a real progress bar, a cancel button and the server's own
+// message; large files go resumable instead (resumable.js: tus, pause and resume).
 "use strict";
 
 (function () {
   // portal.js (loaded first) reads the page's translated words.
   const { t, tn } = window.portalText;
-
-  function humanSize(bytes) {
-    if (bytes < 1000) return tn("size.bytes", bytes);
-    const units = ["KB", "MB", "GB", "TB"];
-    let value = bytes;
-    for (const unit of units) {
-      value /= 1000;
-      if (value < 1000 || unit === "TB") return `${value < 100 ? value.toFixed(1) : value.toFixed(0)} ${t(`size.${unit}`)}`;
-    }
-    return tn("size.bytes", bytes);
-  }
+  const humanSize = window.portalText.size;
+  const resumable = window.portalResumable;
 
   function csrfToken() {
     const meta = document.querySelector('meta[name="csrf-token"]');
@@ -28,8 +20,32 @@
     return t("upload.failed");
   }
 
+  // What a finished upload looks like, however it was sent.
+  function showStored(item, status, url, title) {
+    item.classList.add("done");
+    status.textContent = t("upload.stored");
+    const link = document.createElement("a");
+    link.href = url;
+    link.textContent = t("upload.open", { title });
+    status.appendChild(link);
+  }
+
+  function showRefused(item, status, httpStatus, body) {
+    item.classList.add("failed");
+    status.textContent = messageFor(httpStatus, body);
+    if (body && body.existing_document_id) {
+      status.textContent = t("upload.duplicate");
+      const link = document.createElement("a");
+      link.href = `/documents/${body.existing_document_id}`;
+      link.textContent = t("upload.open_existing");
+      status.appendChild(link);
+    }
+  }
+
   function setUp(uploader) {
     const endpoint = uploader.dataset.endpoint;
+    // Large files go resumable (tus) where the page offers it and the browser can.
+    const large = resumable ? resumable.configure(uploader) : null;
     const maxBytes = Number(uploader.dataset.maxBytes);
     const single = uploader.hasAttribute("data-single");
     const fields = uploader.querySelector("[data-upload-fields]");
@@ -183,7 +199,33 @@
       list.focus();
     }
 
+    // The document's fields: the shared ones of the form above, then this file's own.
+    function fieldsOf(file, extra) {
+      const values = {};
+      if (fields) {
+        for (const [key, value] of new FormData(fields).entries()) {
+          if (value !== "") values[key] = value;
+        }
+      }
+      return { ...values, ...extra, filename: file.name };
+    }
+
+    function finished(item, status, title) {
+      return {
+        stored: (documentId) => {
+          showStored(item, status, `/documents/${documentId}`, title);
+          if (single) setTimeout(() => window.location.reload(), 800);
+        },
+        refused: (httpStatus, body) => showRefused(item, status, httpStatus, body),
+      };
+    }
+
     function send(item, status, file, extra) {
+      const metadata = fieldsOf(file, extra);
+      if (large && large.wants(file, metadata)) {
+        large.send(item, status, file, metadata, finished(item, status, metadata.title || file.name));
+        return;
+      }
       const progress = document.createElement("progress");
       progress.max = 100;
       progress.value = 0;
@@ -197,13 +239,7 @@
       item.append(cancel);
 
       const form = new FormData();
-      if (fields) {
-        for (const [key, value] of new FormData(fields).entries()) {
-          if (value !== "") form.append(key, value);
-        }
-      }
-      for (const [key, value] of Object.entries(extra)) form.append(key, value);
-      form.append("filename", file.name);
+      for (const [key, value] of Object.entries(metadata)) form.append(key, value);
       form.append("file", file, file.name);
       const xhr = new XMLHttpRequest();
       xhr.open("POST", endpoint);
@@ -220,26 +256,14 @@
         cancel.remove();
         const body = xhr.response || {};
         if (xhr.status === 201) {
-          item.classList.add("done");
           progress.value = 100;
-          status.textContent = t("upload.stored");
-          const link = document.createElement("a");
-          link.href = body.url;
-          link.textContent = t("upload.open", { title: body.title || file.name });
-          status.appendChild(link);
+          showStored(item, status, body.url, body.title || file.name);
+          window.portalSession.seen();
           if (single) setTimeout(() => window.location.reload(), 800);
           return;
         }
-        item.classList.add("failed");
         progress.remove();
-        status.textContent = messageFor(xhr.status, body);
-        if (body && body.existing_document_id) {
-          status.textContent = t("upload.duplicate");
-          const link = document.createElement("a");
-          link.href = `/documents/${body.existing_document_id}`;
-          link.textContent = t("upload.open_existing");
-          status.appendChild(link);
-        }
+        showRefused(item, status, xhr.status, body);
       });
       xhr.addEventListener("error", () => {
         cancel.remove();
@@ -264,6 +288,8 @@
     }
 
     if (startButton) startButton.addEventListener("click", startAll);
+    // Resumable uploads this browser started here and did not finish (a reload, a crash).
+    if (large) large.listUnfinished(uploader.querySelector("[data-unfinished]"), finished);
 
     input.addEventListener("change", () => {
       start(input.files);
