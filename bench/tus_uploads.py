@@ -379,6 +379,8 @@ class Record:
             "final_request_server_cpu_s": round(o.final_server_cpu_s, 3),
             "client_cpu_s": round(self.client_cpu_s, 3),
             "other_cpu_s": round(self.other_cpu_s, 3),
+            # Cores that other processes on the machine kept busy meanwhile (not ours).
+            "other_cores": round(self.other_cpu_s / self.seconds, 2),
             "server_minor_faults": self.server_minor_faults,
             "rss_before_mib": round(self.rss_before / MiB, 1),
             "rss_peak_mib": round(self.rss_peak / MiB, 1),
@@ -473,6 +475,7 @@ def summarize(records: list[Record], names: list[str]) -> dict[str, Any]:
         at_size = [r for r in records if r.size == size]
         raw_by_rep = {r.rep: r.seconds for r in at_size if r.variant == "raw"}
         raw_median = median(list(raw_by_rep.values()))
+        raw_cpu = median([r.server_cpu_s for r in at_size if r.variant == "raw"])
         per_size: dict[str, Any] = {}
         for name in names:
             items = [r for r in at_size if r.variant == name]
@@ -498,6 +501,11 @@ def summarize(records: list[Record], names: list[str]) -> dict[str, Any]:
                     median([r.outcome.final_tail_s / r.seconds for r in items]), 3
                 ),
                 "median_server_cpu_s": round(median([r.server_cpu_s for r in items]), 3),
+                # Less sensitive than wall time to other work on the machine.
+                "server_cpu_ratio_to_raw": round(
+                    median([r.server_cpu_s for r in items]) / raw_cpu, 3
+                ),
+                "median_other_cores": round(median([r.other_cpu_s / r.seconds for r in items]), 2),
                 "median_final_request_server_cpu_s": round(
                     median([r.outcome.final_server_cpu_s for r in items]), 3
                 ),
@@ -761,8 +769,9 @@ def main() -> int:
 
     print(f"\nmedians of {args.reps} rounds ({args.backend} + {args.storage}, MB = 10^6 B):")
     print(
-        f"  {'size':>7} {'variant':<16} {'s':>7} {'MB/s':>7} {'x raw':>6} {'req':>5} "
-        f"{'last req':>8} {'tail':>6} {'tail %':>6} {'srv CPU':>7} {'RSS pk':>7} {'+RSS':>5}"
+        f"  {'size':>7} {'variant':<16} {'s':>7} {'MB/s':>7} {'time x':>6} {'req':>5} "
+        f"{'last req':>8} {'tail':>6} {'tail %':>6} {'srv CPU':>7} {'CPU x':>6} "
+        f"{'RSS pk':>7} {'+RSS':>5} {'others':>6}"
     )
     for size, per in summary.items():
         for variant, d in per.items():
@@ -771,8 +780,15 @@ def main() -> int:
                 f"{d['time_ratio_to_raw']:6.2f} {d['requests']:>5} "
                 f"{d['median_final_request_s']:8.3f} {d['median_final_tail_s']:6.3f} "
                 f"{100 * d['final_tail_share']:5.1f}% {d['median_server_cpu_s']:7.2f} "
-                f"{d['max_rss_peak_mib']:7.1f} {d['max_rss_growth_mib']:5.1f}"
+                f"{d['server_cpu_ratio_to_raw']:6.2f} {d['max_rss_peak_mib']:7.1f} "
+                f"{d['max_rss_growth_mib']:5.1f} {d['median_other_cores']:6.2f}"
             )
+    busy = median([r.other_cpu_s / r.seconds for r in records])
+    if busy > 0.25:
+        print(
+            f"NOTE: other processes kept {busy:.2f} of the {os.cpu_count()} cores busy during "
+            "the uploads (median); wall times are noisy, server CPU less so."
+        )
     print(f"{elapsed:.0f} s in all; wrote {json_path} and {png_path}")
     return 0
 

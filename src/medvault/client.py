@@ -493,8 +493,8 @@ class VaultClient:
         Each PATCH sends at most ``chunk_size`` bytes, streamed from the file, with its
         SHA-256 in ``Upload-Checksum``. A failed request (connection lost, 5xx, 423 busy,
         409 wrong offset, 460 checksum) is followed by a pause and a HEAD to learn where
-        the server stands; after ``retries`` failures in a row without progress the last
-        error is raised and the upload stays resumable until it expires. ``progress`` is
+        the server stands; once ``retries`` tries again in a row have made no progress the
+        last error is raised, and the upload stays resumable until it expires. ``progress`` is
         called with the number of bytes of the file the server has or is receiving.
         """
         if chunk_size < 1:
@@ -786,6 +786,8 @@ class _TusTransfer:
             except (VaultConnectionError, VaultTransferError, VaultError) as exc:
                 self._failed(exc)
                 now = self.status(upload.url, cause=exc)
+                if now.offset > offset:  # the lost answer's bytes did arrive
+                    self.failures = 0
                 offset, document_id = now.offset, now.document_id
                 self._report(offset)
                 continue

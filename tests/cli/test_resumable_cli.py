@@ -24,6 +24,12 @@ from tests.support.factories import pdf_bytes
 from tests.support.live_server import LiveServer
 
 MiB = 1024 * 1024
+# `python -m medvault.cli`, with Ctrl-C's default: a shell that starts the suite in the
+# background lets its children inherit SIGINT ignored, and then Python keeps it so.
+INTERRUPTIBLE_CLI = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'medvault'; runpy.run_module('medvault.cli', run_name='__main__')"
+)
 
 
 @pytest.fixture
@@ -78,7 +84,7 @@ def test_ctrl_c_then_resume_sends_only_the_rest(
     wire.hold_patch = 2
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("MEDVAULT_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "medvault.cli", *args],
+        [sys.executable, "-c", INTERRUPTIBLE_CLI, *args],
         env={**child_env, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

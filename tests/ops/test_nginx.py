@@ -22,6 +22,7 @@ from tests.support.factories import patient_payload, pdf_bytes
 from tests.support.nginx import NginxProxy, nginx_binary
 from tests.support.raw_http import dribble_head_until_closed, head_for, raw_request
 from tests.support.vault_process import VaultProcess
+from tests.uploads.support import metadata
 
 CLIENT_ADDRESS = "127.0.0.2"  # any 127/8 address is loopback on Linux
 HEADER_TIMEOUT = "2s"
@@ -102,6 +103,46 @@ def test_uploads_and_downloads_stream_through(
     log = proxy.access_log()
     assert "/api/v1/download/<signed>" in log
     assert signed_token not in log
+
+
+def test_a_resumable_upload_goes_through(
+    stack: tuple[VaultProcess, NginxProxy], token: str
+) -> None:
+    """tus through nginx: its PATCH, HEAD and creation, with a request over 1 MiB."""
+    _, proxy = stack
+    content = pdf_bytes(3 * 1024 * 1024 + 11)
+    with proxied(proxy, token) as client:
+        patient = client.post("/api/v1/patients", json=patient_payload()).json()["id"]
+        meta = {"patient_id": patient, "document_type": "11502-2", "filename": "scan.pdf"}
+        created = client.post(
+            "/api/v1/uploads",
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(len(content)),
+                "Upload-Metadata": metadata(**meta),
+            },
+        )
+        assert created.status_code == 201, created.text
+        url = created.headers["Location"]
+        offset = 0
+        for size in (2 * 1024 * 1024, len(content)):
+            piece = content[offset:size]
+            sent = client.patch(
+                url,
+                headers={
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                },
+                content=piece,
+            )
+            assert sent.status_code == 204, sent.text
+            offset = int(sent.headers["Upload-Offset"])
+            status = client.head(url, headers={"Tus-Resumable": "1.0.0"})
+            assert status.headers["Upload-Offset"] == str(offset)
+        document = sent.headers["Medvault-Document-Id"]
+        stored = client.get(f"/api/v1/documents/{document}/content")
+        assert hashlib.sha256(stored.content).digest() == hashlib.sha256(content).digest()
 
 
 def test_a_100_kb_head_is_refused_by_nginx(stack: tuple[VaultProcess, NginxProxy]) -> None:

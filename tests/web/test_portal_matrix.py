@@ -7,15 +7,19 @@ refuses a visitor without a session (401) and a session without its CSRF token (
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Mapping
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from medvault.processing import kinds, queue
 from tests.access.test_authorization_matrix import is_portal_route
+from tests.support.factories import pdf_bytes
+from tests.support.portal import csrf_token
 from tests.web.portal_world import Practice
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite-fs", "pg-s3"], indirect=True)
@@ -146,6 +150,7 @@ def _concrete(path: str, practice: Practice) -> str:
         .replace("{patient_id}", practice.own)
         .replace("{user_id}", str(practice.users["clinician"].id))
         .replace("{job_id}", str(uuid.UUID(int=7)))
+        .replace("{upload_id}", str(uuid.UUID(int=7)))
     )
 
 
@@ -161,17 +166,105 @@ def test_visitors_without_a_session_are_sent_to_log_in(practice: Practice) -> No
                 assert response.status_code == 303, (method, path)
                 assert response.headers["location"].startswith("/login"), path
             else:
-                response = visitor.post(url, data={}, follow_redirects=False)
+                response = visitor.request(method, url, data={}, follow_redirects=False)
                 expected = PUBLIC_POSTS.get(path, 401)
                 if path != "/login":  # an empty login form is its own page (tests/auth)
                     assert response.status_code == expected, (method, path, response.status_code)
 
 
 def test_every_state_change_needs_the_csrf_token(practice: Practice) -> None:
-    posts = sorted(p for m, p in portal_routes(practice.app) if m == "POST" and p != "/login")
-    assert len(posts) >= 15
+    changes = sorted((m, p) for m, p in portal_routes(practice.app) if m != "GET" and p != "/login")
+    assert len(changes) >= 15
     for role in ROLES:
         with practice.browser(role) as browser:
-            for path in posts:
-                response = browser.post(_concrete(path, practice), data={"reason": "x" * 20})
-                assert response.status_code == 403, (role, path, response.status_code)
+            for method, path in changes:
+                url = _concrete(path, practice)
+                response = browser.request(method, url, data={"reason": "x" * 20})
+                assert response.status_code == 403, (role, method, path, response.status_code)
+
+
+# The portal's resumable uploads (tus, /upload/resumable), per role: creating one for
+# the role's own patient and for the other one (unknown to them: 422, as for any upload,
+# whether it exists or not); then HEAD, PATCH and DELETE on the caller's own upload and
+# on somebody else's, which nobody else sees (404). Admins and auditors may not upload
+# at all: 403 whatever the upload.
+UPLOADER = {"POST": (201, 422), "HEAD": (200, 404), "PATCH": (204, 404), "DELETE": (204, 404)}
+NO_UPLOADS = dict.fromkeys(("POST", "HEAD", "PATCH", "DELETE"), (403, 403))
+RESUMABLE: dict[str, dict[str, tuple[int, int]]] = {
+    "patient": UPLOADER,
+    "clinician": UPLOADER,
+    "admin": NO_UPLOADS,
+    "auditor": NO_UPLOADS,
+}
+_TUS = {"Tus-Resumable": "1.0.0", "Accept": "application/json"}
+
+
+def _tus_metadata(patient_id: str) -> str:
+    fields = {"patient_id": patient_id, "document_type": "11502-2", "filename": "scan.pdf"}
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
+
+
+def _create(client: TestClient, token: str, patient_id: str) -> httpx.Response:
+    response: httpx.Response = client.post(
+        "/upload/resumable",
+        headers={
+            **_TUS,
+            "X-CSRF-Token": token,
+            "Upload-Length": "10000",
+            "Upload-Metadata": _tus_metadata(patient_id),
+        },
+    )
+    return response
+
+
+def test_resumable_uploads_by_role(practice: Practice) -> None:
+    route_paths = {path for _, path in portal_routes(practice.app)}
+    assert {"/upload/resumable", "/upload/resumable/{upload_id}"} <= route_paths
+    failures: list[str] = []
+    # Somebody else's uploads: the clinician's and the patient's, for the patient both
+    # may upload for.
+    made: dict[str, str] = {}
+    for maker in ("clinician", "patient"):
+        with practice.browser(maker) as browser:
+            answer = _create(browser, csrf_token(browser), practice.own)
+            assert answer.status_code == 201, answer.text
+            made[maker] = answer.headers["Location"]
+    for role in ROLES:
+        strangers = made["patient" if role == "clinician" else "clinician"]
+        with practice.browser(role) as browser:
+            token = csrf_token(browser, "/audit" if role == "auditor" else "/documents")
+            cells = RESUMABLE[role]
+            created = [_create(browser, token, practice.own)]
+            created.append(_create(browser, token, practice.foreign))
+            for index, got in enumerate(created):
+                if got.status_code != cells["POST"][index]:
+                    failures.append(f"{role} POST for patient {index}: {got.status_code}")
+            # The caller's own upload, or (for a role that may not upload) any id.
+            own = created[0].headers.get("Location") or f"/upload/resumable/{uuid.uuid4()}"
+            for index, url in enumerate((own, strangers)):
+                answers = {
+                    "HEAD": browser.head(url, headers=_TUS),
+                    "PATCH": browser.patch(
+                        url,
+                        content=pdf_bytes(4000),
+                        headers={
+                            **_TUS,
+                            "X-CSRF-Token": token,
+                            "Upload-Offset": "0",
+                            "Content-Type": "application/offset+octet-stream",
+                        },
+                    ),
+                    "DELETE": browser.delete(url, headers={**_TUS, "X-CSRF-Token": token}),
+                }
+                for method, answer in answers.items():
+                    wanted = cells[method][index]
+                    if answer.status_code != wanted:
+                        failures.append(f"{role} {method} {url}: {answer.status_code} != {wanted}")
+                    # Every answer, refusals too, speaks tus and is never cached.
+                    assert answer.headers.get("Tus-Resumable") == "1.0.0", (role, method)
+                    assert answer.headers.get("Cache-Control") == "no-store", (role, method)
+    assert not failures, "\n".join(failures)
+    # Nobody but their creators ended these uploads.
+    for maker, url in made.items():
+        with practice.browser(maker) as browser:
+            assert browser.head(url, headers=_TUS).status_code == 200, maker

@@ -148,13 +148,15 @@ def upload(
         typer.Option(
             "--resumable/--no-resumable",
             show_default=False,
-            help="Upload in chunks (tus) that survive a broken connection "
-            f"[default: for files over {RESUMABLE_ABOVE // MiB} MiB]",
+            help="Upload in chunks (tus) that survive a broken connection; "
+            f"the default for files over {RESUMABLE_ABOVE // MiB} MiB",
         ),
     ] = None,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue an interrupted resumable upload of this file"),
+        typer.Option(
+            "--resume", help="Continue an interrupted upload of this file (implies --resumable)"
+        ),
     ] = False,
     chunk_size: Annotated[
         int, typer.Option("--chunk-size", min=1, help="MiB per request of a resumable upload")
