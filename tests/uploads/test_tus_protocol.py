@@ -436,3 +436,35 @@ def test_leaving_the_care_team_stops_the_next_request(
     refused = client.patch(url, headers=sent, content=data[5000:])
     assert refused.status_code == 422
     assert refused.json()["type"] == "urn:medvault:problem:unknown-patient"
+
+
+def test_a_failed_completion_leaves_the_last_bytes_to_send_again(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload reaches its length only with its document: a completion that fails
+    for a passing reason leaves the offset where the last request started, so a tus
+    client's retry (HEAD, then PATCH) sends those bytes again and completes."""
+    from medvault.documents import upload as single_upload
+    from medvault.kit.problems import ServiceUnavailable
+
+    patient = create_patient(client)
+    data = pdf_bytes(90_000)
+    url = create(client, patient, len(data)).headers["Location"]
+    assert patch(client, url, 0, data[:60_000]).status_code == 204
+    real = single_upload.upload
+
+    async def unavailable(**kwargs: object) -> object:
+        raise ServiceUnavailable("The database restarted.")
+
+    monkeypatch.setattr(single_upload, "upload", unavailable)
+    failed = patch(client, url, 60_000, data[60_000:])
+    assert failed.status_code == 503
+    assert head(client, url).headers["Upload-Offset"] == "60000"
+    assert len(staged_blobs(runtime)) == 1  # the final request's chunk is gone
+    monkeypatch.setattr(single_upload, "upload", real)
+    done = patch(client, url, 60_000, data[60_000:])
+    assert done.status_code == 204
+    assert stored_sha256(client, done.headers["Medvault-Document-Id"]) == (
+        hashlib.sha256(data).hexdigest()
+    )
+    assert staged_blobs(runtime) == []

@@ -7,15 +7,18 @@ recorded, together with the new offset, in one compare-and-set on (offset, lease
 So the offset never counts a byte that is not durable, and a request whose lease ran
 out (its process stalled, another took over) records nothing.
 
-A long request records a chunk every ``MEDVAULT_UPLOAD_CHECKPOINT_BYTES`` (64 MiB), so
-a crash loses at most that much. A client gone mid-request keeps what arrived (tus: resume from HEAD), unless
-it sent a checksum, which can then not be checked: that request keeps nothing.
+A long request records a chunk every ``MEDVAULT_UPLOAD_CHECKPOINT_BYTES``, so a crash
+loses at most that much. A client gone mid-request keeps what arrived (tus: resume from
+HEAD), unless it sent a checksum, which can then not be checked: that request keeps
+nothing.
 
 Completion reads the chunks back, authenticated, and feeds the plaintext to the very
 upload use case a single request goes through (``documents.upload.upload``): the same
 type check, size limit, duplicate rule, one transaction with the rows, the audit
-event and the jobs. That transaction also marks the upload complete, so the document
-exists exactly when the upload says so.
+event and the jobs. That transaction also records the last request's chunk and marks
+the upload complete, so the upload reaches its length exactly when the document
+exists: a completion that fails, or dies with its process, leaves the offset before
+the last request, and the client's retry sends those bytes again.
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ class _Append:
                 self.merge = SealedChunk(
                     last.id, last.offset, last.size, last.storage_key, last.kek_id, last.wrapped_dek
                 )
-            chunks = repository.chunks(session, self.upload.id)
+            chunks = repository.chunks(session, self.upload.id) if self.content_type is None else []
         if self.content_type is None:
             self.head = bytearray()
             for chunk in chunks:
@@ -235,15 +238,32 @@ class _Append:
             self.writer = None
             raise UploadLocked(N_("This request lost the upload to another; resume from HEAD."))
         if self.merge is not None:
-            self.runtime.blobs.delete(self.merge.storage_key)
+            _delete_quietly(self.runtime, self.merge.storage_key)
         self.offset = chunk.offset + chunk.size
         self.set_length = False
         self.writer, self.merge, self.merge_seq = None, None, None
+
+    def seal_final(self) -> SealedChunk | None:
+        """Seal the request's last chunk without recording it: the transaction that
+        stores the document records it (``_complete``), so the upload reaches its length
+        exactly when the document exists, and a completion that fails (or a process
+        killed during it) leaves the offset before these bytes, for the client to send
+        again."""
+        if self.writer is None:
+            return None
+        return self.writer.seal()
 
     def discard(self) -> None:
         if self.writer is not None:
             self.writer.discard()
             self.writer = None
+
+
+def _delete_quietly(runtime: Runtime, key: str) -> None:
+    try:
+        runtime.blobs.delete(key)
+    except Exception:  # unlisted, so the reconciler removes it after its grace period
+        logger.warning("could not delete staged chunk %s", key)
 
 
 async def append(
@@ -325,16 +345,16 @@ async def _append_holding(
     if work.digest is not None and checksum is not None and work.digest.digest() != checksum.digest:
         await to_thread.run_sync(work.discard)
         raise ChecksumMismatch(N_("The bytes of this request do not match Upload-Checksum."))
-    if total is not None and upload.offset + work.received == total:
-        await to_thread.run_sync(work.decide_type)  # a file shorter than the sniffed head
-    await to_thread.run_sync(work.record)
-    if set_length and work.received == 0:
-        await to_thread.run_sync(_set_length, runtime, upload.id, lease.token, total)
-    upload = await to_thread.run_sync(_reload, runtime, upload.id)
-    if upload.length is not None and upload.offset == upload.length:
-        await _complete(runtime, principal, context, upload, lease)
-        upload = await to_thread.run_sync(_reload, runtime, upload.id)
-    return UploadView.of(upload)
+    if total is None or upload.offset + work.received < total:
+        await to_thread.run_sync(work.record)
+        if set_length and work.received == 0:
+            await to_thread.run_sync(_set_length, runtime, upload.id, lease.token, total)
+        return UploadView.of(await to_thread.run_sync(_reload, runtime, upload.id))
+    # The last bytes: the document's transaction records them (see ``seal_final``).
+    await to_thread.run_sync(work.decide_type)  # a file shorter than the sniffed head
+    final = await to_thread.run_sync(work.seal_final)
+    await _complete(runtime, principal, context, upload, lease, work, final, total)
+    return UploadView.of(await to_thread.run_sync(_reload, runtime, upload.id))
 
 
 async def _receive(work: _Append, body: AsyncIterator[bytes]) -> None:
@@ -436,11 +456,24 @@ def refuse(runtime: Runtime, upload_id: uuid.UUID, reason: str) -> None:
 
 
 async def _complete(
-    runtime: Runtime, principal: Principal, context: AuditContext, upload: Upload, lease: _Lease
+    runtime: Runtime,
+    principal: Principal,
+    context: AuditContext,
+    upload: Upload,
+    lease: _Lease,
+    work: _Append,
+    final: SealedChunk | None,
+    length: int,
 ) -> None:
-    chunks = await to_thread.run_sync(_contiguous_chunks, runtime, upload)
+    """Store the document from the recorded chunks and this request's ``final`` one."""
+    recorded = await to_thread.run_sync(_recorded_chunks, runtime, upload.id)
+    if work.merge_seq is not None and final is not None:
+        recorded = recorded[:-1]  # ``final`` was rewritten from it, and replaces it
+    chunks = _tiled([*recorded, *([final] if final is not None else [])], length)
     fields = dict(upload.fields)
     declared = fields.pop("sha256", None)
+    expected_offset = work.offset
+    merged = work.merge
 
     def mark_complete(session: Session, document: Document, version: DocumentVersion) -> None:
         now = utcnow()
@@ -450,9 +483,13 @@ async def _complete(
                 Upload.id == upload.id,
                 Upload.lock_token == lease.token,
                 Upload.status == UploadStatus.RECEIVING.value,
+                Upload.offset == expected_offset,
             )
             .values(
                 status=UploadStatus.COMPLETE.value,
+                offset=length,
+                length=length,
+                content_type=version.content_type,
                 result_document_id=document.id,
                 result_version=version.version,
                 updated_at=now,
@@ -469,30 +506,43 @@ async def _complete(
             context=context,
             body=_plaintext(runtime, chunks, declared),
             content_type="application/octet-stream",
-            content_length=upload.length,
+            content_length=length,
             query=fields,
             document_id=upload.document_id,
             on_commit=mark_complete,
         )
-    except Problem as problem:
-        if problem.status < 500 and not isinstance(problem, UploadLocked):
-            await to_thread.run_sync(refuse, runtime, upload.id, problem.slug)
+    except BaseException as error:
+        # The final chunk was never recorded: the client sends those bytes again (or,
+        # when the upload is refused for good, nothing more).
+        if final is not None:
+            await asyncio.shield(to_thread.run_sync(_delete_quietly, runtime, final.storage_key))
+        if (
+            isinstance(error, Problem)
+            and error.status < 500
+            and not isinstance(error, UploadLocked)
+        ):
+            await to_thread.run_sync(refuse, runtime, upload.id, error.slug)
         raise
+    leftovers = [*chunks, *([merged] if merged is not None and final is not None else [])]
     try:
-        await to_thread.run_sync(_forget_chunks, runtime, upload.id, chunks)
+        await to_thread.run_sync(_forget_chunks, runtime, upload.id, leftovers)
     except Exception:  # the document is safe; the reconciler removes what is left
         logger.warning("could not remove the chunks of completed upload %s", upload.id)
 
 
-def _contiguous_chunks(runtime: Runtime, upload: Upload) -> list[SealedChunk]:
+def _recorded_chunks(runtime: Runtime, upload_id: uuid.UUID) -> list[SealedChunk]:
     with runtime.clinical.read_session() as session:
-        chunks = repository.chunks(session, upload.id)
+        return repository.chunks(session, upload_id)
+
+
+def _tiled(chunks: list[SealedChunk], length: int) -> list[SealedChunk]:
+    """``chunks``, checked to cover bytes 0..length exactly, in order."""
     position = 0
     for chunk in chunks:
         if chunk.offset != position:
             raise IntegrityFailure(N_("This upload's stored parts do not line up."))
         position += chunk.size
-    if position != upload.length:
+    if position != length:
         raise IntegrityFailure(N_("This upload's stored parts do not add up to its length."))
     return chunks
 
