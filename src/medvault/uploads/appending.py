@@ -1,58 +1,46 @@
-"""PATCH: append bytes to a resumable upload, and complete it when the last one lands.
+"""PATCH: append bytes to a resumable upload; the last ones complete it (``completion``).
 
-One request at a time per upload: the request holds the upload's lease (``_Lease``)
-for as long as it appends or completes, renewing it as it goes. Bytes are encrypted
-into a chunk as they arrive (``staging.ChunkWriter``); the chunk is sealed and
-recorded, together with the new offset, in one compare-and-set on (offset, lease).
-So the offset never counts a byte that is not durable, and a request whose lease ran
-out (its process stalled, another took over) records nothing.
+One request at a time per upload: the request holds the upload's lease (``lease``) for
+as long as it appends or completes, renewing it as it goes. Bytes are encrypted into a
+chunk as they arrive (``staging.ChunkWriter``); the chunk is sealed and recorded,
+together with the new offset, in one compare-and-set on (offset, lease). So the offset
+never counts a byte that is not durable, and a request whose lease ran out (its process
+stalled, another took over) records nothing.
 
 A long request records a chunk every ``MEDVAULT_UPLOAD_CHECKPOINT_BYTES``, so a crash
 loses at most that much. A client gone mid-request keeps what arrived (tus: resume from
 HEAD), unless it sent a checksum, which can then not be checked: that request keeps
-nothing.
-
-Completion reads the chunks back, authenticated, and feeds the plaintext to the very
-upload use case a single request goes through (``documents.upload.upload``): the same
-type check, size limit, duplicate rule, one transaction with the rows, the audit
-event and the jobs. That transaction also records the last request's chunk and marks
-the upload complete, so the upload reaches its length exactly when the document
-exists: a completion that fails, or dies with its process, leaves the offset before
-the last request, and the client's retry sends those bytes again.
+nothing. The request that brings the last byte seals its chunk without recording it:
+the document's own transaction does (``completion.complete``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 from anyio import to_thread
 from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from medvault.access.denials import audited_attempt
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
-from medvault.crypto.errors import CryptoError
-from medvault.documents import upload as single_upload
 from medvault.documents.ingest import accepted_type
-from medvault.documents.models import Document, DocumentVersion
 from medvault.documents.sniffing import SNIFF_BYTES
 from medvault.kit.clock import utcnow
 from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import (
     ClientGone,
-    IntegrityFailure,
     PayloadTooLarge,
     Problem,
 )
 from medvault.runtime import Runtime
 from medvault.uploads import repository, service
+from medvault.uploads.completion import complete, delete_quietly, refuse
+from medvault.uploads.lease import Lease
 from medvault.uploads.models import Upload, UploadStatus
 from medvault.uploads.protocol import (
     BadUploadHeader,
@@ -76,68 +64,13 @@ MERGE_BELOW = 1 * MiB
 BATCH_BYTES = 1 * MiB
 
 
-class _Lease:
-    """The upload's lease for one request: taken, renewed while held, released."""
-
-    def __init__(self, runtime: Runtime, upload_id: uuid.UUID) -> None:
-        self.runtime = runtime
-        self.upload_id = upload_id
-        self.token = uuid.uuid4()
-        self.seconds = runtime.settings.upload_lock_seconds
-        self._renewing: asyncio.Task[None] | None = None
-
-    def _until(self) -> timedelta:
-        return timedelta(seconds=self.seconds)
-
-    def _take(self) -> bool:
-        now = utcnow()
-        with self.runtime.clinical.session() as session:
-            taken = repository.take_lease(
-                session, self.upload_id, self.token, now=now, until=now + self._until()
-            )
-            session.commit()
-        return taken
-
-    def _renew(self) -> None:
-        with self.runtime.clinical.session() as session:
-            repository.renew_lease(session, self.upload_id, self.token, utcnow() + self._until())
-            session.commit()
-
-    def _release(self) -> None:
-        with self.runtime.clinical.session() as session:
-            repository.release_lease(session, self.upload_id, self.token)
-            session.commit()
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self.seconds / 3)
-            try:
-                await to_thread.run_sync(self._renew)
-            except Exception:  # the commit's compare-and-set is what protects the data
-                logger.warning("could not renew the lease of upload %s", self.upload_id)
-
-    async def __aenter__(self) -> _Lease:
-        if not await to_thread.run_sync(self._take):
-            raise UploadLocked(N_("Another request is appending to this upload; retry shortly."))
-        self._renewing = asyncio.ensure_future(self._keep())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._renewing is not None
-        self._renewing.cancel()
-        try:
-            await asyncio.shield(to_thread.run_sync(self._release))
-        except Exception:  # it runs out by itself
-            logger.warning("could not release the lease of upload %s", self.upload_id)
-
-
 @dataclass
 class _Append:
     """One request's bytes on their way into chunks (methods run on a worker thread)."""
 
     runtime: Runtime
     upload: Upload
-    lease: _Lease
+    lease: Lease
     checksum: Checksum | None
     length: int | None  # the upload's length, once known
     set_length: bool  # this request declares the length (creation-defer-length)
@@ -238,7 +171,7 @@ class _Append:
             self.writer = None
             raise UploadLocked(N_("This request lost the upload to another; resume from HEAD."))
         if self.merge is not None:
-            _delete_quietly(self.runtime, self.merge.storage_key)
+            delete_quietly(self.runtime, self.merge.storage_key)
         self.offset = chunk.offset + chunk.size
         self.set_length = False
         self.writer, self.merge, self.merge_seq = None, None, None
@@ -257,13 +190,6 @@ class _Append:
         if self.writer is not None:
             self.writer.discard()
             self.writer = None
-
-
-def _delete_quietly(runtime: Runtime, key: str) -> None:
-    try:
-        runtime.blobs.delete(key)
-    except Exception:  # unlisted, so the reconciler removes it after its grace period
-        logger.warning("could not delete staged chunk %s", key)
 
 
 async def append(
@@ -297,7 +223,7 @@ async def append(
             raise OffsetMismatch(
                 msg("The upload is complete at {offset} bytes.", offset=upload.offset)
             )
-        async with _Lease(runtime, upload.id) as lease:
+        async with Lease(runtime, upload.id) as lease:
             return await _append_holding(
                 runtime, principal, context, lease, at, declared, expected, content_length, body
             )
@@ -307,7 +233,7 @@ async def _append_holding(
     runtime: Runtime,
     principal: Principal,
     context: AuditContext,
-    lease: _Lease,
+    lease: Lease,
     offset: int,
     length: int | None,
     checksum: Checksum | None,
@@ -353,7 +279,18 @@ async def _append_holding(
     # The last bytes: the document's transaction records them (see ``seal_final``).
     await to_thread.run_sync(work.decide_type)  # a file shorter than the sniffed head
     final = await to_thread.run_sync(work.seal_final)
-    await _complete(runtime, principal, context, upload, lease, work, final, total)
+    rewritten = work.merge if final is not None else None
+    await complete(
+        runtime,
+        principal,
+        context,
+        upload,
+        lease,
+        expected_offset=work.offset,
+        final=final,
+        rewritten=rewritten,
+        length=total,
+    )
     return UploadView.of(await to_thread.run_sync(_reload, runtime, upload.id))
 
 
@@ -439,142 +376,3 @@ def _set_length(
             .values(length=length, updated_at=utcnow())
         )
         session.commit()
-
-
-def refuse(runtime: Runtime, upload_id: uuid.UUID, reason: str) -> None:
-    """Refuse an upload for good: its chunks go, its row stays (410 with the reason)."""
-    with runtime.clinical.session() as session:
-        chunks = repository.chunks(session, upload_id)
-        session.execute(
-            update(Upload)
-            .where(Upload.id == upload_id)
-            .values(status=UploadStatus.REFUSED.value, refusal=reason, updated_at=utcnow())
-        )
-        repository.drop_chunks(session, upload_id)
-        session.commit()
-    service.discard_chunks(runtime, chunks)
-
-
-async def _complete(
-    runtime: Runtime,
-    principal: Principal,
-    context: AuditContext,
-    upload: Upload,
-    lease: _Lease,
-    work: _Append,
-    final: SealedChunk | None,
-    length: int,
-) -> None:
-    """Store the document from the recorded chunks and this request's ``final`` one."""
-    recorded = await to_thread.run_sync(_recorded_chunks, runtime, upload.id)
-    if work.merge_seq is not None and final is not None:
-        recorded = recorded[:-1]  # ``final`` was rewritten from it, and replaces it
-    chunks = _tiled([*recorded, *([final] if final is not None else [])], length)
-    fields = dict(upload.fields)
-    declared = fields.pop("sha256", None)
-    expected_offset = work.offset
-    merged = work.merge
-
-    def mark_complete(session: Session, document: Document, version: DocumentVersion) -> None:
-        now = utcnow()
-        marked = session.execute(
-            update(Upload)
-            .where(
-                Upload.id == upload.id,
-                Upload.lock_token == lease.token,
-                Upload.status == UploadStatus.RECEIVING.value,
-                Upload.offset == expected_offset,
-            )
-            .values(
-                status=UploadStatus.COMPLETE.value,
-                offset=length,
-                length=length,
-                content_type=version.content_type,
-                result_document_id=document.id,
-                result_version=version.version,
-                updated_at=now,
-                expires_at=service.expiry(runtime, now),
-            )
-        )
-        if not marked.rowcount:  # type: ignore[attr-defined]
-            raise UploadLocked(N_("This upload was completed or taken over meanwhile."))
-
-    try:
-        await single_upload.upload(
-            runtime=runtime,
-            principal=principal,
-            context=context,
-            body=_plaintext(runtime, chunks, declared),
-            content_type="application/octet-stream",
-            content_length=length,
-            query=fields,
-            document_id=upload.document_id,
-            on_commit=mark_complete,
-        )
-    except BaseException as error:
-        # The final chunk was never recorded: the client sends those bytes again (or,
-        # when the upload is refused for good, nothing more).
-        if final is not None:
-            await asyncio.shield(to_thread.run_sync(_delete_quietly, runtime, final.storage_key))
-        if (
-            isinstance(error, Problem)
-            and error.status < 500
-            and not isinstance(error, UploadLocked)
-        ):
-            await to_thread.run_sync(refuse, runtime, upload.id, error.slug)
-        raise
-    leftovers = [*chunks, *([merged] if merged is not None and final is not None else [])]
-    try:
-        await to_thread.run_sync(_forget_chunks, runtime, upload.id, leftovers)
-    except Exception:  # the document is safe; the reconciler removes what is left
-        logger.warning("could not remove the chunks of completed upload %s", upload.id)
-
-
-def _recorded_chunks(runtime: Runtime, upload_id: uuid.UUID) -> list[SealedChunk]:
-    with runtime.clinical.read_session() as session:
-        return repository.chunks(session, upload_id)
-
-
-def _tiled(chunks: list[SealedChunk], length: int) -> list[SealedChunk]:
-    """``chunks``, checked to cover bytes 0..length exactly, in order."""
-    position = 0
-    for chunk in chunks:
-        if chunk.offset != position:
-            raise IntegrityFailure(N_("This upload's stored parts do not line up."))
-        position += chunk.size
-    if position != length:
-        raise IntegrityFailure(N_("This upload's stored parts do not add up to its length."))
-    return chunks
-
-
-async def _plaintext(
-    runtime: Runtime, chunks: list[SealedChunk], declared_sha256: str | None
-) -> AsyncIterator[bytes]:
-    """The upload's bytes, chunk by chunk, each segment authenticated before use; and,
-    when the client declared the file's SHA-256 (metadata ``sha256``), checked against it
-    before the upload can commit."""
-    digest = hashlib.sha256() if declared_sha256 is not None else None
-    for chunk in chunks:
-        pieces: Iterator[bytes] = chunk_plaintext(runtime, chunk)
-        while True:
-            try:
-                piece = await to_thread.run_sync(next, pieces, None)
-            except CryptoError as exc:
-                logger.error("INTEGRITY ALARM: staged chunk %s: %s", chunk.id, exc)
-                raise IntegrityFailure(
-                    N_("A stored part of this upload failed its check.")
-                ) from None
-            if piece is None:
-                break
-            if digest is not None:
-                digest.update(piece)
-            yield piece
-    if digest is not None and digest.hexdigest() != declared_sha256:
-        raise ChecksumMismatch(N_("The file's SHA-256 does not match the sha256 metadata."))
-
-
-def _forget_chunks(runtime: Runtime, upload_id: uuid.UUID, chunks: list[SealedChunk]) -> None:
-    with runtime.clinical.session() as session:
-        repository.drop_chunks(session, upload_id)
-        session.commit()
-    service.discard_chunks(runtime, chunks)
