@@ -93,6 +93,16 @@ def test_creation_head_patch_complete(client: TestClient, runtime: Runtime) -> N
     assert finished.headers["Upload-Offset"] == str(len(data))
     assert finished.headers["Medvault-Document-Id"] == document
     assert staged_blobs(runtime) == []
+    # Each request's bytes are audited against the patient; the last ones as the
+    # document's creation, like any upload.
+    with runtime.clinical.read_session() as session:
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.patient_id == uuid.UUID(patient))
+        ).all()
+    actions = [event.action for event in events]
+    assert actions.count("upload.create") == 1
+    assert actions.count("upload.append") == 1
+    assert actions.count("document.create") == 1
     # The final request, retried by a client that lost its answer: the same answer.
     again = patch(client, url, len(data), b"")
     assert again.status_code == 204

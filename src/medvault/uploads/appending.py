@@ -26,6 +26,7 @@ from anyio import to_thread
 from sqlalchemy import update
 
 from medvault.access.denials import audited_attempt
+from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
 from medvault.documents.ingest import accepted_type
@@ -69,6 +70,7 @@ class _Append:
     """One request's bytes on their way into chunks (methods run on a worker thread)."""
 
     runtime: Runtime
+    context: AuditContext
     upload: Upload
     lease: Lease
     checksum: Checksum | None
@@ -160,6 +162,20 @@ class _Append:
                     replaces=self.merge_seq,
                     values=values,
                 )
+                if recorded:
+                    # Bytes added to what will be the patient's record: audited with them.
+                    audit.record(
+                        session=session,
+                        context=self.context,
+                        action="upload.append",
+                        resource_type="Upload",
+                        resource_id=self.upload.id,
+                        patient_id=self.upload.patient_id,
+                        details={
+                            "offset": self.offset,
+                            "size": chunk.offset + chunk.size - self.offset,
+                        },
+                    )
                 session.commit()
         except Exception:
             # Unknown outcome: keep the blob. If the row exists it is needed; if not,
@@ -252,7 +268,7 @@ async def _append_holding(
                 length=total,
             )
         )
-    work = _Append(runtime, upload, lease, checksum, total, set_length)
+    work = _Append(runtime, context, upload, lease, checksum, total, set_length)
     await to_thread.run_sync(work.prepare)
     try:
         await _receive(work, body)
