@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from medvault import client as sdk
+from medvault.client import resumable as sdk
 from medvault.cli.resumable_upload import default_state_path
 from medvault.client import VaultClient, VaultError
 from tests.cli.support import add_patient, assert_clean_failure, run

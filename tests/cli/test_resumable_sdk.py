@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from medvault import client as sdk
+from medvault.client import resumable as sdk
 from medvault.client import (
     ResumableUpload,
     VaultClient,

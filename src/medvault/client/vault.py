@@ -1,36 +1,15 @@
-"""A small Python SDK for the medvault REST API (v1).
-
-Uploads and downloads stream in 1 MiB chunks, so a file of any size costs the same
-memory. A download is written to a temporary file next to its destination and only
-renamed into place once its SHA-256 matches the ETag the server sent: a broken or
-tampered transfer never leaves a plausible-looking file behind.
-
-    with VaultClient("https://vault.example", token) as vault:
-        patient = vault.create_patient(system=NHS, value="9434765919", family_name="Doe",
-                                       given_name="Jo", birth_date="1980-02-29")
-        document = vault.upload("scan.pdf", patient_id=patient.id, document_type="11502-2")
-        vault.download(document.id, "copy.pdf")
-
-Large files go through the vault's tus 1.0.0 endpoint with :meth:`VaultClient.upload_resumable`:
-one PATCH per ``chunk_size`` bytes, each carrying its SHA-256, and the whole file's SHA-256
-declared up front. A broken request is retried from where the server says it stands, and
-an interrupted upload continues later from its URL (``resume_url``).
-"""
+"""The client: one vault, one API token."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import os
 import re
 import secrets
-import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from datetime import date, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, BinaryIO
@@ -38,214 +17,37 @@ from urllib.parse import unquote
 
 import httpx
 
-CHUNK_BYTES = 1024 * 1024
+from medvault.client.errors import (
+    VaultClientError,
+    VaultConnectionError,
+    VaultTransferError,
+    problem_from,
+)
+from medvault.client.models import (
+    Document,
+    DocumentPage,
+    DownloadProgress,
+    DownloadResult,
+    DownloadUrl,
+    Patient,
+    ResumableUpload,
+    UploadProgress,
+    UploadSource,
+    Version,
+)
+from medvault.client.resumable import (
+    CHUNK_BYTES,
+    RESUMABLE_CHUNK_BYTES,
+    RESUMABLE_RETRIES,
+    RESUMABLE_RETRY_DELAY,
+    TUS_HEADERS,
+    TusTransfer,
+)
+
 DEFAULT_TIMEOUT = 30.0
-# Resumable uploads: bytes per PATCH (what an interruption can cost), consecutive failed
-# tries before giving up, and the first pause between tries (doubled each time, capped).
-RESUMABLE_CHUNK_BYTES = 8 * CHUNK_BYTES
-RESUMABLE_RETRIES = 6
-RESUMABLE_RETRY_DELAY = 0.5
-_MAX_RETRY_DELAY = 8.0
-_TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
-_OFFSET_MISMATCH = "urn:medvault:problem:upload-offset-mismatch"
 _SHA256_ETAG = re.compile(r'^(?:W/)?"([0-9a-f]{64})"$')
 _FILENAME_STAR = re.compile(r"filename\*\s*=\s*UTF-8''([^;]+)", re.IGNORECASE)
 _FILENAME = re.compile(r'filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
-
-UploadSource = str | os.PathLike[str] | BinaryIO
-UploadProgress = Callable[[int], None]
-DownloadProgress = Callable[[int, int | None], None]
-
-
-class VaultClientError(Exception):
-    """Base class of every error this SDK raises."""
-
-
-class VaultError(VaultClientError):
-    """The server answered with an RFC 9457 problem (or another error status)."""
-
-    def __init__(
-        self,
-        status: int,
-        problem_type: str,
-        title: str,
-        detail: str | None,
-        extensions: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(f"{title} ({status})" + (f": {detail}" if detail else ""))
-        self.status = status
-        self.problem_type = problem_type
-        self.title = title
-        self.detail = detail
-        self.extensions = extensions or {}
-
-
-class VaultConnectionError(VaultClientError):
-    """No connection to the vault could be made (refused, DNS, TLS, connect timeout)."""
-
-
-class VaultTransferError(VaultClientError):
-    """A transfer broke off or its bytes failed verification; nothing was kept."""
-
-
-class VaultSourceError(VaultClientError):
-    """The file being uploaded changed (it shrank) while it was read."""
-
-
-@dataclass(frozen=True)
-class Patient:
-    id: str
-    system: str
-    value: str
-    family_name: str
-    given_name: str
-    birth_date: date
-    raw: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Patient:
-        return cls(
-            id=str(data["id"]),
-            system=data["identifier"]["system"],
-            value=data["identifier"]["value"],
-            family_name=data["family_name"],
-            given_name=data["given_name"],
-            birth_date=date.fromisoformat(data["birth_date"]),
-            raw=data,
-        )
-
-
-@dataclass(frozen=True)
-class Document:
-    """A document as the API describes it, with its current version's file details."""
-
-    id: str
-    patient_id: str
-    version: int
-    title: str
-    document_type: str
-    filename: str
-    content_type: str
-    size: int
-    sha256: str
-    classification: str
-    status: str
-    created_at: datetime
-    raw: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Document:
-        return cls(
-            id=str(data["id"]),
-            patient_id=str(data["patient_id"]),
-            version=int(data["version"]),
-            title=data["title"],
-            document_type=data["document_type"],
-            filename=data["filename"],
-            content_type=data["content_type"],
-            size=int(data["size"]),
-            sha256=data["sha256"],
-            classification=data["classification"],
-            status=data["status"],
-            created_at=datetime.fromisoformat(data["created_at"]),
-            raw=data,
-        )
-
-
-@dataclass(frozen=True)
-class Version:
-    version: int
-    filename: str
-    size: int
-    sha256: str
-    state: str
-    created_at: datetime
-    raw: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Version:
-        return cls(
-            version=int(data["version"]),
-            filename=data["filename"],
-            size=int(data["size"]),
-            sha256=data["sha256"],
-            state=data["state"],
-            created_at=datetime.fromisoformat(data["created_at"]),
-            raw=data,
-        )
-
-
-@dataclass(frozen=True)
-class DocumentPage:
-    items: list[Document]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True)
-class DownloadUrl:
-    url: str
-    expires_at: datetime
-    version: int
-
-
-@dataclass(frozen=True)
-class DownloadResult:
-    path: Path | None
-    """Where the file was written; None when the caller passed a file object."""
-    filename: str
-    """The server's name for the file (already stripped of any path)."""
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class ResumableUpload:
-    """Where a resumable (tus) upload stands, as the server last reported it."""
-
-    url: str
-    offset: int
-    length: int | None
-    expires_at: datetime | None
-    """Until when an unfinished upload can go on (None once it is complete)."""
-    document_id: str | None
-    """The stored document, once the last byte is in."""
-
-    @classmethod
-    def from_headers(cls, url: str, headers: httpx.Headers) -> ResumableUpload:
-        try:
-            length = headers.get("upload-length")
-            expires = headers.get("upload-expires")
-            return cls(
-                url=url,
-                offset=int(headers["upload-offset"]),
-                length=int(length) if length is not None else None,
-                expires_at=parsedate_to_datetime(expires) if expires else None,
-                document_id=headers.get("medvault-document-id"),
-            )
-        except (KeyError, ValueError) as exc:
-            raise VaultTransferError(f"The server's tus answer is malformed ({exc}).") from exc
-
-
-def _problem(response: httpx.Response) -> VaultError:
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and ("title" in body or "type" in body):
-        extensions = {
-            k: v for k, v in body.items() if k not in ("type", "title", "status", "detail")
-        }
-        return VaultError(
-            status,
-            str(body.get("type", "about:blank")),
-            str(body.get("title") or response.reason_phrase),
-            str(body["detail"]) if body.get("detail") is not None else None,
-            extensions,
-        )
-    # Not a problem document (a proxy's HTML error page, say): keep a short excerpt.
-    excerpt = response.text.strip()[:200] or None
-    return VaultError(status, "about:blank", response.reason_phrase or "Error", excerpt)
 
 
 def _safe_filename(header: str | None) -> str | None:
@@ -354,7 +156,7 @@ class VaultClient:
             if stream:
                 response.read()
                 response.close()
-            raise _problem(response)
+            raise problem_from(response)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -501,7 +303,7 @@ class VaultClient:
             raise ValueError("chunk_size must be at least 1 byte")
         with contextlib.ExitStack() as stack:
             handle, default_name = _open_source(source, stack)
-            transfer = _TusTransfer(self, handle, chunk_size, progress, retries, retry_delay)
+            transfer = TusTransfer(self, handle, chunk_size, progress, retries, retry_delay)
             if resume_url is None:
                 fields = {
                     "patient_id": patient_id,
@@ -544,7 +346,7 @@ class VaultClient:
         content: Iterator[bytes] | None = None,
     ) -> httpx.Response:
         request = self._http.build_request(
-            method, url, headers={**_TUS_HEADERS, **(headers or {})}, content=content
+            method, url, headers={**TUS_HEADERS, **(headers or {})}, content=content
         )
         return self._send(request)
 
@@ -708,155 +510,6 @@ class VaultClient:
         if digest.hexdigest() != expected:
             raise VaultTransferError("The downloaded bytes do not match the server's SHA-256.")
         return received
-
-
-class _TusTransfer:
-    """One file's trip through a tus upload: PATCHes from the server's offset, each with
-    its SHA-256, and after any failure a pause and a HEAD to learn where the server stands.
-
-    The file is read twice per PATCH, once to hash the chunk (the header goes before the
-    body) and once to send it, so memory stays at one read buffer whatever the chunk size.
-    """
-
-    def __init__(
-        self,
-        vault: VaultClient,
-        handle: IO[bytes],
-        chunk_size: int,
-        progress: UploadProgress | None,
-        retries: int,
-        retry_delay: float,
-    ) -> None:
-        if not handle.seekable():
-            raise ValueError("a resumable upload needs a seekable file")
-        self.vault = vault
-        self.handle = handle
-        self.start = handle.tell()  # a file object is uploaded from where it stands
-        self.size = handle.seek(0, os.SEEK_END) - self.start
-        self.chunk_size = chunk_size
-        self.progress = progress
-        self.retries = retries
-        self.retry_delay = retry_delay
-        self.failures = 0  # in a row, without progress
-
-    def file_sha256(self) -> str:
-        digest = hashlib.sha256()
-        for piece in self._read(0, self.size):
-            digest.update(piece)
-        return digest.hexdigest()
-
-    def create(self, fields: dict[str, str]) -> ResumableUpload:
-        metadata = ",".join(
-            f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in fields.items()
-        )
-        headers = {"Upload-Length": str(self.size), "Upload-Metadata": metadata}
-        while True:
-            try:
-                # A retried creation may leave an unused upload behind; it expires.
-                response = self.vault._tus("POST", "/api/v1/uploads", headers=headers)
-                break
-            except (VaultConnectionError, VaultTransferError, VaultError) as exc:
-                self._failed(exc)
-        location = response.headers.get("location")
-        if not location:
-            raise VaultTransferError("The server created an upload but sent no Location.")
-        url = self.vault._upload_url(str(response.request.url.join(location)))
-        return replace(ResumableUpload.from_headers(url, response.headers), length=self.size)
-
-    def status(self, url: str, cause: VaultClientError | None = None) -> ResumableUpload:
-        """HEAD, retried like any request; ``cause`` is raised instead if the upload is gone."""
-        while True:
-            try:
-                return self.vault.resumable_status(url)
-            except VaultError as exc:
-                if exc.status in (404, 410) and isinstance(cause, VaultError):
-                    # The failure that ended it says why (e.g. the file's SHA-256 differed).
-                    raise cause from exc
-                self._failed(exc)
-            except (VaultConnectionError, VaultTransferError) as exc:
-                self._failed(exc)
-
-    def run(self, upload: ResumableUpload) -> str:
-        """Send what the server lacks; the stored document's id."""
-        offset, document_id = upload.offset, upload.document_id
-        self._report(offset)
-        while document_id is None:
-            try:
-                answer = ResumableUpload.from_headers(upload.url, self._patch(upload.url, offset))
-            except (VaultConnectionError, VaultTransferError, VaultError) as exc:
-                self._failed(exc)
-                now = self.status(upload.url, cause=exc)
-                if now.offset > offset:  # the lost answer's bytes did arrive
-                    self.failures = 0
-                offset, document_id = now.offset, now.document_id
-                self._report(offset)
-                continue
-            if answer.offset <= offset and answer.document_id is None:
-                self._failed(VaultTransferError(f"The upload made no progress at {offset}."))
-            else:
-                self.failures = 0
-            offset, document_id = answer.offset, answer.document_id
-        self._report(self.size)
-        return document_id
-
-    def _patch(self, url: str, offset: int) -> httpx.Headers:
-        length = min(self.chunk_size, self.size - offset)
-        digest = _range_digest(self._read(offset, length))
-        headers = {
-            "Upload-Offset": str(offset),
-            "Upload-Checksum": f"sha256 {base64.b64encode(digest).decode()}",
-            "Content-Type": "application/offset+octet-stream",
-            "Content-Length": str(length),
-        }
-        body = self._read(offset, length, report=True)
-        return self.vault._tus("PATCH", url, headers=headers, content=body).headers
-
-    def _read(self, offset: int, length: int, *, report: bool = False) -> Iterator[bytes]:
-        self.handle.seek(self.start + offset)
-        left = length
-        while left > 0:
-            piece = self.handle.read(min(CHUNK_BYTES, left))
-            if not piece:
-                raise VaultSourceError("The file got shorter while it was being uploaded.")
-            left -= len(piece)
-            yield piece
-            if report:  # the piece has gone out once the generator resumes
-                self._report(offset + length - left)
-
-    def _report(self, position: int) -> None:
-        if self.progress is not None:
-            self.progress(position)
-
-    def _failed(self, exc: VaultClientError) -> None:
-        """Pause before the next try, or raise ``exc`` if trying again cannot help or
-        the tries ran out."""
-        if isinstance(exc, VaultError) and not _worth_retrying(exc):
-            raise exc
-        self.failures += 1
-        if self.failures > self.retries:
-            raise exc
-        if isinstance(exc, VaultError) and exc.problem_type == _OFFSET_MISMATCH:
-            return  # nothing to wait for: the HEAD that follows says where to go on
-        # Doubling pauses with up to 25% jitter, so clients cut off together don't
-        # come back together.
-        delay = min(self.retry_delay * 2 ** (self.failures - 1), _MAX_RETRY_DELAY)
-        time.sleep(delay * (1 + secrets.randbelow(250) / 1000))
-
-
-def _range_digest(pieces: Iterator[bytes]) -> bytes:
-    """SHA-256 of one PATCH's bytes, for its Upload-Checksum."""
-    digest = hashlib.sha256()
-    for piece in pieces:
-        digest.update(piece)
-    return digest.digest()
-
-
-def _worth_retrying(exc: VaultError) -> bool:
-    """Busy (423), too many requests, a wrong offset (409: HEAD says where), a chunk
-    damaged on the way (460) and server errors; every other refusal is final."""
-    if exc.status == 409:
-        return exc.problem_type == _OFFSET_MISMATCH
-    return exc.status in (423, 429, 460) or exc.status >= 500
 
 
 def _place(temp: Path, target: Path, *, overwrite: bool) -> None:
