@@ -143,6 +143,19 @@ def test_a_resumable_upload_goes_through(
         document = sent.headers["Medvault-Document-Id"]
         stored = client.get(f"/api/v1/documents/{document}/content")
         assert hashlib.sha256(stored.content).digest() == hashlib.sha256(content).digest()
+    # The portal's resumable route takes a request over 1 MiB too: the vault answers
+    # (no session: 401), not nginx's body limit (413).
+    with proxied(proxy) as anonymous:
+        portal = anonymous.patch(
+            "/upload/resumable/00000000-0000-4000-8000-000000000000",
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+            content=content[: 2 * 1024 * 1024],
+        )
+        assert portal.status_code == 401, portal.text
 
 
 def test_a_100_kb_head_is_refused_by_nginx(stack: tuple[VaultProcess, NginxProxy]) -> None:

@@ -103,6 +103,8 @@ def test_creation_head_patch_complete(client: TestClient, runtime: Runtime) -> N
     assert actions.count("upload.create") == 1
     assert actions.count("upload.append") == 1
     assert actions.count("document.create") == 1
+    # HEAD answers with the upload's metadata (title, file name): audited as a read.
+    assert actions.count("upload.status") == 3
     # The final request, retried by a client that lost its answer: the same answer.
     again = patch(client, url, len(data), b"")
     assert again.status_code == 204

@@ -3,7 +3,7 @@
 Files from ``RESUMABLE_FROM_BYTES`` go resumable in PATCHes of ``CHUNK_BYTES``; here both
 are small (a 300 KB file, 64 KiB PATCHes) and Chromium's network emulation throttles
 uploads to 160 KB/s, so a file takes about two seconds and five PATCHes: long enough to
-cut the connection, pause, reload or cancel in the middle, every time.
+cut the connection, pause, reload, cancel or log out in the middle, every time.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from medvault.uploads.models import Upload
 from medvault.uploads.staging import UPLOAD_BLOB_PREFIX
 from medvault.web.pages import resumable
 from tests.support.browser import PageFactory, check_accessibility, console_errors
-from tests.support.factories import create_patient, pdf_bytes, put_on_care_team
+from tests.support.factories import create_patient, pdf_bytes, put_on_care_team, upload_raw
 from tests.support.users import UserFactory
 from tests.web.test_scenarios import ui_login
 
@@ -74,18 +74,19 @@ class Scene:
     network: CDPSession
     traffic: TusTraffic
     runtime: Runtime
+    patient: str
     path: Path
     data: bytes
 
-    def throttle(self, *, offline: bool = False) -> None:
-        """Chromium's own network emulation: slow uploads, or no network at all."""
+    def throttle(self, *, offline: bool = False, upload: int = UPLOAD_BYTES_PER_SECOND) -> None:
+        """Chromium's own network emulation: slow uploads (-1: full speed), or no network."""
         self.network.send(
             "Network.emulateNetworkConditions",
             {
                 "offline": offline,
                 "latency": 0,
                 "downloadThroughput": -1,
-                "uploadThroughput": UPLOAD_BYTES_PER_SECOND,
+                "uploadThroughput": upload,
             },
         )
 
@@ -151,7 +152,7 @@ def scene(
     data = pdf_bytes(FILE_BYTES)
     path = tmp_path / f"scan-{uuid.uuid4().hex[:8]}.pdf"
     path.write_bytes(data)
-    found = Scene(desktop, network, traffic, runtime, path, data)
+    found = Scene(desktop, network, traffic, runtime, patient, path, data)
     found.throttle()
     yield found
 
@@ -179,6 +180,8 @@ def test_the_upload_survives_a_lost_connection(scene: Scene) -> None:
     ).to_be_visible()
     scene.wait_for_server_offset(2 * CHUNK)
 
+    # Offline, Chromium fails the page's next request at once (ERR_INTERNET_DISCONNECTED)
+    # and navigator.onLine turns false: the page waits for the "online" event.
     scene.throttle(offline=True)
     expect(item.get_by_role("status")).to_have_text(
         "The connection was lost. The upload goes on by itself when you are back online."
@@ -270,3 +273,36 @@ def test_a_reload_does_not_lose_the_upload(scene: Scene, tmp_path: Path) -> None
     expect(scene.page.get_by_role("heading", name="Upload documents")).to_be_visible()
     scene.page.wait_for_load_state("networkidle")
     expect(scene.page.locator("[data-unfinished]")).to_be_hidden()
+
+
+def test_a_large_new_version_goes_resumable(scene: Scene, client: TestClient) -> None:
+    first = upload_raw(client, scene.patient, pdf_bytes(2000), title=scene.path.stem)
+    document_id = first.json()["id"]
+    scene.page.goto(f"/documents/{document_id}")
+    scene.throttle(upload=-1)
+    # The page reloads once the version is stored, as for a small file.
+    with scene.page.expect_navigation(timeout=20_000):
+        scene.page.get_by_label("Choose the new file").set_input_files(scene.path)
+    expect(scene.page.locator("table.versions tbody tr")).to_have_count(2)
+    assert scene.traffic.count("POST") == 1 and scene.traffic.count("PATCH") >= 4
+    with scene.runtime.clinical.read_session() as session:
+        newest = session.scalar(
+            select(DocumentVersion.sha256).where(
+                DocumentVersion.document_id == uuid.UUID(document_id),
+                DocumentVersion.version == 2,
+            )
+        )
+    assert newest == hashlib.sha256(scene.data).hexdigest()
+    assert unexpected_errors(scene.page) == []
+
+
+def test_logging_out_forgets_the_unfinished_uploads(scene: Scene) -> None:
+    """This browser keeps an unfinished upload's address and file name for a reload; the
+    next person to log in here must not find them."""
+    stored = "Object.keys(localStorage).filter((key) => key.startsWith('medvault-upload::'))"
+    _start(scene)
+    scene.wait_for_server_offset(CHUNK)
+    assert len(scene.page.evaluate(stored)) == 1
+    scene.page.get_by_role("button", name="Log out").click()
+    expect(scene.page.get_by_label("Username")).to_be_visible()
+    assert scene.page.evaluate(stored) == []

@@ -13,10 +13,12 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from medvault.audit.sealer import seal_pending
 from medvault.runtime import Runtime
+from medvault.web.pages import resumable
 from tests.processing.scanning_world import drain
 from tests.support.browser import (
     PageFactory,
@@ -330,8 +332,10 @@ def test_a_newcomer_on_a_fresh_vault_files_finds_and_deletes_a_document(
 
 
 def test_an_upload_can_be_cancelled_and_leaves_nothing(
-    page: PageFactory, practice: Practice, tmp_path: Path
+    page: PageFactory, practice: Practice, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The single-request way (a large file goes resumable: test_resumable_upload.py).
+    monkeypatch.setattr(resumable, "RESUMABLE_FROM_BYTES", 10**9)
     user = practice.users["clinician"]
     desktop = page()
     ui_login(desktop, user.username, user.password)

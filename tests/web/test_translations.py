@@ -222,7 +222,7 @@ _SCRIPT_KEYS = re.compile(r"\btn?\(\s*\"([\w.]+)\"")
 
 def test_every_word_a_script_asks_for_is_defined() -> None:
     used: set[str] = set()
-    for script in ("portal.js", "upload.js"):
+    for script in ("portal.js", "upload.js", "resumable.js"):
         used |= set(_SCRIPT_KEYS.findall((STATIC / script).read_text()))
     used |= set(
         re.findall(r'data-(?:text|label)="([\w.]+)"', (STATIC / "pdf-viewer.html").read_text())

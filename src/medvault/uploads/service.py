@@ -199,9 +199,23 @@ def check_open(upload: Upload, now: datetime) -> None:
         raise UploadGone(N_("This upload expired before it was finished; start a new one."))
 
 
-def status(runtime: Runtime, principal: Principal, upload_id: str) -> UploadView:
+def status(
+    runtime: Runtime, principal: Principal, context: AuditContext, upload_id: str
+) -> UploadView:
+    """Where the caller's upload stands. Audited like any read of the record: the answer
+    carries the upload's metadata (its title and file name), and its event is durable
+    before the answer leaves."""
     upload = load(runtime, principal, upload_id)
     check_open(upload, utcnow())
+    event = audit.build(
+        context=context,
+        action="upload.status",
+        resource_type="Upload",
+        resource_id=upload.id,
+        patient_id=upload.patient_id,
+        details={"offset": upload.offset},
+    )
+    audit.record_read(runtime.clinical, event)
     return UploadView.of(upload)
 
 

@@ -2,8 +2,8 @@
 
 Scripts have no catalogue of their own: each page carries these, translated, in a
 ``<script type="application/json">`` data block (never executed, so the Content-Security-
-Policy's ``script-src 'self'`` still holds) that ``portal.js`` and ``upload.js`` read.
-Values are written ``%(name)s``, as in the Python catalogue.
+Policy's ``script-src 'self'`` still holds) that ``portal.js``, ``upload.js`` and
+``resumable.js`` read. Values are written ``%(name)s``, as in the Python catalogue.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ MESSAGES: Final[dict[str, str]] = {
     "upload.choose_again": N_("Choose %(name)s again"),
     "upload.discard": N_("Discard"),
     "upload.discard_label": N_("Discard the upload of %(name)s"),
+    "upload.gone": N_("This upload can no longer be continued. Upload the file again."),
     "upload.not_same_file": N_(
         "That is not the file this upload started with. Choose %(name)s (%(size)s)."
     ),

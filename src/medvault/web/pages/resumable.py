@@ -1,7 +1,7 @@
 """Resumable uploads from the portal: tus 1.0.0 under /upload/resumable.
 
-The same protocol and the same use cases as ``/api/v1/uploads`` (``uploads.service``
-and ``uploads.appending``), with the portal's authentication: the session cookie, and
+The same protocol, answers and use cases as ``/api/v1/uploads`` (``uploads.http``),
+with the portal's authentication: the session cookie, and
 the session's CSRF token in a header on every request that changes something (the
 page's tus client sends it with each request). Refusals are the portal's JSON problems,
 in the visitor's language (``web.errors``), and carry the tus headers like the API's.
@@ -13,30 +13,15 @@ in PATCHes of ``CHUNK_BYTES``; smaller files stay one request (``/upload/files``
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect
 
 from medvault.auth.principal import Principal, Role
 from medvault.deps import RateLimitsDep, RuntimeDep
-from medvault.kit.i18n import N_
-from medvault.kit.problems import ClientGone, Problem
-from medvault.uploads import appending, service
-from medvault.uploads.models import UploadStatus
-from medvault.uploads.protocol import (
-    PATCH_MEDIA_TYPE,
-    TUS_VERSION,
-    BadUploadHeader,
-    WrongPatchType,
-    check_version,
-    http_date,
-    parse_metadata,
-    parse_size,
-)
-from medvault.uploads.service import UploadView
+from medvault.uploads import http
+from medvault.uploads.http import Caller, Face, TusRoute
+from medvault.uploads.protocol import parse_metadata
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
 
 PREFIX = "/upload/resumable"
@@ -55,53 +40,10 @@ def uploader_options() -> dict[str, Any]:
     return {"endpoint": PREFIX, "from_bytes": RESUMABLE_FROM_BYTES, "chunk_bytes": CHUNK_BYTES}
 
 
-class _TusAnswers(APIRoute):
-    """Adds the tus headers to every answer of the route, problems included (as the API's
-    ``uploads.router.TusRoute``: a route does not import another face's router)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def tus_handler(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except Problem as problem:
-                problem.headers.setdefault("Tus-Resumable", TUS_VERSION)
-                problem.headers.setdefault("Cache-Control", "no-store")
-                raise
-            response.headers["Tus-Resumable"] = TUS_VERSION
-            response.headers["Cache-Control"] = "no-store"
-            return response
-
-        return tus_handler
-
-
-router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=_TusAnswers)
+router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=TusRoute)
+FACE = Face(uploads=PREFIX, documents="/documents")
 
 TusResumable = Annotated[str | None, Header(alias="Tus-Resumable")]
-
-
-def _progress(response: Response, view: UploadView) -> None:
-    response.headers["Upload-Offset"] = str(view.offset)
-    if view.status is UploadStatus.RECEIVING:
-        response.headers["Upload-Expires"] = http_date(view.expires_at)
-    if view.document_id is not None:
-        response.headers["Medvault-Document-Id"] = str(view.document_id)
-        response.headers["Link"] = f'</documents/{view.document_id}>; rel="related"'
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            if chunk:
-                yield chunk
-    except ClientDisconnect:
-        raise ClientGone(N_("The client went away mid-request.")) from None
-
-
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
 
 
 def _own_record(principal: Principal, header: str | None) -> str | None:
@@ -131,40 +73,17 @@ async def create_upload(
     upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
 ) -> Response:
     """Start a resumable upload (tus creation), as ``POST /api/v1/uploads`` does."""
-    check_version(tus_resumable)
     limits.hit_upload(actor_id=principal.actor_id)
-    if upload_defer_length is not None and upload_defer_length != "1":
-        raise BadUploadHeader(N_("Upload-Defer-Length must be 1."))
-    length = parse_size("Upload-Length", upload_length)
-    content_type = request.headers.get("content-type")
-    if content_type is not None and content_type.split(";")[0].strip() != PATCH_MEDIA_TYPE:
-        raise WrongPatchType(
-            N_("Bytes sent with a creation must be application/offset+octet-stream.")
-        )
-    upload = service.create(
-        runtime=runtime,
-        principal=principal,
-        context=context,
-        length=length,
-        defer_length=upload_defer_length == "1",
-        metadata_header=_own_record(principal, upload_metadata),
+    return await http.create(
+        FACE,
+        Caller(runtime, principal, context),
+        request,
+        tus_resumable=tus_resumable,
+        upload_length=upload_length,
+        upload_defer_length=upload_defer_length,
+        upload_metadata=_own_record(principal, upload_metadata),
+        upload_checksum=upload_checksum,
     )
-    response = Response(status_code=201, headers={"Location": f"{PREFIX}/{upload.id}"})
-    view = UploadView.of(upload)
-    if content_type is not None:
-        view = await appending.append(
-            runtime=runtime,
-            principal=principal,
-            context=context,
-            upload_id=str(upload.id),
-            offset="0",
-            length=None,
-            checksum=upload_checksum,
-            content_length=_content_length(request),
-            body=_body(request),
-        )
-    _progress(response, view)
-    return response
 
 
 @router.head("/{upload_id}", status_code=200, response_class=Response)
@@ -172,20 +91,13 @@ def upload_status(
     upload_id: str,
     runtime: RuntimeDep,
     principal: PortalPrincipal,
+    context: PortalAuditCtx,
     tus_resumable: TusResumable = None,
 ) -> Response:
     """Where one of the visitor's uploads stands (reading it changes nothing: no CSRF)."""
-    check_version(tus_resumable)
-    view = service.status(runtime, principal, upload_id)
-    response = Response(status_code=200)
-    _progress(response, view)
-    if view.length is None:
-        response.headers["Upload-Defer-Length"] = "1"
-    else:
-        response.headers["Upload-Length"] = str(view.length)
-    if view.metadata_header:
-        response.headers["Upload-Metadata"] = view.metadata_header
-    return response
+    return http.status(
+        FACE, Caller(runtime, principal, context), upload_id, tus_resumable=tus_resumable
+    )
 
 
 @router.patch("/{upload_id}", status_code=204, response_class=Response)
@@ -202,24 +114,16 @@ async def append_to_upload(
     upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
 ) -> Response:
     """Append bytes; the request that brings the last one stores the document."""
-    check_version(tus_resumable)
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip() != PATCH_MEDIA_TYPE:
-        raise WrongPatchType(N_("PATCH bodies must be application/offset+octet-stream."))
-    view = await appending.append(
-        runtime=runtime,
-        principal=principal,
-        context=context,
-        upload_id=upload_id,
-        offset=upload_offset,
-        length=upload_length,
-        checksum=upload_checksum,
-        content_length=_content_length(request),
-        body=_body(request),
+    return await http.append(
+        FACE,
+        Caller(runtime, principal, context),
+        upload_id,
+        request,
+        tus_resumable=tus_resumable,
+        upload_offset=upload_offset,
+        upload_length=upload_length,
+        upload_checksum=upload_checksum,
     )
-    response = Response(status_code=204)
-    _progress(response, view)
-    return response
 
 
 @router.delete("/{upload_id}", status_code=204, response_class=Response)
@@ -232,6 +136,6 @@ def terminate_upload(
     tus_resumable: TusResumable = None,
 ) -> Response:
     """Cancel an upload (tus termination): what it received is deleted."""
-    check_version(tus_resumable)
-    service.terminate(runtime=runtime, principal=principal, context=context, upload_id=upload_id)
-    return Response(status_code=204)
+    return http.terminate(
+        Caller(runtime, principal, context), upload_id, tus_resumable=tus_resumable
+    )

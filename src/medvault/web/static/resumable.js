@@ -58,12 +58,16 @@ window.portalResumable = (() => {
     addUpload: (fingerprint, upload) => {
       const key = `${PREFIX}${fingerprint}::${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
       const metadata = upload.metadata || {};
-      localStorage.setItem(key, JSON.stringify({
-        uploadUrl: upload.uploadUrl,
-        size: upload.size,
-        creationTime: upload.creationTime,
-        metadata: { filename: metadata.filename, document_id: metadata.document_id },
-      }));
+      try {
+        localStorage.setItem(key, JSON.stringify({
+          uploadUrl: upload.uploadUrl,
+          size: upload.size,
+          creationTime: upload.creationTime,
+          metadata: { filename: metadata.filename, document_id: metadata.document_id },
+        }));
+      } catch (error) {
+        return Promise.resolve(null); // storage full: this upload resumes, but not after a reload
+      }
       return Promise.resolve(key);
     },
   };
@@ -127,10 +131,10 @@ window.portalResumable = (() => {
     return chars <= MAX_METADATA_CHARS;
   }
 
-  function button(text, label, extraClass) {
+  function button(text, label) {
     const element = document.createElement("button");
     element.type = "button";
-    element.className = `button small ${extraClass || "secondary"}`;
+    element.className = "button small secondary";
     element.textContent = text;
     element.setAttribute("aria-label", label);
     return element;
@@ -169,7 +173,8 @@ window.portalResumable = (() => {
     return { progress, sent, buttons, pause, resume, cancel };
   }
 
-  // Sends one file, or continues the stored upload ``previous`` with it.
+  // Sends one file, or continues the stored upload ``previous`` with it. Continuing never
+  // starts a new upload: the fields it was created with are on the server, not here.
   function run(config, item, status, file, metadata, outcome, previous) {
     const ui = controls(item, status, file);
     let state = "running";
@@ -217,11 +222,14 @@ window.portalResumable = (() => {
       if (state === "offline") resumeNow();
     };
 
-    upload = new tus.Upload(file, options(config, metadata, {
+    const settings = previous ? { ...config, endpoint: null } : config;
+    upload = new tus.Upload(file, options(settings, metadata, {
       onProgress: (bytes) => show(bytes),
       onChunkComplete: (chunk, accepted) => {
         show(accepted);
-        if (state === "running") status.textContent = t("upload.uploading");
+        // After "Resuming…"; not again and again, which a screen reader would read out.
+        const going = t("upload.uploading");
+        if (state === "running" && status.textContent !== going) status.textContent = going;
         window.portalSession.seen();
       },
       onSuccess: ({ lastResponse }) => {
@@ -247,6 +255,12 @@ window.portalResumable = (() => {
         // Refused for good: the server keeps nothing, nor does this browser. A lapsed
         // session or CSRF token is not the upload's fault: it continues after a login.
         if (![401, 403, 429].includes(httpStatus)) forget();
+        const asked = error.originalRequest ? error.originalRequest.getMethod() : "";
+        if (previous && asked === "HEAD") {
+          // The upload a reload left expired or was ended meanwhile: nothing to go on with.
+          outcome.refused(httpStatus, { detail: t("upload.gone") });
+          return;
+        }
         outcome.refused(httpStatus, problemOf(error.originalResponse));
       },
     }));
@@ -406,7 +420,8 @@ window.portalResumable = (() => {
         documentId: uploader.dataset.documentId || undefined,
       };
       return {
-        wants: (file, metadata) => file.size >= config.fromBytes && fits(metadata),
+        wants: (file, metadata) =>
+          file.size >= config.fromBytes && fits({ ...metadata, document_id: config.documentId || "" }),
         send: (item, status, file, metadata, outcome) => {
           const fields = { ...metadata };
           if (config.documentId) fields.document_id = config.documentId;
