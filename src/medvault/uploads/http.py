@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Header, Request, Response
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
@@ -32,6 +32,14 @@ from medvault.uploads.protocol import (
     parse_size,
 )
 from medvault.uploads.service import UploadView
+
+# The tus request headers, declared once for both faces (the routes parse them).
+TusResumable = Annotated[str | None, Header(alias="Tus-Resumable")]
+UploadLength = Annotated[str | None, Header(alias="Upload-Length")]
+UploadDeferLength = Annotated[str | None, Header(alias="Upload-Defer-Length")]
+UploadMetadata = Annotated[str | None, Header(alias="Upload-Metadata")]
+UploadChecksum = Annotated[str | None, Header(alias="Upload-Checksum")]
+UploadOffset = Annotated[str | None, Header(alias="Upload-Offset")]
 
 
 class TusRoute(APIRoute):

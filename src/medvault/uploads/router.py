@@ -6,13 +6,21 @@ no answer is cached: an upload's offset changes with every PATCH.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from medvault.deps import AuditCtx, CurrentPrincipal, RuntimeDep, UploadRateLimit
 from medvault.uploads import http
-from medvault.uploads.http import Caller, Face, TusRoute
+from medvault.uploads.http import (
+    Caller,
+    Face,
+    TusResumable,
+    TusRoute,
+    UploadChecksum,
+    UploadDeferLength,
+    UploadLength,
+    UploadMetadata,
+    UploadOffset,
+)
 from medvault.uploads.protocol import CHECKSUM_ALGORITHMS, EXTENSIONS, TUS_VERSION
 
 PREFIX = "/api/v1/uploads"
@@ -21,7 +29,6 @@ PREFIX = "/api/v1/uploads"
 router = APIRouter(prefix=PREFIX, tags=["uploads"], route_class=TusRoute)
 FACE = Face(uploads=PREFIX, documents="/api/v1/documents")
 
-TusResumable = Annotated[str | None, Header(alias="Tus-Resumable")]
 _PROGRESS_HEADERS = {
     "Upload-Offset": {"schema": {"type": "integer"}},
     "Upload-Expires": {"schema": {"type": "string"}},
@@ -56,10 +63,10 @@ async def create_upload(
     runtime: RuntimeDep,
     _rate: UploadRateLimit,
     tus_resumable: TusResumable = None,
-    upload_length: Annotated[str | None, Header(alias="Upload-Length")] = None,
-    upload_defer_length: Annotated[str | None, Header(alias="Upload-Defer-Length")] = None,
-    upload_metadata: Annotated[str | None, Header(alias="Upload-Metadata")] = None,
-    upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
+    upload_length: UploadLength = None,
+    upload_defer_length: UploadDeferLength = None,
+    upload_metadata: UploadMetadata = None,
+    upload_checksum: UploadChecksum = None,
 ) -> Response:
     """Start a resumable upload (tus creation). Upload-Metadata carries the document's
     fields as base64: `patient_id` and `document_type` (or `document_id` for a new
@@ -118,9 +125,9 @@ async def append_to_upload(
     context: AuditCtx,
     runtime: RuntimeDep,
     tus_resumable: TusResumable = None,
-    upload_offset: Annotated[str | None, Header(alias="Upload-Offset")] = None,
-    upload_length: Annotated[str | None, Header(alias="Upload-Length")] = None,
-    upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
+    upload_offset: UploadOffset = None,
+    upload_length: UploadLength = None,
+    upload_checksum: UploadChecksum = None,
 ) -> Response:
     """Append bytes at Upload-Offset. The request that brings the last byte stores the
     document and answers with `Medvault-Document-Id`."""

@@ -13,14 +13,24 @@ in PATCHes of ``CHUNK_BYTES``; smaller files stay one request (``/upload/files``
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from medvault.auth.principal import Principal, Role
 from medvault.deps import RateLimitsDep, RuntimeDep
 from medvault.uploads import http
-from medvault.uploads.http import Caller, Face, TusRoute
+from medvault.uploads.http import (
+    Caller,
+    Face,
+    TusResumable,
+    TusRoute,
+    UploadChecksum,
+    UploadDeferLength,
+    UploadLength,
+    UploadMetadata,
+    UploadOffset,
+)
 from medvault.uploads.protocol import parse_metadata
 from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
 
@@ -42,8 +52,6 @@ def uploader_options() -> dict[str, Any]:
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=TusRoute)
 FACE = Face(uploads=PREFIX, documents="/documents")
-
-TusResumable = Annotated[str | None, Header(alias="Tus-Resumable")]
 
 
 def _own_record(principal: Principal, header: str | None) -> str | None:
@@ -67,10 +75,10 @@ async def create_upload(
     limits: RateLimitsDep,
     _csrf: CsrfChecked,
     tus_resumable: TusResumable = None,
-    upload_length: Annotated[str | None, Header(alias="Upload-Length")] = None,
-    upload_defer_length: Annotated[str | None, Header(alias="Upload-Defer-Length")] = None,
-    upload_metadata: Annotated[str | None, Header(alias="Upload-Metadata")] = None,
-    upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
+    upload_length: UploadLength = None,
+    upload_defer_length: UploadDeferLength = None,
+    upload_metadata: UploadMetadata = None,
+    upload_checksum: UploadChecksum = None,
 ) -> Response:
     """Start a resumable upload (tus creation), as ``POST /api/v1/uploads`` does."""
     limits.hit_upload(actor_id=principal.actor_id)
@@ -109,9 +117,9 @@ async def append_to_upload(
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
     tus_resumable: TusResumable = None,
-    upload_offset: Annotated[str | None, Header(alias="Upload-Offset")] = None,
-    upload_length: Annotated[str | None, Header(alias="Upload-Length")] = None,
-    upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
+    upload_offset: UploadOffset = None,
+    upload_length: UploadLength = None,
+    upload_checksum: UploadChecksum = None,
 ) -> Response:
     """Append bytes; the request that brings the last one stores the document."""
     return await http.append(
