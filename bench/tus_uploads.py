@@ -51,7 +51,7 @@ throw-away databases on 127.0.0.1:5432, as listing.py); ``--storage file`` (defa
 or ``s3`` (moto's S3 server as a subprocess: it holds objects in memory and is slow,
 so it measures moto as much as the vault).
 
-    .venv/bin/python bench/tus_uploads.py                         # ~4 min on 2 cores
+    .venv/bin/python bench/tus_uploads.py                         # ~3 min on 2 cores
     .venv/bin/python bench/tus_uploads.py --sizes-mib 8 --reps 1 --name tus_uploads_smoke
     .venv/bin/python bench/tus_uploads.py --backend postgres --storage s3 --sizes-mib 16 128
 """
