@@ -20,7 +20,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from anyio import to_thread
 from sqlalchemy import update
@@ -87,6 +87,7 @@ class _Append:
         self.digest = self.checksum.hasher() if self.checksum is not None else None
         self.content_type = self.upload.content_type
         self.checkpoint = self.runtime.settings.upload_checkpoint_bytes
+        self.expires_at = self.upload.expires_at
 
     def prepare(self) -> None:
         """Read what the request needs from earlier ones: the head, the chunk to merge."""
@@ -137,20 +138,24 @@ class _Append:
         self.content_type = accepted_type(bytes(self.head), self.runtime.settings.allowed_types)
         self.head = None
 
-    def record(self) -> None:
-        """Seal the chunk and record it with the new offset, or discard it."""
+    def record(self, last: bool = False) -> None:
+        """Seal the chunk and record it with the new offset, or discard it. The
+        request's ``last`` record also releases the lease, in the same commit."""
         writer = self.writer
         if writer is None:
             return
         chunk = writer.seal()
         now = utcnow()
+        self.expires_at = service.expiry(self.runtime, now)
         values: dict[str, object] = {
             "content_type": self.content_type,
             "updated_at": now,
-            "expires_at": service.expiry(self.runtime, now),
+            "expires_at": self.expires_at,
         }
         if self.set_length:
             values["length"] = self.length
+        if last:
+            values.update(self.lease.release_values())
         try:
             with self.runtime.clinical.session() as session:
                 recorded = repository.record_chunk(
@@ -186,6 +191,7 @@ class _Append:
             writer.discard()
             self.writer = None
             raise UploadLocked(N_("This request lost the upload to another; resume from HEAD."))
+        self.lease.released = last
         if self.merge is not None:
             delete_quietly(self.runtime, self.merge.storage_key)
         self.offset = chunk.offset + chunk.size
@@ -256,7 +262,8 @@ async def _append_holding(
     content_length: int | None,
     body: AsyncIterator[bytes],
 ) -> UploadView:
-    upload = await to_thread.run_sync(_reload, runtime, lease.upload_id)
+    upload = lease.upload
+    assert upload is not None
     service.check_open(upload, utcnow())
     if offset != upload.offset:
         raise OffsetMismatch(msg("The upload stands at {offset} bytes.", offset=upload.offset))
@@ -274,7 +281,7 @@ async def _append_holding(
         await _receive(work, body)
     except ClientGone:
         if checksum is None:
-            await to_thread.run_sync(work.record)
+            await to_thread.run_sync(work.record, True)
         raise
     except Problem as problem:
         await to_thread.run_sync(work.discard)
@@ -288,10 +295,13 @@ async def _append_holding(
         await to_thread.run_sync(work.discard)
         raise ChecksumMismatch(N_("The bytes of this request do not match Upload-Checksum."))
     if total is None or upload.offset + work.received < total:
-        await to_thread.run_sync(work.record)
+        await to_thread.run_sync(work.record, True)
         if set_length and work.received == 0:
             await to_thread.run_sync(_set_length, runtime, upload.id, lease.token, total)
-        return UploadView.of(await to_thread.run_sync(_reload, runtime, upload.id))
+        # What the record just wrote; no need to read it back.
+        return replace(
+            UploadView.of(upload), offset=work.offset, length=total, expires_at=work.expires_at
+        )
     # The last bytes: the document's transaction records them (see ``seal_final``).
     await to_thread.run_sync(work.decide_type)  # a file shorter than the sniffed head
     final = await to_thread.run_sync(work.seal_final)

@@ -20,6 +20,7 @@ from medvault.kit.clock import utcnow
 from medvault.kit.i18n import N_
 from medvault.runtime import Runtime
 from medvault.uploads import repository
+from medvault.uploads.models import Upload
 from medvault.uploads.protocol import UploadLocked
 
 logger = logging.getLogger(__name__)
@@ -34,18 +35,31 @@ class Lease:
         self.token = uuid.uuid4()
         self.seconds = runtime.settings.upload_lock_seconds
         self._renewing: asyncio.Task[None] | None = None
+        # The upload as it stood when the lease was taken (read in the same transaction).
+        self.upload: Upload | None = None
+        # Set when the request's last record released the lease in its own commit.
+        self.released = False
 
     def _until(self) -> timedelta:
         return timedelta(seconds=self.seconds)
 
     def _take(self) -> bool:
+        """Take the lease and read the upload as it stands, in one transaction."""
         now = utcnow()
         with self.runtime.clinical.session() as session:
             taken = repository.take_lease(
                 session, self.upload_id, self.token, now=now, until=now + self._until()
             )
+            upload = repository.get(session, self.upload_id) if taken else None
+            if upload is not None:
+                session.expunge(upload)
             session.commit()
-        return taken
+        self.upload = upload
+        return taken and upload is not None
+
+    def release_values(self) -> dict[str, object]:
+        """Columns that release the lease, for a commit that records the request's end."""
+        return {"lock_token": None, "lock_expires_at": None}
 
     def _renew(self) -> None:
         with self.runtime.clinical.session() as session:
@@ -74,6 +88,8 @@ class Lease:
     async def __aexit__(self, *exc: object) -> None:
         assert self._renewing is not None
         self._renewing.cancel()
+        if self.released:
+            return
         try:
             await asyncio.shield(to_thread.run_sync(self._release))
         except Exception:  # it runs out by itself
