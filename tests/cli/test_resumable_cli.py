@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from medvault.client import resumable as sdk
 from medvault.cli.resumable_upload import default_state_path
 from medvault.client import VaultClient, VaultError
+from medvault.client import resumable as sdk
 from tests.cli.support import add_patient, assert_clean_failure, run
 from tests.cli.tus_wire import TusWire, WireLog
 from tests.support.factories import pdf_bytes

@@ -13,13 +13,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from medvault.client import resumable as sdk
 from medvault.client import (
     ResumableUpload,
     VaultClient,
     VaultClientError,
     VaultError,
 )
+from medvault.client import resumable as sdk
 from tests.cli.tus_wire import TusWire, WireLog
 from tests.support.factories import NHS_SYSTEM, pdf_bytes
 from tests.support.live_server import LiveServer
