@@ -254,6 +254,10 @@ def test_a_reload_does_not_lose_the_upload(scene: Scene, tmp_path: Path) -> None
         "value", str(offset)
     )
     check_accessibility(scene.page)
+    # The file's name (often a patient's) is in this tab only, not in lasting storage.
+    lasting = scene.page.evaluate("JSON.stringify(Object.entries(localStorage))")
+    assert "medvault-upload::" in lasting
+    assert scene.path.stem not in lasting
 
     # Another file is not taken for it.
     other = tmp_path / "other.pdf"
@@ -297,12 +301,15 @@ def test_a_large_new_version_goes_resumable(scene: Scene, client: TestClient) ->
 
 
 def test_logging_out_forgets_the_unfinished_uploads(scene: Scene) -> None:
-    """This browser keeps an unfinished upload's address and file name for a reload; the
-    next person to log in here must not find them."""
-    stored = "Object.keys(localStorage).filter((key) => key.startsWith('medvault-upload::'))"
+    """This browser keeps an unfinished upload's address (and, in the tab, its file name)
+    for a reload; the next person to log in here must not find them."""
+    stored = (
+        "[localStorage, sessionStorage].flatMap((kept) =>"
+        " Object.keys(kept).filter((key) => key.startsWith('medvault-upload::')))"
+    )
     _start(scene)
     scene.wait_for_server_offset(CHUNK)
-    assert len(scene.page.evaluate(stored)) == 1
+    assert len(scene.page.evaluate(stored)) == 2  # the address, and the name in the tab
     scene.page.get_by_role("button", name="Log out").click()
     expect(scene.page.get_by_label("Username")).to_be_visible()
     assert scene.page.evaluate(stored) == []

@@ -70,6 +70,8 @@ MESSAGES: Final[dict[str, str]] = {
     ),
     "upload.interrupted": N_("This upload stopped before it was finished."),
     "upload.choose_again": N_("Choose %(name)s again"),
+    # An unfinished upload whose file name this tab does not know (only its size).
+    "upload.unnamed_file": N_("the %(size)s file"),
     "upload.discard": N_("Discard"),
     "upload.discard_label": N_("Discard the upload of %(name)s"),
     "upload.gone": N_("This upload can no longer be continued. Upload the file again."),

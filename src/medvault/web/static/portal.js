@@ -36,18 +36,21 @@ window.portalText = portalText;
 const t = portalText.t;
 const tn = portalText.tn;
 
-// Resumable uploads keep their address and file name in this browser (resumable.js) so
-// that a reload can continue them. Logging out forgets them: the next person at this
-// browser sees no file names (what the server received expires there by itself).
+// Resumable uploads keep their address in this browser, and the file's name in this tab
+// (resumable.js), so that a reload can continue them. Logging out forgets both: the next
+// person at this browser finds nothing (what the server received expires by itself).
 const UNFINISHED_UPLOADS = "medvault-upload::";
 function forgetUnfinishedUploads() {
-  try {
-    for (let i = localStorage.length - 1; i >= 0; i -= 1) {
-      const key = localStorage.key(i);
-      if (key && key.startsWith(UNFINISHED_UPLOADS)) localStorage.removeItem(key);
+  for (const store of ["localStorage", "sessionStorage"]) {
+    try {
+      const kept = window[store];
+      for (let i = kept.length - 1; i >= 0; i -= 1) {
+        const key = kept.key(i);
+        if (key && key.startsWith(UNFINISHED_UPLOADS)) kept.removeItem(key);
+      }
+    } catch (error) {
+      // No storage (a private window, say): nothing was kept.
     }
-  } catch (error) {
-    // No storage (a private window, say): nothing was kept.
   }
 }
 

@@ -21,7 +21,9 @@ window.portalResumable = (() => {
     return meta ? meta.getAttribute("content") : "";
   }
 
+  // Fingerprints are hashed (below), which needs a secure context (HTTPS, or localhost).
   const storable = (() => {
+    if (!window.crypto || !window.crypto.subtle) return false;
     try {
       localStorage.setItem(`${PREFIX}probe`, "1");
       localStorage.removeItem(`${PREFIX}probe`);
@@ -30,6 +32,16 @@ window.portalResumable = (() => {
       return false; // a private window, say: uploads still resume, but not after a reload
     }
   })();
+
+  // A file's name often holds a patient's: it is kept for this tab only (it survives a
+  // reload, not the tab), never in the browser's lasting storage.
+  function nameOf(key) {
+    try {
+      return sessionStorage.getItem(key) || "";
+    } catch (error) {
+      return "";
+    }
+  }
 
   function entries(prefix) {
     const found = [];
@@ -46,13 +58,19 @@ window.portalResumable = (() => {
   }
 
   // tus-js-client's URL storage, keeping what resuming needs and no more: the upload's
-  // address, the file's name and size, and the document a new version is for. The
-  // patient, type, title and description stay on the server.
+  // address, the file's size, and the document a new version is for, under a hash of
+  // the file's fingerprint. The file's name stays in this tab (``nameOf``); the patient,
+  // type, title and description stay on the server.
   const urlStorage = {
     findAllUploads: () => Promise.resolve(entries(PREFIX)),
     findUploadsByFingerprint: (fingerprint) => Promise.resolve(entries(`${PREFIX}${fingerprint}::`)),
     removeUpload: (key) => {
       localStorage.removeItem(key);
+      try {
+        sessionStorage.removeItem(key);
+      } catch (error) {
+        // No session storage: no name was kept.
+      }
       return Promise.resolve();
     },
     addUpload: (fingerprint, upload) => {
@@ -63,19 +81,27 @@ window.portalResumable = (() => {
           uploadUrl: upload.uploadUrl,
           size: upload.size,
           creationTime: upload.creationTime,
-          metadata: { filename: metadata.filename, document_id: metadata.document_id },
+          metadata: { document_id: metadata.document_id },
         }));
       } catch (error) {
         return Promise.resolve(null); // storage full: this upload resumes, but not after a reload
+      }
+      try {
+        sessionStorage.setItem(key, metadata.filename || "");
+      } catch (error) {
+        // The row is then shown by its size alone.
       }
       return Promise.resolve(key);
     },
   };
 
-  // The same file for the same target: a new document, or a new version of one document.
-  function fingerprint(file, options) {
+  // The same file for the same target (a new document, or a new version of one
+  // document), hashed: the file's name is part of it, and must not be readable in it.
+  async function fingerprint(file, options) {
     const target = options.metadata.document_id || "new";
-    return Promise.resolve([target, file.size, file.lastModified, file.type, file.name].join("/"));
+    const text = [target, file.size, file.lastModified, file.type, file.name].join("/");
+    const digest = await window.crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+    return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("");
   }
 
   function problemOf(response) {
@@ -302,13 +328,15 @@ window.portalResumable = (() => {
 
   // An upload a reload interrupted: how far it got, and a way to continue or discard it.
   function unfinishedRow(config, list, entry, offset, finished) {
-    const name = entry.metadata.filename || "";
+    const known = nameOf(entry.urlStorageKey);
+    // Another tab, or after the browser was closed: the file is named by its size.
+    const name = known || t("upload.unnamed_file", { size: size(entry.size) });
     const item = document.createElement("li");
     item.className = "upload-item interrupted";
     item.tabIndex = -1;
     const label = document.createElement("span");
     label.className = "upload-name";
-    label.textContent = t("upload.file_name", { name, size: size(entry.size) });
+    label.textContent = known ? t("upload.file_name", { name, size: size(entry.size) }) : name;
     const progress = document.createElement("progress");
     progress.max = entry.size;
     progress.value = offset;
@@ -339,7 +367,7 @@ window.portalResumable = (() => {
       const file = input.files[0];
       input.value = "";
       if (!file) return;
-      const metadata = { filename: name };
+      const metadata = { filename: file.name };
       if (entry.metadata.document_id) metadata.document_id = entry.metadata.document_id;
       // tus-js-client's own lookup: the file's fingerprint must lead to this very upload.
       new tus.Upload(file, options(config, metadata, {})).findPreviousUploads().then((found) => {
