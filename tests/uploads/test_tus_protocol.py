@@ -248,6 +248,11 @@ def test_creation_refuses_bad_headers_and_fields(client: TestClient) -> None:
     assert unknown_patient.json()["type"] == "urn:medvault:problem:unknown-patient"
     bad_hash = create(client, patient, 100, sha256="abc")
     assert bad_hash.status_code == 400
+    # The single request's rules for a file name, up front rather than after the bytes.
+    control = create(client, patient, 100, filename="scan\x07.pdf")
+    assert control.status_code == 422
+    too_long = create(client, patient, 100, filename="a" * 300 + ".pdf")
+    assert too_long.status_code == 422
 
 
 def test_creation_with_upload(client: TestClient) -> None:

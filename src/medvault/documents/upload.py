@@ -128,7 +128,7 @@ async def upload(
                 raw_fields.update(await fields_after_body())
                 client_filename = raw_fields.get("filename")
         fields = target.validate(raw_fields)
-        _check_client_filename(client_filename)
+        check_client_filename(client_filename)
         result = await to_thread.run_sync(pipeline.finish)
         inspection = await to_thread.run_sync(arrival.inspect, runtime, result)
     except BaseException as error:
@@ -141,7 +141,7 @@ async def upload(
     return await to_thread.run_sync(_commit_or_discard, stored, fields, document_id, pipeline)
 
 
-def _check_client_filename(name: str | None) -> None:
+def check_client_filename(name: str | None) -> None:
     """The multipart part's own filename obeys the same rules as the ``filename`` field."""
     require_clean_text([("filename", name)])
     if name is not None and len(name) > MAX_FILENAME_CHARS:

@@ -20,6 +20,7 @@ from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
 from medvault.documents.ingest import EmptyFile
 from medvault.documents.schemas import DocumentFields
+from medvault.documents.upload import check_client_filename
 from medvault.documents.upload_target import UploadTarget
 from medvault.kit.clock import utcnow
 from medvault.kit.i18n import N_, msg
@@ -125,6 +126,8 @@ def create(
         fields["sha256"] = declared
     target = UploadTarget(runtime, principal, document_id)
     checked = target.validate(fields)
+    # Checked now, not after the last byte: the single request's rule for file names.
+    check_client_filename(fields.get("filename"))
     target.precheck(checked)  # the patient's or document's refusal, audited
     assert target.attempt is not None and target.attempt.patient_id is not None
     patient_id = target.attempt.patient_id
