@@ -251,7 +251,7 @@ def test_creation_refuses_bad_headers_and_fields(client: TestClient) -> None:
     # The single request's rules for a file name, up front rather than after the bytes.
     control = create(client, patient, 100, filename="scan\x07.pdf")
     assert control.status_code == 422
-    too_long = create(client, patient, 100, filename="a" * 300 + ".pdf")
+    too_long = create(client, patient, 100, filename="a" * 1100 + ".pdf")
     assert too_long.status_code == 422
 
 
