@@ -185,6 +185,8 @@ def test_reconcile_dry_run_reports_and_the_real_run_removes_old_orphans(
         "orphan_bytes": 0,
         "incomplete_writes": 0,
         "young_orphans": 0,
+        "expired_uploads": 0,
+        "finished_uploads": 0,
     }
     assert "nothing removed" in dry.stderr
     assert runtime.blobs.exists(orphan)
