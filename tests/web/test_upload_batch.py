@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 from sqlalchemy import select
 
 from medvault.documents.models import Document
@@ -146,3 +146,29 @@ def test_the_focus_ring_is_on_choose_files(page: PageFactory, practice: Practice
 
     assert outline("label[for=files]") == "solid"
     assert outline("#limits") == "none"
+
+
+def test_files_chosen_before_the_script_runs_are_not_lost(
+    page: PageFactory, practice: Practice, tmp_path: Path
+) -> None:
+    """A file chosen while the page's deferred scripts still load (a quick hand, a slow
+    device or network) fired its change event before anyone listened: it must still be
+    offered for upload. Reproduced by holding upload.js back until the file is chosen."""
+    desktop = page()
+    clinician = practice.users["clinician"]
+    ui_login(desktop, clinician.username, clinician.password)
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    desktop.route("**/static/upload.js", hold)
+    desktop.goto(f"/upload?patient={practice.own}", wait_until="commit")
+    letter = tmp_path / "early-letter.pdf"
+    letter.write_bytes(pdf_bytes(10_000))
+    desktop.locator("#files").set_input_files(letter)
+    desktop.wait_for_timeout(100)  # no listener yet: the change event goes unheard
+    assert len(held) == 1
+    held[0].continue_()
+    expect(desktop.get_by_role("button", name="Upload 1 file")).to_be_visible()
+    expect(_row(desktop, "early-letter.pdf")).to_have_count(1)

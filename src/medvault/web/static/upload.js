@@ -295,6 +295,12 @@
       start(input.files);
       input.value = "";
     });
+    // Files chosen before this script ran (a quick hand, a slow device: the deferred
+    // scripts run after the page shows) fired their change event unheard: take them now.
+    if (input.files && input.files.length) {
+      start(input.files);
+      input.value = "";
+    }
     if (dropzone) {
       ["dragenter", "dragover"].forEach((type) =>
         dropzone.addEventListener(type, (event) => {
