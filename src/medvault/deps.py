@@ -27,6 +27,12 @@ _bearer = HTTPBearer(
 _rate_limits_lock = threading.Lock()
 
 
+def declared_length(request: Request) -> int | None:
+    """The body's length as the client declared it (Content-Length), if it did."""
+    raw = request.headers.get("content-length")
+    return int(raw) if raw and raw.isdigit() else None
+
+
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime

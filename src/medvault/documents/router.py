@@ -16,6 +16,7 @@ from medvault.deps import (
     CurrentPrincipal,
     RuntimeDep,
     UploadRateLimit,
+    declared_length,
 )
 from medvault.documents import reading, service, upload
 from medvault.documents.http_content import Conditions, streamed
@@ -65,11 +66,6 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
-
-
 def _as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -110,7 +106,7 @@ async def upload_document(
         context=context,
         body=request.stream(),
         content_type=request.headers.get("content-type", ""),
-        content_length=_content_length(request),
+        content_length=declared_length(request),
         query=dict(request.query_params),
     )
     response.headers["Location"] = f"/api/v1/documents/{created.id}"
@@ -240,7 +236,7 @@ async def upload_version(
         context=context,
         body=request.stream(),
         content_type=request.headers.get("content-type", ""),
-        content_length=_content_length(request),
+        content_length=declared_length(request),
         query=dict(request.query_params),
         document_id=parse_id(document_id),
     )

@@ -93,11 +93,8 @@ class _Append:
         """Read what the request needs from earlier ones: the head, the chunk to merge."""
         with self.runtime.clinical.read_session() as session:
             last = repository.last_chunk(session, self.upload.id)
-            if last is not None and last.size < MERGE_BELOW:
-                self.merge_seq = last.seq
-                self.merge = SealedChunk(
-                    last.id, last.offset, last.size, last.storage_key, last.kek_id, last.wrapped_dek
-                )
+            if last is not None and last[1].size < MERGE_BELOW:
+                self.merge_seq, self.merge = last
             chunks = repository.chunks(session, self.upload.id) if self.content_type is None else []
         if self.content_type is None:
             self.head = bytearray()

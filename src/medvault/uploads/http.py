@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
+from medvault.deps import declared_length
 from medvault.kit.i18n import N_
 from medvault.kit.problems import ClientGone, Problem
 from medvault.runtime import Runtime
@@ -100,11 +101,6 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
         raise ClientGone(N_("The client went away mid-request.")) from None
 
 
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
-
-
 def _bytes_type(request: Request, *, required: bool) -> bool:
     """Whether the request carries bytes, refusing any type but tus's own."""
     content_type = request.headers.get("content-type")
@@ -154,7 +150,7 @@ async def create(
             offset="0",
             length=None,
             checksum=upload_checksum,
-            content_length=_content_length(request),
+            content_length=declared_length(request),
             body=_body(request),
         )
     created = Response(status_code=201, headers={"Location": f"{face.uploads}/{upload.id}"})
@@ -197,7 +193,7 @@ async def append(
         offset=upload_offset,
         length=upload_length,
         checksum=upload_checksum,
-        content_length=_content_length(request),
+        content_length=declared_length(request),
         body=_body(request),
     )
     return _progress(face, Response(status_code=204), view)

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from medvault.uploads.models import Upload, UploadChunk, UploadStatus
+from medvault.uploads.models import Upload, UploadChunk
 from medvault.uploads.staging import SealedChunk
 
 
@@ -18,30 +18,33 @@ def get(session: Session, upload_id: uuid.UUID) -> Upload | None:
     return session.get(Upload, upload_id)
 
 
+def _sealed(row: UploadChunk) -> SealedChunk:
+    return SealedChunk(
+        id=row.id,
+        offset=row.offset,
+        size=row.size,
+        storage_key=row.storage_key,
+        kek_id=row.kek_id,
+        wrapped_dek=row.wrapped_dek,
+    )
+
+
 def chunks(session: Session, upload_id: uuid.UUID) -> list[SealedChunk]:
     rows = session.scalars(
         select(UploadChunk).where(UploadChunk.upload_id == upload_id).order_by(UploadChunk.seq)
     )
-    return [
-        SealedChunk(
-            id=row.id,
-            offset=row.offset,
-            size=row.size,
-            storage_key=row.storage_key,
-            kek_id=row.kek_id,
-            wrapped_dek=row.wrapped_dek,
-        )
-        for row in rows
-    ]
+    return [_sealed(row) for row in rows]
 
 
-def last_chunk(session: Session, upload_id: uuid.UUID) -> UploadChunk | None:
-    return session.scalars(
+def last_chunk(session: Session, upload_id: uuid.UUID) -> tuple[int, SealedChunk] | None:
+    """The upload's last recorded chunk, with its number."""
+    row = session.scalars(
         select(UploadChunk)
         .where(UploadChunk.upload_id == upload_id)
         .order_by(UploadChunk.seq.desc())
         .limit(1)
     ).first()
+    return None if row is None else (row.seq, _sealed(row))
 
 
 def take_lease(
@@ -140,15 +143,6 @@ def drop_chunks(session: Session, upload_id: uuid.UUID) -> None:
 def expired(session: Session, now: datetime, *, limit: int) -> Sequence[Upload]:
     return session.scalars(
         select(Upload).where(Upload.expires_at < now).order_by(Upload.expires_at).limit(limit)
-    ).all()
-
-
-def unfinished_with_chunks(session: Session) -> Sequence[uuid.UUID]:
-    """Finished or refused uploads that still list chunks (a cleanup cut short)."""
-    return session.scalars(
-        select(Upload.id)
-        .where(Upload.status != UploadStatus.RECEIVING.value)
-        .where(select(UploadChunk.seq).where(UploadChunk.upload_id == Upload.id).exists())
     ).all()
 
 

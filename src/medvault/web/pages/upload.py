@@ -18,7 +18,7 @@ from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal, Role
 from medvault.auth.ratelimit import RateLimits
-from medvault.deps import ClinicalSession, RateLimitsDep, RuntimeDep
+from medvault.deps import ClinicalSession, RateLimitsDep, RuntimeDep, declared_length
 from medvault.documents import upload
 from medvault.kit.i18n import gettext as _
 from medvault.kit.ids import parse_id
@@ -29,11 +29,6 @@ from medvault.web.session import CsrfChecked, PortalAuditCtx, PortalPrincipal
 from medvault.web.templating import render
 
 router = APIRouter(include_in_schema=False)
-
-
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
 
 
 @router.get("/upload")
@@ -94,7 +89,7 @@ async def _store(
         context=context,
         body=request.stream(),
         content_type=request.headers.get("content-type", ""),
-        content_length=_content_length(request),
+        content_length=declared_length(request),
         query=query,
         document_id=document_id,
     )
