@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     # crash mid-request loses at most this much (each record is a chunk and a commit).
     upload_checkpoint_bytes: int = Field(default=64 * MiB, ge=1 * MiB, le=1024 * MiB)
 
+    # Records governance (README "Records governance"). A TOML file of retention classes
+    # and document-type mappings, added to the NHS Code preset; unset: the preset alone.
+    retention_file: Path | None = None
+    # How often the appraisal job recomputes retention dates and lists what is past them.
+    appraisal_interval_seconds: int = Field(default=86400, ge=10, le=30 * 86400)
+    # 2: destruction needs approvals from two different people (a two-person rule).
+    destruction_approvals: int = Field(default=1, ge=1, le=2)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str | None = Field(

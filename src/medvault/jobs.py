@@ -17,6 +17,7 @@ from typing import Any
 from medvault.audit.verify_job import run_verify_job
 from medvault.fhir.drafts import expire_drafts
 from medvault.fhir.hashing import run_sha1_job
+from medvault.governance import appraisal, destruction, retention
 from medvault.processing import kinds
 from medvault.processing.clamd import ClamdClient
 from medvault.processing.derivation import run_preview_job, run_text_job
@@ -125,7 +126,36 @@ def build_registry(runtime: Runtime) -> JobRegistry:
         return {"documents": done}
 
     registry.register(JobKind(kinds.SEARCH_REINDEX, reindex_job, lease=timedelta(minutes=10)))
+    _register_governance(registry, runtime)
     return registry
+
+
+def _register_governance(registry: JobRegistry, runtime: Runtime) -> None:
+    def refresh_job(job: JobContext) -> dict[str, Any]:
+        patient_id = uuid.UUID(str(job.payload["patient_id"]))
+        with runtime.clinical.session() as session:
+            changed = retention.refresh_patient(session, runtime.retention, patient_id)
+            session.commit()
+        return {"changed": changed}
+
+    registry.register(JobKind(kinds.RETENTION_REFRESH, refresh_job))
+
+    def appraisal_job(job: JobContext) -> dict[str, Any]:
+        return appraisal.run(runtime).summary()
+
+    registry.register(
+        JobKind(
+            kinds.APPRAISAL,
+            appraisal_job,
+            lease=timedelta(minutes=10),
+            every=timedelta(seconds=runtime.settings.appraisal_interval_seconds),
+        )
+    )
+
+    def destroy_job(job: JobContext) -> dict[str, Any]:
+        return destruction.destroy(runtime, uuid.UUID(str(job.payload["appraisal_id"]))).summary()
+
+    registry.register(JobKind(kinds.DESTROY, destroy_job, lease=timedelta(minutes=10)))
 
 
 def build_worker(runtime: Runtime, *, owner: str | None = None) -> Worker:

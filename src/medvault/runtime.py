@@ -19,6 +19,8 @@ from medvault.crypto.secret_key import load_secret_key
 from medvault.crypto.signing_keys import SigningKey, load_signing_key
 from medvault.db import migrate
 from medvault.db.engine import Database
+from medvault.governance.schedule import NHS_PRESET, Schedule
+from medvault.governance.schedule import load as load_schedule
 from medvault.kit.private_files import exposure_warning, make_private_dirs
 from medvault.storage.base import BlobStore
 from medvault.storage.factory import open_blob_store
@@ -38,6 +40,8 @@ class Runtime:
     audit_key: SigningKey
     # Resolved credentials, reused while the auth epoch stands (auth.principal_cache).
     principals: PrincipalCaches
+    # Retention classes and type mappings (governance.schedule), validated at start.
+    retention: Schedule = NHS_PRESET
     _keyring_lock: threading.Lock = field(default_factory=threading.Lock)
     _keyring_mtime: int | None = None
 
@@ -125,6 +129,7 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
             create=generate,
             purpose="audit checkpoint signing",
         ),
+        retention=load_schedule(settings.retention_file),
     )
     runtime._keyring_mtime = runtime._keyring_file_mtime()
     if run_migrations:

@@ -78,6 +78,8 @@ TOKENS = {
     "system/ token": Token(("system/*.*",), None, like="service", reach="all"),
     # The vault's own permission names ("service" above is "*").
     "audit:read": Token(("audit:read",), None, like="auditor", reach="all"),
+    # A records manager's token: governance only, nothing clinical (like an auditor's).
+    "records:govern": Token(("records:govern",), None, like="auditor", reach="all"),
 }
 SMART = ("patient/ token", "patient/ unbound", "user/ token", "user/ unbound", "system/ token")
 PRINCIPALS = (*ROLES, *TOKENS)
@@ -421,6 +423,44 @@ ONLY_ADMIN = {
 }
 
 
+# Records governance (holds, appraisal): admins, "*" tokens and records:govern tokens.
+GOVERN = {**ONLY_ADMIN, "records:govern": 200}
+
+
+def govern(ok: int) -> dict[str, int | tuple[int, int, int]]:
+    return {role: (ok if status == 200 else status) for role, status in GOVERN.items()}
+
+
+def new_hold(world: World) -> str:
+    """A fresh hold on the own patient, placed by the service account."""
+    response = world.service.post(
+        "/api/v1/governance/holds",
+        json={
+            "scope": "patient",
+            "patient_id": world.patients["own"],
+            "reason": "r",
+            "reference": "m",
+        },
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def place_hold(world: World, target: str) -> Request:
+    body = {
+        "scope": "patient",
+        "patient_id": world.patient_for(target),
+        "reason": "Inquiry",
+        "reference": "matrix",
+    }
+    return "POST", "/api/v1/governance/holds", {"json": body}
+
+
+def patient_update(world: World, target: str) -> Request:
+    body = {"treatment_ended_on": "2020-01-01"}
+    return "PATCH", f"/api/v1/patients/{world.patient_for(target)}", {"json": body}
+
+
 def admin_only(ok: int) -> dict[str, int | tuple[int, int, int]]:
     return {role: (ok if status == 200 else status) for role, status in ONLY_ADMIN.items()}
 
@@ -445,6 +485,20 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("GET", "/api/v1/patients"): Spec(
         fixed("GET", "/api/v1/patients"), {**ALL_200, "auditor": 403}
+    ),
+    ("PATCH", "/api/v1/patients/{patient_id}"): Spec(
+        patient_update,
+        {
+            "service": 200,
+            "admin": (200, 200, 200),
+            "clinician": (200, 404, 200),
+            "patient": 403,
+            # SMART lets a patient/ token write Patient, but not the dates that decide
+            # when the record may be destroyed.
+            "patient/ token": (403, 404, 403),
+            "patient/ unbound": 404,
+            "auditor": 403,
+        },
     ),
     ("GET", "/api/v1/patients/{patient_id}"): Spec(
         patient_read,
@@ -627,6 +681,43 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("POST", "/api/v1/quarantine/{document_id}/versions/{number}/destroy"): Spec(
         quarantine_decision("destroy"), {**ONLY_ADMIN, "service": 409, "admin": 409}
+    ),
+    # Records governance: vault-wide, so one answer whatever the target; an unknown
+    # appraisal is a 404 for those allowed to ask.
+    ("GET", "/api/v1/governance/retention-classes"): Spec(
+        fixed("GET", "/api/v1/governance/retention-classes"), GOVERN
+    ),
+    ("POST", "/api/v1/governance/holds"): Spec(place_hold, govern(201)),
+    ("GET", "/api/v1/governance/holds"): Spec(fixed("GET", "/api/v1/governance/holds"), GOVERN),
+    ("GET", "/api/v1/governance/holds/{hold_id}"): Spec(
+        lambda world, target: ("GET", f"/api/v1/governance/holds/{new_hold(world)}", {}), GOVERN
+    ),
+    ("POST", "/api/v1/governance/holds/{hold_id}/release"): Spec(
+        lambda world, target: (
+            "POST",
+            f"/api/v1/governance/holds/{new_hold(world)}/release",
+            {"json": {"reason": "done"}},
+        ),
+        GOVERN,
+    ),
+    ("GET", "/api/v1/governance/appraisals"): Spec(
+        fixed("GET", "/api/v1/governance/appraisals"), GOVERN
+    ),
+    ("POST", "/api/v1/governance/appraisals/{appraisal_id}/approve"): Spec(
+        fixed(
+            "POST",
+            f"/api/v1/governance/appraisals/{uuid.uuid4()}/approve",
+            json={"reason": "due"},
+        ),
+        govern(404),
+    ),
+    ("POST", "/api/v1/governance/appraisals/{appraisal_id}/keep"): Spec(
+        fixed(
+            "POST",
+            f"/api/v1/governance/appraisals/{uuid.uuid4()}/keep",
+            json={"reason": "value", "keep_until": "2100-01-01"},
+        ),
+        govern(404),
     ),
     # Signed links: the link is the credential, whoever presents it.
     ("GET", "/api/v1/download/{token}"): Spec(signed_link, ALL_200, public=True),

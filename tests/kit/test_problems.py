@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,3 +28,19 @@ def test_internal_errors_are_opaque_problems(
     assert response.json()["type"] == "urn:medvault:problem:internal-error"
     assert "secret" not in response.text and "Traceback" not in response.text
     assert any("internal detail" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+def test_every_problem_type_is_documented() -> None:
+    """docs/problems.md has a section for each type a client can meet."""
+    import medvault.app  # noqa: F401  (imports every domain, so every Problem subclass)
+    from medvault.kit.problems import Problem
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "problems.md").read_text()
+    seen: set[str] = set()
+    pending: list[type[Problem]] = [Problem]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        seen.add(cls.slug)
+    missing = sorted(slug for slug in seen if f"### {slug}\n" not in docs)
+    assert not missing, f"problem types without a section in docs/problems.md: {missing}"

@@ -36,6 +36,8 @@ STATE_DEPENDENT_REFUSALS = frozenset(
         "precondition-failed",
         "document-deleted",
         "duplicate-document",
+        # A date of death or end of treatment is checked against the stored birth date.
+        "date-before-birth",
         # The file's type comes from its bytes; a FHIR resource is validated against the
         # FHIR R4 specification, which the OpenAPI document references, not restates.
         "unsupported-media-type",
@@ -129,16 +131,32 @@ def _control_character_deep_in_fhir_resource(body: bytes) -> bool:
     return problem_type(body) == "invalid-characters" and b"(field: resource)" in body
 
 
-def _birth_date_in_the_future(body: bytes) -> bool:
-    """A birth date after today: the bound moves with the clock, so no schema holds it."""
+# Dates bounded by today: the bound moves with the clock, so no schema holds it.
+_NOT_IN_THE_FUTURE = ("birth_date", "deceased_on", "treatment_ended_on")
+
+
+def _validation_errors(body: bytes) -> list[dict[str, Any]]:
     try:
         errors = json.loads(body).get("errors") or []
     except (ValueError, AttributeError):
-        return False
+        return []
+    return [error for error in errors if isinstance(error, dict)]
+
+
+def _date_in_the_future(body: bytes) -> bool:
+    errors = _validation_errors(body)
     return bool(errors) and all(
-        error.get("loc") == ["body", "birth_date"] and "future" in error.get("msg", "")
+        error.get("loc", [None, None])[-1] in _NOT_IN_THE_FUTURE
+        and "future" in error.get("msg", "")
         for error in errors
     )
+
+
+def _reversed_date_range(body: bytes) -> bool:
+    """A hold's created_from after its created_to: an order between two fields, which
+    JSON Schema cannot state for dates."""
+    errors = _validation_errors(body)
+    return bool(errors) and all("after created_to" in error.get("msg", "") for error in errors)
 
 
 @schemathesis.check
@@ -154,7 +172,8 @@ def positive_data_acceptance_stateless(
             or _upload_metadata_only_in_query(case, body)
             or _tus_creation_fields(case, body)
             or _control_character_deep_in_fhir_resource(body)
-            or _birth_date_in_the_future(body)
+            or _date_in_the_future(body)
+            or _reversed_date_range(body)
         ):
             return None
         raise

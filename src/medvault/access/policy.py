@@ -55,6 +55,8 @@ class Permission(StrEnum):
     METRICS_READ = "ops:metrics"
     # Release or destroy what the malware scanner quarantined (documents.quarantine).
     QUARANTINE_ADMIN = "documents:quarantine"
+    # Records governance: legal holds, appraisal, approving destruction (governance/).
+    RECORDS_GOVERN = "records:govern"
 
 
 P = Permission
@@ -68,6 +70,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.USERS_ADMIN,
             P.METRICS_READ,
             P.QUARANTINE_ADMIN,
+            P.RECORDS_GOVERN,
         }
     ),
     # A clinician may register a new patient (a walk-in, a referral) and joins that

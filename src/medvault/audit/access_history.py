@@ -73,6 +73,18 @@ _ACTION_WORDS = {
     "audit.read": N_("viewed the access history of your record"),
     "access.denied": N_("was refused access to your record"),
     "user.create": N_("created your portal account"),
+    "patient.update": N_("recorded a date of death or an end of treatment in your record"),
+    "retention.appraisal.listed": N_("listed a document as past its retention period"),
+    "retention.appraisal.kept": N_("decided to keep a document past its retention period"),
+    "retention.destruction.approved": N_(
+        "approved destroying a document past its retention period"
+    ),
+    "retention.destruction.blocked": N_("stopped the destruction of a document that is on hold"),
+    "document.destroyed": N_("destroyed a document at the end of its retention period"),
+    "legal_hold.place": N_("placed a legal hold on your record"),
+    "legal_hold.release": N_("released a legal hold on your record"),
+    "legal_hold.read": N_("viewed a legal hold on your record"),
+    "legal_hold.list": N_("listed the legal holds on your record"),
 }
 
 

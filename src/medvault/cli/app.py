@@ -16,6 +16,8 @@ from medvault.auth.cli import token_app, user_app
 from medvault.cli import client_commands, server
 from medvault.documents import cli as documents_cli
 from medvault.fhir.cli import fhir_app
+from medvault.governance.backup.cli import backup_app, restore
+from medvault.governance.cli import retention_app
 from medvault.processing import cli as processing_cli
 from medvault.processing import derivation_cli
 
@@ -32,6 +34,7 @@ app.command("verify")(documents_cli.verify)
 app.command("worker")(processing_cli.worker)
 app.command("scan")(processing_cli.scan)
 app.command("reconcile")(processing_cli.reconcile)
+app.command("restore")(restore)
 
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
@@ -43,3 +46,5 @@ app.add_typer(fhir_app, name="fhir")
 app.add_typer(processing_cli.jobs_app, name="jobs")
 app.add_typer(derivation_cli.previews_app, name="previews")
 app.add_typer(derivation_cli.search_app, name="search")
+app.add_typer(retention_app, name="retention")
+app.add_typer(backup_app, name="backup")

@@ -27,6 +27,9 @@ KEY_BYTES = 32
 WRAP_NONCE_BYTES = 12
 WRAP_AAD_PREFIX = b"medvault/dek/v1|"
 WRAPPED_DEK_BYTES = WRAP_NONCE_BYTES + KEY_BYTES + 16
+# The KEK id a row carries once its data key was destroyed (records governance): no
+# KEK has it, so nothing can unwrap the (empty) wrap beside it.
+DESTROYED_KEK_ID = "destroyed"
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,13 @@ class Keyring:
         now = datetime.now(UTC)
         kek = Kek(id=_new_kek_id(now), key=secrets.token_bytes(KEY_BYTES), created_at=now)
         return Keyring([*self._keks.values(), kek], kek.id)
+
+    def without(self, kek_id: str) -> Keyring:
+        """This keyring with one (inactive) KEK removed: what it wrapped is unreadable."""
+        if kek_id == self.active_id:
+            raise KeyringError(f"KEK {kek_id!r} is the active key; rotate first")
+        self.get(kek_id)
+        return Keyring([kek for kek in self._keks.values() if kek.id != kek_id], self.active_id)
 
     def wrap_dek(self, dek: bytes, *, version_id: uuid.UUID) -> WrappedDek:
         kek = self.active

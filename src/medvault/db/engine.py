@@ -103,6 +103,9 @@ def _tune_sqlite(engine: Engine, gate: SqliteWriterGate) -> None:
         # FULL: an acknowledged upload must survive power loss, not just a crash.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted and overwritten content is zeroed, not left in free pages: a destroyed
+        # record (governance.destruction) must leave no readable byte in the file.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 

@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 
 from medvault.documents.active_content import UnreadablePdf, find_active_content
 from medvault.documents.ingest import IngestResult
-from medvault.documents.models import DeriveState, DocumentVersion, ScanState
+from medvault.documents.models import DeriveState, Document, DocumentVersion, ScanState
 from medvault.documents.plaintext_file import PlaintextFile
+from medvault.governance import retention
 from medvault.kit.clock import utcnow
 from medvault.kit.i18n import N_
 from medvault.kit.problems import Problem
@@ -106,6 +107,7 @@ def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
     else:
         version.scan_state = ScanState.NOT_SCANNED
         queue_derivation(session, runtime, version, fresh=True)
+    _arm_retention(session, runtime, version)
     if settings.fhir_attachment_sha1 and version.sha1 is None:
         queue.enqueue(
             session,
@@ -114,6 +116,29 @@ def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
             dedupe_key=kinds.sha1_key(version.id),
             fresh=True,
         )
+
+
+def _arm_retention(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
+    """A new document's retention date now; the rest of its record's by a job.
+
+    The new entry moves the record's "last entry", so every document of the patient may
+    get a later date: one job per version (its key is new, so no lookup and no race
+    between two uploads to one record), each a cheap UPDATE per class.
+    """
+    document = session.get(Document, version.document_id)
+    if document is None:
+        return
+    if document.retention_class is None:
+        # No autoflush: the upload's rows go in together at its next flush.
+        with session.no_autoflush:
+            retention.assign_new(session, runtime.retention, document, utcnow().date())
+    queue.enqueue(
+        session,
+        kinds.RETENTION_REFRESH,
+        {"patient_id": str(document.patient_id)},
+        dedupe_key=kinds.retention_key(version.id),
+        fresh=True,
+    )
 
 
 def queue_scan(session: Session, version: DocumentVersion, *, fresh: bool = False) -> None:

@@ -194,3 +194,27 @@ def keys_rotate(
             f"{result.failed} data keys could not be re-wrapped; they still use their old "
             "KEK. Fix the cause and run `medvault keys rotate --rewrap-only`."
         )
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kek_id: Annotated[str, typer.Argument(help="An inactive KEK id (see `keys rotate`)")],
+) -> None:
+    """Remove an old KEK from the keyring file, once no data key is wrapped under it.
+
+    Everything it wrapped becomes unreadable: old blob headers, and database backups
+    taken before the last rotation. That is what makes a destroyed record's copies
+    unreadable too (README "Records governance"). Refused while rows still use it.
+    """
+    from medvault.crypto.errors import KeyringError
+    from medvault.documents.rotation import RotationRefusedError, retire_kek
+
+    runtime = server_runtime()
+    try:
+        with operational_errors():
+            retire_kek(runtime, kek_id)
+    except (RotationRefusedError, KeyringError) as exc:
+        fail(str(exc))
+    finally:
+        runtime.close()
+    err.print(f"retired {escape(kek_id)}; the active KEK is {runtime.keyring.active_id}")

@@ -186,7 +186,12 @@ def _check_batch(
     context: AuditContext,
     on_finding: Callable[[Finding], None] | None,
 ) -> None:
-    checks = [(v, check_version(runtime=runtime, version=v)) for v in versions]
+    # A destroyed version (quarantine, or the end of its retention) has no bytes to check.
+    checks = [
+        (v, check_version(runtime=runtime, version=v))
+        for v in versions
+        if v.state != VersionState.DESTROYED
+    ]
     record_checks(runtime, checks, context)
     for _, check in checks:
         report.add(check)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -93,6 +94,7 @@ class Document(ClinicalBase):
         Index("ix_documents_created", "created_at", "id"),
         Index("ix_documents_patient_created", "patient_id", "created_at", "id"),
         Index("ix_documents_type_created", "document_type", "created_at", "id"),
+        Index("ix_documents_retain_until", "retain_until"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -113,6 +115,13 @@ class Document(ClinicalBase):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_by: Mapped[str | None] = mapped_column(String(200))
     delete_reason: Mapped[str | None] = mapped_column(String(500))
+    # Records governance (``governance.retention``): the class its type falls in and the
+    # date it may be appraised for destruction; NULL: keep indefinitely (or not computed).
+    retention_class: Mapped[str | None] = mapped_column(String(64))
+    retain_until: Mapped[date | None] = mapped_column(Date)
+    # Destroyed under the schedule: a tombstone (status "deleted", metadata replaced,
+    # data keys gone); its certificate is the ``document.destroyed`` audit event.
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class DocumentVersion(ClinicalBase):

@@ -29,6 +29,7 @@ from medvault.auth.principal import Principal
 from medvault.documents import arrival, repository
 from medvault.documents.models import Document, DocumentVersion, ScanState, VersionState
 from medvault.documents.service import readable_or_404
+from medvault.governance.holds import refuse_if_held
 from medvault.kit.clock import utcnow
 from medvault.kit.i18n import N_
 from medvault.kit.problems import Conflict, NotFound
@@ -178,6 +179,17 @@ def destroy(
     """Mark the version destroyed; returns it and the blob key to discard after commit."""
     action = "document.version.destroyed"
     document, version = _infected(session, principal, document_id, number, action)
+    # A legal hold freezes the record, infected versions included (the inquiry may need
+    # to know what arrived); it is released first, or the version stays quarantined.
+    attempt = failed_attempt(
+        principal,
+        action,
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+    )
+    with audited_attempt(attempt):
+        refuse_if_held(session, document)
     version.state = VersionState.DESTROYED
     document.updated_at = utcnow()
     _record_decision(session, context, action, document, version, reason)

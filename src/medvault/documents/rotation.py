@@ -23,19 +23,27 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.crypto.errors import CryptoError, KeyringError
-from medvault.crypto.keyring import WrappedDek, load_keyring, write_keyring_file
+from medvault.crypto.keyring import (
+    DESTROYED_KEK_ID,
+    WrappedDek,
+    load_keyring,
+    write_keyring_file,
+)
 from medvault.documents import repository
 from medvault.documents.models import ComposeDraft, DocumentVersion, VersionDerivative
+from medvault.kit.clock import utcnow
 from medvault.kit.private_files import make_private_dirs
 from medvault.runtime import Runtime
+from medvault.uploads.models import UploadChunk
 
 DEFAULT_BATCH_SIZE = 500
 MAX_LISTED_FAILURES = 100
@@ -105,7 +113,7 @@ def _add_active_kek(runtime: Runtime, context: AuditContext) -> str:
     return current.active_id
 
 
-Wrapped = DocumentVersion | VersionDerivative | ComposeDraft
+Wrapped = DocumentVersion | VersionDerivative | ComposeDraft | UploadChunk
 # Rows after an id, in id order: one keyset batch of a table whose rows carry a wrap.
 BatchLoader = Callable[[Session, uuid.UUID | None, int], Sequence[Wrapped]]
 
@@ -132,6 +140,29 @@ def _drafts_after(session: Session, after: uuid.UUID | None, limit: int) -> Sequ
     return list(session.scalars(query))
 
 
+def _chunks_after(session: Session, after: uuid.UUID | None, limit: int) -> Sequence[UploadChunk]:
+    """Chunks of unfinished resumable uploads: their keys are wrapped like a version's."""
+    query = select(UploadChunk).order_by(UploadChunk.id).limit(limit)
+    if after is not None:
+        query = query.where(UploadChunk.id > after)
+    return list(session.scalars(query))
+
+
+LOADERS: tuple[BatchLoader, ...] = (
+    _versions_after,
+    _derivatives_after,
+    _drafts_after,
+    _chunks_after,
+)
+# The tables whose rows name a KEK, for the check before a KEK is retired.
+WRAPPED_TABLES: tuple[type[Wrapped], ...] = (
+    DocumentVersion,
+    VersionDerivative,
+    ComposeDraft,
+    UploadChunk,
+)
+
+
 def _rewrap_all(
     runtime: Runtime,
     result: RotationResult,
@@ -139,8 +170,7 @@ def _rewrap_all(
     on_progress: Callable[[int], None] | None,
 ) -> None:
     seen = 0
-    loaders: tuple[BatchLoader, ...] = (_versions_after, _derivatives_after, _drafts_after)
-    for load in loaders:
+    for load in LOADERS:
         seen = _rewrap_table(runtime, result, batch_size, on_progress, load, seen)
 
 
@@ -161,6 +191,8 @@ def _rewrap_table(
                 if version.kek_id == keyring.active_id:
                     result.already_current += 1
                     continue
+                if version.kek_id == DESTROYED_KEK_ID:
+                    continue  # destroyed under the retention schedule: no key to wrap
                 try:
                     rewrapped = keyring.rewrap(
                         WrappedDek(version.kek_id, version.wrapped_dek), version_id=version.id
@@ -232,3 +264,59 @@ def rotate_keys(
         )
         session.commit()
     return result
+
+
+def retire_kek(runtime: Runtime, kek_id: str, *, in_flight: timedelta | None = None) -> None:
+    """Remove an inactive KEK from the keyring file, once no row still needs it.
+
+    What it wrapped becomes unreadable everywhere: blob headers written under it, and
+    every backup of the database taken before the rows were re-wrapped. That is how a
+    destroyed record's copies die too (README "Records governance": destruction and
+    backups). Refuses while any row still names the KEK: run ``keys rotate`` first.
+
+    It also refuses until ``in_flight`` (default: the upload deadline, half the
+    reconcile grace) has passed since its successor became active: an upload wrapped
+    under it just before the rotation may still be about to commit.
+    """
+    if in_flight is None:
+        in_flight = timedelta(seconds=runtime.settings.reconcile_grace_seconds / 2)
+    if runtime.settings.keyring:
+        raise RotationRefusedError(
+            "The keyring comes from MEDVAULT_KEYRING, which this command cannot change: "
+            "remove the key there, after `medvault keys rotate --rewrap-only` reports none left."
+        )
+    path = runtime.settings.keyring_path
+    with _exclusive(path):
+        current = load_keyring(env_value=None, path=path, create=False)
+        retired = current.without(kek_id)
+        successors = [
+            kek.created_at
+            for kek in (current.get(other) for other in current.kek_ids)
+            if kek.created_at > current.get(kek_id).created_at
+        ]
+        if successors and utcnow() - min(successors) < in_flight:
+            raise RotationRefusedError(
+                f"{kek_id} was active until {min(successors):%Y-%m-%d %H:%M} UTC; uploads "
+                f"begun under it may still commit. Retire it after {in_flight} have passed."
+            )
+        with runtime.clinical.session() as session:
+            still = sum(
+                session.scalar(select(func.count()).where(table.kek_id == kek_id)) or 0
+                for table in WRAPPED_TABLES
+            )
+            if still:
+                raise RotationRefusedError(
+                    f"{still} data keys are still wrapped under {kek_id}; run "
+                    "`medvault keys rotate --rewrap-only`, then retire it."
+                )
+            write_keyring_file(path, retired)
+            runtime.reload_keyring()
+            audit.record(
+                session=session,
+                context=AuditContext.system("keys.retire"),
+                action="keys.kek.retire",
+                resource_type="Kek",
+                resource_id=kek_id,
+                details={"active_kek_id": retired.active_id},
+            )
+            session.commit()

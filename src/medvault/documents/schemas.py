@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -134,6 +134,18 @@ class DocumentOut(BaseModel):
     deleted_at: datetime | None = None
     deleted_by: str | None = None
     delete_reason: str | None = None
+    retention_class: str | None = Field(
+        default=None,
+        description='The retention class its type falls in (README, "Records governance")',
+    )
+    retain_until: date | None = Field(
+        default=None,
+        description="When it may be appraised for destruction; null: kept indefinitely "
+        "(no rule applies yet, e.g. a GP record of a living patient)",
+    )
+    destroyed_at: datetime | None = Field(
+        default=None, description="Set on a destroyed record's tombstone"
+    )
 
 
 class VersionOut(BaseModel):

@@ -33,7 +33,7 @@ from medvault.documents.schemas import (
 from medvault.kit.clock import utcnow
 from medvault.kit.i18n import N_
 from medvault.kit.keyset import SortCursor
-from medvault.kit.problems import Conflict, Gone, NotFound
+from medvault.kit.problems import Conflict, Destroyed, Gone, NotFound, Problem
 
 
 def to_out(document: Document, version: DocumentVersion) -> DocumentOut:
@@ -60,6 +60,9 @@ def to_out(document: Document, version: DocumentVersion) -> DocumentOut:
         deleted_at=document.deleted_at,
         deleted_by=document.deleted_by,
         delete_reason=document.delete_reason,
+        retention_class=document.retention_class,
+        retain_until=document.retain_until,
+        destroyed_at=document.destroyed_at,
     )
 
 
@@ -255,6 +258,8 @@ def resolve_version(
     """
     document, current = readable_or_404(session, principal, document_id)
     with audited_attempt(_attempt(principal, document, attempt)):
+        if document.destroyed_at is not None:
+            raise Destroyed(N_("It was destroyed at the end of its retention period."))
         if document.status == DocumentStatus.DELETED:
             raise Gone(N_("This document was deleted; an administrator can restore it."))
         if number is None or number == current.version:
@@ -304,6 +309,9 @@ def restore(
 ) -> DocumentOut:
     document, version = readable_or_404(session, principal, document_id)
     require_change(principal, document)
+    if document.destroyed_at is not None:
+        problem: Problem = Destroyed(N_("It was destroyed at the end of its retention period."))
+        raise denied(problem, _attempt(principal, document, "document.restore"))
     if document.status != DocumentStatus.DELETED:
         problem = Conflict(N_("The document is not deleted."))
         raise denied(problem, _attempt(principal, document, "document.restore"))

@@ -117,6 +117,10 @@ class Gone(Problem):
     status, slug, title = 410, "document-deleted", N_("The document has been deleted")
 
 
+class Destroyed(Problem):
+    status, slug, title = 410, "document-destroyed", N_("The document was destroyed")
+
+
 class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", N_("The upload is larger than allowed")
 

@@ -1,4 +1,4 @@
-"""Dates and times in query parameters: ISO 8601 only, as the OpenAPI document says.
+"""Dates and times in query parameters and bodies: ISO 8601 only, as the OpenAPI says.
 
 pydantic also reads a bare number as a Unix timestamp (``created_before=0.5`` was the
 first of January 1970), which the documented ``format: date-time`` does not allow and
@@ -25,6 +25,9 @@ def _iso_date_time(value: object) -> object:
 
 
 def _iso_date(value: object) -> object:
+    # In a JSON body a number would otherwise be read as a Unix timestamp too.
+    if isinstance(value, int | float):
+        raise ValueError(N_("use an ISO 8601 date, e.g. 2024-05-01"))
     if isinstance(value, str | bytes) and not _ISO_DATE.fullmatch(str(value).strip()):
         raise ValueError(N_("use an ISO 8601 date, e.g. 2024-05-01"))
     return value

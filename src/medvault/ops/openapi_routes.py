@@ -222,7 +222,19 @@ def rest_specials() -> SpecialTable:
         ("GET", "/api/v1/audit/proof/inclusion"): Special(statuses=frozenset({400, 404})),
         ("GET", "/api/v1/audit/proof/consistency"): Special(statuses=frozenset({400, 404})),
         ("DELETE", "/api/v1/documents/{document_id}"): Special(statuses=frozenset({409})),
-        ("POST", "/api/v1/documents/{document_id}/restore"): Special(statuses=frozenset({409})),
+        ("POST", "/api/v1/documents/{document_id}/restore"): Special(
+            statuses=frozenset({409, 410})
+        ),
+        # Records governance: a hold names a patient or document that may not exist; a
+        # decision meets a hold, a moved date or an appraisal already decided.
+        ("POST", "/api/v1/governance/holds"): Special(statuses=frozenset({404})),
+        ("POST", "/api/v1/governance/holds/{hold_id}/release"): Special(statuses=frozenset({409})),
+        ("POST", "/api/v1/governance/appraisals/{appraisal_id}/approve"): Special(
+            statuses=frozenset({409})
+        ),
+        ("POST", "/api/v1/governance/appraisals/{appraisal_id}/keep"): Special(
+            statuses=frozenset({409})
+        ),
         ("POST", "/api/v1/documents/{document_id}/download-url"): Special(
             statuses=frozenset({410})
         ),
@@ -267,6 +279,36 @@ def rest_specials() -> SpecialTable:
 _SPACE = "[\\t\\n\\r ]*"
 
 
+_NULL = {"type": "null"}
+_QUERY_FIELDS = ("document_type", "created_from", "created_to")
+_HOLD_SCOPES = [
+    {
+        "properties": {
+            "scope": {"const": "patient"},
+            "patient_id": {"type": "string"},
+            "document_id": _NULL,
+            **dict.fromkeys(_QUERY_FIELDS, _NULL),
+        },
+        "required": ["patient_id"],
+    },
+    {
+        "properties": {
+            "scope": {"const": "document"},
+            "document_id": {"type": "string"},
+            "patient_id": _NULL,
+            **dict.fromkeys(_QUERY_FIELDS, _NULL),
+        },
+        "required": ["document_id"],
+    },
+    {
+        "properties": {"scope": {"const": "query"}, "patient_id": _NULL, "document_id": _NULL},
+        "anyOf": [
+            {"properties": {name: {"type": "string"}}, "required": [name]} for name in _QUERY_FIELDS
+        ],
+    },
+]
+
+
 def rest_constraints(settings: Settings) -> ConstraintTable:
     """Rules the services enforce on request bodies beyond their pydantic models.
 
@@ -292,6 +334,8 @@ def rest_constraints(settings: Settings) -> ConstraintTable:
             "pattern": f"^{_SPACE}[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]{{1,64}}@"
             f"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\\.)+[A-Za-z]{{2,63}}{_SPACE}$"
         },
+        # governance.schemas.HoldCreate: each scope takes its own fields, and only them.
+        ("HoldCreate", ""): {"oneOf": _HOLD_SCOPES},
         # patients.schemas.Identifier: "absolute URI" there means a colon and, once
         # stripped, no whitespace.
         ("Identifier", "system"): {

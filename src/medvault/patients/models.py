@@ -25,4 +25,7 @@ class Patient(ClinicalBase):
     family_name: Mapped[str] = mapped_column(String(200))
     given_name: Mapped[str] = mapped_column(String(200))
     birth_date: Mapped[date] = mapped_column(Date)
+    # Inputs to retention schedules (``governance.schedule``): unknown until given.
+    deceased_on: Mapped[date | None] = mapped_column(Date)
+    treatment_ended_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

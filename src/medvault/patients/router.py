@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Response
 
 from medvault.access.policy import Permission, require
 from medvault.audit import service as audit
-from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal
+from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep
 from medvault.kit.ids import parse_id
 from medvault.kit.timestamps import IsoDate
 from medvault.patients import service
-from medvault.patients.schemas import PatientCreate, PatientOut, PatientPage
+from medvault.patients.schemas import PatientCreate, PatientOut, PatientPage, PatientUpdate
 
 router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
 
@@ -42,6 +42,29 @@ def get_patient(
         session=session, principal=principal, patient_id=parse_id(patient_id), context=context
     )
     audit.commit_or_refuse(session)
+    return service.to_out(patient)
+
+
+@router.patch("/{patient_id}", response_model=PatientOut)
+def update_patient(
+    patient_id: str,
+    data: PatientUpdate,
+    session: ClinicalSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
+    runtime: RuntimeDep,
+) -> PatientOut:
+    """Record a date of death or an end of treatment: the record's retention dates follow."""
+    require(principal, Permission.PATIENT_WRITE)
+    patient = service.update(
+        session=session,
+        principal=principal,
+        patient_id=parse_id(patient_id),
+        data=data,
+        context=context,
+        schedule=runtime.retention,
+    )
+    session.commit()
     return service.to_out(patient)
 
 

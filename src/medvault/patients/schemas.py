@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from medvault.kit.i18n import N_
 from medvault.kit.text import NONBLANK_TEXT_PATTERN, CleanTextModel
+from medvault.kit.timestamps import IsoDate
 
 # The pattern documents what stripping then requiring one character means on the wire.
 NonEmpty = Annotated[
@@ -47,7 +48,7 @@ class PatientCreate(CleanTextModel):
     identifier: Identifier
     family_name: Annotated[NonEmpty, StringConstraints(max_length=200)]
     given_name: Annotated[NonEmpty, StringConstraints(max_length=200)]
-    birth_date: date
+    birth_date: IsoDate
 
     @field_validator("birth_date")
     @classmethod
@@ -59,6 +60,24 @@ class PatientCreate(CleanTextModel):
         return value
 
 
+class PatientUpdate(CleanTextModel):
+    """The dates retention schedules use; a member left out is unchanged, null clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deceased_on: IsoDate | None = Field(default=None, description="Date of death")
+    treatment_ended_on: IsoDate | None = Field(
+        default=None, description="End of treatment (else the record's last entry counts)"
+    )
+
+    @field_validator("deceased_on", "treatment_ended_on")
+    @classmethod
+    def _not_in_future(cls, value: date | None) -> date | None:
+        if value is not None and value > date.today():
+            raise ValueError(N_("the date is in the future"))
+        return value
+
+
 class PatientOut(BaseModel):
     id: uuid.UUID
     identifier: Identifier
@@ -66,6 +85,8 @@ class PatientOut(BaseModel):
     given_name: str
     birth_date: date
     created_at: datetime
+    deceased_on: date | None = None
+    treatment_ended_on: date | None = None
 
 
 class PatientPage(BaseModel):

@@ -9,19 +9,38 @@ from datetime import date
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from medvault.access.denials import Denial, denied
+from medvault.access.denials import Denial, denied, failed_attempt
 from medvault.access.models import CareTeamMember
 from medvault.access.policy import reaches_every_patient
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal, Role
+from medvault.governance import retention
+from medvault.governance.schedule import Schedule
 from medvault.kit.clock import utcnow
 from medvault.kit.i18n import N_
 from medvault.kit.keyset import Cursor
-from medvault.kit.problems import BadRequest, DuplicatePatient, NotFound
+from medvault.kit.problems import (
+    BadRequest,
+    DuplicatePatient,
+    Forbidden,
+    NotFound,
+    Problem,
+    ValidationFailed,
+)
 from medvault.patients import repository
 from medvault.patients.models import Patient
-from medvault.patients.schemas import Identifier, PatientCreate, PatientOut, PatientPage
+from medvault.patients.schemas import (
+    Identifier,
+    PatientCreate,
+    PatientOut,
+    PatientPage,
+    PatientUpdate,
+)
+
+
+class DateBeforeBirth(ValidationFailed):
+    status, slug, title = 422, "date-before-birth", N_("The date is before the patient's birth")
 
 
 def to_out(patient: Patient) -> PatientOut:
@@ -32,6 +51,8 @@ def to_out(patient: Patient) -> PatientOut:
         given_name=patient.given_name,
         birth_date=patient.birth_date,
         created_at=patient.created_at,
+        deceased_on=patient.deceased_on,
+        treatment_ended_on=patient.treatment_ended_on,
     )
 
 
@@ -100,10 +121,7 @@ def create(
     return patient
 
 
-def get(
-    *, session: Session, principal: Principal, patient_id: uuid.UUID, context: AuditContext
-) -> Patient:
-    """One patient, if the caller's scope reaches it; otherwise the same 404 as absent."""
+def _readable_or_404(session: Session, principal: Principal, patient_id: uuid.UUID) -> Patient:
     patient = repository.readable(session, principal, patient_id)
     if patient is None:
         problem = NotFound(N_("No patient with this id."))
@@ -113,6 +131,14 @@ def get(
         raise denied(
             problem, Denial(principal, "Patient", patient_id, patient_id if exists else None)
         )
+    return patient
+
+
+def get(
+    *, session: Session, principal: Principal, patient_id: uuid.UUID, context: AuditContext
+) -> Patient:
+    """One patient, if the caller's scope reaches it; otherwise the same 404 as absent."""
+    patient = _readable_or_404(session, principal, patient_id)
     audit.record(
         session=session,
         context=context,
@@ -120,6 +146,53 @@ def get(
         resource_type="Patient",
         resource_id=patient.id,
         patient_id=patient.id,
+    )
+    return patient
+
+
+def update(
+    *,
+    session: Session,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    data: PatientUpdate,
+    context: AuditContext,
+    schedule: Schedule,
+) -> Patient:
+    """Set or clear the dates retention uses; the record's retention dates follow at once.
+
+    Staff only: these dates decide when a record may be destroyed, so a patient's own
+    app (a ``patient/`` token, which SMART lets write Patient) may not move them.
+    """
+    patient = _readable_or_404(session, principal, patient_id)
+    if principal.patient_id is not None:
+        problem: Problem = Forbidden(
+            N_("Only staff record a date of death or an end of treatment.")
+        )
+        raise denied(problem, Denial(principal, "Patient", patient.id, patient.id))
+    changes = data.model_dump(include=data.model_fields_set)
+    if any(day is not None and day < patient.birth_date for day in changes.values()):
+        problem = DateBeforeBirth(N_("A date before the patient's birth date."))
+        attempt = failed_attempt(
+            principal,
+            "patient.update",
+            resource_type="Patient",
+            resource_id=patient.id,
+            patient_id=patient.id,
+        )
+        raise denied(problem, attempt)
+    for name, value in changes.items():
+        setattr(patient, name, value)
+    session.flush()
+    changed = retention.refresh_patient(session, schedule, patient.id)
+    audit.record(
+        session=session,
+        context=context,
+        action="patient.update",
+        resource_type="Patient",
+        resource_id=patient.id,
+        patient_id=patient.id,
+        details={"fields": sorted(changes), "documents_rescheduled": changed},
     )
     return patient
 

@@ -65,6 +65,7 @@ _FTS_DELETE = text(
     "VALUES ('delete', :rowid, :title, :description, :filenames, :content)"
 )
 _FTS_DELETE_ALL = text("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+_FTS_OPTIMIZE = text("INSERT INTO search_fts (search_fts) VALUES ('optimize')")
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,15 @@ def withdraw_text(session: Session, runtime: Runtime, version_id: uuid.UUID) -> 
             session.flush()
             _pg_vector(session, runtime, entry, "")
             logger.debug("text of document %s withdrawn from the index", document_id)
+
+
+def optimize_fts(session: Session) -> None:
+    """Merge the SQLite FTS index into one segment, dropping what deletes left behind.
+
+    A contentless FTS5 delete only adds a tombstone; the deleted words stay in older
+    segments until a merge. Destruction (``governance.destruction``) needs them gone.
+    """
+    session.execute(_FTS_OPTIMIZE)
 
 
 def remove_document(session: Session, runtime: Runtime, document_id: uuid.UUID) -> None:

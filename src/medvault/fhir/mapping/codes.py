@@ -12,6 +12,10 @@ CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 CATEGORY_SYSTEM = "urn:medvault:document-category"
 ACTOR_SYSTEM = "urn:medvault:actor"
 SHA256_EXTENSION = "urn:medvault:fhir:attachment-sha256"
+# Records governance on a DocumentReference (README "Records governance"): sub-extensions
+# `class` (valueCode), `retainUntil` (valueDate, absent: kept indefinitely) and
+# `destroyed` (valueDateTime, on a destroyed record's tombstone).
+RETENTION_EXTENSION = "urn:medvault:fhir:retention"
 RFC3986 = "urn:ietf:rfc:3986"
 
 # The document type given to a Binary stored before its DocumentReference describes

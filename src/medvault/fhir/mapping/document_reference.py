@@ -56,6 +56,7 @@ from medvault.fhir.mapping.codes import (
     CONFIDENTIALITY_CODE,
     LOINC,
     LOINC_DISPLAY,
+    RETENTION_EXTENSION,
     RFC3986,
     SHA256_EXTENSION,
     category_of,
@@ -183,7 +184,19 @@ def to_resource(
         {"coding": [{"system": CONFIDENTIALITY, "code": code, "display": display}]}
     ]
     resource["content"] = [{"attachment": attachment(document, version, base)}]
+    if document.retention_class is not None:
+        resource["extension"] = [retention_extension(document)]
     return resource
+
+
+def retention_extension(document: Document) -> dict[str, Any]:
+    """The record's retention class and date (and its destruction), as one extension."""
+    parts: list[dict[str, Any]] = [{"url": "class", "valueCode": document.retention_class}]
+    if document.retain_until is not None:
+        parts.append({"url": "retainUntil", "valueDate": document.retain_until.isoformat()})
+    if document.destroyed_at is not None:
+        parts.append({"url": "destroyed", "valueDateTime": instant(document.destroyed_at)})
+    return {"url": RETENTION_EXTENSION, "extension": parts}
 
 
 # -- input ------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Records governance: retention classes, legal holds, destruction, exports, backup/restore."""
