@@ -23,6 +23,7 @@ from medvault.documents.quarantine_router import router as quarantine_router
 from medvault.documents.router import router as documents_router
 from medvault.fhir import openapi as fhir_openapi
 from medvault.fhir.router import install as install_fhir
+from medvault.governance.export_router import router as exports_router
 from medvault.governance.router import router as governance_router
 from medvault.jobs import start_worker
 from medvault.kit.problem_handlers import install_problem_handlers
@@ -177,6 +178,7 @@ def create_app(
         shares_router,
         uploads_router,
         governance_router,
+        exports_router,
     ):
         app.include_router(router)
     # Before the portal: its pages and error renderer sit at "/", FHIR at "/fhir".

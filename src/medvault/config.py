@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     appraisal_interval_seconds: int = Field(default=86400, ge=10, le=30 * 86400)
     # 2: destruction needs approvals from two different people (a two-person rule).
     destruction_approvals: int = Field(default=1, ge=1, le=2)
+    # A patient's export archive (and its one-time link) is deleted this long after the
+    # request, downloaded or not.
+    export_ttl_seconds: int = Field(default=7 * 86400, ge=600, le=30 * 86400)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -185,6 +188,8 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = Field(default=3600, ge=10, le=7 * 86400)
     # FHIR Binary created but never described by a DocumentReference: removed after this.
     binary_draft_ttl_seconds: int = Field(default=7 * 86400, ge=60, le=365 * 86400)
+    # FHIR Bulk Data exports: their encrypted NDJSON files are deleted after this.
+    bulk_export_ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
     # The integrity scrub re-reads every version once per period, at most this fast.
     scrub_period_days: int = Field(default=30, ge=1, le=3650)
     scrub_max_bytes_per_second: int = Field(default=20 * MiB, ge=64 * 1024)

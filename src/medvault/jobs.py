@@ -15,9 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from medvault.audit.verify_job import run_verify_job
+from medvault.fhir.bulk.expiry import expire_exports
+from medvault.fhir.bulk.job import run_export
 from medvault.fhir.drafts import expire_drafts
+from medvault.fhir.export_bundle import make_bundle
 from medvault.fhir.hashing import run_sha1_job
-from medvault.governance import appraisal, destruction, retention
+from medvault.governance import appraisal, destruction, exports, retention
 from medvault.processing import kinds
 from medvault.processing.clamd import ClamdClient
 from medvault.processing.derivation import run_preview_job, run_text_job
@@ -82,6 +85,25 @@ def build_registry(runtime: Runtime) -> JobRegistry:
         return {"expired": report.expired}
 
     registry.register(JobKind(kinds.FHIR_DRAFT_EXPIRY, expire_job, every=DRAFT_EXPIRY_EVERY))
+    # FHIR Bulk Data: each export as its requester (resolved again when it runs); hourly expiry.
+    registry.register(
+        JobKind(
+            kinds.FHIR_BULK_EXPORT,
+            lambda job: run_export(
+                runtime, uuid.UUID(str(job.payload["export_id"])), lambda: job.stopping
+            ),
+            lease=timedelta(minutes=5),
+        )
+    )
+    registry.register(
+        JobKind(
+            kinds.FHIR_BULK_EXPORT_EXPIRY,
+            lambda job: expire_exports(
+                runtime, grace_seconds=settings.reconcile_grace_seconds
+            ).summary(),
+            every=DRAFT_EXPIRY_EVERY,
+        )
+    )
 
     def scrub_job(job: JobContext) -> dict[str, Any]:
         # Most of the interval, so one run ends before the next is due.
@@ -156,6 +178,20 @@ def _register_governance(registry: JobRegistry, runtime: Runtime) -> None:
         return destruction.destroy(runtime, uuid.UUID(str(job.payload["appraisal_id"]))).summary()
 
     registry.register(JobKind(kinds.DESTROY, destroy_job, lease=timedelta(minutes=10)))
+
+    def export_job(job: JobContext) -> dict[str, Any]:
+        export_id = uuid.UUID(str(job.payload["export_id"]))
+        return exports.run(runtime, export_id, make_bundle)
+
+    # A patient's whole record: long for a big one; heartbeats keep the lease.
+    registry.register(JobKind(kinds.PATIENT_EXPORT, export_job, lease=timedelta(minutes=30)))
+    registry.register(
+        JobKind(
+            kinds.EXPORT_EXPIRY,
+            lambda job: {"expired": exports.expire(runtime)},
+            every=timedelta(minutes=15),
+        )
+    )
 
 
 def build_worker(runtime: Runtime, *, owner: str | None = None) -> Worker:

@@ -11,6 +11,7 @@ from medvault.audit import models as audit_models
 from medvault.auth import models as auth_models
 from medvault.documents import models as document_models
 from medvault.fhir import models as fhir_models
+from medvault.fhir.bulk import models as fhir_bulk_models
 from medvault.governance import models as governance_models
 from medvault.patients import models as patient_models
 from medvault.processing import models as processing_models
@@ -22,6 +23,7 @@ __all__ = [
     "audit_models",
     "auth_models",
     "document_models",
+    "fhir_bulk_models",
     "fhir_models",
     "governance_models",
     "patient_models",

@@ -31,6 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -38,8 +39,10 @@ from fastapi.testclient import TestClient
 from medvault.auth.jwt_tokens import issue_access_token
 from medvault.auth.principal import Role
 from medvault.auth.service import create_api_token
+from medvault.governance.exports import AUDIENCE
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
+from tests.fhir.bulk_support import PREFER, run_exports
 from tests.fhir.support import validate_response
 from tests.support.factories import (
     create_patient,
@@ -96,9 +99,11 @@ class World:
     documents: dict[str, str]
     tokens: dict[str, str]
     users: dict[str, uuid.UUID]
+    secret_key: bytes = b""
     expired: str = ""
     tampered: str = ""
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict)
+    runtime: Runtime | None = None
 
     def patient_for(self, target: str) -> str:
         return self.patients["foreign" if target == "foreign" else "own"]
@@ -266,6 +271,32 @@ def care_team_remove(world: World, target: str) -> Request:
     )
 
 
+EXPORT_BODY = {"passphrase": "violet anchor river seventeen"}
+
+
+def export_request(world: World, target: str) -> Request:
+    return "POST", f"/api/v1/patients/{world.patient_for(target)}/exports", {"json": EXPORT_BODY}
+
+
+def own_export(world: World, target: str, token: str | None) -> Request:
+    """The caller's own export of the target's patient; where the caller may not ask for
+    one, the service account's (which the caller must then not see)."""
+    _, url, kwargs = export_request(world, target)
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    created = world.service.post(url, json=kwargs["json"], headers=headers)
+    if created.status_code != 202:
+        created = world.service.post(url, json=kwargs["json"])
+    assert created.status_code == 202, created.text
+    return "GET", str(created.headers["Location"]), {}
+
+
+def export_link(world: World, target: str) -> Request:
+    """A well-signed link to an export that does not exist: the link is the credential."""
+    claims = {"sub": str(uuid.uuid4()), "aud": AUDIENCE, "exp": utcnow() + timedelta(hours=1)}
+    token = jwt.encode(claims, world.secret_key, algorithm="HS256")
+    return "GET", f"/api/v1/exports/download/{token}", {}
+
+
 def signed_link(world: World, target: str) -> Request:
     url = world.service.post(f"/api/v1/documents/{world.documents['own']}/download-url").json()
     return "GET", url["url"].split("testserver", 1)[1], {}
@@ -404,6 +435,52 @@ def fhir_audit_event(world: World, target: str) -> Request:
         "/fhir/AuditEvent", params={"patient": world.patient_for(target), "_count": "1"}
     ).json()
     return "GET", f"/fhir/AuditEvent/{found['entry'][0]['resource']['id']}", {}
+
+
+def bulk_export_of(world: World, token: str | None) -> dict[str, Any] | None:
+    """A finished export started by ``token``'s principal: status URL and manifest."""
+    if token is None:
+        return None
+    started = world.service.get(
+        "/fhir/Patient/$export", headers={**PREFER, "Authorization": f"Bearer {token}"}
+    )
+    if started.status_code != 202:
+        return None
+    assert world.runtime is not None
+    run_exports(world.runtime)
+    status = str(started.headers["Content-Location"])
+    manifest = world.service.get(status, headers={"Authorization": f"Bearer {token}"}).json()
+    return {"status": status, "manifest": manifest}
+
+
+def _relative(url: str) -> str:
+    return url.split("testserver", 1)[1]
+
+
+def bulk_status(method: str) -> Callable[[World, str, str | None], Request]:
+    """The caller's own export if it may start one, else the service account's (unseen)."""
+
+    def build(world: World, target: str, token: str | None) -> Request:
+        found = bulk_export_of(world, token) or bulk_export_of(world, world.tokens["service"])
+        assert found is not None
+        return method, _relative(found["status"]), {}
+
+    return build
+
+
+def bulk_file(world: World, target: str, token: str | None) -> Request:
+    """The first file of the caller's own export; an empty export has none: the service's."""
+    found = bulk_export_of(world, token)
+    if found is None or not found["manifest"]["output"]:
+        found = bulk_export_of(world, world.tokens["service"])
+    assert found is not None
+    return "GET", _relative(found["manifest"]["output"][0]["url"]), {}
+
+
+# Bulk export: anyone who reads patients and documents may start one (for the patients
+# they reach); its status and files are its requester's alone (anyone else: 404).
+EXPORT_START = {**dict.fromkeys(ROLES, 202), "auditor": 403}
+EXPORT_OWNER = {**dict.fromkeys(ROLES, 200), "auditor": 404}
 
 
 ALL_200 = dict.fromkeys(ROLES, 200)  # tokens: as the role they act like
@@ -682,6 +759,33 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("POST", "/api/v1/quarantine/{document_id}/versions/{number}/destroy"): Spec(
         quarantine_decision("destroy"), {**ONLY_ADMIN, "service": 409, "admin": 409}
     ),
+    # A patient's own export: whoever may read the record's content asks; only they
+    # follow it; the download link is its own credential.
+    ("POST", "/api/v1/patients/{patient_id}/exports"): Spec(
+        export_request,
+        {
+            "service": 202,
+            "admin": 403,
+            "clinician": (202, 404, 202),
+            "patient": (202, 404, 202),
+            "auditor": 403,
+        },
+    ),
+    ("GET", "/api/v1/exports/{export_id}"): Spec(
+        export_request,
+        {
+            "service": 200,
+            "admin": 404,
+            "clinician": (200, 404, 200),
+            "patient": (200, 404, 200),
+            "patient/ unbound": 404,
+            "auditor": 404,
+        },
+        build_as=own_export,
+    ),
+    ("GET", "/api/v1/exports/download/{token}"): Spec(
+        export_link, dict.fromkeys(ROLES, 403), public=True
+    ),
     # Records governance: vault-wide, so one answer whatever the target; an unknown
     # appraisal is a 404 for those allowed to ask.
     ("GET", "/api/v1/governance/retention-classes"): Spec(
@@ -893,6 +997,30 @@ SPECS: dict[tuple[str, str], Spec] = {
     ),
     ("GET", "/fhir/AuditEvent"): Spec(fhir_audit_events_about, AUDIT_SEARCH),
     ("POST", "/fhir/AuditEvent/_search"): Spec(fhir_audit_search_about, AUDIT_SEARCH),
+    # FHIR Bulk Data export.
+    ("GET", "/fhir/Patient/$export"): Spec(
+        fixed("GET", "/fhir/Patient/$export", headers=PREFER), EXPORT_START
+    ),
+    ("GET", "/fhir/$export"): Spec(
+        fixed("GET", "/fhir/$export", headers=PREFER),
+        # Only who reaches every patient: not a care team, not a patient/ token.
+        {**dict.fromkeys(PRINCIPALS, 403), **dict.fromkeys(("service", "admin"), 202)}
+        | dict.fromkeys(("user/ token", "user/ unbound", "system/ token"), 202),
+    ),
+    ("GET", "/fhir/$export-status/{export_id}"): Spec(
+        fixed("GET", "/fhir"), EXPORT_OWNER, build_as=bulk_status("GET")
+    ),
+    ("DELETE", "/fhir/$export-status/{export_id}"): Spec(
+        fixed("DELETE", "/fhir"),
+        {role: 202 if status == 200 else status for role, status in EXPORT_OWNER.items()},
+        build_as=bulk_status("DELETE"),
+    ),
+    ("GET", "/fhir/$export-file/{export_id}/{name}"): Spec(
+        fixed("GET", "/fhir"),
+        # An unbound patient/ token's export is empty: it has no file of its own.
+        {**EXPORT_OWNER, "patient/ unbound": 404},
+        build_as=bulk_file,
+    ),
     ("GET", "/fhir/AuditEvent/{resource_id}"): Spec(
         fhir_audit_event,
         {
@@ -1016,11 +1144,13 @@ def world(
             documents=documents,
             tokens=tokens,
             users={role: user.id for role, user in made.items()},
+            secret_key=runtime.secret_key,
             expired=expired,
             # A clinician's token with its role claim raised to admin: the signature no
             # longer matches the payload.
             tampered=f"{header}.{forged}.{signature}",
             credentials={role: (u.username, u.password) for role, u in made.items()},
+            runtime=runtime,
         )
 
 
@@ -1071,6 +1201,9 @@ def leaked_ids(world: World, principal: str, response: httpx.Response) -> list[s
         out_of_reach = {world.patients["foreign"], world.documents["foreign"]}
     else:
         out_of_reach = {*world.patients.values(), *world.documents.values()}
+    if "ndjson" in kind:  # a bulk export file: one resource per line
+        text = response.text
+        return sorted(value for value in out_of_reach if value in text)
     body = response.json()
     if isinstance(body, dict) and body.get("resourceType") == "Bundle":
         body = {key: value for key, value in body.items() if key != "link"}  # echoes the query

@@ -76,7 +76,18 @@ def validate_response(response: httpx.Response) -> None:
     where = f"{response.request.method} {response.request.url}"
     if response.status_code >= 400:
         assert kind == "application/fhir+json", f"{where}: error {response.status_code} as {kind}"
+    if kind == "application/fhir+ndjson":
+        # Bulk export files: every line is a resource a read would return.
+        for number, line in enumerate(response.text.splitlines(), start=1):
+            validate_resource(json.loads(line), where=f"{where} line {number}")
+        return
     if kind not in FHIR_JSON_TYPES or not response.content:
+        return
+    if "/$export-status/" in response.request.url.path and response.status_code == 200:
+        # A Bulk Data manifest is plain JSON, not a FHIR resource (the IG defines it).
+        manifest = response.json()
+        assert manifest["requiresAccessToken"] is True, where
+        assert {"transactionTime", "request", "output", "error"} <= manifest.keys(), where
         return
     validate_resource(response.json(), status=response.status_code, where=where)
 

@@ -54,6 +54,7 @@ GENERATOR_CONFIG = """content_type_overrides:
   application/dicom: application/octet-stream
   application/offset+octet-stream: application/octet-stream
   application/fhir+json: application/json
+  application/fhir+ndjson: application/octet-stream
 """
 
 

@@ -34,7 +34,14 @@ from tests.support.factories import create_patient, pdf_bytes, upload_multipart,
 from tests.support.inspect import audit_events
 from tests.support.users import UserFactory, bearer, login
 
-PERIODIC = {kinds.RECONCILE, kinds.FHIR_DRAFT_EXPIRY, kinds.INTEGRITY_SCRUB}
+PERIODIC = {
+    kinds.RECONCILE,
+    kinds.FHIR_DRAFT_EXPIRY,
+    kinds.INTEGRITY_SCRUB,
+    kinds.APPRAISAL,
+    kinds.EXPORT_EXPIRY,
+    kinds.FHIR_BULK_EXPORT_EXPIRY,
+}
 
 
 def sha1_job(runtime: Runtime, document_id: str) -> Job:
@@ -49,6 +56,8 @@ def test_the_registry_binds_every_kind_and_scans_only_with_a_scanner(
     registry = build_registry(runtime)
     on_demand = {kinds.FHIR_SHA1, kinds.AUDIT_VERIFY, kinds.PREVIEW, kinds.TEXT}
     on_demand |= {kinds.SEARCH_INDEX, kinds.SEARCH_REINDEX}
+    on_demand |= {kinds.RETENTION_REFRESH, kinds.DESTROY, kinds.PATIENT_EXPORT}
+    on_demand |= {kinds.FHIR_BULK_EXPORT}
     assert set(registry.kinds) == {*on_demand, *PERIODIC}
     assert {k.name for k in registry.kinds.values() if k.every is not None} == PERIODIC
     scanning = build_runtime(make_settings(clamd_url="tcp://127.0.0.1:3310"))

@@ -100,6 +100,8 @@ GET_SPECS: dict[str, tuple[Build, Mapping[str, int | tuple[int, int]]]] = {
         fixed("/audit/access-history"),
         {**dict.fromkeys(ROLES, 403), "patient": 200},
     ),
+    # "Your data": a patient's own exports (no patient id in the URL).
+    "/my-data": (fixed("/my-data"), {**dict.fromkeys(ROLES, 403), "patient": 200}),
 }
 # POST routes anyone may reach without a session: they check the login form's CSRF
 # cookie instead (the language chooser refuses a visitor without it).
@@ -151,6 +153,7 @@ def _concrete(path: str, practice: Practice) -> str:
         .replace("{user_id}", str(practice.users["clinician"].id))
         .replace("{job_id}", str(uuid.UUID(int=7)))
         .replace("{upload_id}", str(uuid.UUID(int=7)))
+        .replace("{export_id}", str(uuid.UUID(int=7)))
     )
 
 

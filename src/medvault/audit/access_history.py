@@ -85,6 +85,11 @@ _ACTION_WORDS = {
     "legal_hold.release": N_("released a legal hold on your record"),
     "legal_hold.read": N_("viewed a legal hold on your record"),
     "legal_hold.list": N_("listed the legal holds on your record"),
+    "patient.export.request": N_("asked for a copy of everything held about you"),
+    "patient.export.read": N_("checked on a copy of your data"),
+    "patient.export.build": N_("put together a copy of your data"),
+    "patient.export.download": N_("downloaded a copy of your data"),
+    "patient.export.expire": N_("deleted an expired copy of your data"),
 }
 
 

@@ -17,7 +17,7 @@ from medvault.cli import client_commands, server
 from medvault.documents import cli as documents_cli
 from medvault.fhir.cli import fhir_app
 from medvault.governance.backup.cli import backup_app, restore
-from medvault.governance.cli import retention_app
+from medvault.governance.cli import export_app, retention_app
 from medvault.processing import cli as processing_cli
 from medvault.processing import derivation_cli
 
@@ -47,4 +47,5 @@ app.add_typer(processing_cli.jobs_app, name="jobs")
 app.add_typer(derivation_cli.previews_app, name="previews")
 app.add_typer(derivation_cli.search_app, name="search")
 app.add_typer(retention_app, name="retention")
+app.add_typer(export_app, name="export")
 app.add_typer(backup_app, name="backup")

@@ -29,6 +29,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+# Imported for its effect: every domain's tables in ClinicalBase.metadata, which the
+# retirement check walks.
+from medvault import models_registry  # noqa: F401
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.crypto.errors import CryptoError, KeyringError
@@ -38,6 +41,7 @@ from medvault.crypto.keyring import (
     load_keyring,
     write_keyring_file,
 )
+from medvault.db.base import ClinicalBase
 from medvault.documents import repository
 from medvault.documents.models import ComposeDraft, DocumentVersion, VersionDerivative
 from medvault.kit.clock import utcnow
@@ -154,13 +158,6 @@ LOADERS: tuple[BatchLoader, ...] = (
     _drafts_after,
     _chunks_after,
 )
-# The tables whose rows name a KEK, for the check before a KEK is retired.
-WRAPPED_TABLES: tuple[type[Wrapped], ...] = (
-    DocumentVersion,
-    VersionDerivative,
-    ComposeDraft,
-    UploadChunk,
-)
 
 
 def _rewrap_all(
@@ -266,6 +263,22 @@ def rotate_keys(
     return result
 
 
+def _rows_wrapped_under(session: Session, kek_id: str) -> int:
+    """Rows of *any* clinical table that name the KEK, in any ``*kek_id`` column.
+
+    Beyond the tables rotation re-wraps, short-lived artifacts carry wraps too (patient
+    exports and their sealed passphrases, FHIR bulk-export files): a KEK retired under
+    them would make them unreadable before they expire, so they hold retirement off.
+    """
+    count = 0
+    for table in ClinicalBase.metadata.sorted_tables:
+        for column in table.c:
+            if column.name.endswith("kek_id"):
+                query = select(func.count()).select_from(table).where(column == kek_id)
+                count += session.scalar(query) or 0
+    return count
+
+
 def retire_kek(runtime: Runtime, kek_id: str, *, in_flight: timedelta | None = None) -> None:
     """Remove an inactive KEK from the keyring file, once no row still needs it.
 
@@ -300,10 +313,7 @@ def retire_kek(runtime: Runtime, kek_id: str, *, in_flight: timedelta | None = N
                 f"begun under it may still commit. Retire it after {in_flight} have passed."
             )
         with runtime.clinical.session() as session:
-            still = sum(
-                session.scalar(select(func.count()).where(table.kek_id == kek_id)) or 0
-                for table in WRAPPED_TABLES
-            )
+            still = _rows_wrapped_under(session, kek_id)
             if still:
                 raise RotationRefusedError(
                     f"{still} data keys are still wrapped under {kek_id}; run "

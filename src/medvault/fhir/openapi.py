@@ -13,6 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from medvault.fhir.bulk.parameters import OUTPUT_FORMATS, PREFER_PATTERN, TYPE_PATTERN
+from medvault.fhir.bulk.service import NDJSON
 from medvault.fhir.wire.media import FHIR_JSON, PLAIN_JSON
 from medvault.ops.openapi import CLEAN_TEXT_PATTERN, Dialect, Special, SpecialTable
 from medvault.ops.openapi_routes import CONTENT_HEADERS, document_types
@@ -82,7 +84,7 @@ def dialect() -> Dialect:
         success_media_types=_MEDIA,
         success_schema=FHIR_RESOURCE,
         extra_statuses=frozenset({406}),
-        components=REQUEST_RESOURCES,
+        components={**REQUEST_RESOURCES, "BulkExportManifest": EXPORT_MANIFEST},
     )
 
 
@@ -149,8 +151,66 @@ def _binary_create(app: FastAPI) -> Special:
     )
 
 
+# Bulk Data export (fhir.bulk): the kick-off's parameters, by the patterns the route
+# itself matches, so a request the document calls valid is one the server accepts.
+_EXPORT_KICK_OFF = Special(
+    statuses=frozenset({400}),
+    parameters={
+        "Prefer": {"required": True, "type": "string", "pattern": PREFER_PATTERN},
+        "_outputFormat": {"type": "string", "enum": list(OUTPUT_FORMATS)},
+        "_type": {"type": "string", "pattern": TYPE_PATTERN},
+        "_since": {"type": "string", "format": "date-time"},
+    },
+    success_headers={
+        "Content-Location": {"type": "string", "description": "The export's status URL"}
+    },
+)
+EXPORT_MANIFEST: dict[str, Any] = {
+    "type": "object",
+    "title": "BulkExportManifest",
+    "description": "The Bulk Data IG's complete-status manifest "
+    "(https://hl7.org/fhir/uv/bulkdata/export.html#response---complete-status).",
+    "required": ["transactionTime", "request", "requiresAccessToken", "output", "error"],
+    "properties": {
+        "transactionTime": {"type": "string"},
+        "request": {"type": "string"},
+        "requiresAccessToken": {"type": "boolean"},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "error": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_EXPORT_STATUS = Special(
+    # 200: the manifest (application/json); 202: an OperationOutcome saying how far.
+    success_media_types=(FHIR_JSON, PLAIN_JSON),
+    success_schema={
+        "anyOf": [
+            {"$ref": "#/components/schemas/BulkExportManifest"},
+            {"$ref": "#/components/schemas/OperationOutcome"},
+        ]
+    },
+    content_statuses={202: "Still running: X-Progress says how far, Retry-After when to ask"},
+    success_headers={
+        "X-Progress": {"type": "string", "description": "While running: how far it got"},
+        "Retry-After": {"type": "string", "description": "While running: poll again after"},
+    },
+)
+_EXPORT_FILE = Special(
+    success_media_types=(NDJSON,),
+    success_schema={
+        "type": "string",
+        "format": "binary",
+        "description": "One FHIR resource per line",
+    },
+    success_headers={"ETag": {"type": "string", "description": "The SHA-256 of the file"}},
+)
+
+
 def fhir_specials() -> SpecialTable:
     return {
+        ("GET", "/fhir/Patient/$export"): _EXPORT_KICK_OFF,
+        ("GET", "/fhir/$export"): _EXPORT_KICK_OFF,
+        ("GET", "/fhir/$export-status/{export_id}"): _EXPORT_STATUS,
+        ("GET", "/fhir/$export-file/{export_id}/{name}"): _EXPORT_FILE,
         # 408: an upload too slow to commit safely (documents.arrival).
         ("POST", "/fhir"): Special(
             statuses=frozenset({404, 408, 409, 415}),

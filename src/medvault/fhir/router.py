@@ -13,7 +13,7 @@ from medvault.access.policy import require_upload
 from medvault.deps import AuditCtx, CurrentPrincipal, RuntimeDep, UploadRateLimit
 from medvault.fhir import transaction
 from medvault.fhir.base import FHIR_PATH, base_url
-from medvault.fhir.routes import audit_event, binary, document_reference, patient
+from medvault.fhir.routes import audit_event, binary, bulk_export, document_reference, patient
 from medvault.fhir.wire.capability import capability_statement
 from medvault.fhir.wire.http import require_json
 from medvault.fhir.wire.responses import fhir_response, negotiate, render_operation_outcome
@@ -54,6 +54,8 @@ async def transaction_bundle(
     return fhir_response(response, media_type=media_type)
 
 
+# Before Patient's: /Patient/$export must not be read as the Patient with id "$export".
+router.include_router(bulk_export.router)
 router.include_router(document_reference.router)
 router.include_router(binary.router)
 router.include_router(patient.router)

@@ -11,13 +11,14 @@ which checks holds and dates once more, in its own transaction, before anything 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from medvault.access.denials import failed_attempt, record_unless_audited
+from medvault.access.denials import Denial, audited_attempt, failed_attempt
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -49,6 +50,35 @@ class AppraisalReport:
 
     def summary(self) -> dict[str, int]:
         return {"refreshed": self.refreshed, "listed": self.listed, "held": self.held}
+
+
+def _record(
+    session: Session,
+    context: AuditContext,
+    action: str,
+    document: Document,
+    details: Mapping[str, object],
+) -> None:
+    """An appraisal step, audited against the document's patient."""
+    audit.record(
+        session=session,
+        context=context,
+        action=action,
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+        details=dict(details),
+    )
+
+
+def _attempt(principal: Principal, action: str, document: Document) -> Denial:
+    return failed_attempt(
+        principal,
+        action,
+        resource_type="Document",
+        resource_id=document.id,
+        patient_id=document.patient_id,
+    )
 
 
 def refresh_all(runtime: Runtime) -> int:
@@ -104,19 +134,12 @@ def run(runtime: Runtime, *, today: date | None = None) -> AppraisalReport:
             )
             session.add(appraisal)
             session.flush()
-            audit.record(
-                session=session,
-                context=context,
-                action="retention.appraisal.listed",
-                resource_type="Document",
-                resource_id=document.id,
-                patient_id=document.patient_id,
-                details={
-                    "appraisal_id": str(appraisal.id),
-                    "retention_class": appraisal.retention_class,
-                    "retain_until": appraisal.retain_until.isoformat(),
-                },
-            )
+            listed = {
+                "appraisal_id": str(appraisal.id),
+                "retention_class": appraisal.retention_class,
+                "retain_until": appraisal.retain_until.isoformat(),
+            }
+            _record(session, context, "retention.appraisal.listed", document, listed)
             report.listed += 1
         session.commit()
     return report
@@ -191,14 +214,7 @@ def approve(
     """One approval of destruction; the last one needed queues the destruction job."""
     require_governance(principal, "retention.destruction.approve")
     appraisal, document = _open(session, appraisal_id)
-    attempt = failed_attempt(
-        principal,
-        "retention.destruction.approve",
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-    )
-    try:
+    with audited_attempt(_attempt(principal, "retention.destruction.approve", document)):
         if appraisal.state not in (AppraisalState.DUE, AppraisalState.APPROVED_ONCE):
             raise Conflict(N_("This appraisal is not waiting for an approval."))
         if any(item["actor"] == principal.actor_id for item in appraisal.approvals):
@@ -208,8 +224,6 @@ def approve(
         session.refresh(document)
         if document.retain_until is None or document.retain_until >= utcnow().date():
             raise NotDue(N_("Its retention date moved (a new entry, or new dates): not due."))
-    except Problem as problem:
-        raise record_unless_audited(problem, attempt) from None
     now = utcnow()
     approval = {
         "actor": principal.actor_id,
@@ -230,20 +244,13 @@ def approve(
             {"appraisal_id": str(appraisal.id)},
             dedupe_key=kinds.destroy_key(appraisal.id),
         )
-    audit.record(
-        session=session,
-        context=context,
-        action="retention.destruction.approved",
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-        details={
-            "appraisal_id": str(appraisal.id),
-            "approval": len(appraisal.approvals),
-            "of": needed,
-            "reason": reason,
-        },
-    )
+    approved = {
+        "appraisal_id": str(appraisal.id),
+        "approval": len(appraisal.approvals),
+        "of": needed,
+        "reason": reason,
+    }
+    _record(session, context, "retention.destruction.approved", document, approved)
     return to_out(appraisal, document.document_type, needed)
 
 
@@ -259,35 +266,19 @@ def keep(
     """Appraised as of continuing value: kept, and listed again after ``keep_until``."""
     require_governance(principal, "retention.appraisal.keep")
     appraisal, document = _open(session, appraisal_id)
-    if appraisal.state not in (AppraisalState.DUE, AppraisalState.APPROVED_ONCE):
-        problem = Conflict(N_("This appraisal is not waiting for a decision."))
-        raise record_unless_audited(
-            problem,
-            failed_attempt(
-                principal,
-                "retention.appraisal.keep",
-                resource_type="Document",
-                resource_id=document.id,
-                patient_id=document.patient_id,
-            ),
-        )
-    if keep_until <= utcnow().date():
-        raise Conflict(N_("keep_until must be a future date."))
+    with audited_attempt(_attempt(principal, "retention.appraisal.keep", document)):
+        if appraisal.state not in (AppraisalState.DUE, AppraisalState.APPROVED_ONCE):
+            raise Conflict(N_("This appraisal is not waiting for a decision."))
+        if keep_until <= utcnow().date():
+            raise Conflict(N_("keep_until must be a future date."))
     appraisal.state = AppraisalState.KEPT.value
     appraisal.keep_until = keep_until
     appraisal.note = reason
     appraisal.decided_at = utcnow()
-    audit.record(
-        session=session,
-        context=context,
-        action="retention.appraisal.kept",
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-        details={
-            "appraisal_id": str(appraisal.id),
-            "keep_until": keep_until.isoformat(),
-            "reason": reason,
-        },
-    )
+    kept = {
+        "appraisal_id": str(appraisal.id),
+        "keep_until": keep_until.isoformat(),
+        "reason": reason,
+    }
+    _record(session, context, "retention.appraisal.kept", document, kept)
     return to_out(appraisal, document.document_type, runtime.settings.destruction_approvals)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -56,3 +57,31 @@ def appraise() -> None:
         runtime.close()
     err.print(f"listed {report.listed} for appraisal; {report.held} held")
     typer.echo(json.dumps(report.summary()))
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Patients' export archives.")
+
+
+@export_app.command("verify")
+def verify_export(
+    archive: Annotated[Path, typer.Argument(help="The downloaded .zip", exists=True)],
+    passphrase_file: Annotated[
+        Path | None, typer.Option(help="A file holding the passphrase; else it is asked for")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Insist on this audit key fingerprint (SHA256:...)")
+    ] = None,
+) -> None:
+    """Check an export archive offline: file hashes, signatures and audit proofs.
+
+    Needs no server, database or keys: the same code as the archive's own
+    verify_export.py. Exits 1 and names every problem when anything does not check out.
+    """
+    from medvault.governance import export_verifier
+
+    args = [str(archive)]
+    if passphrase_file is not None:
+        args += ["--passphrase-file", str(passphrase_file)]
+    if key is not None:
+        args += ["--key", key]
+    raise typer.Exit(export_verifier.main(args))

@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Date, ForeignKey, Index, String, Uuid
+from sqlalchemy import JSON, BigInteger, Date, ForeignKey, Index, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medvault.db.base import ClinicalBase
@@ -84,3 +84,53 @@ class Appraisal(ClinicalBase):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     keep_until: Mapped[date | None] = mapped_column(Date)
     note: Mapped[str | None] = mapped_column(String(1000))
+
+
+class ExportState(StrEnum):
+    QUEUED = "queued"
+    BUILDING = "building"
+    READY = "ready"
+    # Served once through its link: the link answers 410 from then on.
+    DOWNLOADED = "downloaded"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class PatientExport(ClinicalBase):
+    """A patient's "everything you hold about me" archive (UK GDPR Articles 15 and 20).
+
+    The archive is a ZIP with AES-256 entries under the requester's passphrase, and is
+    itself stored as a vault envelope (its own data key wrapped by the keyring), so no
+    byte of it is readable in the blob store. The passphrase reaches the worker sealed
+    the same way (``sealed_passphrase``) and is erased once the archive is built.
+    """
+
+    __tablename__ = "patient_exports"
+    __table_args__ = (
+        Index("ix_patient_exports_patient", "patient_id", "created_at"),
+        Index("ix_patient_exports_expires", "expires_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))
+    # Who asked (the patient, or staff on their behalf): only they see it and its link.
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_role: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default=ExportState.QUEUED)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    downloaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The passphrase, sealed under its own data key until the archive is built.
+    passphrase_kek_id: Mapped[str | None] = mapped_column(String(64))
+    passphrase_wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary(255))
+    sealed_passphrase: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The archive blob (a vault envelope around the passphrase-encrypted ZIP).
+    storage_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    kek_id: Mapped[str | None] = mapped_column(String(64))
+    wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary(255))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    # What went in: {"documents": n, "versions": n, "events": n, "tree_size": n, ...}.
+    summary: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(64))

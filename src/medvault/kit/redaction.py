@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 # Paths whose tail is a bearer credential: the whole tail goes.
-_CREDENTIAL_PREFIXES = ("/api/v1/download/",)
+_CREDENTIAL_PREFIXES = ("/api/v1/download/", "/api/v1/exports/download/")
 # A path segment that looks like a secret (long, high-entropy, URL-safe) is hidden
 # too, so a credential route added later is not logged in full before someone
 # remembers to list it above. Ids (UUIDs, small integers) stay: they are opaque.

@@ -225,6 +225,17 @@ def rest_specials() -> SpecialTable:
         ("POST", "/api/v1/documents/{document_id}/restore"): Special(
             statuses=frozenset({409, 410})
         ),
+        # A patient's export: the link is the credential (403 signed-url-*), and works once
+        # (410 export-gone); what it serves is the AES ZIP.
+        ("GET", "/api/v1/exports/download/{token}"): Special(
+            statuses=frozenset({403, 410}),
+            success_media_types=("application/zip",),
+            success_schema={"type": "string", "format": "binary"},
+            success_headers={
+                "Content-Disposition": {"type": "string"},
+                "Repr-Digest": {"type": "string"},
+            },
+        ),
         # Records governance: a hold names a patient or document that may not exist; a
         # decision meets a hold, a moved date or an appraisal already decided.
         ("POST", "/api/v1/governance/holds"): Special(statuses=frozenset({404})),
@@ -340,5 +351,13 @@ def rest_constraints(settings: Settings) -> ConstraintTable:
         # stripped, no whitespace.
         ("Identifier", "system"): {
             "pattern": f"^{_SPACE}[^\\s{_CONTROL}]*:[^\\s{_CONTROL}]*{_SPACE}$"
+        },
+        # patients.schemas.Identifier: no "|" (the search form's separator), and some
+        # visible character once stripped.
+        ("Identifier", "value"): {"pattern": f"^[^|{_CONTROL}]*[^\\s|{_CONTROL}][^|{_CONTROL}]*$"},
+        # patients.schemas.PatientCreate: not before 1850 (the future moves with the
+        # clock: no schema holds that bound).
+        ("PatientCreate", "birth_date"): {
+            "pattern": "^(18[5-9][0-9]|19[0-9]{2}|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}$"
         },
     }

@@ -53,3 +53,19 @@ def retention_key(version_id: object) -> str:
 
 def destroy_key(appraisal_id: object) -> str:
     return f"{DESTROY}:{appraisal_id}"
+
+
+PATIENT_EXPORT = "patient-export"
+EXPORT_EXPIRY = "export-expiry"
+
+
+def export_key(export_id: object) -> str:
+    return f"{PATIENT_EXPORT}:{export_id}"
+
+
+FHIR_BULK_EXPORT = "fhir-bulk-export"
+FHIR_BULK_EXPORT_EXPIRY = "fhir-bulk-export-expiry"
+
+
+def bulk_export_key(export_id: object) -> str:
+    return f"{FHIR_BULK_EXPORT}:{export_id}"

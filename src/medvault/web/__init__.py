@@ -25,6 +25,7 @@ from medvault.web.pages import (
     compose_drafts,
     documents,
     language,
+    my_data,
     patients,
     previews,
     resumable,
@@ -46,6 +47,7 @@ PORTAL_PREFIXES = (
     "/admin/",
     "/audit",
     "/timeline",
+    "/my-data",
 )
 
 
@@ -98,6 +100,7 @@ def install_portal(app: FastAPI) -> None:
         admin,
         audit,
         audit_log,
+        my_data,
     ):
         app.include_router(module.router)
     app.mount("/static", _CachedStatic(directory=STATIC_DIR), name="static")

@@ -17,6 +17,12 @@ INTERACTION_ROUTES = {
     "create": ("POST", "/fhir/{type}"),
     "search-type": ("GET", "/fhir/{type}"),
 }
+# Bulk Data export: the kick-off, plus the status and file routes every export shares.
+EXPORT_ROUTES = {
+    ("GET", "/fhir/$export-status/{export_id}"),
+    ("DELETE", "/fhir/$export-status/{export_id}"),
+    ("GET", "/fhir/$export-file/{export_id}/{name}"),
+}
 
 
 def test_the_statement(fhir_anon: TestClient) -> None:
@@ -39,7 +45,13 @@ def test_every_listed_interaction_has_a_route_and_no_route_is_unlisted(
     statement = fhir_anon.get("/fhir/metadata").json()
     routes = {route for route in registered_routes(app) if route[1].startswith("/fhir")}
     listed = {("GET", "/fhir/metadata"), ("POST", "/fhir")}
+    for operation in statement["rest"][0].get("operation", []):
+        assert operation["name"] == "export"
+        listed |= {("GET", "/fhir/$export"), *EXPORT_ROUTES}
     for resource in statement["rest"][0]["resource"]:
+        for operation in resource.get("operation", []):
+            assert (resource["type"], operation["name"]) == ("Patient", "export")
+            listed |= {("GET", "/fhir/Patient/$export"), *EXPORT_ROUTES}
         for interaction in resource["interaction"]:
             method, path = INTERACTION_ROUTES[interaction["code"]]
             route = (

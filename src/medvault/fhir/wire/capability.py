@@ -16,6 +16,13 @@ from medvault.fhir.wire.media import FHIR_JSON, FHIR_VERSION
 # When this statement's content last changed (a FHIR dateTime).
 PUBLISHED = "2026-11-23"
 SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+_EXPORT_DOCUMENTATION = (
+    "FHIR Bulk Data export (asynchronous; Prefer: respond-async). _type (Patient, "
+    "DocumentReference), _since and _outputFormat (application/fhir+ndjson) are supported. "
+    "Poll the Content-Location; the NDJSON files need the same token and expire after "
+    "MEDVAULT_BULK_EXPORT_TTL_SECONDS."
+)
 
 
 def _param(name: str, kind: str, documentation: str) -> dict[str, str]:
@@ -111,6 +118,13 @@ def _patient() -> dict[str, Any]:
         "documentation": "The vault's patient registry, read-only over FHIR.",
         "interaction": [{"code": "read"}, {"code": "search-type"}],
         **_NO_WRITES,
+        "operation": [
+            {
+                "name": "export",
+                "definition": f"{BULK_DATA}/OperationDefinition/patient-export",
+                "documentation": "Every patient the caller reaches. " + _EXPORT_DOCUMENTATION,
+            }
+        ],
         "searchParam": [
             _param("_id", "token", "The Patient id."),
             _param("identifier", "token", "system|value, value, or system|."),
@@ -162,6 +176,7 @@ def capability_statement(*, base: str, settings: Settings) -> dict[str, Any]:
             "through the vault's access policy and leaves an audit event."
         ),
         "kind": "instance",
+        "instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"],
         "software": {"name": "medvault", "version": __version__},
         "implementation": {"description": "medvault document vault", "url": base},
         "fhirVersion": FHIR_VERSION,
@@ -191,6 +206,14 @@ def capability_statement(*, base: str, settings: Settings) -> dict[str, Any]:
                         "code": "transaction",
                         "documentation": "Binary and DocumentReference creates, linked by "
                         "urn:uuid, stored atomically.",
+                    }
+                ],
+                "operation": [
+                    {
+                        "name": "export",
+                        "definition": f"{BULK_DATA}/OperationDefinition/export",
+                        "documentation": "Everything: only for callers that reach every "
+                        "patient (system/ or * API tokens). " + _EXPORT_DOCUMENTATION,
                     }
                 ],
             }
