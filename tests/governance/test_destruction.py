@@ -12,7 +12,7 @@ from sqlalchemy import Text, cast, func, or_, select
 
 from medvault.audit.sealer import seal_pending
 from medvault.audit.verify import verify_log
-from medvault.crypto.envelope import EnvelopeHeader, EnvelopeReader
+from medvault.crypto.envelope import DETACHED_KEK_ID, EnvelopeHeader, EnvelopeReader
 from medvault.crypto.errors import KeyringError, UnknownKekError
 from medvault.crypto.keyring import DESTROYED_KEK_ID, WrappedDek
 from medvault.db.base import ClinicalBase
@@ -26,12 +26,10 @@ from tests.support.inspect import audit_events
 from tests.support.jobs import run_due_jobs
 
 
-def _first_segment_from_header(runtime: Runtime, blob: bytes, size: int) -> bytes:
-    """Decrypt a blob's first segment with only the blob and the keyring (no database)."""
+def _first_segment(runtime: Runtime, blob: bytes, size: int, wrap: WrappedDek) -> bytes:
+    """Decrypt a blob's first segment with the keyring and the given wrap of its key."""
     header = EnvelopeHeader.parse(blob)
-    dek = runtime.keyring.unwrap_dek(
-        WrappedDek(header.kek_id, header.wrapped_dek), version_id=header.version_id
-    )
+    dek = runtime.keyring.unwrap_dek(wrap, version_id=header.version_id)
     reader = EnvelopeReader(dek=dek, header=header, plaintext_size=size)
     span = reader.span(0, min(size, header.segment_size) - 1)
     segment = blob[span.ciphertext_offset : span.ciphertext_offset + span.ciphertext_length]
@@ -78,9 +76,15 @@ def test_destruction_leaves_nothing_readable_and_certifies_what_went(
                 .order_by(DocumentVersion.version)
             )
         )
-    # A copy of the blob made before destruction (a stray download of the bucket, say).
+    # A copy of the blob made before destruction (a stray download of the bucket, say):
+    # its header carries no wrap of its key, so only the database row's wrap opens it.
     copy = b"".join(runtime.blobs.read(versions[0].storage_key))
-    assert _first_segment_from_header(runtime, copy, versions[0].size).startswith(b"%PDF")
+    header = EnvelopeHeader.parse(copy)
+    assert (header.kek_id, header.wrapped_dek) == (DETACHED_KEK_ID, b"")
+    row_wrap = WrappedDek(versions[0].kek_id, versions[0].wrapped_dek)  # as a DB backup has it
+    assert _first_segment(runtime, copy, versions[0].size, row_wrap).startswith(b"%PDF")
+    with pytest.raises(UnknownKekError):
+        _first_segment(runtime, copy, versions[0].size, WrappedDek(header.kek_id, b""))
 
     entry = listed_appraisal(client, runtime, record.document_id)
     approved = client.post(
@@ -146,14 +150,14 @@ def test_destruction_leaves_nothing_readable_and_certifies_what_went(
     sealed = audit_events(runtime, "document.destroyed")[0]
     assert sealed.leaf_index is not None and sealed.leaf_index < report.tree_size
 
-    # The vault cannot read the copy any more: its database holds no key for it. The
-    # copy's own header still holds a wrap under the KEK of its day, which dies when that
-    # KEK is retired after a rotation (README "Records governance": destruction).
-    old_kek = versions[0].kek_id
+    # The copy is unreadable now: the database holds no wrap of its key any more, and
+    # its header never did. A database backup taken before the destruction still holds
+    # the row's wrap; that dies when its KEK is retired after a rotation (README
+    # "Records governance": what "destroyed" means).
     rotate_keys(runtime=runtime)
-    retire_kek(runtime, old_kek, in_flight=timedelta(0))
+    retire_kek(runtime, row_wrap.kek_id, in_flight=timedelta(0))
     with pytest.raises(UnknownKekError):
-        _first_segment_from_header(runtime, copy, versions[0].size)
+        _first_segment(runtime, copy, versions[0].size, row_wrap)
 
 
 def test_a_destroyed_record_cannot_be_restored_or_destroyed_twice(

@@ -33,6 +33,11 @@ FORMAT_VERSION = 1
 NONCE_PREFIX_BYTES = 7
 TAG_BYTES = 16
 MAX_HEADER_BYTES = 4 + 1 + 1 + 255 + 2 + 1024 + NONCE_PREFIX_BYTES + 4 + 16
+# The header's KEK id when the header carries no wrap of the data key (empty wrapped
+# DEK): the key lives only in the database row. Every blob is written so, so that
+# deleting the row's wrap (records destruction) leaves no copy of the blob anywhere
+# that the keyring alone can open. Blobs from before carry a real KEK id and wrap.
+DETACHED_KEK_ID = "detached"
 
 
 @dataclass(frozen=True)
@@ -120,10 +125,10 @@ class EnvelopeWriter:
         self,
         *,
         dek: bytes,
-        kek_id: str,
-        wrapped_dek: bytes,
         version_id: uuid.UUID,
         segment_size: int,
+        kek_id: str = DETACHED_KEK_ID,
+        wrapped_dek: bytes = b"",
         nonce_prefix: bytes | None = None,
     ) -> None:
         self.header = EnvelopeHeader(

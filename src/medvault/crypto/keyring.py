@@ -2,9 +2,10 @@
 
 A DEK never touches disk unwrapped. It is wrapped with AES-256-GCM under the active
 KEK, with the version id as associated data, so a wrapped DEK copied onto another
-version's row fails to unwrap. Old KEKs stay in the keyring after rotation: blob
-headers keep the wrap they were written with, and keeping the KEK lets an operator
-recover a blob from its header alone.
+version's row fails to unwrap. The wrap lives in the database row only (blob headers
+are detached: ``crypto.envelope.DETACHED_KEK_ID``). Old KEKs stay in the keyring after
+rotation until ``keys retire``: older blobs' headers and older database backups still
+hold wraps under them.
 """
 
 from __future__ import annotations

@@ -62,8 +62,6 @@ def seal(runtime: Runtime, data: bytes) -> SealedArtifact:
     wrapped = runtime.current_keyring().wrap_dek(dek, version_id=artifact_id)
     envelope = EnvelopeWriter(
         dek=dek,
-        kek_id=wrapped.kek_id,
-        wrapped_dek=wrapped.wrapped,
         version_id=artifact_id,
         segment_size=runtime.settings.segment_size,
     )

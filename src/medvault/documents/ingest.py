@@ -110,8 +110,6 @@ class IngestPipeline:
         self._wrapped = runtime.current_keyring().wrap_dek(dek, version_id=self.version_id)
         self._envelope = EnvelopeWriter(
             dek=dek,
-            kek_id=self._wrapped.kek_id,
-            wrapped_dek=self._wrapped.wrapped,
             version_id=self.version_id,
             segment_size=settings.segment_size,
         )

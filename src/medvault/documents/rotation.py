@@ -9,10 +9,11 @@ row is wrapped with it, so no row can ever name a key that was lost. Rows are
 re-wrapped in keyset batches, one commit per batch, and rows already on the active
 KEK are skipped, so an interrupted rotation finishes with ``rewrap_only=True``.
 
-What rotation does not do: blob headers keep the DEK wrapped under the KEK that was
-active at upload, so an old KEK still opens old blobs. Rotation limits the use of
-old keys for new wraps; it is not a remedy for a leaked KEK, which needs the blobs
-re-encrypted.
+What rotation does not do: blobs written before headers were detached keep the DEK
+wrapped under the KEK of their day in their header, and database backups keep the
+rows' old wraps; both stay readable with the old KEK until ``retire_kek`` removes it.
+Rotation limits the use of old keys for new wraps; it is not a remedy for a leaked KEK
+on those old blobs.
 """
 
 from __future__ import annotations

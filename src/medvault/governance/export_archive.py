@@ -82,8 +82,6 @@ class _EnvelopeSink(io.RawIOBase):
         self.wrapped = runtime.current_keyring().wrap_dek(dek, version_id=export_id)
         self._envelope = EnvelopeWriter(
             dek=dek,
-            kek_id=self.wrapped.kek_id,
-            wrapped_dek=self.wrapped.wrapped,
             version_id=export_id,
             segment_size=runtime.settings.segment_size,
         )

@@ -59,8 +59,6 @@ class ChunkWriter:
         self._wrapped = runtime.current_keyring().wrap_dek(dek, version_id=self.id)
         self._envelope = EnvelopeWriter(
             dek=dek,
-            kek_id=self._wrapped.kek_id,
-            wrapped_dek=self._wrapped.wrapped,
             version_id=self.id,
             segment_size=runtime.settings.segment_size,
         )

@@ -59,8 +59,6 @@ class EncryptedNdjsonWriter:
         self._kek_id, self._wrapped = wrapped.kek_id, wrapped.wrapped
         self._envelope = EnvelopeWriter(
             dek=dek,
-            kek_id=wrapped.kek_id,
-            wrapped_dek=wrapped.wrapped,
             version_id=self.id,
             segment_size=self._segment,
         )
