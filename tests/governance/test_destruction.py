@@ -58,6 +58,7 @@ def _files_spelling(root: Path, word: str) -> list[str]:
     ]
 
 
+@pytest.mark.derivation
 def test_destruction_leaves_nothing_readable_and_certifies_what_went(
     client: TestClient, runtime: Runtime
 ) -> None:

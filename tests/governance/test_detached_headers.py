@@ -4,6 +4,7 @@ SQLite + filesystem and PostgreSQL + S3."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from medvault.audit.sealer import seal_pending
@@ -13,6 +14,7 @@ from tests.support.factories import create_patient, png_bytes, text_pdf_bytes, u
 from tests.support.jobs import run_due_jobs
 
 
+@pytest.mark.derivation
 def test_every_blob_written_has_a_detached_header(client: TestClient, runtime: Runtime) -> None:
     patient = create_patient(client)
     assert upload_raw(client, patient, text_pdf_bytes("Detached")).status_code == 201

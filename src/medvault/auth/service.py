@@ -86,12 +86,11 @@ def authenticate_token(*, session: Session, token: str) -> Principal | None:
     return found.value if found is not None else None
 
 
-def api_token_principal(*, session: Session, token: str) -> Expiring[Principal] | None:
-    """As :func:`authenticate_token`, with the instant the token expires (None: never)."""
-    if not looks_like_token(token):
-        return None
-    row = repository.token_by_hash(session, hash_token(token))
-    if row is None or row.revoked_at is not None:
+def token_principal(session: Session, row: ApiToken) -> Principal | None:
+    """The principal a stored token stands for now; None once revoked, expired, or its
+    owner disabled. The one rule for presented tokens and for stored identities (a bulk
+    export resolves its requester again when it runs)."""
+    if row.revoked_at is not None:
         return None
     if row.expires_at is not None and row.expires_at <= utcnow():
         return None
@@ -103,7 +102,7 @@ def api_token_principal(*, session: Session, token: str) -> Expiring[Principal] 
         # The patient in context for SMART patient/ scopes; nothing else reads it for
         # API tokens, so a token's reach only narrows when such a scope asks for it.
         patient_id = owner.patient_id
-    principal = Principal(
+    return Principal(
         kind=PrincipalKind.API_TOKEN,
         subject_id=row.id,
         name=row.name,
@@ -111,6 +110,18 @@ def api_token_principal(*, session: Session, token: str) -> Expiring[Principal] 
         scopes=frozenset(row.scopes),
         patient_id=patient_id,
     )
+
+
+def api_token_principal(*, session: Session, token: str) -> Expiring[Principal] | None:
+    """As :func:`authenticate_token`, with the instant the token expires (None: never)."""
+    if not looks_like_token(token):
+        return None
+    row = repository.token_by_hash(session, hash_token(token))
+    if row is None:
+        return None
+    principal = token_principal(session, row)
+    if principal is None:
+        return None
     return Expiring(principal, row.expires_at)
 
 

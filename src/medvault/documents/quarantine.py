@@ -105,7 +105,13 @@ def list_quarantined(
 
 
 def _infected(
-    session: Session, principal: Principal, document_id: uuid.UUID, number: int, action: str
+    session: Session,
+    principal: Principal,
+    document_id: uuid.UUID,
+    number: int,
+    action: str,
+    *,
+    destroying: bool = False,
 ) -> tuple[Document, DocumentVersion]:
     require(principal, Permission.QUARANTINE_ADMIN)
     document, _ = readable_or_404(session, principal, document_id)
@@ -120,6 +126,10 @@ def _infected(
         version = repository.version(session, document.id, number)
         if version is None:
             raise NotFound(N_("This document has no such version."))
+        if destroying:
+            # A legal hold freezes the record, infected versions included (the inquiry
+            # may need to know what arrived): it is released first, or the version stays.
+            refuse_if_held(session, document)
     if version.state == VersionState.DESTROYED or version.scan_state != ScanState.INFECTED:
         problem = Conflict(
             N_("Only a quarantined (infected) version can be released or destroyed.")
@@ -178,18 +188,7 @@ def destroy(
 ) -> tuple[QuarantinedVersion, str]:
     """Mark the version destroyed; returns it and the blob key to discard after commit."""
     action = "document.version.destroyed"
-    document, version = _infected(session, principal, document_id, number, action)
-    # A legal hold freezes the record, infected versions included (the inquiry may need
-    # to know what arrived); it is released first, or the version stays quarantined.
-    attempt = failed_attempt(
-        principal,
-        action,
-        resource_type="Document",
-        resource_id=document.id,
-        patient_id=document.patient_id,
-    )
-    with audited_attempt(attempt):
-        refuse_if_held(session, document)
+    document, version = _infected(session, principal, document_id, number, action, destroying=True)
     version.state = VersionState.DESTROYED
     document.updated_at = utcnow()
     _record_decision(session, context, action, document, version, reason)

@@ -3,8 +3,9 @@
 An export may run minutes after its kick-off, and its files may be fetched hours
 later. The rights it runs with are the principal's rights *then*: a revoked or expired
 API token, a disabled user, a changed role or a logged-out session count, exactly as
-they would on that principal's next request. The rules mirror ``auth.service`` and
-``auth.sessions`` (which resolve a presented credential); here there is only the id.
+they would on that principal's next request. Tokens follow
+``auth.service.token_principal``, the rule for presented tokens too; users need a live
+login session (``auth.repository.user_with_live_session``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from medvault.auth import repository
 from medvault.auth.principal import Principal, PrincipalKind, Role
-from medvault.kit.clock import utcnow
+from medvault.auth.service import token_principal
 
 
 def resolve(
@@ -31,24 +32,7 @@ def resolve(
 
 def _api_token(session: Session, token_id: uuid.UUID) -> Principal | None:
     row = repository.token_by_id(session, token_id)
-    if row is None or row.revoked_at is not None:
-        return None
-    if row.expires_at is not None and row.expires_at <= utcnow():
-        return None
-    patient_id = None
-    if row.user_id is not None:
-        owner = repository.user_by_id(session, row.user_id)
-        if owner is None or owner.disabled_at is not None:
-            return None
-        patient_id = owner.patient_id
-    return Principal(
-        kind=PrincipalKind.API_TOKEN,
-        subject_id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        scopes=frozenset(row.scopes),
-        patient_id=patient_id,
-    )
+    return None if row is None else token_principal(session, row)
 
 
 def _user(session: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> Principal | None:
