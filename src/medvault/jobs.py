@@ -20,7 +20,7 @@ from medvault.fhir.bulk.job import run_export
 from medvault.fhir.drafts import expire_drafts
 from medvault.fhir.export_bundle import make_bundle
 from medvault.fhir.hashing import run_sha1_job
-from medvault.governance import appraisal, destruction, exports, retention
+from medvault.governance import appraisal, destruction, exports
 from medvault.processing import kinds
 from medvault.processing.clamd import ClamdClient
 from medvault.processing.derivation import run_preview_job, run_text_job
@@ -153,15 +153,6 @@ def build_registry(runtime: Runtime) -> JobRegistry:
 
 
 def _register_governance(registry: JobRegistry, runtime: Runtime) -> None:
-    def refresh_job(job: JobContext) -> dict[str, Any]:
-        patient_id = uuid.UUID(str(job.payload["patient_id"]))
-        with runtime.clinical.session() as session:
-            changed = retention.refresh_patient(session, runtime.retention, patient_id)
-            session.commit()
-        return {"changed": changed}
-
-    registry.register(JobKind(kinds.RETENTION_REFRESH, refresh_job))
-
     def appraisal_job(job: JobContext) -> dict[str, Any]:
         return appraisal.run(runtime).summary()
 

@@ -56,7 +56,7 @@ def test_the_registry_binds_every_kind_and_scans_only_with_a_scanner(
     registry = build_registry(runtime)
     on_demand = {kinds.FHIR_SHA1, kinds.AUDIT_VERIFY, kinds.PREVIEW, kinds.TEXT}
     on_demand |= {kinds.SEARCH_INDEX, kinds.SEARCH_REINDEX}
-    on_demand |= {kinds.RETENTION_REFRESH, kinds.DESTROY, kinds.PATIENT_EXPORT}
+    on_demand |= {kinds.DESTROY, kinds.PATIENT_EXPORT}
     on_demand |= {kinds.FHIR_BULK_EXPORT}
     assert set(registry.kinds) == {*on_demand, *PERIODIC}
     assert {k.name for k in registry.kinds.values() if k.every is not None} == PERIODIC

@@ -244,10 +244,9 @@ def test_medvault_worker_once_drains_due_jobs_and_exits_0(
         kinds.EXPORT_EXPIRY: JobState.READY,
         kinds.FHIR_BULK_EXPORT_EXPIRY: JobState.READY,
         "no-worker-runs-this": JobState.READY,
-        # Every upload's preview, text and retention refresh ran too (all rows done).
+        # Every upload's preview and text ran too (each kind's rows are all done).
         kinds.PREVIEW: JobState.DONE,
         kinds.TEXT: JobState.DONE,
-        kinds.RETENTION_REFRESH: JobState.DONE,
     }
     assert sorted(sha1_states) == [JobState.DONE] * 3 + [JobState.READY]
     assert stored_job(runtime, later).state == JobState.READY

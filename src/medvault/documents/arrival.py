@@ -119,26 +119,13 @@ def arm(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
 
 
 def _arm_retention(session: Session, runtime: Runtime, version: DocumentVersion) -> None:
-    """A new document's retention date now; the rest of its record's by a job.
-
-    The new entry moves the record's "last entry", so every document of the patient may
-    get a later date: one job per version (its key is new, so no lookup and no race
-    between two uploads to one record), each a cheap UPDATE per class.
-    """
+    """The new entry moves the record's "last entry": dates follow in this transaction."""
     document = session.get(Document, version.document_id)
     if document is None:
         return
-    if document.retention_class is None:
-        # No autoflush: the upload's rows go in together at its next flush.
-        with session.no_autoflush:
-            retention.assign_new(session, runtime.retention, document, utcnow().date())
-    queue.enqueue(
-        session,
-        kinds.RETENTION_REFRESH,
-        {"patient_id": str(document.patient_id)},
-        dedupe_key=kinds.retention_key(version.id),
-        fresh=True,
-    )
+    # No autoflush: the upload's rows go in together at its next flush.
+    with session.no_autoflush:
+        retention.on_new_entry(session, runtime.retention, document, utcnow().date())
 
 
 def queue_scan(session: Session, version: DocumentVersion, *, fresh: bool = False) -> None:

@@ -6,9 +6,8 @@ shares it: a refresh is one UPDATE per class, whatever the record's size.
 
 When it runs:
 
-* a new version arms a refresh job for its patient (``documents.arrival``): the new
-  entry moves "last entry" for the whole record; the new document's own date is set
-  at once, in the upload's transaction;
+* a new version moves "last entry" for the whole record: its document and the rest of
+  the record get their dates in the upload's own transaction (``on_new_entry``);
 * changing a patient's date of death or end of treatment refreshes in that transaction;
 * the appraisal job refreshes every record before it lists anything, so a stale date
   (a retention file changed, a job not yet run) can never put a record up for
@@ -46,16 +45,71 @@ def record_dates(session: Session, patient: Patient, *, newest: date | None = No
     )
 
 
-def assign_new(session: Session, schedule: Schedule, document: Document, today: date) -> None:
-    """Set a document's class and date as it is stored (it is the record's newest entry)."""
+def on_new_entry(session: Session, schedule: Schedule, document: Document, today: date) -> int:
+    """A version is being stored: it is the record's newest entry, so its document and
+    every other document of the record get their dates now, in the upload's transaction.
+
+    No query for the last entry (it is ``today``); one for the record's other types,
+    then one UPDATE per class, which is a no-op for a first document. Call it with
+    autoflush off: the new rows go in at the upload's next flush. Returns how many
+    other documents changed.
+    """
     patient = session.get(Patient, document.patient_id)
     if patient is None:
-        return
-    retention_class = schedule.class_for(document.document_type)
-    document.retention_class = retention_class.name
-    document.retain_until = retention_class.retain_until(
-        record_dates(session, patient, newest=today)
+        return 0
+    dates = RecordDates(
+        birth=patient.birth_date,
+        last_entry=today,
+        treatment_ended=patient.treatment_ended_on,
+        death=patient.deceased_on,
     )
+    own = schedule.class_for(document.document_type)
+    document.retention_class = own.name
+    document.retain_until = own.retain_until(dates)
+    others = session.scalars(
+        select(Document.document_type)
+        .where(
+            Document.patient_id == patient.id,
+            Document.id != document.id,
+            Document.destroyed_at.is_(None),
+        )
+        .distinct()
+    )
+    return _update_classes(session, schedule, patient.id, dates, set(others), exclude=document.id)
+
+
+def _update_classes(
+    session: Session,
+    schedule: Schedule,
+    patient_id: uuid.UUID,
+    dates: RecordDates,
+    types: set[str],
+    *,
+    exclude: uuid.UUID | None = None,
+) -> int:
+    """One UPDATE per class among ``types``: only rows whose class or date differ."""
+    by_class: dict[str, set[str]] = defaultdict(set)
+    for document_type in types:
+        by_class[schedule.class_for(document_type).name].add(document_type)
+    changed = 0
+    for class_name, document_types in by_class.items():
+        until = schedule.classes[class_name].retain_until(dates)
+        query = (
+            update(Document)
+            .where(
+                Document.patient_id == patient_id,
+                Document.destroyed_at.is_(None),
+                Document.document_type.in_(sorted(document_types)),
+                (Document.retention_class.is_distinct_from(class_name))
+                | (Document.retain_until.is_distinct_from(until)),
+            )
+            .values(retention_class=class_name, retain_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        if exclude is not None:
+            query = query.where(Document.id != exclude)
+        changed += session.execute(query).rowcount  # type: ignore[attr-defined]
+    return changed
 
 
 def refresh_patient(session: Session, schedule: Schedule, patient_id: uuid.UUID) -> int:
@@ -63,33 +117,14 @@ def refresh_patient(session: Session, schedule: Schedule, patient_id: uuid.UUID)
     patient = session.get(Patient, patient_id)
     if patient is None:
         return 0
-    dates = record_dates(session, patient)
-    by_class: dict[str, set[str]] = defaultdict(set)
     types = session.scalars(
         select(Document.document_type)
         .where(Document.patient_id == patient_id, Document.destroyed_at.is_(None))
         .distinct()
     )
-    for document_type in types:
-        by_class[schedule.class_for(document_type).name].add(document_type)
-    changed = 0
-    for class_name, document_types in by_class.items():
-        until = schedule.classes[class_name].retain_until(dates)
-        result = session.execute(
-            update(Document)
-            .where(
-                Document.patient_id == patient_id,
-                Document.destroyed_at.is_(None),
-                Document.document_type.in_(sorted(document_types)),
-                # Only rows that differ: an unchanged record writes nothing.
-                (Document.retention_class.is_distinct_from(class_name))
-                | (Document.retain_until.is_distinct_from(until)),
-            )
-            .values(retention_class=class_name, retain_until=until)
-            .execution_options(synchronize_session=False)
-        )
-        changed += result.rowcount  # type: ignore[attr-defined]
-    return changed
+    return _update_classes(
+        session, schedule, patient_id, record_dates(session, patient), set(types)
+    )
 
 
 def patients_with_documents(

@@ -41,14 +41,8 @@ def search_index_key(document_id: object) -> str:
     return f"{SEARCH_INDEX}:{document_id}"
 
 
-RETENTION_REFRESH = "retention-refresh"
 APPRAISAL = "appraisal"
 DESTROY = "destroy"
-
-
-def retention_key(version_id: object) -> str:
-    """One refresh of the patient's record per new version (a key made in its transaction)."""
-    return f"{RETENTION_REFRESH}:{version_id}"
 
 
 def destroy_key(appraisal_id: object) -> str:
