@@ -13,7 +13,6 @@ would be worse than bytes that linger until the reconciler removes them.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import datetime
 
@@ -34,9 +33,7 @@ from medvault.kit.clock import utcnow
 from medvault.kit.i18n import N_
 from medvault.kit.problems import Conflict, NotFound
 from medvault.runtime import Runtime
-from medvault.storage.base import BlobNotFound, BlobStoreError
-
-logger = logging.getLogger(__name__)
+from medvault.storage.base import discard
 
 MAX_LISTED = 500
 
@@ -200,9 +197,4 @@ def discard_blob(runtime: Runtime, storage_key: str) -> None:
 
     A destroyed row no longer counts as referencing its blob (``integrity.is_version_blob``).
     """
-    try:
-        runtime.blobs.delete(storage_key)
-    except BlobNotFound:
-        pass
-    except BlobStoreError:
-        logger.warning("could not delete a destroyed version's blob now; the reconciler will")
+    discard(runtime.blobs, [storage_key], finisher="the reconciler")

@@ -45,7 +45,7 @@ from medvault.governance.models import Appraisal, AppraisalState
 from medvault.kit.clock import utcnow
 from medvault.runtime import Runtime
 from medvault.search import index as search_index
-from medvault.storage.base import BlobNotFound, BlobStoreError
+from medvault.storage.base import discard
 
 logger = logging.getLogger(__name__)
 
@@ -167,20 +167,6 @@ def _checkpoint_sqlite(runtime: Runtime) -> None:
         logger.warning("WAL checkpoint after a destruction was blocked by a reader")
 
 
-def delete_blobs(runtime: Runtime, keys: list[str]) -> int:
-    deleted = 0
-    for key in keys:
-        try:
-            runtime.blobs.delete(key)
-            deleted += 1
-        except BlobNotFound:
-            pass
-        except BlobStoreError:
-            # Its keys are gone, so it is unreadable ciphertext; the reconciler removes it.
-            logger.warning("could not delete a destroyed record's blob now; the reconciler will")
-    return deleted
-
-
 def _blocked(
     session: Session, appraisal: Appraisal, document: Document, state: AppraisalState, why: str
 ) -> Outcome:
@@ -238,6 +224,7 @@ def destroy(runtime: Runtime, appraisal_id: uuid.UUID) -> Outcome:
             # so no segment keeps the record's words (connections run secure_delete).
             search_index.optimize_fts(session)
         session.commit()
-    blobs = delete_blobs(runtime, keys)
+    # A blob left behind has no key any more: unreadable ciphertext the reconciler removes.
+    blobs = discard(runtime.blobs, keys, finisher="the reconciler")
     _checkpoint_sqlite(runtime)
     return Outcome(AppraisalState.DESTROYED, blobs)

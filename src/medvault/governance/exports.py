@@ -55,12 +55,15 @@ from medvault.kit.text import CleanTextModel
 from medvault.patients.models import Patient
 from medvault.processing import kinds, queue
 from medvault.runtime import Runtime
-from medvault.storage.base import BlobNotFound, BlobStoreError
+from medvault.storage.base import discard
 
 MIN_PASSPHRASE = 12
 AUDIENCE = "medvault:export"
 _NONCE = 12
 DOWNLOAD_PATH = "/api/v1/exports/download/"
+# Who removes an archive blob the store failed to delete: the row keeps no key, so the
+# next expiry run's sweep of unowned blobs finds it.
+_SWEEP = "the next export expiry run"
 
 
 class ExportRequest(CleanTextModel):
@@ -397,7 +400,7 @@ def expire(runtime: Runtime) -> int:
         )
         for export in rows:
             if export.storage_key:
-                _delete(runtime, export.storage_key)
+                discard(runtime.blobs, [export.storage_key], finisher=_SWEEP)
             export.state = ExportState.EXPIRED.value
             export.storage_key = None
             _forget_passphrase(export)
@@ -420,14 +423,5 @@ def expire(runtime: Runtime) -> int:
     for blob in runtime.blobs.list_blobs(EXPORT_BLOB_PREFIX):
         # A build that died after writing its blob: nothing will ever serve it.
         if blob.key not in owned and blob.modified < grace:
-            _delete(runtime, blob.key)
+            discard(runtime.blobs, [blob.key], finisher=_SWEEP)
     return expired
-
-
-def _delete(runtime: Runtime, key: str) -> None:
-    try:
-        runtime.blobs.delete(key)
-    except BlobNotFound:
-        pass
-    except BlobStoreError:
-        pass  # retried at the next expiry run: the row keeps no key, the sweep finds it

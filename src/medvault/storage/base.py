@@ -7,10 +7,13 @@ afterwards (key rotation re-wraps DEKs in the database, not blobs).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class BlobStoreError(Exception):
@@ -77,3 +80,22 @@ class BlobStore(Protocol):
 
     def describe(self) -> str:
         """A human description for logs, without credentials."""
+
+
+def discard(store: BlobStore, keys: Iterable[str], *, finisher: str) -> int:
+    """Delete blobs whose rows are already gone (call it after the commit).
+
+    A blob already missing is fine. One the store fails to delete is left to
+    ``finisher`` (the sweep that removes unreferenced blobs), with a log line: the
+    commit stands either way. Returns how many were deleted.
+    """
+    deleted = 0
+    for key in keys:
+        try:
+            store.delete(key)
+            deleted += 1
+        except BlobNotFound:
+            pass
+        except BlobStoreError:
+            logger.warning("could not delete blob %s now; %s will", key, finisher)
+    return deleted

@@ -41,6 +41,7 @@ from medvault.kit.problems import (
 from medvault.processing import kinds, queue
 from medvault.processing.models import Job, JobState
 from medvault.runtime import Runtime
+from medvault.storage import base as storage
 from medvault.storage.base import BlobNotFound, BlobStore, BlobStoreError
 
 logger = logging.getLogger(__name__)
@@ -265,11 +266,7 @@ def open_file(
 
 def delete_blobs(blobs: BlobStore, keys: list[str]) -> None:
     """Delete blobs after their rows are gone; a failure leaves an orphan the sweep removes."""
-    for key in keys:
-        try:
-            blobs.delete(key)
-        except BlobStoreError:
-            logger.warning("could not delete export blob %s; the expiry sweep will", key)
+    storage.discard(blobs, keys, finisher="the bulk-export expiry sweep")
 
 
 def read_file(runtime: Runtime, file: BulkExportFile) -> Iterator[bytes]:
