@@ -1,4 +1,4 @@
-"""Crash safety: SIGKILL the real server during 200 uploads, then audit what is left.
+"""Crash safety: SIGKILL the real server during 100 uploads, then audit what is left.
 
 The acceptance point: every document the API acknowledged reads back with the right
 SHA-256, no row points at a missing blob, and orphan blobs are counted and reported.
@@ -39,7 +39,9 @@ from tests.support.services import unavailable
 from tests.support.vault_process import VaultProcess
 
 SEED = int(os.environ.get("MEDVAULT_CRASH_SEED", "20240611"))
-UPLOADS = 200
+# 100 uploads and 3-4 kills keep the suite inside its CI budget; a soak raises them,
+# e.g. ``MEDVAULT_CRASH_UPLOADS=2000 pytest tests/e2e/test_crash_safety.py`` (bench/README).
+UPLOADS = int(os.environ.get("MEDVAULT_CRASH_UPLOADS", "100"))
 CLIENTS = 4
 BUCKET = "medvault-test"  # created by the session ``s3`` fixture
 S3_PART_SIZE = 5 * MiB  # the minimum, so the largest uploads go out as S3 multipart
@@ -203,7 +205,7 @@ def test_sigkill_during_uploads_loses_no_acknowledged_document(
         assert created.status_code == 201, created.text
         patient_id = created.json()["id"]
 
-    kills = random.Random(SEED).randint(4, 6)
+    kills = random.Random(SEED).randint(3, 4) * max(1, UPLOADS // 100)
     storm = UploadStorm(
         vault,
         token=token,
@@ -252,7 +254,7 @@ def test_sigkill_during_uploads_loses_no_acknowledged_document(
     assert max(per_payload.values(), default=1) == 1, "a retried upload was stored twice"
     # Not vacuous: most uploads got through, and kills really hit uploads in flight.
     assert len(acknowledged) > UPLOADS // 2, summary
-    assert sum(1 for kill in result.kills if kill.in_flight > 0) >= 3, summary
+    assert sum(1 for kill in result.kills if kill.in_flight > 0) >= 2, summary
 
 
 def _summarise(
