@@ -65,17 +65,15 @@ def test_a_key_committed_by_another_writer_meanwhile_is_refused(server: AzuriteS
         second.commit()
     second.abort()
     assert store.exists("versions/ra/ce")  # the abort left the winner's blob alone
-    late = store.writer  # a third writer of a large blob loses the same way
     with pytest.raises(BlobExists):
-        late("versions/ra/ce")
+        store.writer("versions/ra/ce")
 
 
 def test_two_writers_of_one_key_never_mix(server: AzuriteServer) -> None:
     """One small (Put Blob) and one large (Put Block List) writer of the same key.
 
-    Exactly one commit wins and the blob holds its bytes. (Which one: Azurite counts
-    the large writer's staged blocks as an existing blob for the small writer's
-    ``If-None-Match: *``; Azure does not. Either way nothing is overwritten.)
+    Exactly one commit wins and the blob holds its bytes; the other is refused. (The
+    small one wins: the large writer's staged blocks are not a blob.)
     """
     store = open_store(server)
     small, large = store.writer("versions/ra/big"), store.writer("versions/ra/big")

@@ -46,7 +46,6 @@ from medvault.governance.backup.blob_copy import (
     BackupBlobs,
     check_file,
     restore_blob,
-    run_parallel,
 )
 from medvault.governance.backup.manifest import (
     DATABASE_ROLES,
@@ -62,6 +61,7 @@ from medvault.governance.backup.manifest import (
     sha256_file,
 )
 from medvault.governance.backup.proof import latest_checkpoint
+from medvault.kit.parallel import run_parallel
 from medvault.kit.private_files import make_private_dirs, write_private_file
 from medvault.runtime import open_configured_store
 from medvault.storage.base import BlobStore
