@@ -22,8 +22,8 @@ from medvault.db.engine import Database
 from medvault.governance.schedule import NHS_PRESET, Schedule
 from medvault.governance.schedule import load as load_schedule
 from medvault.kit.private_files import exposure_warning, make_private_dirs
-from medvault.storage.base import BlobStore
 from medvault.storage.azure_access import AzureAccess
+from medvault.storage.base import BlobStore
 from medvault.storage.factory import open_blob_store
 
 logger = logging.getLogger(__name__)

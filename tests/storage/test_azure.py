@@ -115,7 +115,9 @@ def test_wrong_credentials_fail_the_readiness_check_without_the_key(
 
 
 def test_account_url_with_a_key_works(server: AzuriteServer) -> None:
-    store = open_store(server, AzureAccess(account_url=server.endpoint_url, account_key=ACCOUNT_KEY))
+    store = open_store(
+        server, AzureAccess(account_url=server.endpoint_url, account_key=ACCOUNT_KEY)
+    )
     store.check()
     writer = store.writer("versions/ke/y")
     writer.write(b"key")

@@ -22,10 +22,12 @@ from medvault.cli.app import app as cli
 from medvault.config import Settings
 from medvault.documents.integrity import verify_all
 from medvault.runtime import Runtime, build_runtime
+from medvault.storage.azure import AzureBlobStore
 from medvault.storage.base import BlobStore
 from medvault.storage.factory import open_blob_store
 from medvault.storage.filesystem import FilesystemBlobStore
 from medvault.storage.migration import BlobResult, MigrationObserver, migrate_blobs
+from medvault.storage.s3 import S3BlobStore
 from tests.cli.server_env import server_env
 from tests.support.azurite import CONTAINER, AzuriteServer
 from tests.support.backends import BUCKET
@@ -131,7 +133,6 @@ def test_a_vault_on_a_folder_moves_to_azure_and_serves_from_there(
     on_azure = build_runtime(moved)
     try:
         assert contents(on_azure.blobs) == contents(runtime.blobs)
-        client.app.state.runtime = on_azure  # type: ignore[attr-defined]  # Starlette's State
         with TestClient(create_app(runtime=on_azure)) as azure_client:
             azure_client.headers.update(client.headers)
             for document, content in documents.items():
@@ -184,6 +185,7 @@ def test_an_interrupted_copy_from_s3_to_azure_resumes_and_a_changed_blob_is_name
     written = fill(source, 6)
     target_url = azure_url()
     target = open_blob_store(target_url, azure_access=azure.access(), azure_block_size=MiB)
+    assert isinstance(target, AzureBlobStore)
 
     with pytest.raises(KeyboardInterrupt):
         migrate_blobs(source=source, target=target, parallel=1, observer=StopAfter(2))
@@ -212,7 +214,7 @@ def test_an_interrupted_copy_from_s3_to_azure_resumes_and_a_changed_blob_is_name
     changed = sorted(written)[1]
     tampered = bytearray(written[changed])
     tampered[500] ^= 0x01
-    target_blob = target.container.get_blob_client(target.object_key(changed))  # type: ignore[attr-defined]  # AzureBlobStore
+    target_blob = target.container.get_blob_client(target.object_key(changed))
     target_blob.upload_blob(bytes(tampered), overwrite=True)
 
     checked = migrate(env, "--to", target_url)
@@ -240,10 +242,11 @@ def test_a_folder_to_s3_finds_a_truncated_blob_and_refuses_its_own_store(
     assert first.exit_code == 0, first.output
     assert "3 copied" in first.stderr
     target = open_blob_store(target_url, s3_endpoint_url=moto.endpoint_url, s3_region="us-east-1")
+    assert isinstance(target, S3BlobStore)
     assert contents(target) == written
 
     short = sorted(written)[2]
-    object_key = target.object_key(short)  # type: ignore[attr-defined]  # S3BlobStore
+    object_key = target.object_key(short)
     moto.client().put_object(Bucket=BUCKET, Key=object_key, Body=written[short][:-1])
     for flag in ("--verify-existing", "--trust-existing"):
         checked = migrate(env, "--to", target_url, flag)

@@ -102,7 +102,9 @@ def migrate(
         soft_wrap=True,
     )
     for mismatch in sorted(report.mismatches, key=lambda result: result.key):
-        out.print(f"MISMATCH {escape(mismatch.key)}: {escape(mismatch.reason or '')}", soft_wrap=True)
+        out.print(
+            f"MISMATCH {escape(mismatch.key)}: {escape(mismatch.reason or '')}", soft_wrap=True
+        )
     if report.mismatches:
         fail(
             f"{len(report.mismatches)} blob(s) at the target differ from the source; "

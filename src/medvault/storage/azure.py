@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -63,13 +64,14 @@ def _service_client(access: AzureAccess) -> BlobServiceClient:
         credential = access.sas_token
     else:
         try:
-            from azure.identity import DefaultAzureCredential  # type: ignore[import-not-found]  # optional: only for Entra ID sign-in
+            # Optional (Entra ID sign-in only), so imported by name: not a dependency.
+            identity = importlib.import_module("azure.identity")
         except ImportError:
             raise ValueError(
                 "MEDVAULT_AZURE_ACCOUNT_URL without a key or SAS token signs in with "
                 "Entra ID, which needs the azure-identity package (pip install azure-identity)"
             ) from None
-        credential = DefaultAzureCredential()
+        credential = identity.DefaultAzureCredential()
     return BlobServiceClient(access.account_url, credential=credential, **options)
 
 
@@ -193,7 +195,7 @@ class AzureBlobStore:
         except ResourceNotFoundError:
             raise BlobNotFound(key) from None
         except HttpResponseError as exc:
-            if exc.error_code == "InvalidRange":
+            if getattr(exc, "error_code", None) == "InvalidRange":
                 return iter(())  # offset at or past the end, as a file read there
             raise _error("read", exc) from exc
         except AzureError as exc:
