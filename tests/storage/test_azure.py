@@ -124,3 +124,16 @@ def test_account_url_with_a_key_works(server: AzuriteServer) -> None:
     writer.commit()
     assert [blob.key for blob in store.list_blobs()] == ["versions/ke/y"]
     assert "AccountKey" not in repr(server.access())
+
+
+def test_the_sweep_keeps_committed_empty_blobs(server: AzuriteServer) -> None:
+    """Listed with uncommitted blobs, a committed empty blob also shows size 0."""
+    store = open_store(server)
+    empty = store.writer("versions/em/pty")
+    empty.commit()
+    crashed = store.writer("versions/em/crashed")
+    crashed.write(os.urandom(MiB + 1))
+    assert store.sweep_incomplete(older_than_seconds=0) == 1
+    listed = store.container.list_blobs(name_starts_with=store.prefix, include=["uncommittedblobs"])
+    assert [item.name for item in listed] == [store.object_key("versions/em/pty")]
+    assert b"".join(store.read("versions/em/pty")) == b""

@@ -8,6 +8,7 @@ that another writer committed first is refused by Azure itself, not only by the
 ``exists`` check in :meth:`AzureBlobStore.writer`: keys stay immutable. (Azurite also
 fails that condition on another writer's staged blocks; the writer then checks that no
 committed blob exists and commits without it, see :meth:`AzureBlobWriter.commit`.)
+Tested against Azurite only, not against Azure itself.
 
 Staged but uncommitted blocks belong to an "uncommitted blob" that listings, reads
 and HEAD do not see. An abort deletes them at once; a crashed writer's are deleted
@@ -129,10 +130,10 @@ class AzureBlobWriter:
             try:
                 self._put(MatchConditions.IfMissing)
             except (ResourceExistsError, ResourceModifiedError):
-                # Azurite (not Azure) lets another writer's staged blocks fail the
-                # condition, for instance those of a copy killed mid-blob. No committed
-                # blob under the key: commit without the condition, which is the
-                # S3 store's guarantee (an exists check just before).
+                # Azurite (Azure too? not known) lets another writer's staged blocks
+                # fail the condition, e.g. those of a copy killed mid-blob. If HEAD finds
+                # no committed blob, commit without the condition: the S3 store's
+                # guarantee (an exists check just before), in this rare case only.
                 if self._blob.exists():
                     raise BlobExists(self._key) from None
                 self._put(None)
