@@ -52,6 +52,22 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test,bench]"  # bench: mypy checks bench/ too
 
+echo "==> Azurite (npm)"
+# tests/storage runs the Azure blob store against Azurite, Microsoft's Azure Storage
+# emulator (tests/support/azurite.py starts it), installed from npm into .cache/
+# (git-ignored). 3.35.0 is the newest release whose engines allow Debian's Node 18 and
+# Node 20 (3.36 wants Node 21+). Reinstalled only when the pinned version changes.
+AZURITE_VERSION=3.35.0
+if ! command -v npm >/dev/null 2>&1; then
+    as_root apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ "$(cat .cache/azurite/.version 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+    rm -rf .cache/azurite && mkdir -p .cache/azurite
+    npm install --prefix .cache/azurite --no-audit --no-fund --no-save --loglevel=error \
+        "azurite@$AZURITE_VERSION" >/dev/null
+    echo "$AZURITE_VERSION" > .cache/azurite/.version
+fi
+
 echo "==> ruff"
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench

@@ -25,6 +25,7 @@ from medvault.auth.service import create_api_token
 from medvault.config import Settings
 from medvault.db.base import AuthBase, ClinicalBase
 from medvault.runtime import Runtime, build_runtime
+from tests.support.azurite import AzuriteServer, azurite_server
 from tests.support.backends import BUCKET, Backend, SettingsFactory, backend_settings
 from tests.support.services import (
     PostgresDatabases,
@@ -69,6 +70,13 @@ def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneS3Serv
     with rclone_s3_server(str(tmp_path_factory.mktemp("rclone-s3"))) as server:
         if server is not None:
             server.client().create_bucket(Bucket=BUCKET)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer | None]:
+    """Azurite's Blob service with the test container (tests/support/azurite.py)."""
+    with azurite_server(tmp_path_factory.mktemp("azurite")) as server:
         yield server
 
 

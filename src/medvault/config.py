@@ -51,11 +51,21 @@ class Settings(BaseSettings):
     )
 
     storage_url: str | None = Field(
-        default=None, description="file:///path or s3://bucket/prefix; default DATA_DIR/blobs"
+        default=None,
+        description="file:///path, s3://bucket/prefix or azure://container/prefix; "
+        "default DATA_DIR/blobs",
     )
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_part_size: int = Field(default=8 * MiB, ge=5 * MiB, le=512 * MiB)
+    # Azure Blob Storage (azure://): a connection string, or the account URL with a key,
+    # a SAS token or neither (Entra ID through azure-identity's DefaultAzureCredential).
+    azure_connection_string: str | None = Field(default=None, repr=False)
+    azure_account_url: str | None = None
+    azure_account_key: str | None = Field(default=None, repr=False)
+    azure_sas_token: str | None = Field(default=None, repr=False)
+    # Blocks are staged as the stream arrives; one block is buffered per writer.
+    azure_block_size: int = Field(default=8 * MiB, ge=1 * MiB, le=256 * MiB)
 
     max_upload_bytes: int = Field(default=50 * MiB, gt=0)
     # FHIR Binary as base64 JSON costs 4/3 of the file and a client-side decode: above
@@ -225,6 +235,10 @@ class Settings(BaseSettings):
         "storage_url",
         "s3_endpoint_url",
         "s3_region",
+        "azure_connection_string",
+        "azure_account_url",
+        "azure_account_key",
+        "azure_sas_token",
         "public_url",
         "keyring",
         "keyring_file",

@@ -22,10 +22,30 @@ from medvault.db.engine import Database
 from medvault.governance.schedule import NHS_PRESET, Schedule
 from medvault.governance.schedule import load as load_schedule
 from medvault.kit.private_files import exposure_warning, make_private_dirs
+from medvault.storage.azure_access import AzureAccess
 from medvault.storage.base import BlobStore
 from medvault.storage.factory import open_blob_store
 
 logger = logging.getLogger(__name__)
+
+
+def open_configured_store(settings: Settings, url: str | None = None) -> BlobStore:
+    """The blob store at ``url`` (default: the vault's own), with the settings' endpoint,
+    region, part size and Azure credentials: ``storage migrate`` opens its target with
+    the same settings as the vault's store."""
+    return open_blob_store(
+        url or settings.blob_storage_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_part_size=settings.s3_part_size,
+        azure_access=AzureAccess(
+            connection_string=settings.azure_connection_string,
+            account_url=settings.azure_account_url,
+            account_key=settings.azure_account_key,
+            sas_token=settings.azure_sas_token,
+        ),
+        azure_block_size=settings.azure_block_size,
+    )
 
 
 @dataclass
@@ -105,12 +125,7 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
         principals=PrincipalCaches.create(
             url=auth.url, ttl_seconds=settings.principal_cache_seconds
         ),
-        blobs=open_blob_store(
-            settings.blob_storage_url,
-            s3_endpoint_url=settings.s3_endpoint_url,
-            s3_region=settings.s3_region,
-            s3_part_size=settings.s3_part_size,
-        ),
+        blobs=open_configured_store(settings),
         keyring=load_keyring(
             env_value=settings.keyring, path=settings.keyring_path, create=generate
         ),

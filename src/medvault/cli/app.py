@@ -14,6 +14,7 @@ from medvault.access.cli import careteam_app
 from medvault.audit.cli import audit_app
 from medvault.auth.cli import token_app, user_app
 from medvault.cli import client_commands, server
+from medvault.cli.storage import storage_app
 from medvault.documents import cli as documents_cli
 from medvault.fhir.cli import fhir_app
 from medvault.governance.backup.cli import backup_app, restore
@@ -49,3 +50,4 @@ app.add_typer(derivation_cli.search_app, name="search")
 app.add_typer(retention_app, name="retention")
 app.add_typer(export_app, name="export")
 app.add_typer(backup_app, name="backup")
+app.add_typer(storage_app, name="storage")

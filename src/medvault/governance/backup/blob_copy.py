@@ -24,20 +24,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from medvault.governance.backup.manifest import CHUNK, BlobEntry, blob_path
 from medvault.kit.private_files import PRIVATE_FILE_MODE, make_private_dirs
 from medvault.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter
 
 DEFAULT_PARALLEL = 8
-
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
 
 
 class BlobMismatch(RuntimeError):
@@ -46,33 +40,6 @@ class BlobMismatch(RuntimeError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(f"{path}: {reason}")
-
-
-def run_parallel(
-    work: Callable[[_In], _Out], items: Iterable[_In], *, parallel: int
-) -> Iterator[_Out]:
-    """``work`` over ``items`` on ``parallel`` threads, at most 2x that many queued.
-
-    Bounded so that listing a million keys does not queue a million futures; the
-    first error stops the queue and is raised (work already running finishes).
-    """
-    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="backup") as pool:
-        pending: set[Future[_Out]] = set()
-        try:
-            for item in items:
-                pending.add(pool.submit(work, item))
-                if len(pending) >= parallel * 2:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
 
 
 @dataclass(frozen=True)

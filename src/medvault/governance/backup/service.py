@@ -46,7 +46,6 @@ from medvault.governance.backup.blob_copy import (
     BackupBlobs,
     check_file,
     restore_blob,
-    run_parallel,
 )
 from medvault.governance.backup.manifest import (
     DATABASE_ROLES,
@@ -62,9 +61,10 @@ from medvault.governance.backup.manifest import (
     sha256_file,
 )
 from medvault.governance.backup.proof import latest_checkpoint
+from medvault.kit.parallel import run_parallel
 from medvault.kit.private_files import make_private_dirs, write_private_file
+from medvault.runtime import open_configured_store
 from medvault.storage.base import BlobStore
-from medvault.storage.factory import open_blob_store
 
 _NAME = re.compile(r"^\d{8}T\d{6}Z(-[0-9a-f]{4})?$")
 
@@ -105,12 +105,7 @@ def _database_urls(settings: Settings) -> dict[DatabaseRole, str]:
 
 
 def open_store(settings: Settings) -> BlobStore:
-    return open_blob_store(
-        settings.blob_storage_url,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        s3_region=settings.s3_region,
-        s3_part_size=settings.s3_part_size,
-    )
+    return open_configured_store(settings)
 
 
 def complete_backups(destination: Path) -> list[Path]:
