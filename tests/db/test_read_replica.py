@@ -31,6 +31,7 @@ from tests.support.pg_cluster import Cluster, PrivateClusters, private_clusters
 from tests.support.users import bearer, create_user, login
 
 WAIT_SECONDS = 20.0
+VAULT_ROLE = "medvault"
 
 
 def _sql(cluster: Cluster, statement: str, database: str = "postgres") -> Any:
@@ -88,6 +89,9 @@ class Replication:
 def replication() -> Iterator[Replication]:
     with private_clusters() as clusters:
         primary = clusters.primary()
+        # The vault logs in as an ordinary role, as in production: what it asks the
+        # replica about its state must be visible without superuser rights.
+        _sql(primary, f"CREATE ROLE {VAULT_ROLE} LOGIN")
         standby = clusters.standby(primary)
         replication = Replication(clusters, primary, standby)
         yield replication
@@ -100,13 +104,13 @@ def runtime(replication: Replication, tmp_path: Path) -> Iterator[Runtime]:
     # Databases of its own: each test starts from empty tables.
     suffix = uuid.uuid4().hex[:8]
     for name in (f"clinical_{suffix}", f"auth_{suffix}"):
-        _sql(replication.primary, f"CREATE DATABASE {name}")
+        _sql(replication.primary, f"CREATE DATABASE {name} OWNER {VAULT_ROLE}")
     settings = Settings(
         env="test",
         data_dir=tmp_path / "data",
-        database_url=replication.primary.url(f"clinical_{suffix}"),
-        auth_database_url=replication.primary.url(f"auth_{suffix}"),
-        database_replica_url=replication.standby.url(f"clinical_{suffix}"),
+        database_url=replication.primary.url(f"clinical_{suffix}", VAULT_ROLE),
+        auth_database_url=replication.primary.url(f"auth_{suffix}", VAULT_ROLE),
+        database_replica_url=replication.standby.url(f"clinical_{suffix}", VAULT_ROLE),
         replica_max_lag_seconds=600,
         # Not left alone after a failure: the next request asks the replica again.
         replica_retry_seconds=0,

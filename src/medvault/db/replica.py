@@ -52,7 +52,9 @@ _STATE_SQL = text(
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
     " CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
     " ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END,"
-    " EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')"
+    # Its row exists while a WAL receiver runs; its columns are hidden from logins
+    # without pg_read_all_stats, so only the row's presence is asked about.
+    " EXISTS (SELECT FROM pg_stat_wal_receiver)"
 )
 
 _POSITION_SQL = text("SELECT pg_current_wal_insert_lsn()::text")
