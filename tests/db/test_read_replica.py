@@ -18,12 +18,17 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from sqlalchemy import select
 
 from medvault.app import create_app
 from medvault.auth.principal import Role
 from medvault.auth.service import create_api_token
 from medvault.config import Settings
-from medvault.db.replica import format_lsn, parse_lsn
+from medvault.db import migrate
+from medvault.db.engine import Database
+from medvault.db.replica import format_lsn, on_replica, parse_lsn, read_with_fallback
+from medvault.documents.models import Document
 from medvault.ops.read_fences import COOKIE, HEADER
 from medvault.runtime import Runtime, build_runtime
 from tests.support.factories import create_patient, pdf_bytes, put_on_care_team, upload_multipart
@@ -92,6 +97,13 @@ def replication() -> Iterator[Replication]:
         # The vault logs in as an ordinary role, as in production: what it asks the
         # replica about its state must be visible without superuser rights.
         _sql(primary, f"CREATE ROLE {VAULT_ROLE} LOGIN")
+        # Migrated once; each test copies them (CREATE DATABASE … TEMPLATE), faster than
+        # migrating two databases per test.
+        for kind in ("clinical", "auth"):
+            _sql(primary, f"CREATE DATABASE {kind}_template OWNER {VAULT_ROLE}")
+            database = Database(primary.url(f"{kind}_template", VAULT_ROLE))
+            migrate.upgrade(kind, database)
+            database.dispose()
         standby = clusters.standby(primary)
         replication = Replication(clusters, primary, standby)
         yield replication
@@ -103,8 +115,11 @@ def replication() -> Iterator[Replication]:
 def runtime(replication: Replication, tmp_path: Path) -> Iterator[Runtime]:
     # Databases of its own: each test starts from empty tables.
     suffix = uuid.uuid4().hex[:8]
-    for name in (f"clinical_{suffix}", f"auth_{suffix}"):
-        _sql(replication.primary, f"CREATE DATABASE {name} OWNER {VAULT_ROLE}")
+    for kind in ("clinical", "auth"):
+        _sql(
+            replication.primary,
+            f"CREATE DATABASE {kind}_{suffix} TEMPLATE {kind}_template OWNER {VAULT_ROLE}",
+        )
     settings = Settings(
         env="test",
         data_dir=tmp_path / "data",
@@ -116,7 +131,7 @@ def runtime(replication: Replication, tmp_path: Path) -> Iterator[Runtime]:
         replica_retry_seconds=0,
         embedded_worker=False,
     )
-    rt = build_runtime(settings, run_migrations=True)
+    rt = build_runtime(settings)
     yield rt
     replication.resume()
     rt.close()
@@ -195,6 +210,8 @@ def test_lists_searches_and_audit_queries_come_from_the_replica(
     # Another caller's list, search and FHIR search: the replica's, without the new one.
     assert _listed(client, reader, patient_id=patient) == {first}
     assert _listed(client, reader, q="bravo") == set()
+    # A fence that is not one is ignored, never an error.
+    assert _listed(client, {**reader, HEADER: "0/0'; DROP"}, patient_id=patient) == {first}
     bundle = _get(client, "/fhir/DocumentReference", reader, patient=patient)
     assert bundle.status_code == 200, bundle.text
     assert {e["resource"]["id"] for e in bundle.json().get("entry", [])} == {first}
@@ -280,7 +297,15 @@ def test_reads_go_to_the_primary_while_the_replica_is_down(
     client.headers.pop("Authorization")
     first = _upload(client, writer, patient, "Before the outage").json()["id"]
     replication.caught_up()
-    replication.standby.stop("immediate")
+    replica = runtime.clinical_replica
+    assert replica is not None
+    with replica.read_session(fence=None) as session:
+        # Chosen while the replica was up; it goes down before the query runs.
+        assert on_replica(session)
+        replication.standby.stop("immediate")
+        ids = read_with_fallback(session, lambda: session.scalars(select(Document.id)).all())
+        assert {str(i) for i in ids} == {first}
+        assert not on_replica(session)
     try:
         second = _upload(client, writer, patient, "During the outage").json()["id"]
         assert _listed(client, reader, patient_id=patient) == {first, second}
@@ -312,3 +337,14 @@ def test_fences_are_parsed_strictly() -> None:
     assert format_lsn((0x16 << 32) | 0xB374D848) == "16/B374D848"
     for junk in ("", "16", "16/", "/1", "16/B374D848/1", "G/1", "123456789/1", "1/2 OR 1=1"):
         assert parse_lsn(junk) is None
+
+
+def test_a_replica_needs_postgresql_on_both_sides(tmp_path: Path) -> None:
+    pg = "postgresql+psycopg://medvault@db.internal/clinical"
+    with pytest.raises(ValidationError, match="MEDVAULT_DATABASE_URL must be PostgreSQL"):
+        Settings(data_dir=tmp_path, database_replica_url=pg)
+    with pytest.raises(ValidationError, match="MEDVAULT_DATABASE_REPLICA_URL must be"):
+        Settings(data_dir=tmp_path, database_url=pg, database_replica_url="sqlite:///r.db")
+    assert Settings(data_dir=tmp_path, database_replica_url=" ").database_replica_url is None
+    settings = Settings(data_dir=tmp_path, database_url=pg, database_replica_url=pg)
+    assert settings.database_replica_url == pg
