@@ -34,6 +34,7 @@ from medvault.ops.health import router as health_router
 from medvault.ops.log_policy import apply_log_policy
 from medvault.ops.openapi import install_openapi
 from medvault.ops.openapi_routes import rest_constraints, rest_specials
+from medvault.ops.read_fences import ReadFenceMiddleware
 from medvault.ops.request_limits import RequestLimitsMiddleware
 from medvault.ops.security_headers import SecurityHeadersMiddleware
 from medvault.patients.router import router as patients_router
@@ -128,6 +129,8 @@ def create_app(
                 "Upload-Offset",
                 "Upload-Metadata",
                 "Upload-Checksum",
+                # Read-after fences (ops.read_fences), with a read replica.
+                "MedVault-Read-After",
             ],
             expose_headers=[
                 "ETag",
@@ -148,9 +151,13 @@ def create_app(
                 "Upload-Metadata",
                 "Upload-Expires",
                 "Medvault-Document-Id",
+                "MedVault-Read-After",
             ],
             max_age=600,
         )
+    if runtime.clinical_replica is not None:
+        # Inside our other middleware: it sees the status the route answered with.
+        app.add_middleware(ReadFenceMiddleware, replica=runtime.clinical_replica)
     # Innermost of ours: its early 413/431 answers still get security headers and a log line.
     app.add_middleware(
         RequestLimitsMiddleware,

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     auth_database_url: str | None = Field(
         default=None, description="Auth database; default sqlite file in DATA_DIR"
     )
+    # A streaming replica of the clinical database (PostgreSQL) for lists, searches,
+    # metadata and audit queries; README "Read replicas" says which reads and when.
+    database_replica_url: str | None = None
+    # A replica further behind than this is not read from (the primary answers).
+    replica_max_lag_seconds: float = Field(default=5.0, ge=0, le=3600)
+    # After a replica failed to answer, it is left alone this long.
+    replica_retry_seconds: float = Field(default=5.0, ge=0, le=3600)
 
     storage_url: str | None = Field(
         default=None,
@@ -232,6 +239,7 @@ class Settings(BaseSettings):
     @field_validator(
         "database_url",
         "auth_database_url",
+        "database_replica_url",
         "storage_url",
         "s3_endpoint_url",
         "s3_region",
@@ -285,6 +293,17 @@ class Settings(BaseSettings):
     def _check_ttl(self) -> Self:
         if self.download_url_ttl_seconds > self.download_url_max_ttl_seconds:
             raise ValueError("DOWNLOAD_URL_TTL_SECONDS exceeds DOWNLOAD_URL_MAX_TTL_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _check_replica(self) -> Self:
+        if self.database_replica_url is None:
+            return self
+        for name, url in (("", self.database_url), ("_REPLICA", self.database_replica_url)):
+            if not (url or "").startswith("postgresql"):
+                raise ValueError(
+                    f"MEDVAULT_DATABASE{name}_URL must be PostgreSQL when a replica is set"
+                )
         return self
 
     @cached_property

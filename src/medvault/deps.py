@@ -12,11 +12,13 @@ from sqlalchemy.orm import Session
 
 from medvault.access.break_glass import HEADER as BREAK_GLASS_HEADER
 from medvault.access.break_glass import apply_break_glass
+from medvault.access.replica_check import replica_check
 from medvault.audit.context import AuditContext
 from medvault.auth import service as auth_service
 from medvault.auth.principal import Principal
 from medvault.auth.ratelimit import RateLimits
 from medvault.kit.problems import Unauthorized
+from medvault.ops.read_fences import request_fence
 from medvault.runtime import Runtime
 
 _bearer = HTTPBearer(
@@ -146,6 +148,25 @@ def get_audit_context(request: Request, principal: CurrentPrincipal) -> AuditCon
 
 
 AuditCtx = Annotated[AuditContext, Depends(get_audit_context)]
+
+
+def get_clinical_replica_session(
+    request: Request, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> Iterator[Session]:
+    """For lists, searches, metadata and audit queries: reads from the replica when the
+    rule allows (db.replica), writes (the audit event) to the primary; one commit."""
+    replica = runtime.clinical_replica
+    if replica is None:
+        with runtime.clinical.session() as session:
+            yield session
+        return
+    with replica.read_session(
+        fence=request_fence(request), check=replica_check(principal)
+    ) as routed:
+        yield routed
+
+
+ClinicalReplicaSession = Annotated[Session, Depends(get_clinical_replica_session)]
 
 
 def get_anonymous_audit_context(request: Request) -> AuditContext:

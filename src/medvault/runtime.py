@@ -19,6 +19,7 @@ from medvault.crypto.secret_key import load_secret_key
 from medvault.crypto.signing_keys import SigningKey, load_signing_key
 from medvault.db import migrate
 from medvault.db.engine import Database
+from medvault.db.replica import ClinicalReplica
 from medvault.governance.schedule import NHS_PRESET, Schedule
 from medvault.governance.schedule import load as load_schedule
 from medvault.kit.private_files import exposure_warning, make_private_dirs
@@ -62,6 +63,8 @@ class Runtime:
     principals: PrincipalCaches
     # Retention classes and type mappings (governance.schedule), validated at start.
     retention: Schedule = NHS_PRESET
+    # The clinical database's read replica, when MEDVAULT_DATABASE_REPLICA_URL is set.
+    clinical_replica: ClinicalReplica | None = None
     _keyring_lock: threading.Lock = field(default_factory=threading.Lock)
     _keyring_mtime: int | None = None
 
@@ -104,6 +107,8 @@ class Runtime:
         migrate.upgrade("clinical", self.clinical)
 
     def close(self) -> None:
+        if self.clinical_replica is not None:
+            self.clinical_replica.dispose()
         self.clinical.dispose()
         self.auth.dispose()
         self.principals.close()
@@ -147,6 +152,13 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
         retention=load_schedule(settings.retention_file),
     )
     runtime._keyring_mtime = runtime._keyring_file_mtime()
+    if settings.database_replica_url:
+        runtime.clinical_replica = ClinicalReplica(
+            runtime.clinical,
+            settings.database_replica_url,
+            max_lag_seconds=settings.replica_max_lag_seconds,
+            retry_seconds=settings.replica_retry_seconds,
+        )
     if run_migrations:
         runtime.migrate()
     return runtime

@@ -34,9 +34,11 @@ from medvault.audit.schemas import (
     InclusionProofOut,
     SignedCheckpointOut,
 )
+from medvault.db.replica import read_with_fallback
 from medvault.deps import (
     AuditCtx,
     AuthReadSession,
+    ClinicalReplicaSession,
     ClinicalSession,
     CurrentPrincipal,
     RuntimeDep,
@@ -62,7 +64,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 @router.get("/events", response_model=AuditEventPage)
 def list_events(
-    session: ClinicalSession,
+    session: ClinicalReplicaSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     patient_id: uuid.UUID | None = None,
@@ -82,13 +84,16 @@ def list_events(
         occurred_after=_as_utc(occurred_after),
         occurred_before=_as_utc(occurred_before),
     )
-    page = queries.list_events(
-        session=session,
-        principal=principal,
-        context=context,
-        filters=filters,
-        cursor=cursor,
-        limit=limit,
+    page = read_with_fallback(
+        session,
+        lambda: queries.list_events(
+            session=session,
+            principal=principal,
+            context=context,
+            filters=filters,
+            cursor=cursor,
+            limit=limit,
+        ),
     )
     audit.commit_or_refuse(session)
     return page

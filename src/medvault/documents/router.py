@@ -10,8 +10,10 @@ from fastapi.responses import StreamingResponse
 
 from medvault.access.policy import Permission, require, require_upload
 from medvault.audit import service as audit
+from medvault.db.replica import read_with_fallback
 from medvault.deps import (
     AuditCtx,
+    ClinicalReplicaSession,
     ClinicalSession,
     CurrentPrincipal,
     RuntimeDep,
@@ -129,7 +131,7 @@ _SEARCH_DESCRIPTION = (
     responses={400: {"description": "Invalid cursor, or a search with nothing to find"}},
 )
 def list_documents(
-    session: ClinicalSession,
+    session: ClinicalReplicaSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
@@ -161,20 +163,20 @@ def list_documents(
         created_before=_as_utc(created_before),
         status=None if status == "all" else DocumentStatus(status),
     )
-    result: DocumentPage | SearchPage
-    if q is not None and q.strip():
-        result = search.search_page(
-            session=session,
-            runtime=runtime,
-            principal=principal,
-            text=q,
-            filters=filters,
-            cursor=cursor,
-            limit=limit,
-            context=context,
-        )
-    else:
-        result = service.list_page(
+
+    def read() -> DocumentPage | SearchPage:
+        if q is not None and q.strip():
+            return search.search_page(
+                session=session,
+                runtime=runtime,
+                principal=principal,
+                text=q,
+                filters=filters,
+                cursor=cursor,
+                limit=limit,
+                context=context,
+            )
+        return service.list_page(
             session=session,
             principal=principal,
             filters=filters,
@@ -184,17 +186,26 @@ def list_documents(
             # "relevance" without words to rank by is the default order.
             order=sort if isinstance(sort, DocumentSort) else DocumentSort.NEWEST,
         )
+
+    result = read_with_fallback(session, read)
     audit.commit_or_refuse(session)
     return result
 
 
 @router.get("/{document_id}", response_model=DocumentOut)
 def get_document(
-    document_id: str, session: ClinicalSession, principal: CurrentPrincipal, context: AuditCtx
+    document_id: str,
+    session: ClinicalReplicaSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
 ) -> DocumentOut:
     require(principal, Permission.DOCUMENT_READ)
-    document = service.get(
-        session=session, principal=principal, document_id=parse_id(document_id), context=context
+    document = read_with_fallback(
+        session,
+        lambda: service.get(
+            session=session, principal=principal, document_id=parse_id(document_id), context=context
+        ),
+        miss=(NotFound,),
     )
     audit.commit_or_refuse(session)
     return document
@@ -202,11 +213,18 @@ def get_document(
 
 @router.get("/{document_id}/versions", response_model=VersionList)
 def list_versions(
-    document_id: str, session: ClinicalSession, principal: CurrentPrincipal, context: AuditCtx
+    document_id: str,
+    session: ClinicalReplicaSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
 ) -> VersionList:
     require(principal, Permission.DOCUMENT_READ)
-    versions = service.list_versions(
-        session=session, principal=principal, document_id=parse_id(document_id), context=context
+    versions = read_with_fallback(
+        session,
+        lambda: service.list_versions(
+            session=session, principal=principal, document_id=parse_id(document_id), context=context
+        ),
+        miss=(NotFound,),
     )
     audit.commit_or_refuse(session)
     return versions

@@ -10,7 +10,15 @@ from starlette.responses import Response
 
 from medvault.access.audit_reach import require_audit_events
 from medvault.audit import service as audit
-from medvault.deps import AuditCtx, AuthReadSession, ClinicalSession, CurrentPrincipal, RuntimeDep
+from medvault.db.replica import read_with_fallback
+from medvault.deps import (
+    AuditCtx,
+    AuthReadSession,
+    ClinicalReplicaSession,
+    ClinicalSession,
+    CurrentPrincipal,
+    RuntimeDep,
+)
 from medvault.fhir import audit_event
 from medvault.fhir.base import base_url
 from medvault.fhir.routes import searching
@@ -23,7 +31,7 @@ router = APIRouter(prefix="/AuditEvent")
 @router.get("")
 def search_audit_events(
     request: Request,
-    session: ClinicalSession,
+    session: ClinicalReplicaSession,
     auth_session: AuthReadSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
@@ -31,14 +39,17 @@ def search_audit_events(
     """Auditors search the whole log; patients the events about their own record."""
     media_type = negotiate(request)
     require_audit_events(principal)
-    bundle = audit_event.search(
-        session=session,
-        auth_session=auth_session,
-        principal=principal,
-        params=query_params(request),
-        strict=strict(request),
-        context=context,
-        base=base_url(request, request.app.state.runtime.settings),
+    bundle = read_with_fallback(
+        session,
+        lambda: audit_event.search(
+            session=session,
+            auth_session=auth_session,
+            principal=principal,
+            params=query_params(request),
+            strict=strict(request),
+            context=context,
+            base=base_url(request, request.app.state.runtime.settings),
+        ),
     )
     audit.commit_or_refuse(session)
     return fhir_response(bundle, media_type=media_type)

@@ -13,7 +13,15 @@ from medvault.access.policy import Permission, require, require_upload
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
-from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep, UploadRateLimit
+from medvault.db.replica import read_with_fallback
+from medvault.deps import (
+    AuditCtx,
+    ClinicalReplicaSession,
+    ClinicalSession,
+    CurrentPrincipal,
+    RuntimeDep,
+    UploadRateLimit,
+)
 from medvault.fhir import document_reference as service
 from medvault.fhir import document_reference_create, document_reference_search
 from medvault.fhir.base import base_url
@@ -47,18 +55,24 @@ def _last_modified(resource: dict[str, Any]) -> str:
 
 @router.get("")
 def search(
-    request: Request, session: ClinicalSession, principal: CurrentPrincipal, context: AuditCtx
+    request: Request,
+    session: ClinicalReplicaSession,
+    principal: CurrentPrincipal,
+    context: AuditCtx,
 ) -> Response:
     media_type = negotiate(request)
     require(principal, Permission.DOCUMENT_READ)
-    bundle = document_reference_search.search(
-        session=session,
-        runtime=request.app.state.runtime,
-        principal=principal,
-        params=query_params(request),
-        strict=strict(request),
-        context=context,
-        base=base_url(request, request.app.state.runtime.settings),
+    bundle = read_with_fallback(
+        session,
+        lambda: document_reference_search.search(
+            session=session,
+            runtime=request.app.state.runtime,
+            principal=principal,
+            params=query_params(request),
+            strict=strict(request),
+            context=context,
+            base=base_url(request, request.app.state.runtime.settings),
+        ),
     )
     audit.commit_or_refuse(session)
     return fhir_response(bundle, media_type=media_type)
@@ -90,18 +104,22 @@ async def search_by_post(
 def read(
     resource_id: str,
     request: Request,
-    session: ClinicalSession,
+    session: ClinicalReplicaSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
 ) -> Response:
     negotiate(request)
     require(principal, Permission.DOCUMENT_READ)
-    resource = service.read(
-        session=session,
-        principal=principal,
-        raw_id=resource_id,
-        context=context,
-        base=base_url(request, request.app.state.runtime.settings),
+    resource = read_with_fallback(
+        session,
+        lambda: service.read(
+            session=session,
+            principal=principal,
+            raw_id=resource_id,
+            context=context,
+            base=base_url(request, request.app.state.runtime.settings),
+        ),
+        miss=(NotFound,),
     )
     audit.commit_or_refuse(session)
     return _read_response(request, resource, _last_modified(resource))
@@ -112,19 +130,23 @@ def vread(
     resource_id: str,
     version_id: str,
     request: Request,
-    session: ClinicalSession,
+    session: ClinicalReplicaSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
 ) -> Response:
     """Only the current version id resolves: earlier metadata versions are not kept."""
     negotiate(request)
     require(principal, Permission.DOCUMENT_READ)
-    resource = service.read(
-        session=session,
-        principal=principal,
-        raw_id=resource_id,
-        context=context,
-        base=base_url(request, request.app.state.runtime.settings),
+    resource = read_with_fallback(
+        session,
+        lambda: service.read(
+            session=session,
+            principal=principal,
+            raw_id=resource_id,
+            context=context,
+            base=base_url(request, request.app.state.runtime.settings),
+        ),
+        miss=(NotFound,),
     )
     if resource["meta"]["versionId"] != version_id:
         session.rollback()  # no read happened: nothing is returned
