@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     auth_database_url: str | None = Field(
         default=None, description="Auth database; default sqlite file in DATA_DIR"
     )
+    patient_database_url: str | None = Field(
+        default=None, description="Patient (demographics) database; default sqlite file in DATA_DIR"
+    )
 
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix; default DATA_DIR/blobs"
@@ -222,6 +225,7 @@ class Settings(BaseSettings):
     @field_validator(
         "database_url",
         "auth_database_url",
+        "patient_database_url",
         "storage_url",
         "s3_endpoint_url",
         "s3_region",
@@ -290,6 +294,10 @@ class Settings(BaseSettings):
         return self.auth_database_url or f"sqlite:///{self.resolved_data_dir / 'auth.db'}"
 
     @property
+    def patient_db_url(self) -> str:
+        return self.patient_database_url or f"sqlite:///{self.resolved_data_dir / 'patients.db'}"
+
+    @property
     def blob_storage_url(self) -> str:
         return self.storage_url or (self.resolved_data_dir / "blobs").as_uri()
 
@@ -332,8 +340,11 @@ class Settings(BaseSettings):
             problems.append("set MEDVAULT_JWT_PRIVATE_KEY to an Ed25519 private key (PEM)")
         if self.audit_signing_key is None:
             problems.append("set MEDVAULT_AUDIT_SIGNING_KEY to an Ed25519 private key (PEM)")
-        if self.database_url is None or self.auth_database_url is None:
-            problems.append("set MEDVAULT_DATABASE_URL and MEDVAULT_AUTH_DATABASE_URL")
+        if None in (self.database_url, self.auth_database_url, self.patient_database_url):
+            problems.append(
+                "set MEDVAULT_DATABASE_URL, MEDVAULT_AUTH_DATABASE_URL and "
+                "MEDVAULT_PATIENT_DATABASE_URL"
+            )
         if problems:
             raise ConfigurationError("production settings refused: " + "; ".join(problems))
 

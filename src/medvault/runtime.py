@@ -18,6 +18,7 @@ from medvault.crypto.keyring import Keyring, WrappedDek, load_keyring
 from medvault.crypto.secret_key import load_secret_key
 from medvault.crypto.signing_keys import SigningKey, load_signing_key
 from medvault.db import migrate
+from medvault.db.base import PatientBase
 from medvault.db.engine import Database
 from medvault.governance.schedule import NHS_PRESET, Schedule
 from medvault.governance.schedule import load as load_schedule
@@ -33,6 +34,8 @@ class Runtime:
     settings: Settings
     clinical: Database
     auth: Database
+    # Demographics; the clinical sessions read Patient through it (db.engine.read_through).
+    patients: Database
     blobs: BlobStore
     keyring: Keyring
     secret_key: bytes
@@ -80,12 +83,12 @@ class Runtime:
             return self.reload_keyring().unwrap_dek(wrapped, version_id=version_id)
 
     def migrate(self) -> None:
-        migrate.upgrade("auth", self.auth)
-        migrate.upgrade("clinical", self.clinical)
+        migrate.upgrade_all(auth=self.auth, patients=self.patients, clinical=self.clinical)
 
     def close(self) -> None:
         self.clinical.dispose()
         self.auth.dispose()
+        self.patients.dispose()
         self.principals.close()
 
 
@@ -98,10 +101,14 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
     if exposure:
         logger.warning(exposure)
     auth = Database(settings.auth_db_url)
+    patients = Database(settings.patient_db_url)
+    clinical = Database(settings.clinical_database_url)
+    clinical.read_through(PatientBase, patients)
     runtime = Runtime(
         settings=settings,
-        clinical=Database(settings.clinical_database_url),
+        clinical=clinical,
         auth=auth,
+        patients=patients,
         principals=PrincipalCaches.create(
             url=auth.url, ttl_seconds=settings.principal_cache_seconds
         ),
