@@ -1,4 +1,4 @@
-"""The patient registry: who a document belongs to, split over two databases.
+"""The patient registry: who a document belongs to, split over two of the databases.
 
 ``Patient`` (the patient database) is the only row that joins an id to a person.
 ``PatientRef`` (the clinical database) holds the bare, pseudonymous id: the row the

@@ -188,9 +188,12 @@ def update(
     app (a ``patient/`` token, which SMART lets write Patient) may not move them.
     The change is made in ``patient_session``; commit with ``commit_with_audit``.
     """
-    _readable_or_404(session, principal, patient_id)
+    # The patient database first, as in ``create``: on SQLite each session takes its
+    # database's write lock at its first statement, and two use cases taking the two
+    # locks in opposite orders could each wait for the other.
     patient = repository.get(patient_session, patient_id)
-    if patient is None:  # gone between the two reads: patients are never deleted
+    _readable_or_404(session, principal, patient_id)
+    if patient is None:  # readable, so registered: patients are never deleted
         raise NotFound(N_("No patient with this id."))
     if principal.patient_id is not None:
         problem: Problem = Forbidden(
