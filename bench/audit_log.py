@@ -58,7 +58,11 @@ AGENTS = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safar
 def bench_databases() -> Iterator[dict[str, str]]:
     """Two fresh databases, dropped afterwards even if the benchmark fails."""
     stem = f"medvault_bench_{secrets.token_hex(4)}"
-    names = {"clinical": f"{stem}_clinical", "auth": f"{stem}_auth"}
+    names = {
+        "clinical": f"{stem}_clinical",
+        "auth": f"{stem}_auth",
+        "patients": f"{stem}_patients",
+    }
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         for name in names.values():
             admin.execute(f'CREATE DATABASE "{name}"')
@@ -175,12 +179,14 @@ def main() -> int:
             MEDVAULT_DATA_DIR=str(Path(tmp) / "data"),
             MEDVAULT_DATABASE_URL=PG_URL.format(db=dbs["clinical"]),
             MEDVAULT_AUTH_DATABASE_URL=PG_URL.format(db=dbs["auth"]),
+            MEDVAULT_PATIENT_DATABASE_URL=PG_URL.format(db=dbs["patients"]),
         )
         settings = Settings(
             env="test",
             data_dir=Path(env["MEDVAULT_DATA_DIR"]),
             database_url=env["MEDVAULT_DATABASE_URL"],
             auth_database_url=env["MEDVAULT_AUTH_DATABASE_URL"],
+            patient_database_url=env["MEDVAULT_PATIENT_DATABASE_URL"],
         )
         runtime = build_runtime(settings)
         try:

@@ -58,12 +58,16 @@ CLINICIAN_PASSWORD = "bench-clinician-password-1"  # noqa: S105 - a throw-away v
 
 @contextmanager
 def postgres_env(enabled: bool) -> Iterator[dict[str, str]]:
-    """Settings for two fresh PostgreSQL databases (dropped afterwards), or none."""
+    """Settings for three fresh PostgreSQL databases (dropped afterwards), or none."""
     if not enabled:
         yield {}
         return
     stem = f"medvault_bench_{uuid.uuid4().hex[:8]}"
-    names = {"clinical": f"{stem}_clinical", "auth": f"{stem}_auth"}
+    names = {
+        "clinical": f"{stem}_clinical",
+        "auth": f"{stem}_auth",
+        "patients": f"{stem}_patients",
+    }
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         for name in names.values():
             admin.execute(f'CREATE DATABASE "{name}"')
@@ -71,6 +75,7 @@ def postgres_env(enabled: bool) -> Iterator[dict[str, str]]:
         yield {
             "MEDVAULT_DATABASE_URL": PG_URL.format(db=names["clinical"]),
             "MEDVAULT_AUTH_DATABASE_URL": PG_URL.format(db=names["auth"]),
+            "MEDVAULT_PATIENT_DATABASE_URL": PG_URL.format(db=names["patients"]),
         }
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

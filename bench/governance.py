@@ -142,7 +142,7 @@ def _round(runtime: Runtime, destroyed: str, deleted: str) -> dict[str, float]:
             runtime.blobs.delete(key)
 
     _timed("blob_delete", times, delete_blobs)
-    with runtime.clinical.session() as session:
+    with runtime.patients.session() as session:
         patient = session.get(Patient, uuid.UUID(destroyed))
         assert patient is not None
         patient.treatment_ended_on = patient.birth_date.replace(year=2000)

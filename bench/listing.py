@@ -62,7 +62,11 @@ DOC_TYPES = ("11502-2", "18842-5", "34117-2", "11506-3", "57133-1")
 def bench_databases() -> Iterator[dict[str, str]]:
     """Two fresh databases, dropped afterwards even if the benchmark fails."""
     stem = f"medvault_bench_{secrets.token_hex(4)}"
-    names = {"clinical": f"{stem}_clinical", "auth": f"{stem}_auth"}
+    names = {
+        "clinical": f"{stem}_clinical",
+        "auth": f"{stem}_auth",
+        "patients": f"{stem}_patients",
+    }
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         for name in names.values():
             admin.execute(f'CREATE DATABASE "{name}"')
@@ -228,6 +232,7 @@ def main() -> int:
         env = {
             "MEDVAULT_DATABASE_URL": PG_URL.format(db=dbs["clinical"]),
             "MEDVAULT_AUTH_DATABASE_URL": PG_URL.format(db=dbs["auth"]),
+            "MEDVAULT_PATIENT_DATABASE_URL": PG_URL.format(db=dbs["patients"]),
         }
         with VaultServer(extra_env=env) as vault:
             seeded = seed(dbs["clinical"], patients=args.patients, documents=args.documents)

@@ -23,7 +23,7 @@ from medvault.auth import passwords
 from medvault.auth.principal import Role
 from medvault.auth.service import create_api_token
 from medvault.config import Settings
-from medvault.db.base import AuthBase, ClinicalBase
+from medvault.db.base import AuthBase, ClinicalBase, PatientBase
 from medvault.runtime import Runtime, build_runtime
 from tests.support.azurite import AzuriteServer, azurite_server
 from tests.support.backends import BUCKET, Backend, SettingsFactory, backend_settings
@@ -41,6 +41,7 @@ from tests.support.users import MadeUser, UserFactory, create_user
 # anyone remembering to list it here (a forgotten one leaked rows across tests).
 CLINICAL_TABLES = tuple(sorted(ClinicalBase.metadata.tables))
 AUTH_TABLES = tuple(sorted(AuthBase.metadata.tables))
+PATIENT_TABLES = tuple(sorted(PatientBase.metadata.tables))
 
 
 @pytest.fixture(scope="session")
@@ -50,10 +51,15 @@ def pg_databases() -> Iterator[PostgresDatabases | None]:
 
 
 @pytest.fixture(scope="session")
-def pg_urls(pg_databases: PostgresDatabases | None) -> tuple[str, str] | None:
+def pg_urls(pg_databases: PostgresDatabases | None) -> tuple[str, str, str] | None:
+    """Clinical, auth and patient databases, as every deployment has them."""
     if pg_databases is None:
         return None
-    return pg_databases.create("clinical"), pg_databases.create("auth")
+    return (
+        pg_databases.create("clinical"),
+        pg_databases.create("auth"),
+        pg_databases.create("patients"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -88,13 +94,15 @@ def _clean_postgres(runtime: Runtime) -> None:
         conn.execute(text(f"TRUNCATE {', '.join(AUTH_TABLES)} CASCADE"))
         # The migration's one epoch row: without it no principal is ever cached.
         conn.execute(text("INSERT INTO auth_epoch (id, value) VALUES (1, 0)"))
+    with runtime.patients.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(PATIENT_TABLES)}"))
 
 
 @pytest.fixture(params=["sqlite-fs", "pg-s3"])
 def backend(
     request: pytest.FixtureRequest,
     tmp_path: Path,
-    pg_urls: tuple[str, str] | None,
+    pg_urls: tuple[str, str, str] | None,
     s3: S3Server | None,
 ) -> Backend:
     return Backend(request.param, backend_settings(request.param, tmp_path, pg_urls, s3))

@@ -19,6 +19,7 @@ def test_defaults_are_the_embedded_vault(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     assert settings.clinical_database_url == f"sqlite:///{tmp_path.resolve()}/clinical.db"
     assert settings.auth_db_url == f"sqlite:///{tmp_path.resolve()}/auth.db"
+    assert settings.patient_db_url == f"sqlite:///{tmp_path.resolve()}/patients.db"
     assert settings.blob_storage_url == (tmp_path.resolve() / "blobs").as_uri()
     assert settings.max_upload_bytes == 50 * 1024 * 1024
     assert set(settings.allowed_types) == {
@@ -89,6 +90,12 @@ def test_production_needs_explicit_databases(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match="DATABASE_URL"):
         build_runtime(settings)
+    # The clinical and auth databases alone are not enough: demographics need theirs.
+    two = settings.model_copy(
+        update={"database_url": "sqlite:///x.db", "auth_database_url": "sqlite:///y.db"}
+    )
+    with pytest.raises(ConfigurationError, match="MEDVAULT_PATIENT_DATABASE_URL"):
+        build_runtime(two)
 
 
 def test_production_requires_managed_signing_keys(tmp_path: Path) -> None:
@@ -117,6 +124,7 @@ def test_production_starts_with_managed_secrets(tmp_path: Path) -> None:
         keyring=Keyring.generate().to_json(),
         database_url=f"sqlite:///{tmp_path}/c.db",
         auth_database_url=f"sqlite:///{tmp_path}/a.db",
+        patient_database_url=f"sqlite:///{tmp_path}/p.db",
         storage_url=(tmp_path / "blobs").as_uri(),
     )
     runtime = build_runtime(settings, run_migrations=True)

@@ -76,10 +76,11 @@ def create_app(
             if swept:
                 logger.warning("removed %d stale partial uploads", swept)
         logger.info(
-            "medvault %s ready: clinical=%s auth=%s blobs=%s",
+            "medvault %s ready: clinical=%s auth=%s patients=%s blobs=%s",
             __version__,
             runtime.clinical.redacted_url(),
             runtime.auth.redacted_url(),
+            runtime.patients.redacted_url(),
             runtime.blobs.describe(),
         )
         sealer = start_sealer(runtime) if run_sealer else None

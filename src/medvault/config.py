@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     replica_max_lag_seconds: float = Field(default=5.0, ge=0, le=3600)
     # After a replica failed to answer, it is left alone this long.
     replica_retry_seconds: float = Field(default=5.0, ge=0, le=3600)
+    patient_database_url: str | None = Field(
+        default=None, description="Patient (demographics) database; default sqlite file in DATA_DIR"
+    )
 
     storage_url: str | None = Field(
         default=None,
@@ -240,6 +243,7 @@ class Settings(BaseSettings):
         "database_url",
         "auth_database_url",
         "database_replica_url",
+        "patient_database_url",
         "storage_url",
         "s3_endpoint_url",
         "s3_region",
@@ -323,6 +327,10 @@ class Settings(BaseSettings):
         return self.auth_database_url or f"sqlite:///{self.resolved_data_dir / 'auth.db'}"
 
     @property
+    def patient_db_url(self) -> str:
+        return self.patient_database_url or f"sqlite:///{self.resolved_data_dir / 'patients.db'}"
+
+    @property
     def blob_storage_url(self) -> str:
         return self.storage_url or (self.resolved_data_dir / "blobs").as_uri()
 
@@ -365,8 +373,11 @@ class Settings(BaseSettings):
             problems.append("set MEDVAULT_JWT_PRIVATE_KEY to an Ed25519 private key (PEM)")
         if self.audit_signing_key is None:
             problems.append("set MEDVAULT_AUDIT_SIGNING_KEY to an Ed25519 private key (PEM)")
-        if self.database_url is None or self.auth_database_url is None:
-            problems.append("set MEDVAULT_DATABASE_URL and MEDVAULT_AUTH_DATABASE_URL")
+        if None in (self.database_url, self.auth_database_url, self.patient_database_url):
+            problems.append(
+                "set MEDVAULT_DATABASE_URL, MEDVAULT_AUTH_DATABASE_URL and "
+                "MEDVAULT_PATIENT_DATABASE_URL"
+            )
         if problems:
             raise ConfigurationError("production settings refused: " + "; ".join(problems))
 

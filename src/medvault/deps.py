@@ -70,6 +70,17 @@ def get_auth_read_session(runtime: RuntimeDep) -> Iterator[Session]:
 AuthReadSession = Annotated[Session, Depends(get_auth_read_session)]
 
 
+def get_patient_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """A patient-database session for changes to demographics; routes commit it after
+    the clinical one that holds their audit event (``patients.service.commit_with_audit``).
+    Reading needs none: clinical sessions read ``Patient`` from the patient database."""
+    with runtime.patients.session() as session:
+        yield session
+
+
+PatientSession = Annotated[Session, Depends(get_patient_session)]
+
+
 def _resolve_bearer(runtime: Runtime, token: str) -> Principal | None:
     # Through the principal cache: no auth-database session when the caller was
     # resolved a moment ago and nothing was revoked since (auth.principal_cache).

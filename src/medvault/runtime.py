@@ -18,6 +18,7 @@ from medvault.crypto.keyring import Keyring, WrappedDek, load_keyring
 from medvault.crypto.secret_key import load_secret_key
 from medvault.crypto.signing_keys import SigningKey, load_signing_key
 from medvault.db import migrate
+from medvault.db.base import PatientBase
 from medvault.db.engine import Database
 from medvault.db.replica import ClinicalReplica
 from medvault.governance.schedule import NHS_PRESET, Schedule
@@ -54,6 +55,8 @@ class Runtime:
     settings: Settings
     clinical: Database
     auth: Database
+    # Demographics; the clinical sessions read Patient through it (db.engine.read_through).
+    patients: Database
     blobs: BlobStore
     keyring: Keyring
     secret_key: bytes
@@ -103,14 +106,14 @@ class Runtime:
             return self.reload_keyring().unwrap_dek(wrapped, version_id=version_id)
 
     def migrate(self) -> None:
-        migrate.upgrade("auth", self.auth)
-        migrate.upgrade("clinical", self.clinical)
+        migrate.upgrade_all(auth=self.auth, patients=self.patients, clinical=self.clinical)
 
     def close(self) -> None:
         if self.clinical_replica is not None:
             self.clinical_replica.dispose()
         self.clinical.dispose()
         self.auth.dispose()
+        self.patients.dispose()
         self.principals.close()
 
 
@@ -123,10 +126,14 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
     if exposure:
         logger.warning(exposure)
     auth = Database(settings.auth_db_url)
+    patients = Database(settings.patient_db_url)
+    clinical = Database(settings.clinical_database_url)
+    clinical.read_through(PatientBase, patients)
     runtime = Runtime(
         settings=settings,
-        clinical=Database(settings.clinical_database_url),
+        clinical=clinical,
         auth=auth,
+        patients=patients,
         principals=PrincipalCaches.create(
             url=auth.url, ttl_seconds=settings.principal_cache_seconds
         ),

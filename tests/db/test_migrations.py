@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, text
 
-from medvault.db.base import AuthBase, ClinicalBase
+from medvault.db.base import AuthBase, ClinicalBase, PatientBase
 from medvault.db.engine import Database
 from medvault.db.migrate import (
     DatabaseName,
@@ -38,15 +38,19 @@ def head(name: DatabaseName, database: Database) -> str | None:
 def test_migrations_match_the_models(runtime: Runtime) -> None:
     assert current_revision("clinical", runtime.clinical) == head("clinical", runtime.clinical)
     assert current_revision("auth", runtime.auth) == head("auth", runtime.auth)
+    assert current_revision("patients", runtime.patients) == head("patients", runtime.patients)
     assert _drift(runtime.clinical, ClinicalBase.metadata) == []
     assert _drift(runtime.auth, AuthBase.metadata) == []
+    assert _drift(runtime.patients, PatientBase.metadata) == []
 
 
 def test_databases_hold_only_their_own_tables(runtime: Runtime) -> None:
     clinical = set(ClinicalBase.metadata.tables)
     auth = set(AuthBase.metadata.tables)
-    assert clinical.isdisjoint(auth)
-    assert "api_tokens" in auth and "documents" in clinical
+    patients = set(PatientBase.metadata.tables)
+    assert clinical.isdisjoint(auth) and clinical.isdisjoint(patients)
+    assert auth.isdisjoint(patients)
+    assert "api_tokens" in auth and "documents" in clinical and patients == {"patients"}
 
 
 def test_migrating_twice_is_harmless(runtime: Runtime) -> None:
@@ -58,7 +62,7 @@ def test_sqlite_runs_in_wal_mode(runtime: Runtime) -> None:
     if not runtime.clinical.is_sqlite:
         assert runtime.clinical.engine.dialect.name == "postgresql"
         return
-    for database in (runtime.clinical, runtime.auth):
+    for database in (runtime.clinical, runtime.auth, runtime.patients):
         with database.engine.connect() as connection:
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1

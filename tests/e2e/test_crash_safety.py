@@ -83,6 +83,7 @@ def crash_backend(request: pytest.FixtureRequest) -> CrashBackend:
         {
             "database_url": databases.create(f"crash_{run}_clinical"),
             "auth_database_url": databases.create(f"crash_{run}_auth"),
+            "patient_database_url": databases.create(f"crash_{run}_patients"),
             "storage_url": f"s3://{BUCKET}/crash-{run}",
             "s3_endpoint_url": s3.endpoint_url,
             "s3_region": "us-east-1",

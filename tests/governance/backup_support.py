@@ -38,7 +38,7 @@ def fresh_target(
         yield Settings(env="test", data_dir=data_dir)
         return
     assert pg is not None, "a pg-s3 source needs the pg_databases fixture"
-    names = [f"medvault_test_{pg.run_id}_restore_{uuid.uuid4().hex[:8]}_{r}" for r in "ca"]
+    names = [f"medvault_test_{pg.run_id}_restore_{uuid.uuid4().hex[:8]}_{r}" for r in "cap"]
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -50,6 +50,7 @@ def fresh_target(
             data_dir=data_dir,
             database_url=urls[0],
             auth_database_url=urls[1],
+            patient_database_url=urls[2],
             storage_url=f"s3://{BUCKET}/restored-{uuid.uuid4().hex}",
             s3_endpoint_url=source.s3_endpoint_url,
             s3_region=source.s3_region,

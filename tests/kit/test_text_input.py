@@ -51,7 +51,7 @@ def _refused(response: httpx.Response) -> None:
 
 
 def _patients(runtime: Runtime) -> int:
-    with runtime.clinical.session() as session:
+    with runtime.patients.session() as session:
         return session.scalar(select(func.count()).select_from(Patient)) or 0
 
 

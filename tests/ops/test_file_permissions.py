@@ -78,7 +78,13 @@ def test_files_created_in_a_0755_data_dir_are_owner_only(
             )
             # While it runs: the journals exist now, and vanish at a clean shutdown.
             names = {path.name for path in data.rglob("*")}
-            assert {"auth.db", "clinical.db", "auth.db-wal", "clinical.db-shm"} <= names
+            assert {
+                "auth.db",
+                "clinical.db",
+                "patients.db",
+                "auth.db-wal",
+                "clinical.db-shm",
+            } <= names
             assert any(path.is_file() for path in (data / "blobs").rglob("*"))
             assert loose_entries(data) == []
         assert loose_entries(data) == []

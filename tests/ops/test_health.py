@@ -26,6 +26,7 @@ def test_readyz_reports_every_dependency(anon_client: TestClient) -> None:
     assert response.json()["checks"] == {
         "clinical_database": "ok",
         "auth_database": "ok",
+        "patient_database": "ok",
         "blob_store": "ok",
         # Nothing is waiting, so no worker is needed (tests/processing covers "stalled").
         "workers": "ok",
@@ -40,6 +41,7 @@ def test_readyz_is_503_when_a_dependency_is_down(app: FastAPI, runtime: Runtime)
     checks = response.json()["checks"]
     assert checks["clinical_database"] == "unavailable"
     assert checks["auth_database"] == "ok"
+    assert checks["patient_database"] == "ok"
     assert "127.0.0.1:1" not in response.text
 
 

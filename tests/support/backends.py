@@ -32,7 +32,7 @@ class SettingsFactory(Protocol):
 def backend_settings(
     name: str,
     tmp_path: Path,
-    pg_urls: tuple[str, str] | None,
+    pg_urls: tuple[str, str, str] | None,
     s3: S3Server | None,
     **overrides: Any,
 ) -> Settings:
@@ -47,6 +47,7 @@ def backend_settings(
         base.update(
             database_url=pg_urls[0],
             auth_database_url=pg_urls[1],
+            patient_database_url=pg_urls[2],
             storage_url=f"s3://{BUCKET}/{uuid.uuid4().hex}",
             s3_endpoint_url=s3.endpoint_url,
             s3_region="us-east-1",

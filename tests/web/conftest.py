@@ -102,7 +102,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
     # PostgreSQL databases and the S3 server are session-wide; only start them when asked.
-    pg_urls: tuple[str, str] | None = None
+    pg_urls: tuple[str, str, str] | None = None
     s3: S3Server | None = None
     if name == "pg-s3":
         pg_urls = request.getfixturevalue("pg_urls")

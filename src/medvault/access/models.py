@@ -23,7 +23,7 @@ class CareTeamMember(ClinicalBase):
     __table_args__ = (Index("ix_care_team_members_clinician", "clinician_id", "patient_id"),)
 
     patient_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("patients.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("patient_refs.id", ondelete="CASCADE"), primary_key=True
     )
     clinician_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -6,7 +6,10 @@ Two questions, answered only here:
   scope for service accounts;
 * **which** patients' records does it reach (``patient_scope``)? — every document and
   patient query is built from ``readable_documents``/``readable_patients``, so an
-  unscoped query has to be written on purpose.
+  unscoped query has to be written on purpose. Demographics live in their own
+  database, apart from the care teams that decide the scope: a patient query first
+  resolves the caller's scope in the clinical database (``resolve_patient_scope``:
+  every patient, or a bounded set of ids), and ``readable_patients`` takes only that.
 
 A third, who may *change* a document already stored (add a version, edit, delete), is
 answered next door in ``access.authorship``: patients change only their own uploads.
@@ -28,6 +31,8 @@ Roles:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Select, exists, false, select, true
@@ -40,7 +45,7 @@ from medvault.auth.principal import Principal, Role
 from medvault.documents.models import Document
 from medvault.kit.i18n import N_, msg
 from medvault.kit.problems import Forbidden
-from medvault.patients.models import Patient
+from medvault.patients.models import Patient, PatientRef
 
 
 class Permission(StrEnum):
@@ -175,19 +180,64 @@ def readable_documents(principal: Principal) -> Select[Document]:
     return select(Document).where(patient_scope(principal, Document.patient_id))
 
 
-def readable_patients(principal: Principal) -> Select[Patient]:
-    """The base query for every patient lookup and search done for ``principal``."""
+@dataclass(frozen=True)
+class PatientScope:
+    """The patients a caller reaches, resolved in the clinical database.
+
+    Either every patient, or a bounded set of ids: a clinician's care teams, a
+    patient's own record. Only ``resolve_patient_scope`` makes one, and the patient
+    database is queried only through one (``readable_patients``).
+    """
+
+    every: bool
+    ids: frozenset[uuid.UUID]
+
+    def where(self, patient_column: InstrumentedAttribute[uuid.UUID]) -> ColumnElement[bool]:
+        if self.every:
+            return true()
+        if not self.ids:
+            return false()
+        return patient_column.in_(sorted(self.ids))
+
+    def reaches(self, patient_id: uuid.UUID) -> bool:
+        return self.every or patient_id in self.ids
+
+
+def resolve_patient_scope(
+    session: Session, principal: Principal, among: Iterable[uuid.UUID] | None = None
+) -> PatientScope:
+    """Which patients ``principal`` may look up: one clinical query, at most.
+
+    ``among``: only these patients are wanted (the patients of a page of documents),
+    so a clinician's scope is not listed in full for them.
+    """
     if not allows(principal, Permission.PATIENT_READ):
-        return select(Patient).where(false())
-    return select(Patient).where(patient_scope(principal, Patient.id))
+        return PatientScope(every=False, ids=frozenset())
+    if reaches_every_patient(principal):
+        return PatientScope(every=True, ids=frozenset())
+    if principal.role in (Role.PATIENT, Role.SERVICE) and principal.patient_id is not None:
+        return PatientScope(every=False, ids=frozenset({principal.patient_id}))
+    query = select(PatientRef.id).where(patient_scope(principal, PatientRef.id))
+    if among is not None:
+        query = query.where(PatientRef.id.in_(sorted(set(among))))
+    return PatientScope(every=False, ids=frozenset(session.scalars(query)))
+
+
+def readable_patients(scope: PatientScope) -> Select[Patient]:
+    """The base query for every patient lookup and search (in the patient database)."""
+    return select(Patient).where(scope.where(Patient.id))
 
 
 def reaches_patient(session: Session, principal: Principal, patient_id: uuid.UUID) -> bool:
     """Whether ``principal`` may act on this patient's record (False also if it doesn't exist)."""
     if not allows(principal, Permission.PATIENT_READ):
         return False
-    if reaches_every_patient(principal):
-        # The hot path for service accounts: a primary-key lookup, no scoped subquery.
-        return session.get(Patient, patient_id) is not None
-    query = readable_patients(principal).where(Patient.id == patient_id)
-    return bool(session.scalar(select(exists(query.subquery()))))
+    if not reaches_every_patient(principal):
+        in_scope = select(PatientRef.id).where(
+            PatientRef.id == patient_id, patient_scope(principal, PatientRef.id)
+        )
+        if not session.scalar(select(exists(in_scope.subquery()))):
+            return False
+    # The demographics, not only the clinical reference: a registration interrupted
+    # between its two commits leaves a reference with no patient behind it.
+    return session.get(Patient, patient_id) is not None

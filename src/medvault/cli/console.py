@@ -87,12 +87,16 @@ def human_size(size: int) -> str:
 def open_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
     """The vault's runtime; refused settings are a clear message and exit 2, not a traceback."""
     from medvault.crypto.errors import KeyringError
+    from medvault.db.patient_split import PatientSplitConflict
     from medvault.runtime import build_runtime
 
     try:
         return build_runtime(settings, run_migrations=run_migrations)
     except (ConfigurationError, KeyringError) as exc:
         fail(str(exc), code=2)
+    except PatientSplitConflict as exc:
+        # Moving patients to their own database stopped before dropping anything.
+        fail(f"migration stopped: {exc}", code=1)
 
 
 def refuse_without_keyring(settings: Settings) -> None:

@@ -128,6 +128,10 @@ def _announce_first_users(runtime: Runtime) -> None:
 
 
 def migrate() -> None:
-    """Apply database migrations to both databases, then exit."""
+    """Apply database migrations to the three databases, then exit.
+
+    A clinical database from before the patient database has its patients copied
+    to the patient database, checked, and only then removed from it.
+    """
     open_runtime(Settings(), run_migrations=True).close()
     err.print("migrations applied")

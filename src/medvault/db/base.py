@@ -1,4 +1,4 @@
-"""Declarative bases for the two databases; each has its own metadata and migrations."""
+"""Declarative bases for the three databases; each has its own metadata and migrations."""
 
 from __future__ import annotations
 
@@ -16,12 +16,18 @@ NAMING_CONVENTION = {
 
 
 class ClinicalBase(DeclarativeBase):
-    """Patients, documents, versions, audit events: the clinical database."""
+    """Documents, versions, audit events: the clinical database (pseudonymous ids only)."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class AuthBase(DeclarativeBase):
     """Credentials only: the auth database, kept apart from clinical data."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class PatientBase(DeclarativeBase):
+    """Demographics only: the patient database, which alone joins an id to a person."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)

@@ -188,6 +188,20 @@ class Database:
         # Insert-only transactions of many threads (reads' audit events) share commits.
         self.group_commit = GroupCommit(self)
 
+    def read_through(self, base: type[Any], other: Database) -> None:
+        """In this database's sessions, read ``base``'s models from ``other``, read-only.
+
+        The clinical sessions read demographics this way (SQLAlchemy's vertical
+        partitioning): a statement about ``Patient`` goes to the patient database, and
+        a statement joining it to a clinical table fails, as it must, since the two
+        live apart. Read-only, so a clinical transaction never takes the patient
+        database's write lock: changes to demographics go through the patient
+        database's own session, committed after the clinical one that audits them.
+        """
+        reading = other.engine.execution_options(**{READ_ONLY_OPTION: True})
+        self._sessions.configure(binds={base: reading})
+        self._read_sessions.configure(binds={base: reading})
+
     @property
     def is_sqlite(self) -> bool:
         return self.url.get_backend_name() == "sqlite"

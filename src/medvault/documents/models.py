@@ -98,7 +98,9 @@ class Document(ClinicalBase):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))
+    patient_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("patient_refs.id", ondelete="RESTRICT")
+    )
     document_type: Mapped[str] = mapped_column(String(32))
     title: Mapped[str] = mapped_column(String(500))
     description: Mapped[str | None] = mapped_column(Text)

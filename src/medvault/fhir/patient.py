@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from medvault.access.policy import resolve_patient_scope
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -111,9 +112,12 @@ def search(
     base: str,
 ) -> dict[str, Any]:
     filters, parsed = parse_search(params, strict=strict)
-    total = repository.count_patients(session, principal, filters) if parsed.total else None
+    # The scope from the clinical database (care teams), then the search among those
+    # ids in the patient database: names are never joined to clinical rows in SQL.
+    scope = resolve_patient_scope(session, principal)
+    total = repository.count_patients(session, scope, filters) if parsed.total else None
     rows = (
-        repository.page_patients(session, principal, filters, repository.page_window(parsed))
+        repository.page_patients(session, scope, filters, repository.page_window(parsed))
         if parsed.count
         else []
     )

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from medvault.access.policy import readable_documents, readable_patients
+from medvault.access.policy import PatientScope, readable_documents, readable_patients
 from medvault.audit.models import AuditEvent
 from medvault.auth.principal import Principal
 from medvault.documents.models import Document, DocumentStatus, DocumentVersion
@@ -97,9 +97,11 @@ def _keyset(
     return query.order_by(*order).limit(window.limit), backwards
 
 
-def _count(session: Session, query: Select[Any]) -> int:
+def _count(session: Session, query: Select[Any], mapper: type[Any] | None = None) -> int:
     counted = select(func.count()).select_from(query.order_by(None).subquery())
-    return int(session.scalar(counted) or 0)
+    # ``mapper``: which database a count of a subquery goes to (``Patient``: patients).
+    bind = {"mapper": mapper} if mapper is not None else None
+    return int(session.scalar(counted, bind_arguments=bind) or 0)
 
 
 # -- DocumentReference ---------------------------------------------------------------
@@ -276,8 +278,8 @@ def _identifier_condition(token: IdentifierToken) -> ColumnElement[bool]:
     return and_(*parts) if parts else false()
 
 
-def _patients(principal: Principal, filters: PatientFilters) -> Select[Any]:
-    query: Select[Any] = readable_patients(principal)
+def _patients(scope: PatientScope, filters: PatientFilters) -> Select[Any]:
+    query: Select[Any] = readable_patients(scope)
     for ids in filters.ids:
         query = query.where(Patient.id.in_(sorted(ids)))
     for identifiers in filters.identifiers:
@@ -293,16 +295,14 @@ def _patients(principal: Principal, filters: PatientFilters) -> Select[Any]:
     return query
 
 
-def count_patients(session: Session, principal: Principal, filters: PatientFilters) -> int:
-    return _count(session, _patients(principal, filters))
+def count_patients(session: Session, scope: PatientScope, filters: PatientFilters) -> int:
+    return _count(session, _patients(scope, filters), Patient)
 
 
 def page_patients(
-    session: Session, principal: Principal, filters: PatientFilters, window: Window
+    session: Session, scope: PatientScope, filters: PatientFilters, window: Window
 ) -> list[Patient]:
-    query, backwards = _keyset(
-        _patients(principal, filters), Patient.created_at, Patient.id, window
-    )
+    query, backwards = _keyset(_patients(scope, filters), Patient.created_at, Patient.id, window)
     rows = list(session.scalars(query))
     return rows[::-1] if backwards else rows
 

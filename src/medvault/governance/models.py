@@ -29,7 +29,7 @@ class LegalHold(ClinicalBase):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     scope: Mapped[str] = mapped_column(String(16))
     patient_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("patients.id", ondelete="RESTRICT")
+        ForeignKey("patient_refs.id", ondelete="RESTRICT")
     )
     document_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("documents.id", ondelete="RESTRICT")
@@ -112,7 +112,9 @@ class PatientExport(ClinicalBase):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))
+    patient_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("patient_refs.id", ondelete="RESTRICT")
+    )
     # Who asked (the patient, or staff on their behalf): only they see it and its link.
     requested_by: Mapped[str] = mapped_column(String(200))
     requested_role: Mapped[str] = mapped_column(String(16))

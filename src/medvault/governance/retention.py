@@ -112,9 +112,15 @@ def _update_classes(
     return changed
 
 
-def refresh_patient(session: Session, schedule: Schedule, patient_id: uuid.UUID) -> int:
-    """Recompute the patient's documents' classes and dates; returns how many changed."""
-    patient = session.get(Patient, patient_id)
+def refresh_patient(
+    session: Session, schedule: Schedule, patient_id: uuid.UUID, patient: Patient | None = None
+) -> int:
+    """Recompute the patient's documents' classes and dates; returns how many changed.
+
+    ``patient``: the demographics as the caller is changing them (in the patient
+    database's own session, not yet committed); read from there otherwise.
+    """
+    patient = patient or session.get(Patient, patient_id)
     if patient is None:
         return 0
     types = session.scalars(

@@ -37,11 +37,12 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """Both databases answer and the blob store is reachable and writable."""
+    """The three databases answer and the blob store is reachable and writable."""
     checks: dict[str, Any] = {}
     for name, probe in (
         ("clinical_database", runtime.clinical.ping),
         ("auth_database", runtime.auth.ping),
+        ("patient_database", runtime.patients.ping),
         ("blob_store", runtime.blobs.check),
     ):
         try:

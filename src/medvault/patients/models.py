@@ -1,4 +1,10 @@
-"""The patient registry: who a document belongs to."""
+"""The patient registry: who a document belongs to, split over two of the databases.
+
+``Patient`` (the patient database) is the only row that joins an id to a person.
+``PatientRef`` (the clinical database) holds the bare, pseudonymous id: the row the
+clinical tables reference, so referential integrity stays inside the clinical
+database, and the row an upload locks to serialise its duplicate check per patient.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,11 @@ from datetime import date, datetime
 from sqlalchemy import Date, Index, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from medvault.db.base import ClinicalBase
+from medvault.db.base import ClinicalBase, PatientBase
 from medvault.db.types import UTCDateTime
 
 
-class Patient(ClinicalBase):
+class Patient(PatientBase):
     __tablename__ = "patients"
     __table_args__ = (
         UniqueConstraint("identifier_system", "identifier_value", name="uq_patients_identifier"),
@@ -29,3 +35,11 @@ class Patient(ClinicalBase):
     deceased_on: Mapped[date | None] = mapped_column(Date)
     treatment_ended_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PatientRef(ClinicalBase):
+    """A patient as the clinical database knows them: an id, and nothing about them."""
+
+    __tablename__ = "patient_refs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

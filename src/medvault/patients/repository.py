@@ -1,4 +1,10 @@
-"""Every patient query."""
+"""Every patient query.
+
+``Patient`` rows live in the patient database; ``PatientRef`` rows, the bare ids the
+clinical tables reference, in the clinical one. Lookups for a caller take the
+``PatientScope`` resolved in the clinical database (``access.policy``), so a query
+of the patient database reaches no further than the caller's care teams.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +14,28 @@ from datetime import date
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from medvault.access.policy import readable_patients
-from medvault.auth.principal import Principal
+from medvault.access.policy import PatientScope, readable_patients
 from medvault.kit.i18n import msg
 from medvault.kit.keyset import Cursor, older_than
 from medvault.kit.text import bounded_words
-from medvault.patients.models import Patient
+from medvault.patients.models import Patient, PatientRef
 
 
 def get(session: Session, patient_id: uuid.UUID) -> Patient | None:
     return session.get(Patient, patient_id)
 
 
-def lock(session: Session, patient_id: uuid.UUID) -> Patient | None:
-    """The patient, row-locked until commit: serialises the duplicate check per patient."""
-    return session.scalar(select(Patient).where(Patient.id == patient_id).with_for_update())
+def lock(session: Session, patient_id: uuid.UUID) -> PatientRef | None:
+    """The patient's clinical reference, row-locked until commit: serialises the
+    duplicate check per patient inside the clinical transaction that inserts.
+
+    None unless the patient is registered in the patient database too (read first; a
+    registration interrupted between its two commits leaves a bare reference). No
+    race: patients are never deleted, so a patient seen here stays.
+    """
+    if session.get(Patient, patient_id) is None:
+        return None
+    return session.scalar(select(PatientRef).where(PatientRef.id == patient_id).with_for_update())
 
 
 def by_identifier(session: Session, system: str, value: str) -> Patient | None:
@@ -33,21 +46,24 @@ def by_identifier(session: Session, system: str, value: str) -> Patient | None:
     )
 
 
-def readable(session: Session, principal: Principal, patient_id: uuid.UUID) -> Patient | None:
-    return session.scalar(readable_patients(principal).where(Patient.id == patient_id))
+def readable(session: Session, scope: PatientScope, patient_id: uuid.UUID) -> Patient | None:
+    if not scope.reaches(patient_id):
+        return None
+    return session.get(Patient, patient_id)
 
 
 def readable_many(
-    session: Session, principal: Principal, patient_ids: set[uuid.UUID]
+    session: Session, scope: PatientScope, patient_ids: set[uuid.UUID]
 ) -> list[Patient]:
-    if not patient_ids:
+    wanted = sorted(i for i in patient_ids if scope.reaches(i))
+    if not wanted:
         return []
-    return list(session.scalars(readable_patients(principal).where(Patient.id.in_(patient_ids))))
+    return list(session.scalars(readable_patients(scope).where(Patient.id.in_(wanted))))
 
 
 def page(
     session: Session,
-    principal: Principal,
+    scope: PatientScope,
     *,
     limit: int,
     cursor: Cursor | None,
@@ -56,7 +72,7 @@ def page(
     identifier_value: str | None = None,
     birth_date: date | None = None,
 ) -> list[Patient]:
-    query = readable_patients(principal)
+    query = readable_patients(scope)
     if identifier is not None:
         query = query.where(
             Patient.identifier_system == identifier[0], Patient.identifier_value == identifier[1]

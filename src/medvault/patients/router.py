@@ -8,7 +8,13 @@ from fastapi import APIRouter, Query, Response
 
 from medvault.access.policy import Permission, require
 from medvault.audit import service as audit
-from medvault.deps import AuditCtx, ClinicalSession, CurrentPrincipal, RuntimeDep
+from medvault.deps import (
+    AuditCtx,
+    ClinicalSession,
+    CurrentPrincipal,
+    PatientSession,
+    RuntimeDep,
+)
 from medvault.kit.ids import parse_id
 from medvault.kit.timestamps import IsoDate
 from medvault.patients import service
@@ -21,14 +27,21 @@ router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
 def create_patient(
     data: PatientCreate,
     session: ClinicalSession,
+    patient_session: PatientSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     response: Response,
 ) -> PatientOut:
     """Register a patient. A second patient with the same identifier is a 409."""
     require(principal, Permission.PATIENT_WRITE)
-    patient = service.create(session=session, data=data, context=context, registered_by=principal)
-    session.commit()
+    patient = service.create(
+        session=session,
+        patient_session=patient_session,
+        data=data,
+        context=context,
+        registered_by=principal,
+    )
+    service.commit_with_audit(patient_session=patient_session, clinical_session=session)
     response.headers["Location"] = f"/api/v1/patients/{patient.id}"
     return service.to_out(patient)
 
@@ -50,6 +63,7 @@ def update_patient(
     patient_id: str,
     data: PatientUpdate,
     session: ClinicalSession,
+    patient_session: PatientSession,
     principal: CurrentPrincipal,
     context: AuditCtx,
     runtime: RuntimeDep,
@@ -58,13 +72,14 @@ def update_patient(
     require(principal, Permission.PATIENT_WRITE)
     patient = service.update(
         session=session,
+        patient_session=patient_session,
         principal=principal,
         patient_id=parse_id(patient_id),
         data=data,
         context=context,
         schedule=runtime.retention,
     )
-    session.commit()
+    service.commit_with_audit(patient_session=patient_session, clinical_session=session)
     return service.to_out(patient)
 
 

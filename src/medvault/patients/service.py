@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from medvault.access.denials import Denial, denied, failed_attempt
 from medvault.access.models import CareTeamMember
-from medvault.access.policy import reaches_every_patient
+from medvault.access.policy import reaches_every_patient, resolve_patient_scope
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal, Role
@@ -29,7 +29,7 @@ from medvault.kit.problems import (
     ValidationFailed,
 )
 from medvault.patients import repository
-from medvault.patients.models import Patient
+from medvault.patients.models import Patient, PatientRef
 from medvault.patients.schemas import (
     Identifier,
     PatientCreate,
@@ -56,19 +56,38 @@ def to_out(patient: Patient) -> PatientOut:
     )
 
 
+def commit_with_audit(*, patient_session: Session, clinical_session: Session) -> None:
+    """Commit a change to demographics after the clinical transaction holding its event.
+
+    As for the auth database (``auth.service.commit_with_audit``): the databases share
+    no transaction, and the audit event goes first, so a crash in between leaves an
+    event (and a bare clinical reference) for a patient that was not stored, never a
+    change nobody recorded. If the audit commit fails, nothing is committed (503).
+    """
+    audit.commit_or_refuse(clinical_session)
+    patient_session.commit()
+
+
 def create(
     *,
     session: Session,
+    patient_session: Session,
     data: PatientCreate,
     context: AuditContext,
     registered_by: Principal | None = None,
 ) -> Patient:
     """Register a patient; a second patient with the same identifier is a conflict.
 
-    A clinician who registers a patient joins that patient's care team in the same
-    transaction, so they can file the first letter at once and nobody else gains access.
+    The demographics go to the patient database (``patient_session``), the bare id to
+    the clinical one with the audit event; commit with ``commit_with_audit``. A
+    clinician who registers a patient joins that patient's care team in the same
+    clinical transaction, so they can file the first letter at once and nobody else
+    gains access. The patient database is written first: its write lock, then the
+    clinical one, always in that order.
     """
-    existing = repository.by_identifier(session, data.identifier.system, data.identifier.value)
+    existing = repository.by_identifier(
+        patient_session, data.identifier.system, data.identifier.value
+    )
     if existing is not None:
         if registered_by is not None and not reaches_every_patient(registered_by):
             # The conflict itself is unavoidable; the other record's id is not theirs to see.
@@ -82,12 +101,14 @@ def create(
         birth_date=data.birth_date,
         created_at=utcnow(),
     )
-    session.add(patient)
+    patient_session.add(patient)
     try:
-        session.flush()
+        patient_session.flush()
     except IntegrityError:
         # Lost a race with a concurrent create of the same identifier.
         raise DuplicatePatient() from None
+    session.add(PatientRef(id=patient.id))
+    session.flush()
     audit.record(
         session=session,
         context=context,
@@ -122,7 +143,8 @@ def create(
 
 
 def _readable_or_404(session: Session, principal: Principal, patient_id: uuid.UUID) -> Patient:
-    patient = repository.readable(session, principal, patient_id)
+    scope = resolve_patient_scope(session, principal)
+    patient = repository.readable(session, scope, patient_id)
     if patient is None:
         problem = NotFound(N_("No patient with this id."))
         # Audited whether or not the patient exists: the same work either way, so the
@@ -153,6 +175,7 @@ def get(
 def update(
     *,
     session: Session,
+    patient_session: Session,
     principal: Principal,
     patient_id: uuid.UUID,
     data: PatientUpdate,
@@ -163,8 +186,15 @@ def update(
 
     Staff only: these dates decide when a record may be destroyed, so a patient's own
     app (a ``patient/`` token, which SMART lets write Patient) may not move them.
+    The change is made in ``patient_session``; commit with ``commit_with_audit``.
     """
-    patient = _readable_or_404(session, principal, patient_id)
+    # The patient database first, as in ``create``: on SQLite each session takes its
+    # database's write lock at its first statement, and two use cases taking the two
+    # locks in opposite orders could each wait for the other.
+    patient = repository.get(patient_session, patient_id)
+    _readable_or_404(session, principal, patient_id)
+    if patient is None:  # readable, so registered: patients are never deleted
+        raise NotFound(N_("No patient with this id."))
     if principal.patient_id is not None:
         problem: Problem = Forbidden(
             N_("Only staff record a date of death or an end of treatment.")
@@ -183,8 +213,8 @@ def update(
         raise denied(problem, attempt)
     for name, value in changes.items():
         setattr(patient, name, value)
-    session.flush()
-    changed = retention.refresh_patient(session, schedule, patient.id)
+    patient_session.flush()
+    changed = retention.refresh_patient(session, schedule, patient.id, patient)
     audit.record(
         session=session,
         context=context,
@@ -243,7 +273,7 @@ def search(
     parsed = parse_identifier_query(identifier) if identifier is not None else None
     rows = repository.page(
         session,
-        principal,
+        resolve_patient_scope(session, principal),
         limit=limit + 1,
         cursor=Cursor.decode(cursor) if cursor else None,
         identifier=parsed,

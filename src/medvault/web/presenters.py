@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
+from medvault.access.policy import resolve_patient_scope
 from medvault.audit.context import AuditContext
 from medvault.auth import repository as auth_repository
 from medvault.auth.principal import Principal, PrincipalKind
@@ -134,8 +135,13 @@ def actor_name(names: dict[str, str], actor_id: str) -> str:
 def readable_patients_by_id(
     session: Session, principal: Principal, patient_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, Patient]:
-    """The patients among ``patient_ids`` the caller may see (the documents' own scope)."""
-    return {p.id: p for p in patients.readable_many(session, principal, set(patient_ids))}
+    """The patients among ``patient_ids`` the caller may see (the documents' own scope).
+
+    Names come from the patient database, joined to the documents here, by id.
+    """
+    wanted = set(patient_ids)
+    scope = resolve_patient_scope(session, principal, among=wanted)
+    return {p.id: p for p in patients.readable_many(session, scope, wanted)}
 
 
 def patient_label(patient: Patient | None) -> str:

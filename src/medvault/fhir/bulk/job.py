@@ -27,7 +27,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from medvault.access.policy import Permission, allows, reaches_every_patient
+from medvault.access.policy import (
+    Permission,
+    allows,
+    reaches_every_patient,
+    resolve_patient_scope,
+)
 from medvault.audit import service as audit
 from medvault.audit.context import AuditContext
 from medvault.auth.principal import Principal
@@ -75,7 +80,7 @@ def run_export(
             return _fail(runtime, session, export, refusal or "")
         export.state = ExportState.RUNNING
         export.transaction_time = utcnow()
-        total = repository.count_patients(session, principal)
+        total = repository.count_patients(session, resolve_patient_scope(session, principal))
         export.progress = f"0 of {total} patients"
         session.commit()
     return _export(runtime, export_id, principal, total, stopping)
@@ -130,8 +135,10 @@ def _export(
         done = 0
         while True:
             with runtime.clinical.session() as session:
+                # The scope again for each batch: a care team changed meanwhile counts.
+                scope = resolve_patient_scope(session, principal)
                 patients = repository.patient_batch(
-                    session, principal, after=after, limit=PATIENT_BATCH
+                    session, scope, after=after, limit=PATIENT_BATCH
                 )
                 if not patients:
                     break

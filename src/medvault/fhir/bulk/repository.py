@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from medvault.access.policy import readable_documents, readable_patients
+from medvault.access.policy import PatientScope, readable_documents, readable_patients
 from medvault.auth.principal import Principal
 from medvault.documents.models import Document, DocumentVersion
 from medvault.fhir.bulk.models import BulkExport, BulkExportFile, ExportState
@@ -61,16 +61,17 @@ def file_named(session: Session, export_id: uuid.UUID, name: str) -> BulkExportF
     ).first()
 
 
-def count_patients(session: Session, principal: Principal) -> int:
-    counted = select(func.count()).select_from(readable_patients(principal).subquery())
-    return int(session.scalar(counted) or 0)
+def count_patients(session: Session, scope: PatientScope) -> int:
+    counted = select(func.count()).select_from(readable_patients(scope).subquery())
+    # A count of a subquery names no model: say which database it goes to.
+    return int(session.scalar(counted, bind_arguments={"mapper": Patient}) or 0)
 
 
 def patient_batch(
-    session: Session, principal: Principal, *, after: uuid.UUID | None, limit: int
+    session: Session, scope: PatientScope, *, after: uuid.UUID | None, limit: int
 ) -> list[Patient]:
     """The next ``limit`` readable patients in id order (a keyset walk: no row twice)."""
-    query = readable_patients(principal)
+    query = readable_patients(scope)
     if after is not None:
         query = query.where(Patient.id > after)
     return list(session.scalars(query.order_by(Patient.id).limit(limit)))

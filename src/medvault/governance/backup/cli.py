@@ -130,7 +130,7 @@ def create(
     ] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
 ) -> None:
-    """Back up both databases, then every blob, into a new folder DEST/<UTC time>.
+    """Back up the three databases, then every blob, into a new folder DEST/<UTC time>.
 
     Prints the new backup's path. Blobs that the previous backup already holds are
     hard-linked, not copied again. Keys are never written (see `backup keys`).
@@ -274,7 +274,7 @@ def restore(
             err.print(f"  ... and {len(exc.reasons) - 50} more")
         raise typer.Exit(1) from None
     err.print(
-        f"restored {manifest.blob_stats.count} blobs and both databases from "
+        f"restored {manifest.blob_stats.count} blobs and {len(manifest.databases)} databases from "
         f"{manifest.created_at} in {time.monotonic() - started:.1f} s"
     )
     typer.echo(f"restored {backup_dir}")

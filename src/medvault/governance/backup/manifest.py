@@ -23,9 +23,12 @@ DATABASE_DIR: Final = "databases"
 CHUNK: Final = 1024 * 1024
 
 Engine = Literal["sqlite", "postgresql"]
-DatabaseRole = Literal["clinical", "auth"]
+DatabaseRole = Literal["clinical", "auth", "patients"]
 # Dumped in this order: see service.take_backup for why clinical comes first.
-DATABASE_ROLES: Final[tuple[DatabaseRole, ...]] = ("clinical", "auth")
+DATABASE_ROLES: Final[tuple[DatabaseRole, ...]] = ("clinical", "auth", "patients")
+# Backups from before the patient database (c0014) have no "patients" dump: their
+# clinical dump holds the patients, which `medvault migrate` moves after a restore.
+OPTIONAL_ROLES: Final[frozenset[str]] = frozenset({"patients"})
 
 
 class ManifestError(ValueError):
@@ -145,6 +148,7 @@ def read_manifest(backup_dir: Path) -> Manifest:
         databases: dict[str, DatabaseEntry] = {
             role: _entry(DatabaseEntry, raw["databases"][role], f"database {role}")
             for role in DATABASE_ROLES
+            if role in raw["databases"] or role not in OPTIONAL_ROLES
         }
         blobs = [_entry(BlobEntry, item, "blob entry") for item in raw["blobs"]]
         checkpoint = raw["audit_checkpoint"]

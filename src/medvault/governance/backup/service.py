@@ -101,7 +101,11 @@ class BackupResult:
 
 
 def _database_urls(settings: Settings) -> dict[DatabaseRole, str]:
-    return {"clinical": settings.clinical_database_url, "auth": settings.auth_db_url}
+    return {
+        "clinical": settings.clinical_database_url,
+        "auth": settings.auth_db_url,
+        "patients": settings.patient_db_url,
+    }
 
 
 def open_store(settings: Settings) -> BlobStore:
@@ -163,7 +167,7 @@ def take_backup(
     observer: Observer = SILENT,
     context: AuditContext | None = None,
 ) -> BackupResult:
-    """Back up both databases and every blob into a new directory under ``destination``.
+    """Back up the three databases and every blob into a new directory under ``destination``.
 
     Blobs that ``base`` (an earlier backup) holds are hard-linked from it, not read
     again. Needs no key material: the host that runs backups need not hold the keys.
@@ -301,6 +305,13 @@ def check_backup(
 def _occupied(settings: Settings, manifest: Manifest, store: BlobStore) -> list[str]:
     reasons: list[str] = []
     for role, url in _database_urls(settings).items():
+        if role not in manifest.databases:
+            # A backup from before the patient database: the target's must be empty
+            # for `medvault migrate` to move the patients into it.
+            why = databases.occupied(url)
+            if why is not None:
+                reasons.append(f"the target {role} database is not empty: {why}")
+            continue
         wanted = manifest.databases[role].engine
         if databases.engine_of(url) != wanted:
             reasons.append(
@@ -370,6 +381,8 @@ def _restore_databases(urls: dict[DatabaseRole, str], backup_dir: Path, manifest
     done: list[str] = []
     try:
         for role in DATABASE_ROLES:
+            if role not in manifest.databases:
+                continue  # a backup from before the patient database: see manifest.py
             databases.restore(urls[role], backup_dir / manifest.databases[role].file)
             done.append(urls[role])
     except BaseException as exc:

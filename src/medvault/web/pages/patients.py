@@ -17,7 +17,13 @@ from medvault.access.policy import Permission, allows, can_break_glass, require
 from medvault.audit import service as audit
 from medvault.auth import web_sessions
 from medvault.auth.service import commit_with_audit
-from medvault.deps import AuthReadSession, AuthSession, ClinicalSession, RuntimeDep
+from medvault.deps import (
+    AuthReadSession,
+    AuthSession,
+    ClinicalSession,
+    PatientSession,
+    RuntimeDep,
+)
 from medvault.documents import service as documents
 from medvault.documents.repository import ListFilters
 from medvault.kit.i18n import gettext as _
@@ -199,6 +205,7 @@ def _patient_errors(exc: ValidationError) -> dict[str, str]:
 async def create_patient(
     request: Request,
     session: ClinicalSession,
+    patient_session: PatientSession,
     principal: PortalPrincipal,
     context: PortalAuditCtx,
     _csrf: CsrfChecked,
@@ -220,13 +227,18 @@ async def create_patient(
             }
         )
         patient = patients.create(
-            session=session, data=data, context=context, registered_by=principal
+            session=session,
+            patient_session=patient_session,
+            data=data,
+            context=context,
+            registered_by=principal,
         )
-        session.commit()
+        patients.commit_with_audit(patient_session=patient_session, clinical_session=session)
     except ValidationError as exc:
         errors = _patient_errors(exc)
     except DuplicatePatient:
         session.rollback()
+        patient_session.rollback()
         errors = {"identifier_value": _("A patient with this identifier is already registered.")}
     if errors:
         return render(
