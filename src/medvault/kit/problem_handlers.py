@@ -16,6 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
@@ -27,6 +29,7 @@ from medvault.kit.problems import (
     BadRequest,
     ClientGone,
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     MethodNotAllowed,
     NotFound,
@@ -200,4 +203,47 @@ def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None =
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ClientDisconnect, on_disconnect)
+    # OperationalError: refused, dropped or timed-out connections (and SQLite's locks);
+    # InterfaceError: a connection already closed under the driver; PoolTimeout: no
+    # connection free in time. Errors of the statements themselves stay 500s.
+    for error in (OperationalError, InterfaceError, PoolTimeout):
+        answer_outage(
+            app,
+            error,
+            lambda: DatabaseUnavailable(N_("A database did not answer; try again shortly.")),
+        )
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def answer_outage(
+    app: FastAPI,
+    error: type[Exception],
+    problem: Callable[[], Problem],
+    *,
+    unless: tuple[type[Exception], ...] = (),
+) -> None:
+    """Answer ``error``, raised anywhere below a route, as ``problem()`` (a 503).
+
+    An unreachable database or store is an outage, not a bug: the client gets a 503
+    with ``Retry-After`` and the connection pools recover by themselves once it is
+    back. Subclasses listed in ``unless`` are not outages and stay 500s. Only the
+    class names are logged: a driver's message names hosts, users and buckets.
+    """
+
+    async def on_outage(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, unless):
+            logger.exception(
+                "unhandled error on %s %s", request.method, loggable_path(request.url.path)
+            )
+            return _render(Problem(N_("An unexpected error occurred.")), request)
+        cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+        logger.error(
+            "%s on %s %s: %s",
+            type(exc).__name__,
+            request.method,
+            loggable_path(request.url.path),
+            type(cause).__name__,
+        )
+        return _render(problem(), request)
+
+    app.add_exception_handler(error, on_outage)
