@@ -111,7 +111,7 @@ def create_app(
         app,
         BlobStoreError,
         lambda: StorageUnavailable(N_("The document store did not answer; try again shortly.")),
-        unless=(BlobNotFound, BlobExists),
+        outage=lambda exc: not isinstance(exc, BlobNotFound | BlobExists),
     )
     if runtime.settings.cors_origins:
         # Off unless an allowlist is configured; bearer tokens, so no cookies cross origins.

@@ -9,6 +9,7 @@ problem in their own dialect (``register_problem_renderer``).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -211,8 +212,22 @@ def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None =
             app,
             error,
             lambda: DatabaseUnavailable(N_("A database did not answer; try again shortly.")),
+            outage=database_outage,
         )
     app.add_exception_handler(Exception, on_unexpected)
+
+
+# SQLite reports a broken statement ("no such table", a syntax error) with the same
+# OperationalError as a busy or unreadable file: only these words mean "try again".
+_SQLITE_OUTAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly", "full")
+
+
+def database_outage(exc: Exception) -> bool:
+    """Whether a database error says the database is unreachable or busy (not a bug)."""
+    cause = getattr(exc, "orig", None)
+    if isinstance(cause, sqlite3.Error):
+        return any(word in str(cause).lower() for word in _SQLITE_OUTAGES)
+    return True
 
 
 def answer_outage(
@@ -220,18 +235,18 @@ def answer_outage(
     error: type[Exception],
     problem: Callable[[], Problem],
     *,
-    unless: tuple[type[Exception], ...] = (),
+    outage: Callable[[Exception], bool] = lambda _: True,
 ) -> None:
     """Answer ``error``, raised anywhere below a route, as ``problem()`` (a 503).
 
     An unreachable database or store is an outage, not a bug: the client gets a 503
     with ``Retry-After`` and the connection pools recover by themselves once it is
-    back. Subclasses listed in ``unless`` are not outages and stay 500s. Only the
-    class names are logged: a driver's message names hosts, users and buckets.
+    back. An ``error`` that ``outage`` says is not one stays a 500. Only the class
+    names are logged: a driver's message names hosts, users and buckets.
     """
 
     async def on_outage(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, unless):
+        if not outage(exc):
             logger.exception(
                 "unhandled error on %s %s", request.method, loggable_path(request.url.path)
             )
