@@ -26,7 +26,9 @@ from medvault.fhir.router import install as install_fhir
 from medvault.governance.export_router import router as exports_router
 from medvault.governance.router import router as governance_router
 from medvault.jobs import start_worker
-from medvault.kit.problem_handlers import install_problem_handlers
+from medvault.kit.i18n import N_
+from medvault.kit.problem_handlers import answer_outage, install_problem_handlers
+from medvault.kit.problems import StorageUnavailable
 from medvault.kit.request_id import RequestIdMiddleware
 from medvault.kit.request_text import refuse_control_characters
 from medvault.ops.access_log import AccessLogMiddleware
@@ -40,6 +42,7 @@ from medvault.ops.security_headers import SecurityHeadersMiddleware
 from medvault.patients.router import router as patients_router
 from medvault.runtime import Runtime, build_runtime
 from medvault.shares.router import router as shares_router
+from medvault.storage.base import BlobExists, BlobNotFound, BlobStoreError
 from medvault.storage.filesystem import FilesystemBlobStore
 from medvault.uploads.router import router as uploads_router
 from medvault.web import install_portal
@@ -104,6 +107,14 @@ def create_app(
     )
     app.state.runtime = runtime
     install_problem_handlers(app, observer=audit_denial)
+    # A store that is down (unreachable, timing out) wherever a route meets it: 503.
+    # A missing or clashing blob is not an outage and stays a 500.
+    answer_outage(
+        app,
+        BlobStoreError,
+        lambda: StorageUnavailable(N_("The document store did not answer; try again shortly.")),
+        outage=lambda exc: not isinstance(exc, BlobNotFound | BlobExists),
+    )
     if runtime.settings.cors_origins:
         # Off unless an allowlist is configured; bearer tokens, so no cookies cross origins.
         app.add_middleware(

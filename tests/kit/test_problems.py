@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from medvault.documents import service
 from tests.support.factories import create_patient, pdf_bytes, upload_multipart
@@ -28,6 +30,40 @@ def test_internal_errors_are_opaque_problems(
     assert response.json()["type"] == "urn:medvault:problem:internal-error"
     assert "secret" not in response.text and "Traceback" not in response.text
     assert any("internal detail" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+@pytest.mark.parametrize(
+    ("driver_message", "status", "slug"),
+    [
+        ("database is locked", 503, "database-unavailable"),
+        ("connection refused", 503, "database-unavailable"),
+        # A statement SQLite cannot run is a bug, not an outage to retry.
+        ("no such table: documents", 500, "internal-error"),
+    ],
+)
+def test_database_outages_are_503s_and_broken_statements_are_not(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    driver_message: str,
+    status: int,
+    slug: str,
+) -> None:
+    doc = upload_multipart(client, create_patient(client), pdf_bytes()).json()
+    cause: Exception = (
+        sqlite3.OperationalError(driver_message)
+        if "connection" not in driver_message
+        else ConnectionRefusedError(driver_message)
+    )
+
+    def fail(**_: object) -> None:
+        raise OperationalError("SELECT 1", None, cause)
+
+    monkeypatch.setattr(service, "get", fail)
+    response = client.get(f"/api/v1/documents/{doc['id']}")
+    assert response.status_code == status, response.text
+    assert response.json()["type"] == f"urn:medvault:problem:{slug}"
+    assert ("Retry-After" in response.headers) == (status == 503)
+    assert driver_message not in response.text
 
 
 def test_every_problem_type_is_documented() -> None:

@@ -62,6 +62,25 @@ def test_readyz_is_503_when_the_blob_store_is_gone(
     assert response.json()["checks"]["blob_store"] == "unavailable"
 
 
+def test_readyz_reports_redis_and_clamd_without_requiring_them(
+    app: FastAPI, runtime: Runtime
+) -> None:
+    """Shared by every instance, so their outage degrades readiness and never fails it
+    (tests/e2e/test_failure_drills.py stops and restarts real ones)."""
+    runtime.settings = runtime.settings.model_copy(
+        update={"redis_url": "redis://127.0.0.1:1/0", "clamd_url": "tcp://127.0.0.1:1"}
+    )
+    with TestClient(app) as anon:
+        response = anon.get("/readyz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["redis"] == "unavailable"
+    assert body["checks"]["clamd"] == "unavailable"
+    assert body["checks"]["clinical_database"] == "ok"
+    assert "127.0.0.1:1" not in response.text
+
+
 def test_access_log_has_no_query_strings_or_tokens(
     client: TestClient, api_token: str, caplog: pytest.LogCaptureFixture
 ) -> None:

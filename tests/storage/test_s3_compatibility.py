@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 from fastapi.testclient import TestClient
 
 from medvault.app import create_app
@@ -22,9 +24,17 @@ from medvault.config import Settings
 from medvault.documents.integrity import verify_all
 from medvault.documents.models import DocumentVersion, VersionState
 from medvault.runtime import Runtime, build_runtime
+from medvault.storage.base import BlobStoreError, discard
+from medvault.storage.s3 import S3BlobStore
 from tests.support.backends import BUCKET
 from tests.support.factories import create_patient, upload_raw
-from tests.support.services import RcloneS3Server, S3Server, rclone_s3_server, unavailable
+from tests.support.services import (
+    TEST_S3_KEY,
+    RcloneS3Server,
+    S3Server,
+    rclone_s3_server,
+    unavailable,
+)
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -134,10 +144,49 @@ def test_a_store_that_stops_answering_is_a_503_not_corruption(tmp_path: Path) ->
                 response = client.get(f"/api/v1/documents/{document}/content")
             assert response.status_code == 503, response.text
             assert response.headers["content-type"] == "application/problem+json"
-            assert response.json()["type"] == "urn:medvault:problem:service-unavailable"
+            assert response.json()["type"] == "urn:medvault:problem:storage-unavailable"
             assert int(response.headers["Retry-After"]) > 0
             with runtime.clinical.session() as session:
                 states = {v.state for v in session.query(DocumentVersion).all()}
             assert states == {VersionState.AVAILABLE}
         finally:
             runtime.close()
+
+
+def test_an_unreachable_store_raises_its_own_error_and_recovers(tmp_path: Path) -> None:
+    """Every call of an unreachable store raises BlobStoreError, never botocore's own.
+
+    Callers tell an outage from a bug by that type: ``exists`` (asked by every upload)
+    leaked EndpointConnectionError and made uploads a 500, and ``delete`` leaked it out
+    of ``discard``, which is called *after* a commit and must leave the blob to a sweeper.
+    """
+    with rclone_s3_server(str(tmp_path / "own-s3")) as own:
+        if own is None:
+            unavailable("rclone serve s3 could not be started")
+        assert own is not None
+        own.client().create_bucket(Bucket=BUCKET)
+        store = S3BlobStore(bucket=BUCKET, prefix="outage", endpoint_url=own.endpoint_url)
+        # One try per call: the error's type is under test here, not boto3's backoff.
+        store.client = boto3.client(
+            "s3",
+            endpoint_url=own.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=TEST_S3_KEY,
+            aws_secret_access_key=TEST_S3_KEY,
+            config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+        )
+        writer = store.writer("versions/ab/blob")
+        writer.write(b"ciphertext")
+        writer.commit()
+        own.stop()
+        with pytest.raises(BlobStoreError):
+            store.exists("versions/ab/blob")
+        with pytest.raises(BlobStoreError):
+            store.writer("versions/ab/other")
+        with pytest.raises(BlobStoreError):
+            store.delete("versions/ab/blob")
+        assert discard(store, ["versions/ab/blob"], finisher="the reconciler") == 0
+        own.start()
+        assert store.exists("versions/ab/blob")
+        assert discard(store, ["versions/ab/blob"], finisher="the reconciler") == 1
+        assert not store.exists("versions/ab/blob")

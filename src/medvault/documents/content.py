@@ -34,7 +34,7 @@ from medvault.documents import repository
 from medvault.documents.filenames import served_filename
 from medvault.documents.models import DocumentVersion, VersionState
 from medvault.kit.i18n import N_
-from medvault.kit.problems import IntegrityFailure, KeyUnavailable, ServiceUnavailable
+from medvault.kit.problems import IntegrityFailure, KeyUnavailable, StorageUnavailable
 from medvault.kit.read_conditions import ReadConditions
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobNotFound, BlobStoreError
@@ -181,7 +181,7 @@ def _guarded(
         # the client may retry instead of a 500.
         BLOB_READ_FAILURES.inc()
         logger.error("blob store failed while reading version %s: %s", version.id, exc)
-        raise ServiceUnavailable(
+        raise StorageUnavailable(
             N_("The document store did not answer; try again shortly."),
             headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
         ) from exc

@@ -25,7 +25,7 @@ from medvault.documents import derived, reading, service
 from medvault.documents.content import INTEGRITY_FAILURES
 from medvault.documents.models import DerivedKind, DeriveState, VersionDerivative
 from medvault.kit.i18n import N_
-from medvault.kit.problems import IntegrityFailure, KeyUnavailable, Problem, ServiceUnavailable
+from medvault.kit.problems import IntegrityFailure, KeyUnavailable, Problem, StorageUnavailable
 from medvault.runtime import Runtime
 from medvault.storage.base import BlobNotFound, BlobStoreError
 
@@ -130,7 +130,7 @@ def _open(runtime: Runtime, artifact: VersionDerivative) -> bytes:
         )
         raise IntegrityFailure() from error
     except BlobStoreError as error:
-        raise ServiceUnavailable(
+        raise StorageUnavailable(
             N_("The document store did not answer; try again shortly."),
             headers={"Retry-After": str(PREVIEW_RETRY_AFTER_SECONDS)},
         ) from error

@@ -9,6 +9,7 @@ problem in their own dialect (``register_problem_renderer``).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
@@ -27,6 +30,7 @@ from medvault.kit.problems import (
     BadRequest,
     ClientGone,
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     MethodNotAllowed,
     NotFound,
@@ -200,4 +204,61 @@ def install_problem_handlers(app: FastAPI, *, observer: ProblemObserver | None =
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ClientDisconnect, on_disconnect)
+    # OperationalError: refused, dropped or timed-out connections (and SQLite's locks);
+    # InterfaceError: a connection already closed under the driver; PoolTimeout: no
+    # connection free in time. Errors of the statements themselves stay 500s.
+    for error in (OperationalError, InterfaceError, PoolTimeout):
+        answer_outage(
+            app,
+            error,
+            lambda: DatabaseUnavailable(N_("A database did not answer; try again shortly.")),
+            outage=database_outage,
+        )
     app.add_exception_handler(Exception, on_unexpected)
+
+
+# SQLite reports a broken statement ("no such table", a syntax error) with the same
+# OperationalError as a busy or unreadable file: only these words mean "try again".
+_SQLITE_OUTAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly", "full")
+
+
+def database_outage(exc: Exception) -> bool:
+    """Whether a database error says the database is unreachable or busy (not a bug)."""
+    cause = getattr(exc, "orig", None)
+    if isinstance(cause, sqlite3.Error):
+        return any(word in str(cause).lower() for word in _SQLITE_OUTAGES)
+    return True
+
+
+def answer_outage(
+    app: FastAPI,
+    error: type[Exception],
+    problem: Callable[[], Problem],
+    *,
+    outage: Callable[[Exception], bool] = lambda _: True,
+) -> None:
+    """Answer ``error``, raised anywhere below a route, as ``problem()`` (a 503).
+
+    An unreachable database or store is an outage, not a bug: the client gets a 503
+    with ``Retry-After`` and the connection pools recover by themselves once it is
+    back. An ``error`` that ``outage`` says is not one stays a 500. Only the class
+    names are logged: a driver's message names hosts, users and buckets.
+    """
+
+    async def on_outage(request: Request, exc: Exception) -> Response:
+        if not outage(exc):
+            logger.exception(
+                "unhandled error on %s %s", request.method, loggable_path(request.url.path)
+            )
+            return _render(Problem(N_("An unexpected error occurred.")), request)
+        cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+        logger.error(
+            "%s on %s %s: %s",
+            type(exc).__name__,
+            request.method,
+            loggable_path(request.url.path),
+            type(cause).__name__,
+        )
+        return _render(problem(), request)
+
+    app.add_exception_handler(error, on_outage)

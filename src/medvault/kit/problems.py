@@ -161,5 +161,30 @@ class KeyUnavailable(Problem):
     )
 
 
+# When a client may try again after an outage of a backing service: long enough not to
+# hammer a database that is restarting, short enough that a blip costs little.
+OUTAGE_RETRY_AFTER_SECONDS = 5
+
+
 class ServiceUnavailable(Problem):
+    """A backing service is down: every such answer says when to retry (``Retry-After``)."""
+
     status, slug, title = 503, "service-unavailable", N_("A backing service is unavailable")
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail, headers=headers, **extensions)
+        self.headers.setdefault("Retry-After", str(OUTAGE_RETRY_AFTER_SECONDS))
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    slug, title = "database-unavailable", N_("A database is unavailable")
+
+
+class StorageUnavailable(ServiceUnavailable):
+    slug, title = "storage-unavailable", N_("The document store is unavailable")

@@ -170,7 +170,12 @@ class S3BlobStore:
         return chunks()
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        # Callers tell an outage (BlobStoreError: left to a sweeper) from a bug; a raw
+        # botocore error escaped them and turned a committed change into a 500.
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"delete failed: {type(exc).__name__}") from exc
 
     def exists(self, key: str) -> bool:
         try:
@@ -179,6 +184,9 @@ class S3BlobStore:
             if _is_missing(exc):
                 return False
             raise BlobStoreError(f"head failed: {exc}") from exc
+        except BotoCoreError as exc:
+            # Unreachable store (every upload asks this first): an outage, not a 500.
+            raise BlobStoreError(f"head failed: {type(exc).__name__}") from exc
         return True
 
     def list_blobs(self, prefix: str = "") -> Iterator[BlobInfo]:

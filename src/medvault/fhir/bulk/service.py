@@ -36,7 +36,7 @@ from medvault.kit.problems import (
     KeyUnavailable,
     NotFound,
     Problem,
-    ServiceUnavailable,
+    StorageUnavailable,
 )
 from medvault.processing import kinds, queue
 from medvault.processing.models import Job, JobState
@@ -297,7 +297,7 @@ def _guarded(file: BulkExportFile, chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise IntegrityFailure() from exc
     except BlobStoreError as exc:
         logger.error("blob store failed while reading export file %s: %s", file.id, exc)
-        raise ServiceUnavailable(
+        raise StorageUnavailable(
             "The document store did not answer; try again shortly.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from exc
