@@ -22,28 +22,37 @@ with the cluster for the cores; the comparison between configurations is what co
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from common import (
     REPO_DIR,
     RESULTS_DIR,
+    VENV_BIN,
     MiB,
+    free_port,
     latency_summary_ms,
     machine_info,
     new_figure,
     save_figure,
+    stop_process,
+    wait_for_http,
     write_json,
 )
 
 if str(REPO_DIR) not in sys.path:
     sys.path.append(str(REPO_DIR))  # tests/ is the repo's package, not an installed one
+import boto3
 import httpx
 
 from medvault.auth.principal import Role
@@ -51,17 +60,37 @@ from medvault.runtime import build_runtime
 from tests.support.cluster import Cluster, create_databases
 from tests.support.factories import patient_payload, text_pdf_bytes
 from tests.support.load_mix import Account, Call, MixedLoad
-from tests.support.services import postgres_databases, s3_server
+from tests.support.services import TEST_S3_KEY, postgres_databases
 from tests.support.users import create_user
 
 NAME = "load"
 BUCKET = "medvault-bench"
-PATIENTS = 20
-ACCOUNTS = 20
-SEED_DOCUMENTS = 40
 RSS_INTERVAL_S = 2.0
 BUCKET_S = 5.0  # throughput-over-time resolution
 WARM_UP_FRACTION = 0.2
+
+
+@contextlib.contextmanager
+def moto_process() -> Iterator[str]:
+    """moto's S3 as its own process: in this one it would share the GIL with the
+    hundred client threads and become the bottleneck it is not meant to be."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, TEST_S3_KEY)  # the cluster's processes inherit them
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{endpoint}/moto-api/", proc=proc)
+        yield endpoint
+    finally:
+        stop_process(proc)
 
 
 def run_configuration(
@@ -73,6 +102,9 @@ def run_configuration(
     pg: Any,
     s3_endpoint: str,
     folder: Path,
+    patients: int,
+    accounts: int,
+    seed_documents: int,
 ) -> dict[str, Any]:
     run = f"load_{instances}_{uuid.uuid4().hex[:6]}"
     with Cluster(
@@ -87,28 +119,28 @@ def run_configuration(
         token = cluster.create_token("bench")
         runtime = build_runtime(cluster.settings())
         try:
-            accounts = []
-            for _ in range(ACCOUNTS):
+            logins = []
+            for _ in range(accounts):
                 user = create_user(runtime, Role.CLINICIAN)
-                accounts.append(Account(user.username, user.password))
+                logins.append(Account(user.username, user.password))
         finally:
             runtime.close()
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=cluster.url, headers=headers, timeout=60) as http:
-            patients = []
-            for _ in range(PATIENTS):
+            patient_ids = []
+            for _ in range(patients):
                 created = http.post("/api/v1/patients", json=patient_payload())
                 created.raise_for_status()
-                patients.append(created.json()["id"])
+                patient_ids.append(created.json()["id"])
         load = MixedLoad(
             cluster.url,
             token=token,
-            patients=patients,
-            accounts=accounts,
+            patients=patient_ids,
+            accounts=logins,
             pdf=text_pdf_bytes,
             clients=clients,
         )
-        load.seed_documents(SEED_DOCUMENTS)
+        load.seed_documents(seed_documents)
         load.prepare_sessions()
         rss: list[dict[str, Any]] = []
         stop = threading.Event()
@@ -222,6 +254,9 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="medvault worker processes")
     parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--patients", type=int, default=20)
+    parser.add_argument("--accounts", type=int, default=20, help="clinicians the clients log in as")
+    parser.add_argument("--seed-documents", type=int, default=40, help="uploaded before the load")
     parser.add_argument("--name", default=NAME)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
@@ -229,12 +264,14 @@ def main() -> None:
     results = []
     with (
         postgres_databases() as pg,
-        s3_server() as s3,
+        moto_process() as s3_endpoint,
         tempfile.TemporaryDirectory(prefix="medvault-bench-load-") as tmp,
     ):
-        if pg is None or s3 is None:
-            sys.exit("needs PostgreSQL on 127.0.0.1:5432 and moto (the test extra)")
-        s3.client().create_bucket(Bucket=BUCKET)
+        if pg is None:
+            sys.exit("needs PostgreSQL on 127.0.0.1:5432")
+        boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+            Bucket=BUCKET
+        )
         for instances in counts:
             print(f"{instances} instance(s), {args.clients} clients, {args.duration:.0f} s ...")
             result = run_configuration(
@@ -243,8 +280,11 @@ def main() -> None:
                 clients=args.clients,
                 duration=args.duration,
                 pg=pg,
-                s3_endpoint=s3.endpoint_url,
+                s3_endpoint=s3_endpoint,
                 folder=Path(tmp),
+                patients=args.patients,
+                accounts=args.accounts,
+                seed_documents=args.seed_documents,
             )
             results.append(result)
             print(
