@@ -69,8 +69,11 @@ WEIGHTS = {**DEFAULT_WEIGHTS, "upload_raw": 3, "upload_multipart": 2, "fhir_tran
 # and each derivation costs a child process, which CI's two cores pay for.
 PER_VERSION_JOBS = (kinds.FHIR_SHA1, kinds.TEXT)
 DERIVED_JOBS = (kinds.TEXT,)  # one for every version
+# pg_locks covers the whole server: other databases' sealers (other tests) hold the
+# same key in theirs.
 SEALER_LOCK_SQL = text(
     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND ((classid::bigint << 32) | objid::bigint) = :key"
 )
 
