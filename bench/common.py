@@ -420,17 +420,17 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_json(name: str, data: Mapping[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def write_json(name: str, data: Mapping[str, Any], *, directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
 
 
-def save_figure(fig: Figure, name: str, *, dpi: int = 90) -> Path:
+def save_figure(fig: Figure, name: str, *, dpi: int = 90, directory: Path = RESULTS_DIR) -> Path:
     """Save a PNG small enough to commit (well under 200 KB at this size and dpi)."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.png"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -37,15 +37,31 @@ def nginx_binary() -> str:
 
 
 def site_config(
-    *, upstream_port: int, listen_port: int, folder: Path, overrides: Mapping[str, str]
+    *,
+    upstream_ports: Sequence[int],
+    listen_port: int,
+    folder: Path,
+    overrides: Mapping[str, str],
+    server_extra: str = "",
+    server_parameters: str = "",
 ) -> str:
-    """The shipped site config, adapted to a test: see the module docstring."""
+    """The shipped site config, adapted to a test: see the module docstring.
+
+    Several ``upstream_ports`` make the upstream block a round-robin over them (nginx's
+    default balancing), as in front of several instances; ``server_extra`` adds
+    directives to the server block (a test's diagnostic header, say), and
+    ``server_parameters`` to each upstream server line (``fail_timeout=2s``).
+    """
     text = SHIPPED_CONFIG.read_text()
     text = "\n".join(line for line in text.splitlines() if not line.rstrip().endswith("# tls"))
-    text = text.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
+    servers = "\n    ".join(
+        f"server 127.0.0.1:{port} {server_parameters};".replace(" ;", ";")
+        for port in upstream_ports
+    )
+    text = text.replace("server 127.0.0.1:8000;", servers)
     text = text.replace(
         "server_name vault.example.org;",
-        f"listen 127.0.0.1:{listen_port};\n    server_name vault.example.org;",
+        f"listen 127.0.0.1:{listen_port};\n    server_name vault.example.org;\n    {server_extra}",
     )
     text = text.replace("/var/log/nginx/medvault.access.log", str(folder / "access.log"))
     for directive, value in overrides.items():
@@ -66,7 +82,8 @@ def main_config(folder: Path, site: str) -> str:
     return (
         f"{user}worker_processes 1;\npid {folder / 'nginx.pid'};\n"
         f"error_log {folder / 'error.log'} info;\n"
-        "events { worker_connections 256; }\n"
+        # Room for a load test's clients plus a connection upstream for each.
+        "events { worker_connections 1024; }\n"
         "http {\n"
         f"  client_body_temp_path {temp['client_body_temp']};\n"
         f"  proxy_temp_path {temp['proxy_temp']};\n"
@@ -83,18 +100,29 @@ class NginxProxy:
     """nginx as a non-daemon child process on a free 127.0.0.1 port."""
 
     def __init__(
-        self, folder: Path, *, upstream_port: int, overrides: Mapping[str, str] | None = None
+        self,
+        folder: Path,
+        *,
+        upstream_port: int | None = None,
+        upstream_ports: Sequence[int] = (),
+        overrides: Mapping[str, str] | None = None,
+        server_extra: str = "",
+        server_parameters: str = "",
     ) -> None:
         self.binary = nginx_binary()
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         folder.mkdir(parents=True, exist_ok=True)
+        ports = [*([upstream_port] if upstream_port is not None else []), *upstream_ports]
+        assert ports, "nginx needs at least one upstream"
         site = site_config(
-            upstream_port=upstream_port,
+            upstream_ports=ports,
             listen_port=self.port,
             folder=folder,
             overrides=overrides or {},
+            server_extra=server_extra,
+            server_parameters=server_parameters,
         )
         self.config_path = folder / "nginx.conf"
         self.config_path.write_text(main_config(folder, site))
