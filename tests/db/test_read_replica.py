@@ -98,8 +98,8 @@ def replication() -> Iterator[Replication]:
         # replica about its state must be visible without superuser rights.
         _sql(primary, f"CREATE ROLE {VAULT_ROLE} LOGIN")
         # Migrated once; each test copies them (CREATE DATABASE … TEMPLATE), faster than
-        # migrating two databases per test.
-        for kind in ("clinical", "auth"):
+        # migrating three databases per test.
+        for kind in ("clinical", "auth", "patients"):
             _sql(primary, f"CREATE DATABASE {kind}_template OWNER {VAULT_ROLE}")
             database = Database(primary.url(f"{kind}_template", VAULT_ROLE))
             migrate.upgrade(kind, database)
@@ -115,7 +115,7 @@ def replication() -> Iterator[Replication]:
 def runtime(replication: Replication, tmp_path: Path) -> Iterator[Runtime]:
     # Databases of its own: each test starts from empty tables.
     suffix = uuid.uuid4().hex[:8]
-    for kind in ("clinical", "auth"):
+    for kind in ("clinical", "auth", "patients"):
         _sql(
             replication.primary,
             f"CREATE DATABASE {kind}_{suffix} TEMPLATE {kind}_template OWNER {VAULT_ROLE}",
@@ -125,6 +125,7 @@ def runtime(replication: Replication, tmp_path: Path) -> Iterator[Runtime]:
         data_dir=tmp_path / "data",
         database_url=replication.primary.url(f"clinical_{suffix}", VAULT_ROLE),
         auth_database_url=replication.primary.url(f"auth_{suffix}", VAULT_ROLE),
+        patient_database_url=replication.primary.url(f"patients_{suffix}", VAULT_ROLE),
         database_replica_url=replication.standby.url(f"clinical_{suffix}", VAULT_ROLE),
         replica_max_lag_seconds=600,
         # Not left alone after a failure: the next request asks the replica again.

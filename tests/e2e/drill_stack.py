@@ -45,7 +45,11 @@ BUCKET = "drills"
 STORE_PREFIX = "vault"
 # A database per entry: (its server's name, the setting naming it). Adding the patient
 # database is one more line here and one Drill in the test.
-DATABASES = (("clinical", "database_url"), ("auth", "auth_database_url"))
+DATABASES = (
+    ("clinical", "database_url"),
+    ("auth", "auth_database_url"),
+    ("patients", "patient_database_url"),
+)
 PASSWORD = "drill-password-of-some-length"
 DOCUMENT_PARAMS = {"document_type": "11488-4", "filename": "drill.pdf"}
 RECOVERY_TIMEOUT_SECONDS = 60.0

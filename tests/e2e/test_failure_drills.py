@@ -1,6 +1,6 @@
 """Failure drills: stop one backing service under a running vault, then bring it back.
 
-For each part (the clinical database, the auth database, the object store, Redis,
+For each part (the clinical, auth and patient databases, the object store, Redis,
 clamd) the drill checks five promises:
 
 1. requests that need the missing part answer a clean 503 problem+json with
@@ -103,6 +103,18 @@ DRILLS = [
             "login": s.login(),
         },
         working=_anonymous,
+    ),
+    Drill(
+        part="patient_database",
+        stop=lambda s: s.databases["patients"].stop(),
+        start=lambda s: s.databases["patients"].start(),
+        # Demographics, and every check that a patient exists (an upload's target, a
+        # document's reach), live there: refused. Who the caller is does not.
+        refused=lambda s: {
+            "patient": s.http.get(f"/api/v1/patients/{s.patient}"),
+            "upload": s.upload(),
+        },
+        working=lambda s: {"me": s.me(), **_anonymous(s)},
     ),
     Drill(
         part="blob_store",

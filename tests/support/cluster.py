@@ -41,6 +41,7 @@ from tests.support.vault_process import VaultProcess, vault_environment
 DATABASE_SETTINGS: Mapping[str, str] = {
     "database_url": "clinical",
     "auth_database_url": "auth",
+    "patient_database_url": "patients",
 }
 UPSTREAM_HEADER = "X-Upstream"
 REDIS_CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
