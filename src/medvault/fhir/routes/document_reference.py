@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -110,7 +111,20 @@ def read(
 ) -> Response:
     negotiate(request)
     require(principal, Permission.DOCUMENT_READ)
-    resource = read_with_fallback(
+    resource = _read_current(request, session, principal, context, resource_id)
+    audit.commit_or_refuse(session)
+    return _read_response(request, resource, _last_modified(resource))
+
+
+def _read_current(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    context: AuditContext,
+    resource_id: str,
+) -> dict[str, Any]:
+    """The current resource, from the replica when allowed; a miss there asks the primary."""
+    return read_with_fallback(
         session,
         lambda: service.read(
             session=session,
@@ -121,8 +135,6 @@ def read(
         ),
         miss=(NotFound,),
     )
-    audit.commit_or_refuse(session)
-    return _read_response(request, resource, _last_modified(resource))
 
 
 @router.get("/{resource_id}/_history/{version_id}")
@@ -137,17 +149,7 @@ def vread(
     """Only the current version id resolves: earlier metadata versions are not kept."""
     negotiate(request)
     require(principal, Permission.DOCUMENT_READ)
-    resource = read_with_fallback(
-        session,
-        lambda: service.read(
-            session=session,
-            principal=principal,
-            raw_id=resource_id,
-            context=context,
-            base=base_url(request, request.app.state.runtime.settings),
-        ),
-        miss=(NotFound,),
-    )
+    resource = _read_current(request, session, principal, context, resource_id)
     if resource["meta"]["versionId"] != version_id:
         session.rollback()  # no read happened: nothing is returned
         raise NotFound("That version of the DocumentReference is not kept; read the current one.")
