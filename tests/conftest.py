@@ -26,7 +26,14 @@ from medvault.config import Settings
 from medvault.db.base import AuthBase, ClinicalBase, PatientBase
 from medvault.runtime import Runtime, build_runtime
 from tests.support.azurite import AzuriteServer, azurite_server
-from tests.support.backends import BUCKET, Backend, SettingsFactory, backend_settings
+from tests.support.backends import (
+    BUCKET,
+    Backend,
+    SettingsFactory,
+    backend_settings,
+    migrated_sqlite,
+)
+from tests.support.route_building import install as install_route_memo
 from tests.support.services import (
     PostgresDatabases,
     RcloneS3Server,
@@ -37,11 +44,17 @@ from tests.support.services import (
 )
 from tests.support.users import MadeUser, UserFactory, create_user
 
-# Every table the models declare, so a new table is emptied between tests without
-# anyone remembering to list it here (a forgotten one leaked rows across tests).
-CLINICAL_TABLES = tuple(sorted(ClinicalBase.metadata.tables))
-AUTH_TABLES = tuple(sorted(AuthBase.metadata.tables))
-PATIENT_TABLES = tuple(sorted(PatientBase.metadata.tables))
+# Every test builds a fresh app; FastAPI's per-app analysis of the same endpoints is
+# memoised for the whole process (tests/support/route_building.py says why it is safe).
+ROUTE_MEMO = install_route_memo()
+
+# Every table the models declare, children before parents, so a new table is emptied
+# between tests without anyone remembering to list it here (a forgotten one leaked rows
+# across tests).
+EMPTIED_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (name, tuple(table.name for table in reversed(base.metadata.sorted_tables)))
+    for name, base in (("clinical", ClinicalBase), ("auth", AuthBase), ("patients", PatientBase))
+)
 
 
 @pytest.fixture(scope="session")
@@ -87,15 +100,30 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer 
 
 
 def _clean_postgres(runtime: Runtime) -> None:
-    """Empty the shared PostgreSQL databases: each pg-s3 test starts from nothing."""
-    with runtime.clinical.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(CLINICAL_TABLES)} RESTART IDENTITY CASCADE"))
+    """Empty the shared PostgreSQL databases: each pg-s3 test starts from nothing.
+
+    DELETE, not TRUNCATE: TRUNCATE makes new files for every table and its indexes, and
+    cost each test 0.2 s against 0.02 s for deleting the few rows a test leaves.
+    """
+    databases = {"clinical": runtime.clinical, "auth": runtime.auth, "patients": runtime.patients}
+    for name, tables in EMPTIED_TABLES:
+        with databases[name].engine.begin() as conn:
+            # Table names from the models, not input.
+            conn.execute(text("; ".join(f"DELETE FROM {table}" for table in tables)))  # noqa: S608
+            sequences = conn.execute(
+                text("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")
+            ).scalars()
+            for sequence in sequences.all():
+                conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
     with runtime.auth.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(AUTH_TABLES)} CASCADE"))
         # The migration's one epoch row: without it no principal is ever cached.
         conn.execute(text("INSERT INTO auth_epoch (id, value) VALUES (1, 0)"))
-    with runtime.patients.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(PATIENT_TABLES)}"))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrated SQLite databases that each sqlite-fs test starts from a copy of."""
+    return migrated_sqlite(tmp_path_factory.mktemp("sqlite-template"))
 
 
 @pytest.fixture(params=["sqlite-fs", "pg-s3"])
@@ -104,8 +132,12 @@ def backend(
     tmp_path: Path,
     pg_urls: tuple[str, str, str] | None,
     s3: S3Server | None,
+    sqlite_template: Path,
 ) -> Backend:
-    return Backend(request.param, backend_settings(request.param, tmp_path, pg_urls, s3))
+    settings = backend_settings(
+        request.param, tmp_path, pg_urls, s3, sqlite_template=sqlite_template
+    )
+    return Backend(request.param, settings)
 
 
 @pytest.fixture

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.pool import QueuePool
 
 from medvault.config import ConfigurationError, Settings
 from medvault.crypto.keyring import Keyring
 from medvault.crypto.signing_keys import generate_pem
+from medvault.db.engine import SQLITE_POOL_SIZE
 from medvault.runtime import build_runtime
+from tests.support.backends import SettingsFactory
 
 
 def test_defaults_are_the_embedded_vault(tmp_path: Path) -> None:
@@ -171,3 +175,30 @@ def test_processes_starting_together_agree_on_generated_keys(tmp_path: Path) -> 
     kek_id, secret = outputs.pop().split()
     assert on_disk.keyring.active_id == kek_id
     assert base64.b64encode(on_disk.secret_key).decode() == secret
+
+
+def test_every_setting_has_a_row_in_the_readme() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(MEDVAULT_[A-Z0-9_]+)` \|", readme, re.MULTILINE))
+    settings = {f"MEDVAULT_{name.upper()}" for name in Settings.model_fields}
+    assert settings - documented == set()
+
+
+def test_the_pool_size_sizes_every_postgresql_pool(make_settings: SettingsFactory) -> None:
+    runtime = build_runtime(make_settings(database_pool_size=3), run_migrations=False)
+    try:
+        for database in (runtime.clinical, runtime.auth, runtime.patients):
+            pool = database.engine.pool
+            assert isinstance(pool, QueuePool)
+            if database.is_sqlite:
+                # SQLite's pools follow the server's thread pool, whatever the setting.
+                assert pool.size() == SQLITE_POOL_SIZE
+            else:
+                assert (pool.size(), pool._max_overflow) == (3, 6)
+    finally:
+        runtime.close()
+
+
+def test_the_pool_size_is_bounded() -> None:
+    with pytest.raises(ValueError, match="database_pool_size"):
+        Settings(database_pool_size=0)

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # A streaming replica of the clinical database (PostgreSQL) for lists, searches,
     # metadata and audit queries; README "Read replicas" says which reads and when.
     database_replica_url: str | None = None
+    # PostgreSQL connections each process keeps open per database (and replica); bursts
+    # may open twice as many more, so a process holds up to 9 x this (plus the principal
+    # cache's 16): the sum over instances and workers must fit the server's limit.
+    database_pool_size: int = Field(default=10, ge=1, le=100)
     # A replica further behind than this is not read from (the primary answers).
     replica_max_lag_seconds: float = Field(default=5.0, ge=0, le=3600)
     # After a replica failed to answer, it is left alone this long.

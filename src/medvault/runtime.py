@@ -125,9 +125,10 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
     exposure = exposure_warning(settings.resolved_data_dir)
     if exposure:
         logger.warning(exposure)
-    auth = Database(settings.auth_db_url)
-    patients = Database(settings.patient_db_url)
-    clinical = Database(settings.clinical_database_url)
+    pool_size = settings.database_pool_size
+    auth = Database(settings.auth_db_url, pool_size=pool_size)
+    patients = Database(settings.patient_db_url, pool_size=pool_size)
+    clinical = Database(settings.clinical_database_url, pool_size=pool_size)
     clinical.read_through(PatientBase, patients)
     runtime = Runtime(
         settings=settings,
@@ -165,6 +166,7 @@ def build_runtime(settings: Settings, *, run_migrations: bool = False) -> Runtim
             settings.database_replica_url,
             max_lag_seconds=settings.replica_max_lag_seconds,
             retry_seconds=settings.replica_retry_seconds,
+            pool_size=pool_size,
         )
     if run_migrations:
         runtime.migrate()

@@ -30,7 +30,7 @@ from medvault.documents.ingest import VERSION_BLOB_PREFIX
 from medvault.runtime import build_runtime
 from tests.support.clamd import ClamdServer, clamd_binary, running_clamd
 from tests.support.factories import patient_payload, pdf_bytes
-from tests.support.pg_servers import PostgresCluster, cluster_tools_missing, private_clusters
+from tests.support.pg_cluster import Cluster, private_clusters, tools_missing
 from tests.support.services import (
     TEST_S3_KEY,
     RcloneS3Server,
@@ -100,7 +100,7 @@ class DrillStack:
     """The vault, its private parts, and what the API has acknowledged so far."""
 
     vault: VaultProcess
-    databases: dict[str, PostgresCluster]
+    databases: dict[str, Cluster]
     s3: RcloneS3Server
     redis: RedisServer
     clamd: ClamdServer
@@ -194,7 +194,7 @@ class DrillStack:
 
 def stack_unavailable() -> str | None:
     """Why the drills cannot run on this machine, or None."""
-    missing = cluster_tools_missing()
+    missing = tools_missing()
     if missing:
         return missing
     if rclone_binary() is None:
@@ -213,7 +213,8 @@ def drill_stack(folder: Path) -> Iterator[DrillStack]:
     if reason:
         unavailable(f"failure drills: {reason}")
     with ExitStack() as parts:
-        databases = parts.enter_context(private_clusters([name for name, _ in DATABASES]))
+        clusters = parts.enter_context(private_clusters())
+        databases = clusters.servers([name for name, _ in DATABASES])
         s3 = parts.enter_context(rclone_s3_server(str(folder / "s3")))
         if s3 is None:
             unavailable("failure drills: rclone serve s3 did not start")

@@ -1,7 +1,7 @@
 """bench/load.py runs end to end: a few seconds against one instance (issue 17).
 
 A smoke test only: no timing is asserted. It proves the benchmark still starts its
-cluster (nginx, a worker, PostgreSQL, S3, Redis), runs the whole mix without a single
+cluster (nginx, a worker, its own PostgreSQL server, S3, Redis), runs the whole mix without a single
 error, and writes its JSON and PNG. One instance keeps it cheap; several instances are
 tests/e2e/test_scale_out.py's subject.
 """
@@ -15,18 +15,18 @@ from pathlib import Path
 
 from tests.support.cluster import RedisServer
 from tests.support.nginx import nginx_binary
-from tests.support.services import PostgresDatabases, S3Server, unavailable
+from tests.support.pg_cluster import tools_missing
+from tests.support.services import unavailable
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "load.py"
 
 
-def test_the_load_benchmark_runs_without_errors(
-    tmp_path: Path, pg_databases: PostgresDatabases | None, s3: S3Server | None
-) -> None:
+def test_the_load_benchmark_runs_without_errors(tmp_path: Path) -> None:
     nginx_binary()
     RedisServer(tmp_path / "probe")  # skip locally / fail in CI without redis-server
-    if pg_databases is None or s3 is None:
-        unavailable("the load benchmark needs PostgreSQL and moto")
+    missing = tools_missing()
+    if missing:
+        unavailable(f"the load benchmark starts its own PostgreSQL: {missing}")
     done = subprocess.run(
         [
             *(sys.executable, str(BENCH), "--duration", "4", "--instances", "1"),

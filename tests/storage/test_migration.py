@@ -259,3 +259,23 @@ def test_a_folder_to_s3_finds_a_truncated_blob_and_refuses_its_own_store(
     same = migrate(env, "--to", (tmp_path / "blobs").as_uri())
     assert same.exit_code == 2
     assert "own store" in same.stderr
+
+
+def test_a_target_bucket_that_does_not_exist_ends_the_copy_with_one_line(
+    tmp_path: Path, moto: S3Server
+) -> None:
+    source = FilesystemBlobStore(tmp_path / "blobs")
+    fill(source, 1)
+    env = {
+        "MEDVAULT_STORAGE_URL": (tmp_path / "blobs").as_uri(),
+        "MEDVAULT_S3_ENDPOINT_URL": moto.endpoint_url,
+        "MEDVAULT_S3_REGION": "us-east-1",
+    }
+    missing = f"s3://no-such-bucket-{uuid.uuid4().hex[:12]}/vault"
+    result = migrate(env, "--to", missing)
+    # Listing the target is the first thing the copy does: a clean exit 1, not a
+    # botocore traceback (as it was before list_blobs named its failures).
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Blob store error: list failed: NoSuchBucket" in result.stderr
+    assert "Traceback" not in result.output

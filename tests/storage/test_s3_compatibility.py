@@ -185,8 +185,11 @@ def test_an_unreachable_store_raises_its_own_error_and_recovers(tmp_path: Path) 
             store.writer("versions/ab/other")
         with pytest.raises(BlobStoreError):
             store.delete("versions/ab/blob")
+        with pytest.raises(BlobStoreError, match="list failed"):
+            next(store.list_blobs())
         assert discard(store, ["versions/ab/blob"], finisher="the reconciler") == 0
         own.start()
         assert store.exists("versions/ab/blob")
+        assert [blob.key for blob in store.list_blobs()] == ["versions/ab/blob"]
         assert discard(store, ["versions/ab/blob"], finisher="the reconciler") == 1
         assert not store.exists("versions/ab/blob")

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import psutil
 
@@ -34,7 +35,7 @@ from medvault.config import Settings
 from medvault.crypto.keyring import Keyring
 from medvault.crypto.signing_keys import generate_pem
 from tests.support.nginx import NginxProxy
-from tests.support.services import PostgresDatabases, free_port, unavailable
+from tests.support.services import free_port, unavailable
 from tests.support.vault_process import VaultProcess, vault_environment
 
 # One line per database the vault needs: setting -> the purpose in the database's name.
@@ -48,7 +49,14 @@ REDIS_CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 STOP_TIMEOUT_SECONDS = 15.0
 
 
-def create_databases(databases: PostgresDatabases, run: str) -> dict[str, str]:
+class DatabaseMaker(Protocol):
+    """Makes a fresh database and returns its URL (the shared server's
+    ``PostgresDatabases`` or a private ``pg_cluster`` server)."""
+
+    def create(self, purpose: str) -> str: ...
+
+
+def create_databases(databases: DatabaseMaker, run: str) -> dict[str, str]:
     """A fresh database for each of DATABASE_SETTINGS: {setting: url}."""
     return {
         setting: databases.create(f"{run}_{purpose}")

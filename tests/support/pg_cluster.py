@@ -1,11 +1,11 @@
 """Private PostgreSQL clusters for tests that need a server of their own.
 
 The machine's shared server cannot be stopped, paused or given a standby, so tests of
-replication (and of failures) start their own: ``initdb`` into a temporary directory,
-``pg_ctl`` on a free 127.0.0.1 port with its socket in that directory, and standbys
-made with ``pg_basebackup -R`` (a real streaming replica). PostgreSQL refuses to run
-as root, and CI runs as root: then every command runs as the ``postgres`` OS user
-(``runuser``) on directories handed to it.
+replication and the failure drills start their own: ``initdb`` into a temporary
+directory, ``pg_ctl`` on a free 127.0.0.1 port with its socket in that directory, and
+standbys made with ``pg_basebackup -R`` (a real streaming replica). PostgreSQL refuses
+to run as root, and CI runs as root: then every command runs as the ``postgres`` OS
+user (``runuser``) on directories handed to it, as Debian's ``pg_ctlcluster`` does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tests.support.services import free_port, unavailable
 
-# A private server has no other users: fast settings, nothing that makes it durable.
+# A private server has no other users: fast settings, nothing that makes it durable. A
+# test stops a server cleanly (or crashes it alone), so the OS still holds every write.
 _FAST = (
     "fsync=off",
     "synchronous_commit=off",
@@ -30,6 +31,9 @@ _FAST = (
     "shared_buffers=16MB",
     "max_connections=40",
 )
+# A server of its own for each database (the drills): as many connections as a stock
+# server, since one vault process may open up to 46 to the auth database.
+_SERVER = (*_FAST, "max_connections=100")
 # What a primary needs to feed streaming standbys.
 _PRIMARY = ("wal_level=replica", "max_wal_senders=4", "hot_standby=on")
 REPLICATION_USER = "replicator"
@@ -43,6 +47,20 @@ def _binaries() -> Path | None:
     for directory in candidates:
         if all((directory / tool).exists() for tool in ("initdb", "pg_ctl", "pg_basebackup")):
             return directory
+    return None
+
+
+def tools_missing() -> str | None:
+    """Why private clusters cannot run here, or None when they can."""
+    if _binaries() is None:
+        return "initdb, pg_ctl and pg_basebackup are not installed"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and no 'postgres' OS user to run PostgreSQL as"
+        if shutil.which("runuser") is None:
+            return "running as root and runuser not found"
     return None
 
 
@@ -87,9 +105,24 @@ class Cluster:
         self.running = True
 
     def stop(self, mode: str = "fast") -> None:
+        """``fast`` (the default) cuts every client connection at once, as an outage does."""
         if self.running:
             self._owner.run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
             self.running = False
+
+    def create(self, purpose: str) -> str:
+        """A database named for ``purpose`` (``cluster.DatabaseMaker``), and its URL."""
+        return self.create_database(f"medvault_{purpose}")
+
+    def create_database(self, name: str) -> str:
+        """A new database on this server, and its URL."""
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", autocommit=True
+        ) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
 
 
 class PrivateClusters:
@@ -108,10 +141,15 @@ class PrivateClusters:
         self._clusters: list[Cluster] = []
 
     def run(self, tool: str, *args: str) -> None:
-        command = [*self._prefix, str(self._bin / tool), *args]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        """One of PostgreSQL's tools (``initdb``, ``pg_ctl``...), as the server's user."""
+        self._run([str(self._bin / tool), *args])
+
+    def _run(self, command: Sequence[str]) -> None:
+        done = [*self._prefix, *command]
+        result = subprocess.run(done, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"{tool} failed ({result.returncode}): {result.stderr[-2000:]}")
+            name = Path(command[0]).name
+            raise RuntimeError(f"{name} failed ({result.returncode}): {result.stderr[-2000:]}")
 
     def _configure(self, data_dir: Path, port: int, settings: Sequence[str]) -> None:
         lines = [
@@ -123,9 +161,7 @@ class PrivateClusters:
         with (data_dir / "postgresql.auto.conf").open("a") as conf:
             conf.write("\n".join(lines) + "\n")
 
-    def primary(self) -> Cluster:
-        """A started primary that accepts replication from 127.0.0.1 (trust auth)."""
-        data_dir = self.root / f"primary-{len(self._clusters)}"
+    def _initdb(self, data_dir: Path) -> None:
         self.run(
             "initdb",
             "-D",
@@ -138,13 +174,42 @@ class PrivateClusters:
             "UTF8",
             "--locale=C",
         )
-        with (data_dir / "pg_hba.conf").open("a") as hba:
-            hba.write(f"host replication {REPLICATION_USER} 127.0.0.1/32 trust\n")
+
+    def _start_new(self, data_dir: Path, settings: Sequence[str]) -> Cluster:
         port = free_port()
-        self._configure(data_dir, port, (*_FAST, *_PRIMARY))
+        # postgresql.auto.conf: the last line for a setting wins, so a copied data
+        # directory gets its own port.
+        self._configure(data_dir, port, settings)
         cluster = Cluster(self, data_dir, port)
         self._clusters.append(cluster)
         cluster.start()
+        return cluster
+
+    def servers(
+        self, names: Sequence[str], settings: Sequence[str] = _SERVER
+    ) -> dict[str, Cluster]:
+        """Independent started servers, one per name (the drills' three databases).
+
+        initdb runs once (seconds); the others start from copies of its directory.
+        ``settings`` are postgresql.conf lines (by default: fast, not durable); for a
+        repeated setting the last line wins.
+        """
+        first = self.root / f"{names[0]}-{len(self._clusters)}"
+        self._initdb(first)
+        folders = {names[0]: first}
+        for name in names[1:]:
+            folders[name] = self.root / f"{name}-{len(self._clusters)}"
+            self._run(["cp", "-a", str(first), str(folders[name])])
+        return {name: self._start_new(folder, settings) for name, folder in folders.items()}
+
+    def primary(self) -> Cluster:
+        """A started primary that accepts replication from 127.0.0.1 (trust auth)."""
+        data_dir = self.root / f"primary-{len(self._clusters)}"
+        self._initdb(data_dir)
+        with (data_dir / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host replication {REPLICATION_USER} 127.0.0.1/32 trust\n")
+        cluster = self._start_new(data_dir, (*_FAST, *_PRIMARY))
+        port = cluster.port
         import psycopg
 
         with psycopg.connect(host="127.0.0.1", port=port, user="postgres", autocommit=True) as c:
@@ -170,13 +235,8 @@ class PrivateClusters:
             "--checkpoint=fast",
             "--no-sync",
         )
-        port = free_port()
         # Appended after what -R wrote, so the standby gets its own port and socket.
-        self._configure(data_dir, port, (*_FAST, "hot_standby=on"))
-        cluster = Cluster(self, data_dir, port)
-        self._clusters.append(cluster)
-        cluster.start()
-        return cluster
+        return self._start_new(data_dir, (*_FAST, "hot_standby=on"))
 
     def close(self) -> None:
         for cluster in reversed(self._clusters):

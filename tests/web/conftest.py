@@ -95,7 +95,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Backend:
     """sqlite-fs unless the test is marked ``browser_backend`` or parametrised indirectly."""
     marker = request.node.get_closest_marker("browser_backend")
     name = getattr(request, "param", None) or (marker.args[0] if marker else "sqlite-fs")
@@ -107,7 +107,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "pg-s3":
         pg_urls = request.getfixturevalue("pg_urls")
         s3 = request.getfixturevalue("s3")
-    return Backend(name, backend_settings(name, tmp_path, pg_urls, s3))
+    settings = backend_settings(name, tmp_path, pg_urls, s3, sqlite_template=sqlite_template)
+    return Backend(name, settings)
 
 
 @pytest.fixture

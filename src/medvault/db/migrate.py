@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -37,12 +38,36 @@ def alembic_config(
     return config
 
 
+@functools.cache
+def history(name: DatabaseName) -> ScriptDirectory:
+    """A database's revisions, read once per process.
+
+    Alembic reads and compiles every revision file again on each call; the vault asks
+    at every start and on every ``medvault`` command (and the test suite, for every
+    test's fresh runtime, spent a fifth of its time there).
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR / name))
+    return ScriptDirectory.from_config(config)
+
+
+def head(name: DatabaseName) -> str:
+    revision = history(name).get_current_head()
+    if revision is None:
+        raise RuntimeError(f"the {name} migration history has no revisions")
+    return revision
+
+
 def upgrade(
     name: DatabaseName,
     database: Database,
     revision: str = "head",
     attributes: dict[str, Any] | None = None,
 ) -> None:
+    # Already there: skip Alembic's environment (and, on PostgreSQL, its lock) entirely.
+    target = head(name) if revision == "head" else revision
+    if current_revision(name, database) == target:
+        return
     command.upgrade(alembic_config(name, database, attributes), revision)
 
 
@@ -51,8 +76,7 @@ def reached(name: DatabaseName, database: Database, revision: str) -> bool:
     current = current_revision(name, database)
     if current is None:
         return False
-    script = ScriptDirectory.from_config(alembic_config(name, database))
-    return any(rev.revision == revision for rev in script.iterate_revisions(current, "base"))
+    return any(rev.revision == revision for rev in history(name).iterate_revisions(current, "base"))
 
 
 def upgrade_all(*, auth: Database, patients: Database, clinical: Database) -> None:

@@ -112,6 +112,7 @@ class ClinicalReplica:
         max_lag_seconds: float,
         retry_seconds: float,
         connect_timeout_seconds: int = 2,
+        pool_size: int = 10,
     ) -> None:
         self.primary = primary
         self.url = make_url(url)
@@ -121,8 +122,8 @@ class ClinicalReplica:
             self.url,
             hide_parameters=True,
             pool_pre_ping=True,
-            pool_size=10,
-            max_overflow=20,
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
             # A replica that does not answer must not hold a request for long: it is
             # skipped (and reads go to the primary) rather than waited for.
             connect_args={"connect_timeout": connect_timeout_seconds},

@@ -195,7 +195,19 @@ class S3BlobStore:
         )
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=full_prefix))
+        while True:
+            # Only the fetch of a page is guarded: an error raised by the caller's loop
+            # body (thrown in at the yield) must not be relabelled a store failure.
+            try:
+                page = next(pages, None)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "error")
+                raise BlobStoreError(f"list failed: {code}") from exc
+            except BotoCoreError as exc:
+                raise BlobStoreError(f"list failed: {type(exc).__name__}") from exc
+            if page is None:
+                return
             for item in page.get("Contents", []):
                 yield BlobInfo(item["Key"][strip:], item["Size"], item["LastModified"])
 
