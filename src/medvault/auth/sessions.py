@@ -126,9 +126,15 @@ def check_password(
     user: User | None = None
     if candidate is not None and password_ok:
         current = repository.user_by_id(auth_session, candidate.id)
-        # A password changed while we were checking the old one does not count.
-        if current is not None and current.password_hash == candidate.password_hash:
-            user = current
+        if current is not None and current.password_hash != candidate.password_hash:
+            # The hash changed while we checked the old one. A new password does not
+            # count; but a concurrent login on another instance may only have rehashed
+            # the same password with newer parameters (below), and that must not turn
+            # this correct password into a 401 (it did, under the scale-out test).
+            with password_slots.slot():
+                if not verify_password(current.password_hash, password):
+                    current = None
+        user = current
     if user is None or user.disabled_at is not None:
         known = user or candidate
         reason = (
