@@ -27,6 +27,8 @@ _GATE_HELD = "medvault_writer_gate_held"
 
 
 SQLITE_POOL_SIZE = 40
+# Seconds libpq may take to connect (TCP and the startup handshake), unless the URL says.
+PG_CONNECT_TIMEOUT = "10"
 
 
 class SqliteWriterGate:
@@ -156,6 +158,13 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = make_url(url)
+        if self.url.get_backend_name() == "postgresql" and "connect_timeout" not in self.url.query:
+            # libpq waits for a host that never answers (a dropped route, a firewall
+            # that discards) as long as TCP does: minutes, with the request and its
+            # thread held. Bounded, the request is a 503 database-unavailable instead.
+            # In the URL, so every engine made from it (the principal cache's, Alembic's,
+            # backups') has it too; a URL that sets its own keeps it.
+            self.url = self.url.update_query_dict({"connect_timeout": PG_CONNECT_TIMEOUT})
         # hide_parameters: a failing statement's message (logged, or carried in an
         # exception) must never hold the bound values, which are patient data.
         kwargs: dict[str, Any] = {"hide_parameters": True}
