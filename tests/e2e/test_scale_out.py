@@ -52,7 +52,7 @@ from tests.support.cluster import UPSTREAM_HEADER, Cluster, create_databases, wi
 from tests.support.factories import patient_payload, text_pdf_bytes
 from tests.support.load_mix import DEFAULT_WEIGHTS, Account, Call, MixedLoad
 from tests.support.nginx import nginx_binary
-from tests.support.pg_cluster import private_clusters, tools_missing
+from tests.support.pg_cluster import FAST_SETTINGS, private_clusters, tools_missing
 from tests.support.services import S3Server, unavailable
 from tests.support.users import create_user
 
@@ -83,8 +83,8 @@ SEALER_LOCK_SQL = text(
 # instance, 90 per worker) beside the other xdist worker's tests would overrun the
 # shared server's 100, and an unexplained failure of this test (once in about 8 runs)
 # came while other suites ran. Fast settings: the test kills vault processes, never
-# this server.
-POSTGRES_SETTINGS = ("fsync=off", "synchronous_commit=off", "max_connections=300")
+# this server (the last line for a setting wins).
+POSTGRES_SETTINGS = (*FAST_SETTINGS, "max_connections=300")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import make_url
+
 from medvault.config import Settings
 from medvault.kit.private_files import make_private_dirs
 from medvault.runtime import build_runtime
@@ -30,9 +32,6 @@ class SettingsFactory(Protocol):
     """The ``make_settings`` fixture: the current backend's settings, some overridden."""
 
     def __call__(self, **overrides: Any) -> Settings: ...
-
-
-SQLITE_FILES = ("clinical.db", "auth.db", "patients.db")
 
 
 def migrated_sqlite(directory: Path) -> Path:
@@ -54,7 +53,11 @@ def seed_sqlite(data_dir: Path, template: Path) -> None:
     database and goes along.
     """
     make_private_dirs(data_dir)
-    for name in SQLITE_FILES:
+    # The files the embedded default names, as Settings names them.
+    defaults = Settings(env="test", data_dir=template)
+    urls = (defaults.clinical_database_url, defaults.auth_db_url, defaults.patient_db_url)
+    for url in urls:
+        name = Path(str(make_url(url).database)).name
         for part in (name, f"{name}-wal"):
             if (template / part).exists():
                 shutil.copy2(template / part, data_dir / part)

@@ -24,7 +24,7 @@ from tests.support.services import free_port, unavailable
 
 # A private server has no other users: fast settings, nothing that makes it durable. A
 # test stops a server cleanly (or crashes it alone), so the OS still holds every write.
-_FAST = (
+FAST_SETTINGS = (
     "fsync=off",
     "synchronous_commit=off",
     "full_page_writes=off",
@@ -33,7 +33,7 @@ _FAST = (
 )
 # A server of its own for each database (the drills): as many connections as a stock
 # server, since one vault process may open up to 46 to the auth database.
-_SERVER = (*_FAST, "max_connections=100")
+_SERVER = (*FAST_SETTINGS, "max_connections=100")
 # What a primary needs to feed streaming standbys.
 _PRIMARY = ("wal_level=replica", "max_wal_senders=4", "hot_standby=on")
 REPLICATION_USER = "replicator"
@@ -65,16 +65,13 @@ def tools_missing() -> str | None:
 
 
 def _run_as_user() -> tuple[list[str], int | None, int | None]:
-    """The prefix that runs a command as a non-root user, and that user's ids."""
+    """The prefix that runs a command as a non-root user, and that user's ids (what
+    ``tools_missing`` checked is there)."""
     if os.geteuid() != 0:
         return [], None, None
-    try:
-        entry = pwd.getpwnam("postgres")
-    except KeyError:
-        unavailable("running as root needs a 'postgres' OS user for private clusters")
+    entry = pwd.getpwnam("postgres")
     runuser = shutil.which("runuser")
-    if runuser is None:
-        unavailable("running as root needs runuser for private clusters")
+    assert runuser is not None
     return [runuser, "-u", "postgres", "--"], entry.pw_uid, entry.pw_gid
 
 
@@ -129,9 +126,11 @@ class PrivateClusters:
     """Makes clusters under one temporary directory and stops them all at the end."""
 
     def __init__(self) -> None:
+        missing = tools_missing()
+        if missing:
+            unavailable(f"private PostgreSQL servers: {missing}")
         binaries = _binaries()
-        if binaries is None:
-            unavailable("initdb, pg_ctl and pg_basebackup are not installed")
+        assert binaries is not None
         self._bin = binaries
         self._prefix, uid, gid = _run_as_user()
         self.root = Path(tempfile.mkdtemp(prefix="medvault-pg-"))
@@ -208,7 +207,7 @@ class PrivateClusters:
         self._initdb(data_dir)
         with (data_dir / "pg_hba.conf").open("a") as hba:
             hba.write(f"host replication {REPLICATION_USER} 127.0.0.1/32 trust\n")
-        cluster = self._start_new(data_dir, (*_FAST, *_PRIMARY))
+        cluster = self._start_new(data_dir, (*FAST_SETTINGS, *_PRIMARY))
         port = cluster.port
         import psycopg
 
@@ -236,7 +235,7 @@ class PrivateClusters:
             "--no-sync",
         )
         # Appended after what -R wrote, so the standby gets its own port and socket.
-        return self._start_new(data_dir, (*_FAST, "hot_standby=on"))
+        return self._start_new(data_dir, (*FAST_SETTINGS, "hot_standby=on"))
 
     def close(self) -> None:
         for cluster in reversed(self._clusters):
